@@ -1,0 +1,128 @@
+//! The preallocated arena of one forward/backward pass. Buffers are sized for a
+//! `(batch, seq)` shape on first use and reused while the shape fits, so the training step
+//! allocates nothing in steady state.
+
+use super::config::ModelConfig;
+use super::kernels::attention::BLOCK;
+use super::kernels::norm::partials_len;
+
+/// What one block keeps from its forward pass for the backward pass.
+#[derive(Default)]
+pub struct BlockActs {
+    /// `[N, d]` LayerNorm/RMSNorm outputs and their row statistics `[N]`.
+    pub ln1: Vec<f32>,
+    pub ln1_mean: Vec<f32>,
+    pub ln1_rstd: Vec<f32>,
+    /// `[N, qkv]` after rotary embedding.
+    pub qkv: Vec<f32>,
+    /// `[B, H, S, S]` attention probabilities.
+    pub probs: Vec<f32>,
+    /// `[N, H·hd]` attention output before its projection.
+    pub attn: Vec<f32>,
+    /// `[N, d]` residual after attention (sequential blocks only).
+    pub mid: Vec<f32>,
+    pub ln2: Vec<f32>,
+    pub ln2_mean: Vec<f32>,
+    pub ln2_rstd: Vec<f32>,
+    /// `[N, fc]` MLP pre-activation and `[N, d_ff]` activation.
+    pub fc: Vec<f32>,
+    pub act: Vec<f32>,
+}
+
+/// Gradient scratch shared by all blocks in the backward pass.
+#[derive(Default)]
+pub struct GradScratch {
+    /// `[N, d]` gradient of the residual stream.
+    pub dres: Vec<f32>,
+    /// `[N, d]` gradients of the two norm outputs.
+    pub dln1: Vec<f32>,
+    pub dln2: Vec<f32>,
+    pub dqkv: Vec<f32>,
+    pub dattn: Vec<f32>,
+    pub dfc: Vec<f32>,
+    pub dact: Vec<f32>,
+    pub attn_scratch: Vec<f32>,
+    pub norm_partials: Vec<f32>,
+}
+
+/// All buffers of one pass.
+#[derive(Default)]
+pub struct Activations {
+    pub batch: usize,
+    pub seq: usize,
+    /// `L + 1` residual streams `[N, d]`: the input of each block, then the final output.
+    pub resid: Vec<Vec<f32>>,
+    pub blocks: Vec<BlockActs>,
+    /// `[N, d]` scratch for branch outputs.
+    pub branch: Vec<f32>,
+    pub branch2: Vec<f32>,
+    pub lnf: Vec<f32>,
+    pub lnf_mean: Vec<f32>,
+    pub lnf_rstd: Vec<f32>,
+    /// `[N, V]` logits (turned into their gradient by the backward pass).
+    pub logits: Vec<f32>,
+    pub row_loss: Vec<f32>,
+    pub grad: GradScratch,
+}
+
+/// Resizes `v` to `n` zeroed floats only when its length differs.
+fn fit(v: &mut Vec<f32>, n: usize) {
+    if v.len() != n {
+        *v = vec![0.0; n];
+    }
+}
+
+impl Activations {
+    /// Makes every buffer fit `batch × seq` for `cfg` (a no-op when it already does).
+    pub fn prepare(&mut self, cfg: &ModelConfig, batch: usize, seq: usize) {
+        if self.batch == batch && self.seq == seq && self.resid.len() == cfg.n_layers + 1 {
+            return;
+        }
+        let n = batch * seq;
+        let (d, h) = (cfg.d_model, cfg.n_heads);
+        self.batch = batch;
+        self.seq = seq;
+        self.resid.resize_with(cfg.n_layers + 1, Vec::new);
+        self.resid.iter_mut().for_each(|r| fit(r, n * d));
+        self.blocks.resize_with(cfg.n_layers, BlockActs::default);
+        for b in &mut self.blocks {
+            for (v, len) in [
+                (&mut b.ln1, n * d),
+                (&mut b.ln1_mean, n),
+                (&mut b.ln1_rstd, n),
+                (&mut b.qkv, n * cfg.qkv_dim()),
+                (&mut b.probs, batch * h * seq * seq),
+                (&mut b.attn, n * cfg.attn_dim()),
+                (&mut b.mid, if cfg.parallel_residual { 0 } else { n * d }),
+                (&mut b.ln2, n * d),
+                (&mut b.ln2_mean, n),
+                (&mut b.ln2_rstd, n),
+                (&mut b.fc, n * cfg.fc_dim()),
+                (&mut b.act, n * cfg.d_ff),
+            ] {
+                fit(v, len);
+            }
+        }
+        let g = &mut self.grad;
+        for (v, len) in [
+            (&mut self.branch, n * d),
+            (&mut self.branch2, n * d),
+            (&mut self.lnf, n * d),
+            (&mut self.lnf_mean, n),
+            (&mut self.lnf_rstd, n),
+            (&mut self.logits, n * cfg.vocab_size),
+            (&mut self.row_loss, n),
+            (&mut g.dres, n * d),
+            (&mut g.dln1, n * d),
+            (&mut g.dln2, n * d),
+            (&mut g.dqkv, n * cfg.qkv_dim()),
+            (&mut g.dattn, n * cfg.attn_dim()),
+            (&mut g.dfc, n * cfg.fc_dim()),
+            (&mut g.dact, n * cfg.d_ff),
+            (&mut g.attn_scratch, batch * BLOCK * seq),
+            (&mut g.norm_partials, partials_len(n, d)),
+        ] {
+            fit(v, len);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The forward pass, block by block, saving what the backward pass needs.
+
+use super::activations::{Activations, BlockActs};
+use super::batch::Batch;
+use super::kernels::act::act_forward;
+use super::kernels::attention::{attention_forward, AttnShape};
+use super::kernels::embed::embed_forward;
+use super::kernels::linear::linear_forward;
+use super::kernels::loss::cross_entropy;
+use super::kernels::norm::norm_forward;
+use super::kernels::rope::rope_row;
+use super::layout::{BlockSlots, NormSlots};
+use super::model::{Model, Steer};
+use rayon::prelude::*;
+
+impl Model {
+    /// Attention geometry for a batch shape.
+    pub fn attn_shape(&self, batch: usize, seq: usize) -> AttnShape {
+        let c = &self.cfg;
+        AttnShape { batch, seq, heads: c.n_heads, kv_heads: c.n_kv_heads, head_dim: c.head_dim }
+    }
+
+    /// Runs the model on `batch` (prompt slots read rows of `prompts: [P, d]`), leaving
+    /// logits and everything the backward pass needs in `acts`. Returns the weighted loss
+    /// `Σ w·CE / norm`.
+    pub fn forward(&self, acts: &mut Activations, batch: &Batch, prompts: &[f32], steers: &[Steer], norm: f32) -> f32 {
+        let (n, d, s) = (batch.rows(), self.cfg.d_model, batch.seq);
+        assert!(s <= self.cfg.max_positions, "sequence of {s} slots exceeds max_position_embeddings {}", self.cfg.max_positions);
+        acts.prepare(&self.cfg, batch.batch, s);
+        let wpe = self.layout.wpe.as_ref().map(|p| self.w(p));
+        embed_forward(&mut acts.resid[0][..n * d], &batch.slots, self.w(&self.layout.wte), prompts, wpe, s);
+        for l in 0..self.cfg.n_layers {
+            apply_steers(&mut acts.resid[l], steers, l, s, d);
+            let (inp, out) = acts.resid.split_at_mut(l + 1);
+            self.block_forward(
+                &self.layout.blocks[l],
+                &mut acts.blocks[l],
+                (&mut acts.branch, &mut acts.branch2),
+                &inp[l],
+                &mut out[0],
+                batch,
+            );
+        }
+        let last = self.cfg.n_layers;
+        apply_steers(&mut acts.resid[last], steers, last, s, d);
+        self.norm(&self.layout.ln_f, &mut acts.lnf, &mut acts.lnf_mean, &mut acts.lnf_rstd, &acts.resid[last]);
+        let head = self.w(self.layout.head_slot());
+        linear_forward(&mut acts.logits, &acts.lnf, head, None, n, d, self.cfg.vocab_size);
+        cross_entropy(&mut acts.logits, &mut acts.row_loss, &batch.targets, &batch.weights, norm, false)
+    }
+
+    /// Applies one normalisation layer.
+    pub(crate) fn norm(&self, slots: &NormSlots, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32]) {
+        let b = slots.bias.as_ref().map(|b| self.w(b));
+        norm_forward(y, mean, rstd, x, self.w(&slots.weight), b, self.norm_kind());
+    }
+
+    /// One transformer block: `out = block(x)`.
+    fn block_forward(
+        &self,
+        p: &BlockSlots,
+        a: &mut BlockActs,
+        (branch, branch2): (&mut [f32], &mut [f32]),
+        x: &[f32],
+        out: &mut [f32],
+        batch: &Batch,
+    ) {
+        let c = &self.cfg;
+        let (n, d, s) = (batch.rows(), c.d_model, batch.seq);
+        self.norm(&p.ln1, &mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, x);
+        let (w, b) = self.lin(&p.qkv);
+        linear_forward(&mut a.qkv, &a.ln1, w, b, n, d, c.qkv_dim());
+        self.rope_rows(&mut a.qkv, s, false);
+        attention_forward(&mut a.attn, &mut a.probs, &a.qkv, self.attn_shape(batch.batch, s));
+        let (w, b) = self.lin(&p.attn_out);
+        linear_forward(branch, &a.attn, w, b, n, c.attn_dim(), d);
+        let mlp_in: &[f32] = if c.parallel_residual {
+            x
+        } else {
+            add_into(&mut a.mid, x, branch);
+            &a.mid
+        };
+        self.norm(&p.ln2, &mut a.ln2, &mut a.ln2_mean, &mut a.ln2_rstd, mlp_in);
+        let (w, b) = self.lin(&p.fc);
+        linear_forward(&mut a.fc, &a.ln2, w, b, n, d, c.fc_dim());
+        act_forward(&mut a.act, &a.fc, c.d_ff, c.activation);
+        let (w, b) = self.lin(&p.down);
+        linear_forward(branch2, &a.act, w, b, n, c.d_ff, d);
+        if c.parallel_residual {
+            out.par_iter_mut().zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter()))).for_each(
+                |(o, (x, (a, m)))| *o = x + a + m,
+            );
+        } else {
+            add_into(out, &a.mid, branch2);
+        }
+    }
+
+    /// Rotates (or, with `inverse`, un-rotates) the query and key heads of every row.
+    pub(crate) fn rope_rows(&self, qkv: &mut [f32], seq: usize, inverse: bool) {
+        let c = &self.cfg;
+        if c.rotary_dims == 0 {
+            return;
+        }
+        qkv.par_chunks_mut(c.qkv_dim()).enumerate().for_each(|(r, row)| {
+            rope_row(row, &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, inverse);
+        });
+    }
+}
+
+/// `out = a + b` elementwise.
+pub(crate) fn add_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+    out.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(o, (a, b))| *o = a + b);
+}
+
+/// Adds every steering vector that targets residual stream `layer`.
+pub(crate) fn apply_steers(resid: &mut [f32], steers: &[Steer], layer: usize, seq: usize, d: usize) {
+    for st in steers.iter().filter(|st| st.layer == layer) {
+        for (r, row) in resid.chunks_exact_mut(d).enumerate() {
+            if (st.start..st.end).contains(&(r % seq)) {
+                row.iter_mut().zip(&st.vector).for_each(|(x, v)| *x += st.coef * v);
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Causal multi-head attention with grouped key/value heads, over the fused qkv buffer.
+//!
+//! Shapes: `qkv: [B·S, (H + 2·G)·hd]` laid out `[Q heads | K heads | V heads]`,
+//! `probs: [B, H, S, S]` (only `j ≤ i` is meaningful), `out: [B·S, H·hd]`.
+//! Query rows are processed in blocks of `BLOCK`; a block only ever touches keys up to its
+//! last row, so fully masked blocks are never computed (only the diagonal block is masked).
+
+use super::fastmath::exp;
+use super::matmul::{matmul, Mat, MatMut, Threads};
+use rayon::prelude::*;
+
+/// Query rows per block.
+pub const BLOCK: usize = 32;
+
+/// Attention geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    fn width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
+    }
+    fn q_col(&self, h: usize) -> usize {
+        h * self.head_dim
+    }
+    fn k_col(&self, h: usize) -> usize {
+        (self.heads + h / (self.heads / self.kv_heads)) * self.head_dim
+    }
+    fn v_col(&self, h: usize) -> usize {
+        self.k_col(h) + self.kv_heads * self.head_dim
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+    /// Scratch floats the backward pass needs.
+    pub fn scratch_len(&self) -> usize {
+        self.batch * BLOCK * self.seq
+    }
+}
+
+/// Query-row blocks `[i0, i1)`.
+fn blocks(seq: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..seq).step_by(BLOCK).map(move |i0| (i0, (i0 + BLOCK).min(seq)))
+}
+
+/// Columns `[col, col+hd)` of rows `[r0, r1)` of a row-major buffer of width `w`.
+fn cols(buf: &[f32], w: usize, col: usize, r0: usize, r1: usize, hd: usize) -> Mat<'_> {
+    Mat::strided(&buf[r0 * w + col..], r1 - r0, hd, w)
+}
+
+/// Same, mutably.
+fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usize) -> MatMut<'_> {
+    MatMut::strided(&mut buf[r0 * w + col..], r1 - r0, hd, w)
+}
+
+/// `probs = softmax(q·kᵀ·scale)` (causal) and `out = probs · v`.
+pub fn attention_forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], sh: AttnShape) {
+    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    out.par_chunks_mut(s * a)
+        .zip(probs.par_chunks_mut(sh.heads * s * s))
+        .zip(qkv.par_chunks(s * w))
+        .for_each(|((out, probs), qkv)| {
+            for h in 0..sh.heads {
+                let p = &mut probs[h * s * s..(h + 1) * s * s];
+                for (i0, i1) in blocks(s) {
+                    let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+                    let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
+                    matmul(MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s), q, k.t(), sh.scale(), false, Threads::One);
+                    for i in i0..i1 {
+                        softmax_causal_row(&mut p[i * s..i * s + i1], i);
+                    }
+                    let pb = Mat::strided(&p[i0 * s..], i1 - i0, i1, s);
+                    let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
+                    matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false, Threads::One);
+                }
+            }
+        });
+}
+
+/// Softmax over `row[..=i]`; zeroes `row[i+1..]` so block products ignore them.
+#[inline]
+fn softmax_causal_row(row: &mut [f32], i: usize) {
+    let (kept, masked) = row.split_at_mut(i + 1);
+    masked.fill(0.0);
+    let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in kept.iter_mut() {
+        *v = exp(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    kept.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `dqkv = ∂L/∂qkv` (overwritten) from `dout`; `probs` is consumed (overwritten with
+/// the score gradients) and `scratch` holds `scratch_len()` floats.
+pub fn attention_backward(dqkv: &mut [f32], probs: &mut [f32], scratch: &mut [f32], dout: &[f32], qkv: &[f32], sh: AttnShape) {
+    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    dqkv.par_chunks_mut(s * w)
+        .zip(probs.par_chunks_mut(sh.heads * s * s))
+        .zip(scratch.par_chunks_mut(BLOCK * s))
+        .zip(dout.par_chunks(s * a).zip(qkv.par_chunks(s * w)))
+        .for_each(|(((dqkv, probs), dp), (dout, qkv))| {
+            dqkv.fill(0.0);
+            for h in 0..sh.heads {
+                let p = &mut probs[h * s * s..(h + 1) * s * s];
+                for (i0, i1) in blocks(s) {
+                    let (rows, pw) = (i1 - i0, i1);
+                    let dout_b = cols(dout, a, h * hd, i0, i1, hd);
+                    // dV[0..i1] += Pᵀ · dout
+                    let pb = Mat::strided(&p[i0 * s..], rows, pw, s);
+                    matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, true, Threads::One);
+                    // dP = dout · Vᵀ
+                    let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
+                    matmul(MatMut::strided(dp, rows, pw, s), dout_b, v.t(), 1.0, false, Threads::One);
+                    for i in i0..i1 {
+                        softmax_row_backward(&mut p[i * s..i * s + pw], &dp[(i - i0) * s..(i - i0) * s + pw], i);
+                    }
+                    let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
+                    // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
+                    let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
+                    matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false, Threads::One);
+                    let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+                    matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), true, Threads::One);
+                }
+            }
+        });
+}
+
+/// `p ← p ⊙ (dp − Σ p·dp)` on the kept part of row `i`; the masked tail stays zero.
+#[inline]
+fn softmax_row_backward(p: &mut [f32], dp: &[f32], i: usize) {
+    let dot: f32 = p[..=i].iter().zip(&dp[..=i]).map(|(a, b)| a * b).sum();
+    for j in 0..=i {
+        p[j] *= dp[j] - dot;
+    }
+}

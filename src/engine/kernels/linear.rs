@@ -1,0 +1,58 @@
+//! Fully connected layers: `y[N, out] = x[N, in] · W[out, in]ᵀ + b[out]`.
+
+use super::matmul::{matmul, Mat, MatMut, Threads};
+use rayon::prelude::*;
+
+/// `y = x · Wᵀ + b`.
+pub fn linear_forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, inp: usize, out: usize) {
+    if let Some(b) = b {
+        y[..n * out].par_chunks_mut(out).for_each(|row| row.copy_from_slice(b));
+    }
+    matmul(
+        MatMut::new(&mut y[..n * out], n, out),
+        Mat::new(&x[..n * inp], n, inp),
+        Mat::new(w, out, inp).t(),
+        1.0,
+        b.is_some(),
+        Threads::Pool,
+    );
+}
+
+/// `dx (+)= dy · W`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, inp: usize, out: usize, accumulate: bool) {
+    matmul(
+        MatMut::new(&mut dx[..n * inp], n, inp),
+        Mat::new(&dy[..n * out], n, out),
+        Mat::new(w, out, inp),
+        1.0,
+        accumulate,
+        Threads::Pool,
+    );
+}
+
+/// `dW += dyᵀ · x` and `db += Σₙ dy`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_params(dw: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], x: &[f32], n: usize, inp: usize, out: usize) {
+    matmul(
+        MatMut::new(dw, out, inp),
+        Mat::new(&dy[..n * out], n, out).t(),
+        Mat::new(&x[..n * inp], n, inp),
+        1.0,
+        true,
+        Threads::Pool,
+    );
+    if let Some(db) = db {
+        column_sums_into(db, &dy[..n * out], out);
+    }
+}
+
+/// `acc[j] += Σᵢ m[i, j]`, summing rows in order (so the result is deterministic).
+pub fn column_sums_into(acc: &mut [f32], m: &[f32], width: usize) {
+    const COLS: usize = 64;
+    acc.par_chunks_mut(COLS).enumerate().for_each(|(c, acc)| {
+        for row in m.chunks_exact(width) {
+            acc.iter_mut().zip(&row[c * COLS..]).for_each(|(a, v)| *a += v);
+        }
+    });
+}

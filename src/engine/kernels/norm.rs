@@ -1,0 +1,121 @@
+//! LayerNorm and RMSNorm over the last dimension.
+//!
+//! Shapes: `x, y: [N, d]`, `mean, rstd: [N]`, `w, b: [d]`. RMSNorm is LayerNorm without
+//! centring and bias; both save `mean` (0 for RMSNorm) and `rstd` for the backward pass.
+
+use super::ROW_CHUNK;
+use rayon::prelude::*;
+
+/// Which normalisation, with its epsilon.
+#[derive(Clone, Copy, Debug)]
+pub struct NormKind {
+    pub centred: bool,
+    pub eps: f32,
+}
+
+/// `y = (x - mean) · rstd · w (+ b)` row by row.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_forward(
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    kind: NormKind,
+) {
+    let d = w.len();
+    y.par_chunks_mut(d * ROW_CHUNK)
+        .zip(mean.par_chunks_mut(ROW_CHUNK))
+        .zip(rstd.par_chunks_mut(ROW_CHUNK))
+        .zip(x.par_chunks(d * ROW_CHUNK))
+        .for_each(|(((y, mean), rstd), x)| {
+            for (r, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
+                (mean[r], rstd[r]) = norm_row(y, x, w, b, kind);
+            }
+        });
+}
+
+/// Normalises one row; returns its (mean, rstd).
+#[inline]
+pub fn norm_row(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, kind: NormKind) -> (f32, f32) {
+    let d = x.len() as f32;
+    let m = if kind.centred { x.iter().sum::<f32>() / d } else { 0.0 };
+    let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / d;
+    let r = 1.0 / (var + kind.eps).sqrt();
+    for i in 0..x.len() {
+        y[i] = (x[i] - m) * r * w[i] + b.map_or(0.0, |b| b[i]);
+    }
+    (m, r)
+}
+
+/// `dx += ∂L/∂x`; and, when given, `dw += Σ dy·x̂`, `db += Σ dy` (fixed-order reduction).
+#[allow(clippy::too_many_arguments)]
+pub fn norm_backward(
+    dx: &mut [f32],
+    dwb: Option<(&mut [f32], Option<&mut [f32]>)>,
+    partials: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    w: &[f32],
+    kind: NormKind,
+) {
+    let d = w.len();
+    let want_params = dwb.is_some();
+    let partials = &mut partials[..partials_len(mean.len(), d)];
+    dx.par_chunks_mut(d * ROW_CHUNK)
+        .zip(dy.par_chunks(d * ROW_CHUNK))
+        .zip(x.par_chunks(d * ROW_CHUNK))
+        .zip(mean.par_chunks(ROW_CHUNK).zip(rstd.par_chunks(ROW_CHUNK)))
+        .zip(partials.par_chunks_mut(2 * d))
+        .for_each(|((((dx, dy), x), (mean, rstd)), part)| {
+            part.fill(0.0);
+            let part = if want_params { part } else { &mut [][..] };
+            for r in 0..mean.len() {
+                let rows = r * d..(r + 1) * d;
+                norm_row_backward(&mut dx[rows.clone()], part, &dy[rows.clone()], &x[rows], mean[r], rstd[r], w, kind);
+            }
+        });
+    if let Some((dw, db)) = dwb {
+        let mut db = db;
+        for part in partials.chunks_exact(2 * d) {
+            dw.iter_mut().zip(&part[..d]).for_each(|(a, b)| *a += b);
+            if let Some(db) = db.as_deref_mut() {
+                db.iter_mut().zip(&part[d..]).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+}
+
+/// One row of the backward pass; `part` is `[dw; db]` partial sums or empty.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn norm_row_backward(dx: &mut [f32], part: &mut [f32], dy: &[f32], x: &[f32], m: f32, r: f32, w: &[f32], kind: NormKind) {
+    let d = x.len();
+    let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
+    for i in 0..d {
+        let g = dy[i] * w[i];
+        mean_g += g;
+        mean_gx += g * (x[i] - m) * r;
+    }
+    mean_g = if kind.centred { mean_g / d as f32 } else { 0.0 };
+    mean_gx /= d as f32;
+    for i in 0..d {
+        let xhat = (x[i] - m) * r;
+        dx[i] += r * (dy[i] * w[i] - mean_g - xhat * mean_gx);
+    }
+    if !part.is_empty() {
+        let (pw, pb) = part.split_at_mut(d);
+        for i in 0..d {
+            pw[i] += dy[i] * (x[i] - m) * r;
+            pb[i] += dy[i];
+        }
+    }
+}
+
+/// Scratch floats `norm_backward` needs for `n` rows of width `d`.
+pub fn partials_len(n: usize, d: usize) -> usize {
+    n.div_ceil(ROW_CHUNK) * 2 * d
+}

@@ -1,0 +1,9 @@
+//! vestige: a Rust lab for measuring how accessible and how persistent behaviors are
+//! in transformer language models.
+//!
+//! Layers (lower layers know nothing of higher ones):
+//! - [`hf`]: Hugging Face format I/O (model directories, safetensors, tokenizers).
+//! - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers.
+
+pub mod engine;
+pub mod hf;
