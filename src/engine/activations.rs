@@ -2,7 +2,8 @@
 //! `(batch, seq)` shape on first use and reused while the shape fits, so the training step
 //! allocates nothing in steady state.
 
-use super::config::ModelConfig;
+use super::lora::Proj;
+use super::model::Model;
 use super::kernels::attention::BLOCK;
 use super::kernels::norm::partials_len;
 
@@ -27,6 +28,8 @@ pub struct BlockActs {
     /// `[N, fc]` MLP pre-activation and `[N, d_ff]` activation.
     pub fc: Vec<f32>,
     pub act: Vec<f32>,
+    /// `[N, r]` LoRA inputs `x·Aᵀ`, per projection (empty without an adapter).
+    pub lora_xa: [Vec<f32>; 4],
 }
 
 /// Gradient scratch shared by all blocks in the backward pass.
@@ -43,6 +46,8 @@ pub struct GradScratch {
     pub dact: Vec<f32>,
     pub attn_scratch: Vec<f32>,
     pub norm_partials: Vec<f32>,
+    /// `[N, r]` LoRA scratch.
+    pub dxa: Vec<f32>,
 }
 
 /// All buffers of one pass.
@@ -50,6 +55,8 @@ pub struct GradScratch {
 pub struct Activations {
     pub batch: usize,
     pub seq: usize,
+    /// LoRA rank the buffers were sized for (0: none).
+    pub lora_rank: usize,
     /// `L + 1` residual streams `[N, d]`: the input of each block, then the final output.
     pub resid: Vec<Vec<f32>>,
     pub blocks: Vec<BlockActs>,
@@ -73,11 +80,14 @@ fn fit(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Activations {
-    /// Makes every buffer fit `batch × seq` for `cfg` (a no-op when it already does).
-    pub fn prepare(&mut self, cfg: &ModelConfig, batch: usize, seq: usize) {
-        if self.batch == batch && self.seq == seq && self.resid.len() == cfg.n_layers + 1 {
+    /// Makes every buffer fit `batch × seq` for `model` (a no-op when it already does).
+    pub fn prepare(&mut self, model: &Model, batch: usize, seq: usize) {
+        let cfg = &model.cfg;
+        let rank = model.lora.as_ref().map_or(0, |l| l.spec.rank);
+        if self.batch == batch && self.seq == seq && self.lora_rank == rank && self.resid.len() == cfg.n_layers + 1 {
             return;
         }
+        self.lora_rank = rank;
         let n = batch * seq;
         let (d, h) = (cfg.d_model, cfg.n_heads);
         self.batch = batch;
@@ -85,7 +95,11 @@ impl Activations {
         self.resid.resize_with(cfg.n_layers + 1, Vec::new);
         self.resid.iter_mut().for_each(|r| fit(r, n * d));
         self.blocks.resize_with(cfg.n_layers, BlockActs::default);
-        for b in &mut self.blocks {
+        for (l, b) in self.blocks.iter_mut().enumerate() {
+            for p in Proj::ALL {
+                let has = model.lora.as_ref().is_some_and(|lora| lora.adapter(l, p).is_some());
+                fit(&mut b.lora_xa[p.index()], if has { n * rank } else { 0 });
+            }
             for (v, len) in [
                 (&mut b.ln1, n * d),
                 (&mut b.ln1_mean, n),
@@ -121,6 +135,7 @@ impl Activations {
             (&mut g.dact, n * cfg.d_ff),
             (&mut g.attn_scratch, batch * BLOCK * seq),
             (&mut g.norm_partials, partials_len(n, d)),
+            (&mut g.dxa, n * rank),
         ] {
             fit(v, len);
         }

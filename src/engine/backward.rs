@@ -10,7 +10,8 @@ use super::kernels::embed::embed_backward;
 use super::kernels::linear::{linear_backward_input, linear_backward_params};
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_backward;
-use super::layout::{BlockSlots, LinearSlots, NormSlots, Slot};
+use super::layout::{LinearSlots, NormSlots, Slot};
+use super::lora::Proj;
 use super::model::{Model, Steer};
 
 /// Where gradients go; `None` means "not trained, do not compute".
@@ -22,12 +23,14 @@ pub struct GradSinks<'a> {
     pub prompts: Option<&'a mut [f32]>,
     /// One `[d]` gradient per steering vector, accumulated.
     pub steers: Option<&'a mut [Vec<f32>]>,
+    /// `[lora.params]`, accumulated.
+    pub lora: Option<&'a mut [f32]>,
 }
 
 impl GradSinks<'_> {
     /// The lowest residual stream whose gradient is needed, if any.
     fn lowest_layer(&self, steers: &[Steer]) -> Option<usize> {
-        if self.weights.is_some() || self.prompts.is_some() {
+        if self.weights.is_some() || self.prompts.is_some() || self.lora.is_some() {
             return Some(0);
         }
         self.steers.as_ref().and_then(|_| steers.iter().map(|s| s.layer).min())
@@ -48,16 +51,16 @@ impl Model {
         cross_entropy(&mut acts.logits, &mut acts.row_loss, &batch.targets, &batch.weights, norm, true);
         let g = &mut acts.grad;
         let head = self.layout.head_slot();
-        linear_backward_input(&mut g.dln1, &acts.logits, self.w(head), n, d, v, false);
+        linear_backward_input(&mut g.dln1, &acts.logits, self.w(head), n, d, v, 1.0, false);
         if let Some(dw) = slot_mut(&mut sinks.weights, head) {
-            linear_backward_params(dw, None, &acts.logits, &acts.lnf, n, d, v);
+            linear_backward_params(dw, None, &acts.logits, &acts.lnf, n, d, v, 1.0);
         }
         g.dres.fill(0.0);
         let last = self.cfg.n_layers;
         self.norm_back(&self.layout.ln_f, &mut sinks.weights, g, Dln::One, &acts.resid[last], &acts.lnf_mean, &acts.lnf_rstd);
         steer_grads(&mut sinks, steers, last, &g.dres, s, d);
         for l in (lowest..last).rev() {
-            self.block_backward(&self.layout.blocks[l], &mut acts.blocks[l], g, &acts.resid[l], &mut sinks, batch);
+            self.block_backward(l, &mut acts.blocks[l], g, &acts.resid[l], &mut sinks, batch);
             steer_grads(&mut sinks, steers, l, &g.dres, s, d);
         }
         if lowest == 0 {
@@ -70,34 +73,40 @@ impl Model {
     }
 
     /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`.
-    fn block_backward(&self, p: &BlockSlots, a: &mut BlockActs, g: &mut GradScratch, x: &[f32], sinks: &mut GradSinks, batch: &Batch) {
-        let c = &self.cfg;
-        let n = batch.rows();
+    fn block_backward(&self, l: usize, a: &mut BlockActs, g: &mut GradScratch, x: &[f32], sinks: &mut GradSinks, batch: &Batch) {
+        let (c, p, n) = (&self.cfg, &self.layout.blocks[l], batch.rows());
+        let xa = &a.lora_xa;
         // MLP branch: down ← act ← fc ← ln2.
-        self.lin_back(&p.down, sinks, &mut g.dact, &g.dres, &a.act, n);
+        self.lin_back(l, Proj::Down, sinks, (&mut g.dact, &mut g.dxa), &g.dres, &a.act, &xa[3], n);
         act_backward(&mut g.dfc, &g.dact, &a.fc, c.d_ff, c.activation);
-        self.lin_back(&p.fc, sinks, &mut g.dln2, &g.dfc, &a.ln2, n);
+        self.lin_back(l, Proj::Fc, sinks, (&mut g.dln2, &mut g.dxa), &g.dfc, &a.ln2, &xa[2], n);
         if !c.parallel_residual {
             self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, &a.mid, &a.ln2_mean, &a.ln2_rstd);
         }
         // Attention branch: out ← attention ← qkv ← ln1.
-        self.lin_back(&p.attn_out, sinks, &mut g.dattn, &g.dres, &a.attn, n);
+        self.lin_back(l, Proj::AttnOut, sinks, (&mut g.dattn, &mut g.dxa), &g.dres, &a.attn, &a.lora_xa[1], n);
         attention_backward(&mut g.dqkv, &mut a.probs, &mut g.attn_scratch, &g.dattn, &a.qkv, self.attn_shape(batch.batch, batch.seq));
         self.rope_rows(&mut g.dqkv, batch.seq, true);
-        self.lin_back(&p.qkv, sinks, &mut g.dln1, &g.dqkv, &a.ln1, n);
+        self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], n);
         if c.parallel_residual {
             self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, x, &a.ln2_mean, &a.ln2_rstd);
         }
         self.norm_back(&p.ln1, &mut sinks.weights, g, Dln::One, x, &a.ln1_mean, &a.ln1_rstd);
     }
 
-    /// `dx = dy · W` and, when weights train, `dW += dyᵀ · x`, `db += Σ dy`.
-    fn lin_back(&self, p: &LinearSlots, sinks: &mut GradSinks, dx: &mut [f32], dy: &[f32], x: &[f32], n: usize) {
+    /// `dx = dy · W` and, when weights train, `dW += dyᵀ · x`, `db += Σ dy`; plus the
+    /// LoRA adapter's share of `dx` (and its gradients) when one is attached.
+    #[allow(clippy::too_many_arguments)]
+    fn lin_back(&self, l: usize, proj: Proj, sinks: &mut GradSinks, (dx, dxa): (&mut [f32], &mut [f32]), dy: &[f32], x: &[f32], xa: &[f32], n: usize) {
+        let p = proj.of(&self.layout.blocks[l]);
         let (out, inp) = p.dims();
-        linear_backward_input(dx, dy, self.w(&p.weight), n, inp, out, false);
+        linear_backward_input(dx, dy, self.w(&p.weight), n, inp, out, 1.0, false);
         if let Some(gw) = sinks.weights.as_deref_mut() {
             let (dw, db) = split_weight_bias(gw, p);
-            linear_backward_params(dw, db, dy, x, n, inp, out);
+            linear_backward_params(dw, db, dy, x, n, inp, out, 1.0);
+        }
+        if let Some((lora, ad)) = self.lora.as_ref().and_then(|lo| lo.adapter(l, proj).map(|ad| (lo, ad))) {
+            lora.backward(ad, dx, sinks.lora.as_deref_mut(), dy, x, xa, dxa, n);
         }
     }
 

@@ -48,6 +48,17 @@ impl Batch {
         out
     }
 
+    /// Gives each sequence its own prompt rows: prompt slot `j` of sequence `b` reads row
+    /// `b·n + j` (for conditional prompts, which differ per sequence).
+    pub fn per_sequence_prompts(mut self, n_prompt: usize) -> Self {
+        for (r, slot) in self.slots.iter_mut().enumerate() {
+            if let Slot::Prompt(j) = slot {
+                *j += ((r / self.seq) * n_prompt) as u32;
+            }
+        }
+        self
+    }
+
     /// Number of slots, `batch · seq`.
     pub fn rows(&self) -> usize {
         self.batch * self.seq

@@ -9,7 +9,8 @@ use super::kernels::linear::linear_forward;
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_forward;
 use super::kernels::rope::rope_row;
-use super::layout::{BlockSlots, NormSlots};
+use super::layout::NormSlots;
+use super::lora::Proj;
 use super::model::{Model, Steer};
 use rayon::prelude::*;
 
@@ -26,14 +27,14 @@ impl Model {
     pub fn forward(&self, acts: &mut Activations, batch: &Batch, prompts: &[f32], steers: &[Steer], norm: f32) -> f32 {
         let (n, d, s) = (batch.rows(), self.cfg.d_model, batch.seq);
         assert!(s <= self.cfg.max_positions, "sequence of {s} slots exceeds max_position_embeddings {}", self.cfg.max_positions);
-        acts.prepare(&self.cfg, batch.batch, s);
+        acts.prepare(self, batch.batch, s);
         let wpe = self.layout.wpe.as_ref().map(|p| self.w(p));
         embed_forward(&mut acts.resid[0][..n * d], &batch.slots, self.w(&self.layout.wte), prompts, wpe, s);
         for l in 0..self.cfg.n_layers {
             apply_steers(&mut acts.resid[l], steers, l, s, d);
             let (inp, out) = acts.resid.split_at_mut(l + 1);
             self.block_forward(
-                &self.layout.blocks[l],
+                l,
                 &mut acts.blocks[l],
                 (&mut acts.branch, &mut acts.branch2),
                 &inp[l],
@@ -58,7 +59,7 @@ impl Model {
     /// One transformer block: `out = block(x)`.
     fn block_forward(
         &self,
-        p: &BlockSlots,
+        l: usize,
         a: &mut BlockActs,
         (branch, branch2): (&mut [f32], &mut [f32]),
         x: &[f32],
@@ -66,14 +67,13 @@ impl Model {
         batch: &Batch,
     ) {
         let c = &self.cfg;
-        let (n, d, s) = (batch.rows(), c.d_model, batch.seq);
+        let (p, n, s) = (&self.layout.blocks[l], batch.rows(), batch.seq);
         self.norm(&p.ln1, &mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, x);
-        let (w, b) = self.lin(&p.qkv);
-        linear_forward(&mut a.qkv, &a.ln1, w, b, n, d, c.qkv_dim());
+        let xa = &mut a.lora_xa;
+        self.project(l, Proj::Qkv, &mut a.qkv, &a.ln1, &mut xa[0], n);
         self.rope_rows(&mut a.qkv, s, false);
         attention_forward(&mut a.attn, &mut a.probs, &a.qkv, self.attn_shape(batch.batch, s));
-        let (w, b) = self.lin(&p.attn_out);
-        linear_forward(branch, &a.attn, w, b, n, c.attn_dim(), d);
+        self.project(l, Proj::AttnOut, branch, &a.attn, &mut xa[1], n);
         let mlp_in: &[f32] = if c.parallel_residual {
             x
         } else {
@@ -81,17 +81,27 @@ impl Model {
             &a.mid
         };
         self.norm(&p.ln2, &mut a.ln2, &mut a.ln2_mean, &mut a.ln2_rstd, mlp_in);
-        let (w, b) = self.lin(&p.fc);
-        linear_forward(&mut a.fc, &a.ln2, w, b, n, d, c.fc_dim());
+        self.project(l, Proj::Fc, &mut a.fc, &a.ln2, &mut xa[2], n);
         act_forward(&mut a.act, &a.fc, c.d_ff, c.activation);
-        let (w, b) = self.lin(&p.down);
-        linear_forward(branch2, &a.act, w, b, n, c.d_ff, d);
+        self.project(l, Proj::Down, branch2, &a.act, &mut xa[3], n);
         if c.parallel_residual {
             out.par_iter_mut().zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter()))).for_each(
                 |(o, (x, (a, m)))| *o = x + a + m,
             );
         } else {
             add_into(out, &a.mid, branch2);
+        }
+    }
+
+    /// `y = x·Wᵀ + b` for projection `proj` of block `l`, plus its LoRA term (keeping
+    /// `x·Aᵀ` in `xa`) when an adapter is attached.
+    pub(crate) fn project(&self, l: usize, proj: Proj, y: &mut [f32], x: &[f32], xa: &mut [f32], n: usize) {
+        let slots = proj.of(&self.layout.blocks[l]);
+        let (out, inp) = slots.dims();
+        let (w, b) = self.lin(slots);
+        linear_forward(y, x, w, b, n, inp, out);
+        if let Some((lora, ad)) = self.lora.as_ref().and_then(|lo| lo.adapter(l, proj).map(|ad| (lo, ad))) {
+            lora.forward(ad, y, x, xa, n);
         }
     }
 

@@ -4,6 +4,7 @@ use super::config::{ModelConfig, Norm};
 use super::kernels::norm::NormKind;
 use super::kernels::rope::RopeTable;
 use super::layout::{LinearSlots, Layout, Slot};
+use super::lora::Lora;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -15,6 +16,8 @@ pub struct Model {
     /// `[layout.total]` flat parameters.
     pub weights: Vec<f32>,
     pub rope: RopeTable,
+    /// LoRA adapters applied on top of the (then usually frozen) weights.
+    pub lora: Option<Lora>,
 }
 
 /// A vector added to the residual stream (the input of block `layer`, or the final norm's
@@ -65,7 +68,7 @@ impl Model {
         let layout = Layout::new(&cfg);
         assert_eq!(weights.len(), layout.total, "weights do not match the layout");
         let rope = RopeTable::new(cfg.rotary_dims, cfg.rope_base, cfg.max_positions.max(1));
-        Model { cfg, layout, weights, rope }
+        Model { cfg, layout, weights, rope, lora: None }
     }
 
     /// The weights of one slot.

@@ -85,7 +85,7 @@ pub fn attention_forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], sh: At
 
 /// Softmax over `row[..=i]`; zeroes `row[i+1..]` so block products ignore them.
 #[inline]
-fn softmax_causal_row(row: &mut [f32], i: usize) {
+pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
     let (kept, masked) = row.split_at_mut(i + 1);
     masked.fill(0.0);
     let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -8,37 +8,43 @@ pub fn linear_forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n:
     if let Some(b) = b {
         y[..n * out].par_chunks_mut(out).for_each(|row| row.copy_from_slice(b));
     }
+    linear_accumulate(y, x, w, n, inp, out, 1.0, b.is_some());
+}
+
+/// `y (+)= scale · x · Wᵀ` (adds when `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_accumulate(y: &mut [f32], x: &[f32], w: &[f32], n: usize, inp: usize, out: usize, scale: f32, accumulate: bool) {
     matmul(
         MatMut::new(&mut y[..n * out], n, out),
         Mat::new(&x[..n * inp], n, inp),
         Mat::new(w, out, inp).t(),
-        1.0,
-        b.is_some(),
-        Threads::Pool,
-    );
-}
-
-/// `dx (+)= dy · W`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, inp: usize, out: usize, accumulate: bool) {
-    matmul(
-        MatMut::new(&mut dx[..n * inp], n, inp),
-        Mat::new(&dy[..n * out], n, out),
-        Mat::new(w, out, inp),
-        1.0,
+        scale,
         accumulate,
         Threads::Pool,
     );
 }
 
-/// `dW += dyᵀ · x` and `db += Σₙ dy`.
+/// `dx (+)= scale · dy · W` (adds when `accumulate`).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_params(dw: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], x: &[f32], n: usize, inp: usize, out: usize) {
+pub fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, inp: usize, out: usize, scale: f32, accumulate: bool) {
+    matmul(
+        MatMut::new(&mut dx[..n * inp], n, inp),
+        Mat::new(&dy[..n * out], n, out),
+        Mat::new(w, out, inp),
+        scale,
+        accumulate,
+        Threads::Pool,
+    );
+}
+
+/// `dW += scale · dyᵀ · x` and `db += Σₙ dy`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_params(dw: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], x: &[f32], n: usize, inp: usize, out: usize, scale: f32) {
     matmul(
         MatMut::new(dw, out, inp),
         Mat::new(&dy[..n * out], n, out).t(),
         Mat::new(&x[..n * inp], n, inp),
-        1.0,
+        scale,
         true,
         Threads::Pool,
     );

@@ -1,0 +1,306 @@
+//! Finite-difference gradient checks: for every kernel (norms, attention with grouped
+//! heads, rotary, activations, weighted cross-entropy) and for every trainable set of the
+//! whole model (weights of each architecture, soft prompt, LoRA, conditional prompt MLP,
+//! steering vector), the analytic directional derivative along random directions matches
+//! a central difference.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vestige::engine::activations::Activations;
+use vestige::engine::backward::GradSinks;
+use vestige::engine::batch::Batch;
+use vestige::engine::cond_prompt::{CondPrompt, CondPromptShape};
+use vestige::engine::config::Activation;
+use vestige::engine::kernels::act::{act_backward, act_forward};
+use vestige::engine::kernels::attention::{attention_backward, attention_forward, AttnShape};
+use vestige::engine::kernels::loss::{cross_entropy, default_norm};
+use vestige::engine::kernels::norm::{norm_backward, norm_forward, partials_len, NormKind};
+use vestige::engine::kernels::rope::{rope_row, RopeTable};
+use vestige::engine::lora::{Lora, LoraSpec, Proj};
+use vestige::engine::model::{Model, Steer};
+
+fn rand_vec(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| scale * (rng.random::<f32>() * 2.0 - 1.0)).collect()
+}
+
+/// Compares `grad · v` with `(f(x + εv) − f(x − εv)) / 2ε` along `dirs` random directions.
+#[track_caller]
+fn check_directional(name: &str, f: &mut dyn FnMut(&[f32]) -> f64, x: &[f32], grad: &[f32], eps: f32, tol: f64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for dir in 0..3 {
+        let v = rand_vec(&mut rng, x.len(), 1.0);
+        let shifted = |sign: f32| x.iter().zip(&v).map(|(a, b)| a + sign * eps * b).collect::<Vec<f32>>();
+        let numeric = (f(&shifted(1.0)) - f(&shifted(-1.0))) / (2.0 * eps as f64);
+        let analytic: f64 = grad.iter().zip(&v).map(|(g, v)| *g as f64 * *v as f64).sum();
+        let err = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(1e-3);
+        assert!(err < tol, "{name} direction {dir}: analytic {analytic:.6e} vs numeric {numeric:.6e} (rel err {err:.2e})");
+    }
+}
+
+/// `Σ r ⊙ y` in f64: a scalar whose gradient with respect to `y` is `r`.
+fn project(y: &[f32], r: &[f32]) -> f64 {
+    y.iter().zip(r).map(|(a, b)| *a as f64 * *b as f64).sum()
+}
+
+fn check_norm(centred: bool) {
+    let (n, d) = (130, 24);
+    let kind = NormKind { centred, eps: 1e-5 };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (x, w, b, r) = (rand_vec(&mut rng, n * d, 2.0), rand_vec(&mut rng, d, 1.5), rand_vec(&mut rng, d, 0.5), rand_vec(&mut rng, n * d, 1.0));
+    let bias = centred.then_some(b.as_slice());
+    let run = |x: &[f32], w: &[f32], b: Option<&[f32]>| {
+        let (mut y, mut m, mut s) = (vec![0.0; n * d], vec![0.0; n], vec![0.0; n]);
+        norm_forward(&mut y, &mut m, &mut s, x, w, b, kind);
+        (project(&y, &r), m, s)
+    };
+    let (_, m, s) = run(&x, &w, bias);
+    let (mut dx, mut dw, mut db, mut partials) = (vec![0.0; n * d], vec![0.0; d], vec![0.0; d], vec![0.0; partials_len(n, d)]);
+    norm_backward(&mut dx, Some((&mut dw, centred.then_some(&mut db[..]))), &mut partials, &r, &x, &m, &s, &w, kind);
+    check_directional("norm dx", &mut |x| run(x, &w, bias).0, &x, &dx, 1e-2, 1e-3);
+    check_directional("norm dw", &mut |w| run(&x, w, bias).0, &w, &dw, 1e-2, 1e-3);
+    if centred {
+        check_directional("norm db", &mut |b| run(&x, &w, Some(b)).0, &b, &db, 1e-2, 1e-3);
+    }
+}
+
+#[test]
+fn layernorm_gradients_match_finite_differences() {
+    check_norm(true);
+}
+
+#[test]
+fn rmsnorm_gradients_match_finite_differences() {
+    check_norm(false);
+}
+
+#[test]
+fn causal_grouped_query_attention_gradient_matches_finite_differences() {
+    // 70 rows spans three query blocks, so block edges and the masked diagonal are covered.
+    let sh = AttnShape { batch: 2, seq: 70, heads: 4, kv_heads: 2, head_dim: 8 };
+    let width = (sh.heads + 2 * sh.kv_heads) * sh.head_dim;
+    let n = sh.batch * sh.seq;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (qkv, r) = (rand_vec(&mut rng, n * width, 1.0), rand_vec(&mut rng, n * sh.heads * sh.head_dim, 1.0));
+    let mut probs = vec![0.0; sh.batch * sh.heads * sh.seq * sh.seq];
+    let run = |qkv: &[f32], probs: &mut Vec<f32>| {
+        let mut out = vec![0.0; n * sh.heads * sh.head_dim];
+        attention_forward(&mut out, probs, qkv, sh);
+        project(&out, &r)
+    };
+    run(&qkv, &mut probs);
+    let (mut dqkv, mut scratch) = (vec![0.0; n * width], vec![0.0; sh.scratch_len()]);
+    attention_backward(&mut dqkv, &mut probs.clone(), &mut scratch, &r, &qkv, sh);
+    check_directional("attention dqkv", &mut |x| run(x, &mut probs), &qkv, &dqkv, 1e-2, 1e-3);
+}
+
+#[test]
+fn rotary_inverse_is_the_transpose_of_rotary() {
+    // Rotation is linear, so its gradient is its transpose: <R x, y> = <x, Rᵀ y>.
+    let (heads, hd, pos) = (3, 8, 17);
+    let table = RopeTable::new(4, 10000.0, 64);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (x, y) = (rand_vec(&mut rng, heads * hd, 1.0), rand_vec(&mut rng, heads * hd, 1.0));
+    let (mut rx, mut rty) = (x.clone(), y.clone());
+    rope_row(&mut rx, &table, pos, heads, hd, false);
+    rope_row(&mut rty, &table, pos, heads, hd, true);
+    assert_ne!(rx, x, "rotation must change the vector");
+    assert!((project(&rx, &y) - project(&x, &rty)).abs() < 1e-5);
+}
+
+fn check_activation(act: Activation) {
+    let (n, d_ff) = (70, 12);
+    let fc = if act == Activation::SwiGlu { 2 * d_ff } else { d_ff };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let (pre, r) = (rand_vec(&mut rng, n * fc, 3.0), rand_vec(&mut rng, n * d_ff, 1.0));
+    let mut run = |pre: &[f32]| {
+        let mut out = vec![0.0; n * d_ff];
+        act_forward(&mut out, pre, d_ff, act);
+        project(&out, &r)
+    };
+    let mut dpre = vec![0.0; n * fc];
+    act_backward(&mut dpre, &r, &pre, d_ff, act);
+    check_directional(&format!("{act:?}"), &mut run, &pre, &dpre, 1e-2, 1e-3);
+}
+
+#[test]
+fn gelu_exact_gradient_matches_finite_differences() {
+    check_activation(Activation::GeluExact);
+}
+
+#[test]
+fn gelu_tanh_gradient_matches_finite_differences() {
+    check_activation(Activation::GeluTanh);
+}
+
+#[test]
+fn swiglu_gradient_matches_finite_differences() {
+    check_activation(Activation::SwiGlu);
+}
+
+#[test]
+fn weighted_cross_entropy_gradient_matches_finite_differences() {
+    let (n, v) = (67, 11);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let logits = rand_vec(&mut rng, n * v, 3.0);
+    let targets: Vec<i32> = (0..n).map(|i| if i % 7 == 3 { -1 } else { (i * 5 % v) as i32 }).collect();
+    let weights: Vec<f32> = (0..n).map(|i| [0.0, 0.5, 1.0, 2.0, -0.7][i % 5]).collect();
+    let norm = default_norm(&targets, &weights);
+    let mut run = |l: &[f32]| cross_entropy(&mut l.to_vec(), &mut vec![0.0; n], &targets, &weights, norm, false) as f64;
+    let mut grad = logits.clone();
+    cross_entropy(&mut grad, &mut vec![0.0; n], &targets, &weights, norm, true);
+    check_directional("cross-entropy", &mut run, &logits, &grad, 3e-2, 3e-3);
+}
+
+// ---- whole-model checks ----
+
+fn fixture_model(case: &str) -> Model {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(case).join("model");
+    Model::load(&dir).unwrap().model
+}
+
+fn lm_batch(model: &Model, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (b, t) = (2, 9);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..model.cfg.vocab_size as u32)).collect();
+    Batch::language_model(&ids, b, t)
+}
+
+fn loss_of(model: &Model, batch: &Batch, prompts: &[f32], steers: &[Steer]) -> f64 {
+    let norm = default_norm(&batch.targets, &batch.weights);
+    model.forward(&mut Activations::default(), batch, prompts, steers, norm) as f64
+}
+
+fn check_all_weights(case: &str) {
+    let model = fixture_model(case);
+    let batch = lm_batch(&model, 6);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, &[], &[], norm);
+    let mut grads = vec![0.0; model.layout.total];
+    model.backward(&mut acts, &batch, &[], norm, GradSinks { weights: Some(&mut grads), ..Default::default() });
+    let mut probe = model.clone();
+    check_directional(
+        &format!("{case} weights"),
+        &mut |w| {
+            probe.weights.copy_from_slice(w);
+            loss_of(&probe, &batch, &[], &[])
+        },
+        &model.weights,
+        &grads,
+        1e-3,
+        2e-2,
+    );
+}
+
+#[test]
+fn gpt_neox_weight_gradients_match_finite_differences() {
+    check_all_weights("gpt_neox_parallel");
+    check_all_weights("gpt_neox_sequential");
+}
+
+#[test]
+fn gpt2_weight_gradients_match_finite_differences() {
+    check_all_weights("gpt2");
+}
+
+#[test]
+fn llama_weight_gradients_match_finite_differences() {
+    check_all_weights("llama_gqa");
+    check_all_weights("llama_tied");
+}
+
+#[test]
+fn mid_sequence_soft_prompt_gradient_matches_finite_differences() {
+    let model = fixture_model("llama_gqa");
+    let ids: Vec<u32> = (0..20).map(|i| (i * 13 % 64) as u32).collect();
+    let batch = Batch::with_prompt(&ids, 2, 10, 3, &[4, 0]);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let prompt = rand_vec(&mut rng, 3 * model.cfg.d_model, 0.5);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, &prompt, &[], norm);
+    let mut grad = vec![0.0; prompt.len()];
+    model.backward(&mut acts, &batch, &[], norm, GradSinks { prompts: Some(&mut grad), ..Default::default() });
+    check_directional("soft prompt", &mut |p| loss_of(&model, &batch, p, &[]), &prompt, &grad, 1e-3, 5e-3);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let mut model = fixture_model("gpt_neox_parallel");
+    let spec = LoraSpec { rank: 3, alpha: 6.0, targets: Proj::ALL.to_vec() };
+    let mut lora = Lora::new(&model, spec, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // B starts at zero; give it values so that dA is exercised too.
+    lora.params.iter_mut().for_each(|p| *p += 0.1 * (rng.random::<f32>() - 0.5));
+    model.lora = Some(lora);
+    let batch = lm_batch(&model, 9);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, &[], &[], norm);
+    let mut grad = vec![0.0; model.lora.as_ref().unwrap().n_params()];
+    model.backward(&mut acts, &batch, &[], norm, GradSinks { lora: Some(&mut grad), ..Default::default() });
+    let params = model.lora.as_ref().unwrap().params.clone();
+    check_directional(
+        "lora",
+        &mut |p| {
+            model.lora.as_mut().unwrap().params.copy_from_slice(p);
+            loss_of(&model, &batch, &[], &[])
+        },
+        &params,
+        &grad,
+        1e-2,
+        5e-3,
+    );
+}
+
+#[test]
+fn conditional_prompt_mlp_gradient_matches_finite_differences() {
+    let model = fixture_model("gpt2");
+    let shape = CondPromptShape { conditions: 2, tokens: 3, hidden: 5, d_model: model.cfg.d_model };
+    let mut mlp = CondPrompt::new(shape, 10);
+    let conditions = [0.3f32, -1.2, 1.5, 0.4];
+    let ids: Vec<u32> = (0..16).map(|i| (i * 11 % 64) as u32).collect();
+    let batch = Batch::with_prompt(&ids, 2, 8, 3, &[0, 0]).per_sequence_prompts(3);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let mut prompts = vec![0.0; 2 * 3 * model.cfg.d_model];
+    let run = |mlp: &mut CondPrompt, prompts: &mut Vec<f32>| {
+        mlp.forward(&conditions, prompts);
+        loss_of(&model, &batch, prompts, &[])
+    };
+    run(&mut mlp, &mut prompts);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, &prompts, &[], norm);
+    let mut dprompts = vec![0.0; prompts.len()];
+    model.backward(&mut acts, &batch, &[], norm, GradSinks { prompts: Some(&mut dprompts), ..Default::default() });
+    let mut grad = vec![0.0; mlp.n_params()];
+    mlp.backward(&conditions, &dprompts, &mut grad);
+    let params = mlp.params.clone();
+    let mut probe = mlp.clone();
+    check_directional(
+        "conditional prompt",
+        &mut |p| {
+            probe.params.copy_from_slice(p);
+            run(&mut probe, &mut prompts)
+        },
+        &params,
+        &grad,
+        1e-3,
+        5e-3,
+    );
+}
+
+#[test]
+fn steering_vector_gradient_matches_finite_differences() {
+    let model = fixture_model("gpt_neox_sequential");
+    let batch = lm_batch(&model, 11);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let d = model.cfg.d_model;
+    let steer = |v: &[f32]| vec![Steer { layer: 1, coef: 1.5, start: 2, end: 7, vector: v.to_vec() }];
+    let vector = rand_vec(&mut rng, d, 0.5);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, &[], &steer(&vector), norm);
+    let mut grads = vec![vec![0.0; d]];
+    model.backward(&mut acts, &batch, &steer(&vector), norm, GradSinks { steers: Some(&mut grads), ..Default::default() });
+    check_directional("steering", &mut |v| loss_of(&model, &batch, &[], &steer(v)), &vector, &grads[0], 1e-2, 5e-3);
+}
