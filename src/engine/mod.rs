@@ -4,11 +4,14 @@
 pub mod activations;
 pub mod backward;
 pub mod batch;
+pub mod cond_prompt;
 pub mod config;
 pub mod forward;
+pub mod generate;
 pub mod hf_model;
 pub mod hf_names;
 pub mod kernels;
 pub mod layout;
+pub mod lora;
 pub mod model;
 pub mod optim;
