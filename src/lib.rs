@@ -4,6 +4,8 @@
 //! Layers (lower layers know nothing of higher ones):
 //! - [`hf`]: Hugging Face format I/O (model directories, safetensors, tokenizers).
 //! - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers.
+//! - [`commands`]: what each CLI command does, as library functions.
 
+pub mod commands;
 pub mod engine;
 pub mod hf;

@@ -434,6 +434,28 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap, HfError> {
     Ok(tensors)
 }
 
+/// Reads one integer tensor (I64 or I32) by name, e.g. `input_ids`.
+pub fn read_int_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<i64>), HfError> {
+    let buf = map_file(path)?;
+    let st = SafeTensors::deserialize(&buf).map_err(|e| corrupt(path, &e, &buf))?;
+    let view = st.tensor(name).map_err(|_| HfError::Invalid {
+        path: path.to_path_buf(),
+        reason: format!("no tensor named `{name}`"),
+    })?;
+    let data = match view.dtype() {
+        Dtype::I64 => view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
+        Dtype::I32 => view.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
+        other => {
+            return Err(HfError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                tensor: name.to_string(),
+                dtype: format!("{other:?} (expected I64 or I32)"),
+            })
+        }
+    };
+    Ok((view.shape().to_vec(), data))
+}
+
 /// Reads the `__metadata__` string map of a safetensors file (empty if it has none).
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>, HfError> {
     let buf = map_file(path)?;

@@ -1,0 +1,5 @@
+//! The logic behind each CLI command, as library functions returning structured results;
+//! `main.rs` only parses arguments and prints.
+
+pub mod bench;
+pub mod forward;
