@@ -1,0 +1,64 @@
+//! Times each kernel of one `main`-workload training step in isolation, to see where the
+//! step's time goes: `cargo run --release --example kernel_times [-- THREADS]`.
+
+use std::time::Instant;
+use vestige::engine::config::Activation;
+use vestige::engine::kernels::act::{act_backward, act_forward};
+use vestige::engine::kernels::attention::{attention_backward, attention_forward, AttnShape};
+use vestige::engine::kernels::linear::{linear_backward_input, linear_backward_params, linear_forward};
+use vestige::engine::kernels::loss::cross_entropy;
+use vestige::engine::kernels::norm::{norm_backward, norm_forward, partials_len, NormKind};
+
+/// Mean milliseconds of `f` over `reps` runs after one warm-up.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e3 / reps as f64
+}
+
+fn main() {
+    if let Some(n) = std::env::args().nth(1).and_then(|s| s.parse().ok()) {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().unwrap();
+    }
+    let (n, d, ff, v) = (2048, 256, 1024, 512);
+    let buf = |len: usize| (0..len).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect::<Vec<f32>>();
+    let report = |name: &str, ms: f64, flops: f64| println!("{name:<28} {ms:8.2} ms  {:7.1} GFLOP/s", flops / ms / 1e6);
+    for (name, out, inp) in [("qkv", 3 * d, d), ("attn_out", d, d), ("fc", ff, d), ("down", d, ff), ("head", v, d)] {
+        let (x, w, mut y) = (buf(n * inp), buf(out * inp), buf(n * out));
+        let flops = 2.0 * (n * inp * out) as f64;
+        report(&format!("{name} forward"), time(10, || linear_forward(&mut y, &x, &w, None, n, inp, out)), flops);
+        let (dy, mut dx, mut dw) = (buf(n * out), buf(n * inp), buf(out * inp));
+        report(&format!("{name} backward input"), time(10, || linear_backward_input(&mut dx, &dy, &w, n, inp, out, 1.0, false)), flops);
+        report(&format!("{name} backward weight"), time(10, || linear_backward_params(&mut dw, None, &dy, &x, n, inp, out, 1.0)), flops);
+    }
+    let sh = AttnShape { batch: 16, seq: 128, heads: 4, kv_heads: 4, head_dim: 64 };
+    let (qkv, mut out, mut probs) = (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128));
+    let attn_flops = 2.0 * 2.0 * (16 * 4 * 128 * 129 / 2 * 64) as f64;
+    report("attention forward", time(10, || attention_forward(&mut out, &mut probs, &qkv, sh)), attn_flops);
+    let (dout, mut dqkv, mut scratch) = (buf(n * d), buf(n * 3 * d), buf(sh.scratch_len()));
+    report("attention backward", time(10, || attention_backward(&mut dqkv, &mut probs, &mut scratch, &dout, &qkv, sh)), 2.0 * attn_flops);
+    let (x, w, b) = (buf(n * d), buf(d), buf(d));
+    let (mut y, mut m, mut r) = (buf(n * d), buf(n), buf(n));
+    let kind = NormKind { centred: true, eps: 1e-5 };
+    report("layernorm forward", time(20, || norm_forward(&mut y, &mut m, &mut r, &x, &w, Some(&b), kind)), 0.0);
+    let (mut dx, mut dw, mut db, mut part) = (buf(n * d), buf(d), buf(d), buf(partials_len(n, d)));
+    report(
+        "layernorm backward",
+        time(20, || norm_backward(&mut dx, Some((&mut dw, Some(&mut db))), &mut part, &y, &x, &m, &r, &w, kind)),
+        0.0,
+    );
+    let (pre, mut act) = (buf(n * ff), buf(n * ff));
+    report("gelu forward", time(20, || act_forward(&mut act, &pre, ff, Activation::GeluExact)), 0.0);
+    let mut dpre = buf(n * ff);
+    report("gelu backward", time(20, || act_backward(&mut dpre, &act, &pre, ff, Activation::GeluExact)), 0.0);
+    let targets: Vec<i32> = (0..n as i32).map(|i| i % v as i32).collect();
+    let weights = vec![1.0; n];
+    let mut logits = buf(n * v);
+    let mut rl = buf(n);
+    report("cross-entropy + grad", time(20, || {
+        cross_entropy(&mut logits, &mut rl, &targets, &weights, n as f32, true);
+    }), 0.0);
+}
