@@ -35,11 +35,11 @@ fn main() {
         report(&format!("{name} backward weight"), time(10, || linear_backward_params(&mut dw, None, &dy, &x, n, inp, out, 1.0)), flops);
     }
     let sh = AttnShape { batch: 16, seq: 128, heads: 4, kv_heads: 4, head_dim: 64 };
-    let (qkv, mut out, mut probs) = (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128));
+    let (qkv, mut out, mut probs, mut scratch) = (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128), buf(sh.scratch_len()));
     let attn_flops = 2.0 * 2.0 * (16 * 4 * 128 * 129 / 2 * 64) as f64;
-    report("attention forward", time(10, || attention_forward(&mut out, &mut probs, &qkv, sh)), attn_flops);
-    let (dout, mut dqkv, mut scratch) = (buf(n * d), buf(n * 3 * d), buf(sh.scratch_len()));
-    report("attention backward", time(10, || attention_backward(&mut dqkv, &mut probs, &mut scratch, &dout, &qkv, sh)), 2.0 * attn_flops);
+    report("attention forward", time(10, || attention_forward(&mut out, &mut probs, &mut scratch, &qkv, sh, None)), attn_flops);
+    let (dout, mut dqkv) = (buf(n * d), buf(n * 3 * d));
+    report("attention backward", time(10, || attention_backward(&mut dqkv, &mut probs, &mut scratch, &dout, &qkv, sh, None)), 2.0 * attn_flops);
     let (x, w, b) = (buf(n * d), buf(d), buf(d));
     let (mut y, mut m, mut r) = (buf(n * d), buf(n), buf(n));
     let kind = NormKind { centred: true, eps: 1e-5 };

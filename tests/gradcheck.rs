@@ -13,6 +13,7 @@ use vestige::engine::cond_prompt::{CondPrompt, CondPromptShape};
 use vestige::engine::config::Activation;
 use vestige::engine::kernels::act::{act_backward, act_forward};
 use vestige::engine::kernels::attention::{attention_backward, attention_forward, AttnShape};
+use vestige::engine::kernels::dropout::{Dropout, Mask};
 use vestige::engine::kernels::loss::{cross_entropy, default_norm};
 use vestige::engine::kernels::norm::{norm_backward, norm_forward, partials_len, NormKind};
 use vestige::engine::kernels::rope::{rope_row, RopeTable};
@@ -73,24 +74,33 @@ fn rmsnorm_gradients_match_finite_differences() {
     check_norm(false);
 }
 
-#[test]
-fn causal_grouped_query_attention_gradient_matches_finite_differences() {
+fn check_attention(mask: Option<Mask>) {
     // 70 rows spans three query blocks, so block edges and the masked diagonal are covered.
     let sh = AttnShape { batch: 2, seq: 70, heads: 4, kv_heads: 2, head_dim: 8 };
     let width = (sh.heads + 2 * sh.kv_heads) * sh.head_dim;
     let n = sh.batch * sh.seq;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let (qkv, r) = (rand_vec(&mut rng, n * width, 1.0), rand_vec(&mut rng, n * sh.heads * sh.head_dim, 1.0));
-    let mut probs = vec![0.0; sh.batch * sh.heads * sh.seq * sh.seq];
-    let run = |qkv: &[f32], probs: &mut Vec<f32>| {
+    let (mut probs, mut scratch) = (vec![0.0; sh.batch * sh.heads * sh.seq * sh.seq], vec![0.0; sh.scratch_len()]);
+    let mut run = |qkv: &[f32], probs: &mut Vec<f32>| {
         let mut out = vec![0.0; n * sh.heads * sh.head_dim];
-        attention_forward(&mut out, probs, qkv, sh);
+        attention_forward(&mut out, probs, &mut scratch, qkv, sh, mask);
         project(&out, &r)
     };
     run(&qkv, &mut probs);
-    let (mut dqkv, mut scratch) = (vec![0.0; n * width], vec![0.0; sh.scratch_len()]);
-    attention_backward(&mut dqkv, &mut probs.clone(), &mut scratch, &r, &qkv, sh);
+    let mut dqkv = vec![0.0; n * width];
+    attention_backward(&mut dqkv, &mut probs.clone(), &mut vec![0.0; sh.scratch_len()], &r, &qkv, sh, mask);
     check_directional("attention dqkv", &mut |x| run(x, &mut probs), &qkv, &dqkv, 1e-2, 1e-3);
+}
+
+#[test]
+fn causal_grouped_query_attention_gradient_matches_finite_differences() {
+    check_attention(None);
+}
+
+#[test]
+fn attention_with_dropout_gradient_matches_finite_differences() {
+    check_attention(Some(Mask::new(0.3, 5, 1)));
 }
 
 #[test]
@@ -171,10 +181,15 @@ fn loss_of(model: &Model, batch: &Batch, prompts: &[f32], steers: &[Steer]) -> f
 }
 
 fn check_all_weights(case: &str) {
+    check_weights_with_dropout(case, Dropout::default());
+}
+
+fn check_weights_with_dropout(case: &str, dropout: Dropout) {
     let model = fixture_model(case);
     let batch = lm_batch(&model, 6);
     let norm = default_norm(&batch.targets, &batch.weights);
-    let mut acts = Activations::default();
+    let new_acts = || Activations { dropout, ..Default::default() };
+    let mut acts = new_acts();
     model.forward(&mut acts, &batch, &[], &[], norm);
     let mut grads = vec![0.0; model.layout.total];
     model.backward(&mut acts, &batch, &[], norm, GradSinks { weights: Some(&mut grads), ..Default::default() });
@@ -183,13 +198,19 @@ fn check_all_weights(case: &str) {
         &format!("{case} weights"),
         &mut |w| {
             probe.weights.copy_from_slice(w);
-            loss_of(&probe, &batch, &[], &[])
+            probe.forward(&mut new_acts(), &batch, &[], &[], norm) as f64
         },
         &model.weights,
         &grads,
         1e-3,
         2e-2,
     );
+}
+
+#[test]
+fn weight_gradients_with_attention_and_residual_dropout_match_finite_differences() {
+    check_weights_with_dropout("gpt_neox_sequential", Dropout { attn: 0.2, resid: 0.3, seed: 17 });
+    check_weights_with_dropout("gpt2", Dropout { attn: 0.1, resid: 0.1, seed: 3 });
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use super::lora::Proj;
 use super::model::Model;
-use super::kernels::attention::BLOCK;
+use super::kernels::dropout::Dropout;
 use super::kernels::norm::partials_len;
 
 /// What one block keeps from its forward pass for the backward pass.
@@ -44,7 +44,8 @@ pub struct GradScratch {
     pub dattn: Vec<f32>,
     pub dfc: Vec<f32>,
     pub dact: Vec<f32>,
-    pub attn_scratch: Vec<f32>,
+    /// `[N, d]` gradient of a residual branch after dropout.
+    pub dbranch: Vec<f32>,
     pub norm_partials: Vec<f32>,
     /// `[N, r]` LoRA scratch.
     pub dxa: Vec<f32>,
@@ -57,6 +58,10 @@ pub struct Activations {
     pub seq: usize,
     /// LoRA rank the buffers were sized for (0: none).
     pub lora_rank: usize,
+    /// Dropout of passes through this arena (zero for evaluation arenas).
+    pub dropout: Dropout,
+    /// Attention scratch (`AttnShape::scratch_len`).
+    pub attn_scratch: Vec<f32>,
     /// `L + 1` residual streams `[N, d]`: the input of each block, then the final output.
     pub resid: Vec<Vec<f32>>,
     pub blocks: Vec<BlockActs>,
@@ -133,7 +138,8 @@ impl Activations {
             (&mut g.dattn, n * cfg.attn_dim()),
             (&mut g.dfc, n * cfg.fc_dim()),
             (&mut g.dact, n * cfg.d_ff),
-            (&mut g.attn_scratch, batch * BLOCK * seq),
+            (&mut self.attn_scratch, model.attn_shape(batch, seq).scratch_len()),
+            (&mut g.dbranch, n * d),
             (&mut g.norm_partials, partials_len(n, d)),
             (&mut g.dxa, n * rank),
         ] {

@@ -6,6 +6,7 @@ use super::activations::{Activations, BlockActs, GradScratch};
 use super::batch::Batch;
 use super::kernels::act::act_backward;
 use super::kernels::attention::attention_backward;
+use super::kernels::dropout::{masked_copy, Dropout, Mask, Site};
 use super::kernels::embed::embed_backward;
 use super::kernels::linear::{linear_backward_input, linear_backward_params};
 use super::kernels::loss::cross_entropy;
@@ -60,7 +61,7 @@ impl Model {
         self.norm_back(&self.layout.ln_f, &mut sinks.weights, g, Dln::One, &acts.resid[last], &acts.lnf_mean, &acts.lnf_rstd);
         steer_grads(&mut sinks, steers, last, &g.dres, s, d);
         for l in (lowest..last).rev() {
-            self.block_backward(l, &mut acts.blocks[l], g, &acts.resid[l], &mut sinks, batch);
+            self.block_backward(l, &mut acts.blocks[l], (g, &mut acts.attn_scratch), &acts.resid[l], &mut sinks, batch, &acts.dropout);
             steer_grads(&mut sinks, steers, l, &g.dres, s, d);
         }
         if lowest == 0 {
@@ -73,19 +74,23 @@ impl Model {
     }
 
     /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`.
-    fn block_backward(&self, l: usize, a: &mut BlockActs, g: &mut GradScratch, x: &[f32], sinks: &mut GradSinks, batch: &Batch) {
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(&self, l: usize, a: &mut BlockActs, (g, scratch): (&mut GradScratch, &mut [f32]), x: &[f32], sinks: &mut GradSinks, batch: &Batch, drop: &Dropout) {
         let (c, p, n) = (&self.cfg, &self.layout.blocks[l], batch.rows());
         let xa = &a.lora_xa;
-        // MLP branch: down ← act ← fc ← ln2.
-        self.lin_back(l, Proj::Down, sinks, (&mut g.dact, &mut g.dxa), &g.dres, &a.act, &xa[3], n);
+        // MLP branch: dropout ← down ← act ← fc ← ln2.
+        let dy = branch_grad(&mut g.dbranch, &g.dres, drop.mask(drop.resid, l, Site::MlpBranch));
+        self.lin_back(l, Proj::Down, sinks, (&mut g.dact, &mut g.dxa), dy, &a.act, &xa[3], n);
         act_backward(&mut g.dfc, &g.dact, &a.fc, c.d_ff, c.activation);
         self.lin_back(l, Proj::Fc, sinks, (&mut g.dln2, &mut g.dxa), &g.dfc, &a.ln2, &xa[2], n);
         if !c.parallel_residual {
             self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, &a.mid, &a.ln2_mean, &a.ln2_rstd);
         }
-        // Attention branch: out ← attention ← qkv ← ln1.
-        self.lin_back(l, Proj::AttnOut, sinks, (&mut g.dattn, &mut g.dxa), &g.dres, &a.attn, &a.lora_xa[1], n);
-        attention_backward(&mut g.dqkv, &mut a.probs, &mut g.attn_scratch, &g.dattn, &a.qkv, self.attn_shape(batch.batch, batch.seq));
+        // Attention branch: dropout ← out ← attention ← qkv ← ln1.
+        let dy = branch_grad(&mut g.dbranch, &g.dres, drop.mask(drop.resid, l, Site::AttnBranch));
+        self.lin_back(l, Proj::AttnOut, sinks, (&mut g.dattn, &mut g.dxa), dy, &a.attn, &a.lora_xa[1], n);
+        let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
+        attention_backward(&mut g.dqkv, &mut a.probs, scratch, &g.dattn, &a.qkv, self.attn_shape(batch.batch, batch.seq), attn_mask);
         self.rope_rows(&mut g.dqkv, batch.seq, true);
         self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], n);
         if c.parallel_residual {
@@ -119,6 +124,18 @@ impl Model {
         };
         let dwb = weights.as_deref_mut().map(|gw| split_norm(gw, p));
         norm_backward(&mut g.dres, dwb, &mut g.norm_partials, dy, x, mean, rstd, self.w(&p.weight), self.norm_kind());
+    }
+}
+
+/// The gradient reaching a residual branch before its dropout: `dres ⊙ mask` (written to
+/// `buf`), or `dres` itself without dropout.
+fn branch_grad<'a>(buf: &'a mut [f32], dres: &'a [f32], mask: Option<Mask>) -> &'a [f32] {
+    match mask {
+        Some(m) => {
+            masked_copy(buf, dres, m);
+            buf
+        }
+        None => dres,
     }
 }
 

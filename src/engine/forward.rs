@@ -4,6 +4,7 @@ use super::activations::{Activations, BlockActs};
 use super::batch::Batch;
 use super::kernels::act::act_forward;
 use super::kernels::attention::{attention_forward, AttnShape};
+use super::kernels::dropout::{mask_in_place, Dropout, Site};
 use super::kernels::embed::embed_forward;
 use super::kernels::linear::linear_forward;
 use super::kernels::loss::cross_entropy;
@@ -33,14 +34,8 @@ impl Model {
         for l in 0..self.cfg.n_layers {
             apply_steers(&mut acts.resid[l], steers, l, s, d);
             let (inp, out) = acts.resid.split_at_mut(l + 1);
-            self.block_forward(
-                l,
-                &mut acts.blocks[l],
-                (&mut acts.branch, &mut acts.branch2),
-                &inp[l],
-                &mut out[0],
-                batch,
-            );
+            let buffers = (&mut acts.branch[..], &mut acts.branch2[..], &mut acts.attn_scratch[..]);
+            self.block_forward(l, &mut acts.blocks[l], buffers, (&inp[l], &mut out[0]), batch, &acts.dropout);
         }
         let last = self.cfg.n_layers;
         apply_steers(&mut acts.resid[last], steers, last, s, d);
@@ -61,10 +56,10 @@ impl Model {
         &self,
         l: usize,
         a: &mut BlockActs,
-        (branch, branch2): (&mut [f32], &mut [f32]),
-        x: &[f32],
-        out: &mut [f32],
+        (branch, branch2, scratch): (&mut [f32], &mut [f32], &mut [f32]),
+        (x, out): (&[f32], &mut [f32]),
         batch: &Batch,
+        drop: &Dropout,
     ) {
         let c = &self.cfg;
         let (p, n, s) = (&self.layout.blocks[l], batch.rows(), batch.seq);
@@ -72,8 +67,12 @@ impl Model {
         let xa = &mut a.lora_xa;
         self.project(l, Proj::Qkv, &mut a.qkv, &a.ln1, &mut xa[0], n);
         self.rope_rows(&mut a.qkv, s, false);
-        attention_forward(&mut a.attn, &mut a.probs, &a.qkv, self.attn_shape(batch.batch, s));
+        let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
+        attention_forward(&mut a.attn, &mut a.probs, scratch, &a.qkv, self.attn_shape(batch.batch, s), attn_mask);
         self.project(l, Proj::AttnOut, branch, &a.attn, &mut xa[1], n);
+        if let Some(m) = drop.mask(drop.resid, l, Site::AttnBranch) {
+            mask_in_place(branch, m);
+        }
         let mlp_in: &[f32] = if c.parallel_residual {
             x
         } else {
@@ -84,6 +83,9 @@ impl Model {
         self.project(l, Proj::Fc, &mut a.fc, &a.ln2, &mut xa[2], n);
         act_forward(&mut a.act, &a.fc, c.d_ff, c.activation);
         self.project(l, Proj::Down, branch2, &a.act, &mut xa[3], n);
+        if let Some(m) = drop.mask(drop.resid, l, Site::MlpBranch) {
+            mask_in_place(branch2, m);
+        }
         if c.parallel_residual {
             out.par_iter_mut().zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter()))).for_each(
                 |(o, (x, (a, m)))| *o = x + a + m,

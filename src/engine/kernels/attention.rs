@@ -5,6 +5,7 @@
 //! Query rows are processed in blocks of `BLOCK`; a block only ever touches keys up to its
 //! last row, so fully masked blocks are never computed (only the diagonal block is masked).
 
+use super::dropout::Mask;
 use super::fastmath::exp;
 use super::matmul::{matmul, Mat, MatMut, Threads};
 use rayon::prelude::*;
@@ -38,9 +39,13 @@ impl AttnShape {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
-    /// Scratch floats the backward pass needs.
+    /// Scratch floats the forward and backward passes need.
     pub fn scratch_len(&self) -> usize {
-        self.batch * BLOCK * self.seq
+        self.batch * 2 * BLOCK * self.seq
+    }
+    /// Index of probability `(b, h, i, 0)` in `[B, H, S, S]`, which keys dropout masks.
+    fn prob_index(&self, b: usize, h: usize, i: usize) -> u64 {
+        (((b * self.heads + h) * self.seq + i) * self.seq) as u64
     }
 }
 
@@ -59,13 +64,28 @@ fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usi
     MatMut::strided(&mut buf[r0 * w + col..], r1 - r0, hd, w)
 }
 
-/// `probs = softmax(q·kᵀ·scale)` (causal) and `out = probs · v`.
-pub fn attention_forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], sh: AttnShape) {
+/// Copies rows `i0..i1` (first `width` columns) of `p` into `dst` with the dropout mask
+/// of sequence `b`, head `h` applied; returns the copy as a matrix.
+fn dropped_rows<'a>(dst: &'a mut [f32], p: &[f32], mask: &Mask, sh: &AttnShape, (b, h): (usize, usize), (i0, i1): (usize, usize), width: usize) -> Mat<'a> {
+    let s = sh.seq;
+    for i in i0..i1 {
+        let row = &mut dst[(i - i0) * s..(i - i0) * s + width];
+        row.copy_from_slice(&p[i * s..i * s + width]);
+        mask.apply(row, sh.prob_index(b, h, i));
+    }
+    Mat::strided(dst, i1 - i0, width, s)
+}
+
+/// `probs = softmax(q·kᵀ·scale)` (causal) and `out = dropout(probs) · v`; `probs` keeps the
+/// probabilities before dropout. `scratch` holds `scratch_len()` floats.
+pub fn attention_forward(out: &mut [f32], probs: &mut [f32], scratch: &mut [f32], qkv: &[f32], sh: AttnShape, mask: Option<Mask>) {
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     out.par_chunks_mut(s * a)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
+        .zip(scratch.par_chunks_mut(2 * BLOCK * s))
         .zip(qkv.par_chunks(s * w))
-        .for_each(|((out, probs), qkv)| {
+        .enumerate()
+        .for_each(|(b, (((out, probs), scratch), qkv))| {
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
                 for (i0, i1) in blocks(s) {
@@ -75,7 +95,10 @@ pub fn attention_forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], sh: At
                     for i in i0..i1 {
                         softmax_causal_row(&mut p[i * s..i * s + i1], i);
                     }
-                    let pb = Mat::strided(&p[i0 * s..], i1 - i0, i1, s);
+                    let pb = match &mask {
+                        Some(m) => dropped_rows(scratch, p, m, &sh, (b, h), (i0, i1), i1),
+                        None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
+                    };
                     let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
                     matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false, Threads::One);
                 }
@@ -98,29 +121,40 @@ pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
     kept.iter_mut().for_each(|v| *v *= inv);
 }
 
-/// `dqkv = ∂L/∂qkv` (overwritten) from `dout`; `probs` is consumed (overwritten with
-/// the score gradients) and `scratch` holds `scratch_len()` floats.
-pub fn attention_backward(dqkv: &mut [f32], probs: &mut [f32], scratch: &mut [f32], dout: &[f32], qkv: &[f32], sh: AttnShape) {
+/// `dqkv = ∂L/∂qkv` (overwritten) from `dout`, with the same dropout `mask` as the
+/// forward pass; `probs` is consumed (overwritten with the score gradients) and `scratch`
+/// holds `scratch_len()` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(dqkv: &mut [f32], probs: &mut [f32], scratch: &mut [f32], dout: &[f32], qkv: &[f32], sh: AttnShape, mask: Option<Mask>) {
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     dqkv.par_chunks_mut(s * w)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
-        .zip(scratch.par_chunks_mut(BLOCK * s))
+        .zip(scratch.par_chunks_mut(2 * BLOCK * s))
         .zip(dout.par_chunks(s * a).zip(qkv.par_chunks(s * w)))
-        .for_each(|(((dqkv, probs), dp), (dout, qkv))| {
+        .enumerate()
+        .for_each(|(b, (((dqkv, probs), scratch), (dout, qkv)))| {
+            let (dropped, dp) = scratch.split_at_mut(BLOCK * s);
             dqkv.fill(0.0);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
                 for (i0, i1) in blocks(s) {
                     let (rows, pw) = (i1 - i0, i1);
                     let dout_b = cols(dout, a, h * hd, i0, i1, hd);
-                    // dV[0..i1] += Pᵀ · dout
-                    let pb = Mat::strided(&p[i0 * s..], rows, pw, s);
+                    // dV[0..i1] += dropout(P)ᵀ · dout
+                    let pb = match &mask {
+                        Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
+                        None => Mat::strided(&p[i0 * s..], rows, pw, s),
+                    };
                     matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, true, Threads::One);
-                    // dP = dout · Vᵀ
+                    // dP = (dout · Vᵀ) ⊙ mask
                     let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
                     matmul(MatMut::strided(dp, rows, pw, s), dout_b, v.t(), 1.0, false, Threads::One);
                     for i in i0..i1 {
-                        softmax_row_backward(&mut p[i * s..i * s + pw], &dp[(i - i0) * s..(i - i0) * s + pw], i);
+                        let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
+                        if let Some(m) = &mask {
+                            m.apply(dp_row, sh.prob_index(b, h, i));
+                        }
+                        softmax_row_backward(&mut p[i * s..i * s + pw], dp_row, i);
                     }
                     let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
                     // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale

@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod attention;
+pub mod dropout;
 pub mod embed;
 pub mod fastmath;
 pub mod linear;
