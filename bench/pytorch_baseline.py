@@ -23,9 +23,13 @@ Implementations (``--impl``)::
     hf:              transformers.GPTNeoXForCausalLM with attn_implementation="sdpa"
 
 Output: one JSON line
-``{"impl","config","mode","compile","threads","tokens_per_s","step_ms","peak_rss_mb", ...}``.
+``{"impl","config","mode","compile","threads","tokens_per_s","step_ms","peak_rss_mb", ...}``
+where ``step_ms`` is the *median* timed step (``tokens_per_s`` = batch*seq / median step);
+``step_ms_mean``, ``step_ms_min`` and ``cpu_util`` (process CPU time / (wall * threads);
+well below 1 means the CPU was shared with something else) are extra fields.
 ``--all`` runs every (config, mode) for eager and ``--compile``, each in a fresh subprocess
-(so peak RSS is per run), and prints a markdown table. ``--verify`` checks that the plain
+(so peak RSS is per run), and prints a markdown table; a row whose ``cpu_util`` is below 0.9
+is re-run (``--retries``, default 2) and the least contended attempt is kept. ``--verify`` checks that the plain
 module computes the same logits as GPTNeoXForCausalLM given the same weights.
 
 Examples::
@@ -42,6 +46,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -72,6 +77,7 @@ CONFIGS = {
 }
 N_SOFT = 16
 LR = 1e-3
+CLEAN_CPU_UTIL = 0.9  # --all retries runs below this (the CPU was shared with other work)
 
 
 # ------------------------------------------------------------------------------------------
@@ -262,22 +268,31 @@ def bench(args) -> dict:
         step(i)
     warmup_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
+    times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(args.steps):
+        t = time.perf_counter()
         loss = step(i)
-    dt = time.perf_counter() - t0
+        times.append(time.perf_counter() - t)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     assert math.isfinite(loss)
 
-    tokens = args.steps * c.batch * c.seq
+    # The median step is robust to transient contention on a shared machine; the mean and
+    # cpu_util (process CPU time / (wall time * threads); well below 1 => CPU was contended)
+    # are reported alongside.
+    med = statistics.median(times)
     return {
         "impl": args.impl,
         "config": args.config,
         "mode": args.mode,
         "compile": bool(args.compile),
         "threads": args.threads,
-        "tokens_per_s": round(tokens / dt, 1),
-        "step_ms": round(1000 * dt / args.steps, 2),
+        "tokens_per_s": round(c.batch * c.seq / med, 1),
+        "step_ms": round(1000 * med, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "step_ms_mean": round(1000 * wall / args.steps, 2),
+        "step_ms_min": round(1000 * min(times), 2),
+        "cpu_util": round(cpu / (wall * args.threads), 2),
         "steps": args.steps,
         "warmup_s": round(warmup_s, 2),
         "params": n_params,
@@ -297,33 +312,44 @@ def run_all(args) -> None:
                 ]
                 if compile_:
                     cmd.append("--compile")
-                print("running:", " ".join(cmd[1:]), file=sys.stderr, flush=True)
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-                    if p.returncode != 0 or not lines:
-                        err = (p.stderr.strip().splitlines() or ["?"])[-1]
-                        raise RuntimeError(f"exit {p.returncode}: {err}")
-                    r = json.loads(lines[-1])
-                    print(lines[-1], flush=True)
-                except (subprocess.TimeoutExpired, RuntimeError) as e:
-                    r = {"impl": args.impl, "config": config, "mode": mode, "compile": compile_,
-                         "threads": args.threads, "error": str(e)[:120]}
-                    print(json.dumps(r), flush=True)
-                rows.append(r)
+                best = None
+                for attempt in range(1 + args.retries):
+                    print("running:", " ".join(cmd[1:]), file=sys.stderr, flush=True)
+                    try:
+                        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+                        if p.returncode != 0 or not lines:
+                            err = (p.stderr.strip().splitlines() or ["?"])[-1]
+                            raise RuntimeError(f"exit {p.returncode}: {err}")
+                        r = json.loads(lines[-1])
+                        r["attempts"] = attempt + 1
+                        print(json.dumps(r), flush=True)
+                    except (subprocess.TimeoutExpired, RuntimeError) as e:
+                        r = {"impl": args.impl, "config": config, "mode": mode, "compile": compile_,
+                             "threads": args.threads, "error": str(e)[:120]}
+                        print(json.dumps(r), flush=True)
+                        best = best or r
+                        break
+                    # Keep the least contended attempt (highest cpu_util), not the fastest.
+                    if best is None or "error" in best or r["cpu_util"] > best["cpu_util"]:
+                        best = r
+                    if r["cpu_util"] >= CLEAN_CPU_UTIL:
+                        break
+                rows.append(best)
 
     print()
     print(f"PyTorch {torch.__version__}, impl={args.impl}, threads={args.threads}, steps={args.steps}")
     print()
-    print("| impl | config | mode | compile | threads | tokens/s | step ms | peak RSS MB |")
-    print("|---|---|---|---|---|---:|---:|---:|")
+    print("| impl | config | mode | compile | threads | tokens/s | step ms (median) | mean ms | cpu util | tries | peak RSS MB |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if "error" in r:
             print(f"| {r['impl']} | {r['config']} | {r['mode']} | {r['compile']} | {r['threads']} | "
-                  f"error: {r['error']} | | |")
+                  f"error: {r['error']} | | | | | |")
         else:
             print(f"| {r['impl']} | {r['config']} | {r['mode']} | {r['compile']} | {r['threads']} | "
-                  f"{r['tokens_per_s']:.0f} | {r['step_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
+                  f"{r['tokens_per_s']:.0f} | {r['step_ms']:.1f} | {r['step_ms_mean']:.1f} | {r['cpu_util']:.2f} | "
+                  f"{r['attempts']} | {r['peak_rss_mb']:.0f} |")
 
 
 def verify() -> None:
@@ -363,6 +389,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (includes compilation)")
     ap.add_argument("--all", action="store_true", help="every config x mode, eager and compiled")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="--all: re-run a row up to this many times while cpu_util < 0.9")
     ap.add_argument("--timeout", type=float, default=1800, help="per-run timeout for --all (s)")
     ap.add_argument("--verify", action="store_true", help="check plain == GPTNeoXForCausalLM numerically")
     args = ap.parse_args()
