@@ -31,15 +31,32 @@ fn main() {
         let flops = 2.0 * (n * inp * out) as f64;
         report(&format!("{name} forward"), time(10, || linear_forward(&mut y, &x, &w, None, n, inp, out)), flops);
         let (dy, mut dx, mut dw) = (buf(n * out), buf(n * inp), buf(out * inp));
-        report(&format!("{name} backward input"), time(10, || linear_backward_input(&mut dx, &dy, &w, n, inp, out, 1.0, false)), flops);
-        report(&format!("{name} backward weight"), time(10, || linear_backward_params(&mut dw, None, &dy, &x, n, inp, out, 1.0)), flops);
+        report(
+            &format!("{name} backward input"),
+            time(10, || linear_backward_input(&mut dx, &dy, &w, n, inp, out, 1.0, false)),
+            flops,
+        );
+        report(
+            &format!("{name} backward weight"),
+            time(10, || linear_backward_params(&mut dw, None, &dy, &x, n, inp, out, 1.0)),
+            flops,
+        );
     }
     let sh = AttnShape { batch: 16, seq: 128, heads: 4, kv_heads: 4, head_dim: 64 };
-    let (qkv, mut out, mut probs, mut scratch) = (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128), buf(sh.scratch_len()));
+    let (qkv, mut out, mut probs, mut scratch) =
+        (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128), buf(sh.scratch_len()));
     let attn_flops = 2.0 * 2.0 * (16 * 4 * 128 * 129 / 2 * 64) as f64;
-    report("attention forward", time(10, || attention_forward(&mut out, &mut probs, &mut scratch, &qkv, sh, None)), attn_flops);
+    report(
+        "attention forward",
+        time(10, || attention_forward(&mut out, &mut probs, &mut scratch, &qkv, sh, None)),
+        attn_flops,
+    );
     let (dout, mut dqkv) = (buf(n * d), buf(n * 3 * d));
-    report("attention backward", time(10, || attention_backward(&mut dqkv, &mut probs, &mut scratch, &dout, &qkv, sh, None)), 2.0 * attn_flops);
+    report(
+        "attention backward",
+        time(10, || attention_backward(&mut dqkv, &mut probs, &mut scratch, &dout, &qkv, sh, None)),
+        2.0 * attn_flops,
+    );
     let (x, w, b) = (buf(n * d), buf(d), buf(d));
     let (mut y, mut m, mut r) = (buf(n * d), buf(n), buf(n));
     let kind = NormKind { centred: true, eps: 1e-5 };
@@ -58,7 +75,11 @@ fn main() {
     let weights = vec![1.0; n];
     let mut logits = buf(n * v);
     let mut rl = buf(n);
-    report("cross-entropy + grad", time(20, || {
-        cross_entropy(&mut logits, &mut rl, &targets, &weights, n as f32, true);
-    }), 0.0);
+    report(
+        "cross-entropy + grad",
+        time(20, || {
+            cross_entropy(&mut logits, &mut rl, &targets, &weights, n as f32, true);
+        }),
+        0.0,
+    );
 }

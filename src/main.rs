@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use vestige::commands::{bench, forward};
 
 #[derive(Parser)]
-#[command(name = "vestige", version, about = "Measure how accessible and how persistent behaviors are in transformer language models")]
+#[command(
+    name = "vestige",
+    version,
+    about = "Measure how accessible and how persistent behaviors are in transformer language models"
+)]
 struct Cli {
     /// Worker threads (default: all cores). Results are bit-identical for a fixed count.
     #[arg(long, global = true)]
@@ -52,7 +56,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     if let Some(n) = cli.threads {
         if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
             eprintln!("error: cannot start {n} threads: {e}");
@@ -72,7 +79,14 @@ fn run(command: Command) -> Result<()> {
     match command {
         Command::Forward { model, input, out, soft_prompt } => {
             let r = forward::run(&model, &input, &out, soft_prompt.as_deref())?;
-            println!("loss {:.6} (batch {}, {} tokens, {} soft-prompt vectors) -> {}", r.loss, r.batch, r.seq, r.prompt_tokens, out.display());
+            println!(
+                "loss {:.6} (batch {}, {} tokens, {} soft-prompt vectors) -> {}",
+                r.loss,
+                r.batch,
+                r.seq,
+                r.prompt_tokens,
+                out.display()
+            );
         }
         Command::Bench { mode, config, steps, warmup } => {
             let report = bench::run(config, mode, steps, warmup);

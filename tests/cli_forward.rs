@@ -23,10 +23,17 @@ fn forward_with_soft_prompt_matches_the_transformers_reference() {
         let reference = read_reference(&dir.join("reference.safetensors"));
         let tmp = tempfile::tempdir().unwrap();
         let ids = &reference["input_ids"];
-        write_ids(&tmp.path().join("in.safetensors"), &ids.data.iter().map(|&x| x as i64).collect::<Vec<_>>(), ids.shape.clone());
+        write_ids(
+            &tmp.path().join("in.safetensors"),
+            &ids.data.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            ids.shape.clone(),
+        );
         let sp = &reference["soft_prompt"];
         let mut t = TensorMap::new();
-        t.insert("soft_prompt".into(), HfTensor { shape: sp.shape.clone(), data: sp.data.iter().map(|&x| x as f32).collect() });
+        t.insert(
+            "soft_prompt".into(),
+            HfTensor { shape: sp.shape.clone(), data: sp.data.iter().map(|&x| x as f32).collect() },
+        );
         write_safetensors(&tmp.path().join("sp.safetensors"), &t, None).unwrap();
         let out = tmp.path().join("out.safetensors");
         let status = Command::new(env!("CARGO_BIN_EXE_vestige"))

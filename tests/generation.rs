@@ -5,12 +5,12 @@
 mod common;
 
 use common::{assert_close, fixtures, rel_err};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use vestige::engine::activations::Activations;
 use vestige::engine::batch::Batch;
 use vestige::engine::generate::{Decoder, GenerateError, GenerateRequest, Sampling, Slot};
 use vestige::engine::model::{standard_normal, Model, Steer};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 const TOL: f64 = 1e-4;
 const N_PROMPT: usize = 4;
@@ -60,7 +60,13 @@ fn argmax(row: &[f32]) -> u32 {
     (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as u32
 }
 
-fn request<'a>(inputs: &'a [Vec<Slot>], prompts: &'a [f32], steers: &'a [Steer], n: usize, sampling: Sampling) -> GenerateRequest<'a> {
+fn request<'a>(
+    inputs: &'a [Vec<Slot>],
+    prompts: &'a [f32],
+    steers: &'a [Steer],
+    n: usize,
+    sampling: Sampling,
+) -> GenerateRequest<'a> {
     GenerateRequest { inputs, prompt_vectors: prompts, steers, max_new_tokens: n, sampling, eos: None, seed: 0 }
 }
 
@@ -80,7 +86,13 @@ fn full_forward_greedy(model: &Model, input: &[Slot], prompts: &[f32], steers: &
 /// Feeds `inputs` then `continuations` (one chunk per step, per sequence) through a
 /// decoder and checks every returned logits row against the full forward at that
 /// position; sequences with an empty chunk must keep their previous logits.
-fn assert_steps_match_full(model: &Model, inputs: &[Vec<Slot>], steps: &[Vec<Vec<Slot>>], prompts: &[f32], steers: &[Steer]) {
+fn assert_steps_match_full(
+    model: &Model,
+    inputs: &[Vec<Slot>],
+    steps: &[Vec<Vec<Slot>>],
+    prompts: &[f32],
+    steers: &[Steer],
+) {
     let (b_n, v) = (inputs.len(), model.cfg.vocab_size);
     let total = |b: usize| inputs[b].len() + steps.iter().map(|s| s[b].len()).sum::<usize>();
     let capacity = (0..b_n).map(total).max().unwrap();
@@ -98,7 +110,12 @@ fn assert_steps_match_full(model: &Model, inputs: &[Vec<Slot>], steps: &[Vec<Vec
             }
             seqs[b].extend_from_slice(&chunks[b]);
             let full = full_logits(model, &seqs[b], prompts, steers);
-            assert_close(&format!("step {k}, seq {b}, position {}", seqs[b].len() - 1), got, &row(&full, seqs[b].len() - 1, v), TOL);
+            assert_close(
+                &format!("step {k}, seq {b}, position {}", seqs[b].len() - 1),
+                got,
+                &row(&full, seqs[b].len() - 1, v),
+                TOL,
+            );
         }
         assert_eq!(dec.cache().lens(), seqs.iter().map(Vec::len).collect::<Vec<_>>());
         before = logits;
@@ -141,7 +158,11 @@ fn check_soft_prompt_input(m: &Model, input: Vec<Slot>, prompts: &[f32], what: &
     let got = m.generate(&request(&inputs, prompts, &[], 5, Sampling::Greedy)).unwrap();
     let full = full_logits(m, &input, prompts, &[]);
     let last = input.len() - 1;
-    assert_eq!(got[0][0], argmax(&full[last * v..(last + 1) * v]), "{what}: first token is the argmax at the last input slot");
+    assert_eq!(
+        got[0][0],
+        argmax(&full[last * v..(last + 1) * v]),
+        "{what}: first token is the argmax at the last input slot"
+    );
     assert_eq!(got[0], full_forward_greedy(m, &input, prompts, &[], 5), "{what}: greedy continuation");
     let steps: Vec<Vec<Vec<Slot>>> = got[0][..4].iter().map(|&t| vec![vec![Slot::Token(t)]]).collect();
     assert_steps_match_full(m, &inputs, &steps, prompts, &[]);
@@ -150,7 +171,10 @@ fn check_soft_prompt_input(m: &Model, input: Vec<Slot>, prompts: &[f32], what: &
     let first = dec.step(&[&input], prompts, &[]).unwrap().to_vec();
     let soft_last = input.iter().rposition(|s| matches!(s, Slot::Prompt(_))).unwrap();
     if soft_last != last {
-        assert!(rel_err(&first, &row(&full, soft_last, v), 1e-12) > 1e-2, "{what}: prefill logits are not the soft-prompt slot's");
+        assert!(
+            rel_err(&first, &row(&full, soft_last, v), 1e-12) > 1e-2,
+            "{what}: prefill logits are not the soft-prompt slot's"
+        );
     }
 }
 
@@ -197,7 +221,8 @@ fn check_ragged_batch(case: &str) {
     }
     // An eos stops each sequence at its first occurrence (kept); the others run on.
     let eos = batched[1][2];
-    let stopped = m.generate(&GenerateRequest { eos: Some(eos), ..request(&inputs, &sp, &[], 6, Sampling::Greedy) }).unwrap();
+    let stopped =
+        m.generate(&GenerateRequest { eos: Some(eos), ..request(&inputs, &sp, &[], 6, Sampling::Greedy) }).unwrap();
     for b in 0..inputs.len() {
         let want = match batched[b].iter().position(|&t| t == eos) {
             Some(i) => &batched[b][..=i],
@@ -285,12 +310,19 @@ fn exceeding_max_positions_is_an_error() {
     let m = load("gpt2");
     let max = m.cfg.max_positions;
     let inputs = vec![tokens(&m, 3, 1), tokens(&m, max - 4, 2)];
-    assert_eq!(m.generate(&request(&inputs, &[], &[], 4, Sampling::Greedy)).unwrap()[1].len(), 4, "exactly max positions fits");
+    assert_eq!(
+        m.generate(&request(&inputs, &[], &[], 4, Sampling::Greedy)).unwrap()[1].len(),
+        4,
+        "exactly max positions fits"
+    );
     let err = m.generate(&request(&inputs, &[], &[], 5, Sampling::Greedy)).unwrap_err();
     assert_eq!(err, GenerateError::TooLong { seq: 1, prompt: max - 4, new_tokens: 5, needed: max + 1, max });
     assert!(err.to_string().contains("max_position_embeddings of 64"), "{err}");
     let too_long = vec![tokens(&m, max + 1, 1)];
-    assert!(matches!(m.generate(&request(&too_long, &[], &[], 1, Sampling::Greedy)), Err(GenerateError::TooLong { .. })));
+    assert!(matches!(
+        m.generate(&request(&too_long, &[], &[], 1, Sampling::Greedy)),
+        Err(GenerateError::TooLong { .. })
+    ));
     assert!(matches!(Decoder::new(&m, 1, max + 1), Err(GenerateError::CapacityTooLarge { .. })));
     let mut dec = Decoder::new(&m, 1, 4).unwrap();
     dec.step(&[&tokens(&m, 3, 1)], &[], &[]).unwrap();

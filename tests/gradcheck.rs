@@ -34,7 +34,10 @@ fn check_directional(name: &str, f: &mut dyn FnMut(&[f32]) -> f64, x: &[f32], gr
         let numeric = (f(&shifted(1.0)) - f(&shifted(-1.0))) / (2.0 * eps as f64);
         let analytic: f64 = grad.iter().zip(&v).map(|(g, v)| *g as f64 * *v as f64).sum();
         let err = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(1e-3);
-        assert!(err < tol, "{name} direction {dir}: analytic {analytic:.6e} vs numeric {numeric:.6e} (rel err {err:.2e})");
+        assert!(
+            err < tol,
+            "{name} direction {dir}: analytic {analytic:.6e} vs numeric {numeric:.6e} (rel err {err:.2e})"
+        );
     }
 }
 
@@ -47,7 +50,12 @@ fn check_norm(centred: bool) {
     let (n, d) = (130, 24);
     let kind = NormKind { centred, eps: 1e-5 };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let (x, w, b, r) = (rand_vec(&mut rng, n * d, 2.0), rand_vec(&mut rng, d, 1.5), rand_vec(&mut rng, d, 0.5), rand_vec(&mut rng, n * d, 1.0));
+    let (x, w, b, r) = (
+        rand_vec(&mut rng, n * d, 2.0),
+        rand_vec(&mut rng, d, 1.5),
+        rand_vec(&mut rng, d, 0.5),
+        rand_vec(&mut rng, n * d, 1.0),
+    );
     let bias = centred.then_some(b.as_slice());
     let run = |x: &[f32], w: &[f32], b: Option<&[f32]>| {
         let (mut y, mut m, mut s) = (vec![0.0; n * d], vec![0.0; n], vec![0.0; n]);
@@ -55,7 +63,8 @@ fn check_norm(centred: bool) {
         (project(&y, &r), m, s)
     };
     let (_, m, s) = run(&x, &w, bias);
-    let (mut dx, mut dw, mut db, mut partials) = (vec![0.0; n * d], vec![0.0; d], vec![0.0; d], vec![0.0; partials_len(n, d)]);
+    let (mut dx, mut dw, mut db, mut partials) =
+        (vec![0.0; n * d], vec![0.0; d], vec![0.0; d], vec![0.0; partials_len(n, d)]);
     norm_backward(&mut dx, Some((&mut dw, centred.then_some(&mut db[..]))), &mut partials, &r, &x, &m, &s, &w, kind);
     check_directional("norm dx", &mut |x| run(x, &w, bias).0, &x, &dx, 1e-2, 1e-3);
     check_directional("norm dw", &mut |w| run(&x, w, bias).0, &w, &dw, 1e-2, 1e-3);
@@ -322,6 +331,12 @@ fn steering_vector_gradient_matches_finite_differences() {
     let mut acts = Activations::default();
     model.forward(&mut acts, &batch, &[], &steer(&vector), norm);
     let mut grads = vec![vec![0.0; d]];
-    model.backward(&mut acts, &batch, &steer(&vector), norm, GradSinks { steers: Some(&mut grads), ..Default::default() });
+    model.backward(
+        &mut acts,
+        &batch,
+        &steer(&vector),
+        norm,
+        GradSinks { steers: Some(&mut grads), ..Default::default() },
+    );
     check_directional("steering", &mut |v| loss_of(&model, &batch, &[], &steer(v)), &vector, &grads[0], 1e-2, 5e-3);
 }

@@ -11,10 +11,7 @@ use serde_json::json;
 use vestige::hf::io::*;
 
 fn tensor(shape: &[usize], data: &[f32]) -> HfTensor {
-    HfTensor {
-        shape: shape.to_vec(),
-        data: data.to_vec(),
-    }
+    HfTensor { shape: shape.to_vec(), data: data.to_vec() }
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -25,23 +22,14 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 fn write_raw(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
     let views: Vec<(&str, TensorView<'_>)> = tensors
         .iter()
-        .map(|(name, dtype, shape, bytes)| {
-            (
-                *name,
-                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
-            )
-        })
+        .map(|(name, dtype, shape, bytes)| (*name, TensorView::new(*dtype, shape.clone(), bytes).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
 
 /// Writes a minimal `config.json` into `dir`.
 fn write_config(dir: &Path) {
-    fs::write(
-        dir.join("config.json"),
-        r#"{"model_type": "test", "hidden_size": 4}"#,
-    )
-    .unwrap();
+    fs::write(dir.join("config.json"), r#"{"model_type": "test", "hidden_size": 4}"#).unwrap();
 }
 
 /// Writes a two-shard checkpoint: `a` and `b` in shard 1, `c` in shard 2.
@@ -51,15 +39,9 @@ fn write_sharded(dir: &Path) -> (PathBuf, PathBuf) {
     let shard2 = dir.join("model-00002-of-00002.safetensors");
     write_raw(
         &shard1,
-        &[
-            ("a", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0])),
-            ("b", Dtype::F32, vec![1], f32_bytes(&[3.0])),
-        ],
+        &[("a", Dtype::F32, vec![2], f32_bytes(&[1.0, 2.0])), ("b", Dtype::F32, vec![1], f32_bytes(&[3.0]))],
     );
-    write_raw(
-        &shard2,
-        &[("c", Dtype::F32, vec![1, 2], f32_bytes(&[4.0, 5.0]))],
-    );
+    write_raw(&shard2, &[("c", Dtype::F32, vec![1, 2], f32_bytes(&[4.0, 5.0]))]);
     let index = json!({
         "metadata": {"total_size": 20},
         "weight_map": {
@@ -74,11 +56,7 @@ fn write_sharded(dir: &Path) -> (PathBuf, PathBuf) {
 
 fn assert_mentions(err: &HfError, what: &Path) {
     let msg = err.to_string();
-    assert!(
-        msg.contains(&what.display().to_string()),
-        "error {msg:?} should name {}",
-        what.display()
-    );
+    assert!(msg.contains(&what.display().to_string()), "error {msg:?} should name {}", what.display());
 }
 
 #[test]
@@ -104,10 +82,7 @@ fn write_then_read_round_trip_is_bit_identical_including_metadata() {
     write_safetensors(&path, &tensors, Some(&metadata)).unwrap();
     let back = read_safetensors(&path).unwrap();
 
-    assert_eq!(
-        back.keys().collect::<Vec<_>>(),
-        tensors.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(back.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
     for (name, t) in &tensors {
         assert_eq!(back[name].shape, t.shape, "{name}");
         let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -119,10 +94,7 @@ fn write_then_read_round_trip_is_bit_identical_including_metadata() {
 
     // Writing what was read reproduces the file byte for byte (with at most one metadata
     // entry: the safetensors crate orders `__metadata__` keys by a randomly seeded hash).
-    let (first, again) = (
-        tmp.path().join("first.safetensors"),
-        tmp.path().join("again.safetensors"),
-    );
+    let (first, again) = (tmp.path().join("first.safetensors"), tmp.path().join("again.safetensors"));
     write_safetensors(&first, &tensors, None).unwrap();
     write_safetensors(&again, &read_safetensors(&first).unwrap(), None).unwrap();
     assert_eq!(fs::read(&first).unwrap(), fs::read(&again).unwrap());
@@ -148,10 +120,7 @@ fn write_rejects_data_length_that_does_not_match_shape() {
     let path = tmp.path().join("bad.safetensors");
     let tensors = TensorMap::from([("w".to_string(), tensor(&[2, 2], &[1.0, 2.0, 3.0]))]);
     let err = write_safetensors(&path, &tensors, None).unwrap_err();
-    assert!(
-        matches!(err, HfError::ShapeMismatch { ref tensor, expected: 4, actual: 3, .. } if tensor == "w"),
-        "{err}"
-    );
+    assert!(matches!(err, HfError::ShapeMismatch { ref tensor, expected: 4, actual: 3, .. } if tensor == "w"), "{err}");
     assert!(!path.exists());
 }
 
@@ -160,36 +129,17 @@ fn f16_bf16_and_f64_tensors_load_as_the_right_f32_values() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("mixed.safetensors");
     let values = [1.0f32, -2.5, 0.1, 65504.0, 1e-3];
-    let f16: Vec<u8> = values
-        .iter()
-        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-        .collect();
-    let bf16: Vec<u8> = values
-        .iter()
-        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-        .collect();
-    let f64: Vec<u8> = [0.1f64, -1e10, 3.0]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let f16: Vec<u8> = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+    let bf16: Vec<u8> = values.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect();
+    let f64: Vec<u8> = [0.1f64, -1e10, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     write_raw(
         &path,
-        &[
-            ("h", Dtype::F16, vec![5], f16),
-            ("b", Dtype::BF16, vec![5], bf16),
-            ("d", Dtype::F64, vec![3, 1], f64),
-        ],
+        &[("h", Dtype::F16, vec![5], f16), ("b", Dtype::BF16, vec![5], bf16), ("d", Dtype::F64, vec![3, 1], f64)],
     );
 
     let t = read_safetensors(&path).unwrap();
-    let want_f16: Vec<f32> = values
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_f32())
-        .collect();
-    let want_bf16: Vec<f32> = values
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_f32())
-        .collect();
+    let want_f16: Vec<f32> = values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let want_bf16: Vec<f32> = values.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
     assert_eq!(t["h"], tensor(&[5], &want_f16));
     assert_eq!(t["b"], tensor(&[5], &want_bf16));
     assert_eq!(t["d"], tensor(&[3, 1], &[0.1, -1e10, 3.0]));
@@ -205,12 +155,7 @@ fn integer_and_bool_buffers_are_skipped() {
         &path,
         &[
             ("w", Dtype::F32, vec![1], f32_bytes(&[1.0])),
-            (
-                "position_ids",
-                Dtype::I64,
-                vec![2],
-                [0i64, 1].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ),
+            ("position_ids", Dtype::I64, vec![2], [0i64, 1].iter().flat_map(|v| v.to_le_bytes()).collect()),
             ("mask", Dtype::BOOL, vec![2], vec![1, 0]),
         ],
     );
@@ -224,10 +169,7 @@ fn unsupported_float_dtype_is_an_error_naming_file_and_tensor() {
     let path = tmp.path().join("fp8.safetensors");
     write_raw(&path, &[("q", Dtype::F8_E4M3, vec![2], vec![0x38, 0x40])]);
     let err = read_safetensors(&path).unwrap_err();
-    assert!(
-        matches!(err, HfError::UnsupportedDtype { ref tensor, .. } if tensor == "q"),
-        "{err}"
-    );
+    assert!(matches!(err, HfError::UnsupportedDtype { ref tensor, .. } if tensor == "q"), "{err}");
     assert_mentions(&err, &path);
     assert!(err.to_string().contains("F8_E4M3"), "{err}");
 }
@@ -237,10 +179,7 @@ fn single_file_model_dir_resolves_config_weights_and_tokenizer() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     write_config(dir);
-    write_raw(
-        &dir.join("model.safetensors"),
-        &[("w", Dtype::F32, vec![1], f32_bytes(&[2.0]))],
-    );
+    write_raw(&dir.join("model.safetensors"), &[("w", Dtype::F32, vec![1], f32_bytes(&[2.0]))]);
     fs::write(dir.join("tokenizer.json"), "{}").unwrap();
 
     let md = resolve_model_dir(dir).unwrap();
@@ -282,17 +221,11 @@ fn duplicate_tensor_names_across_shards_are_an_error() {
     let (shard1, shard2) = write_sharded(tmp.path());
     write_raw(
         &shard2,
-        &[
-            ("a", Dtype::F32, vec![1], f32_bytes(&[9.0])),
-            ("c", Dtype::F32, vec![1, 2], f32_bytes(&[4.0, 5.0])),
-        ],
+        &[("a", Dtype::F32, vec![1], f32_bytes(&[9.0])), ("c", Dtype::F32, vec![1, 2], f32_bytes(&[4.0, 5.0]))],
     );
     let md = resolve_model_dir(tmp.path()).unwrap();
     let err = load_tensors(&md).unwrap_err();
-    assert!(
-        matches!(err, HfError::DuplicateTensor { ref tensor, .. } if tensor == "a"),
-        "{err}"
-    );
+    assert!(matches!(err, HfError::DuplicateTensor { ref tensor, .. } if tensor == "a"), "{err}");
     assert_mentions(&err, &shard1);
     assert_mentions(&err, &shard2);
 }
@@ -301,16 +234,10 @@ fn duplicate_tensor_names_across_shards_are_an_error() {
 fn tensor_listed_in_weight_map_but_absent_from_its_shard_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, shard2) = write_sharded(tmp.path());
-    write_raw(
-        &shard2,
-        &[("other", Dtype::F32, vec![1], f32_bytes(&[0.0]))],
-    );
+    write_raw(&shard2, &[("other", Dtype::F32, vec![1], f32_bytes(&[0.0]))]);
     let md = resolve_model_dir(tmp.path()).unwrap();
     let err = load_tensors(&md).unwrap_err();
-    assert!(
-        matches!(err, HfError::MissingTensor { ref tensor, .. } if tensor == "c"),
-        "{err}"
-    );
+    assert!(matches!(err, HfError::MissingTensor { ref tensor, .. } if tensor == "c"), "{err}");
     assert_mentions(&err, &shard2);
 }
 
@@ -346,10 +273,7 @@ fn write_hf_cache(cache: &Path, with_refs_main: bool) -> PathBuf {
             "w",
             Dtype::BF16,
             vec![2],
-            [half::bf16::from_f32(0.5), half::bf16::from_f32(-4.0)]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
+            [half::bf16::from_f32(0.5), half::bf16::from_f32(-4.0)].iter().flat_map(|v| v.to_le_bytes()).collect(),
         )],
     );
     fs::write(blobs.join("3333"), "{}").unwrap();
@@ -379,10 +303,7 @@ fn hf_cache_layout_resolves_via_models_folder_and_via_snapshot_folder() {
 fn hf_cache_without_refs_main_uses_its_only_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = write_hf_cache(tmp.path(), false);
-    assert_eq!(
-        resolve_model_dir(&repo).unwrap().root,
-        repo.join("snapshots").join("abc")
-    );
+    assert_eq!(resolve_model_dir(&repo).unwrap().root, repo.join("snapshots").join("abc"));
 
     // With two snapshots and no refs/main the choice is ambiguous.
     fs::create_dir_all(repo.join("snapshots").join("def")).unwrap();
@@ -410,19 +331,13 @@ fn hf_cache_snapshot_link_to_a_missing_blob_is_an_error_naming_the_link() {
     fs::remove_file(repo.join("blobs").join("2222")).unwrap();
     let err = resolve_model_dir(&repo).unwrap_err();
     assert!(matches!(err, HfError::BrokenLink { .. }), "{err}");
-    assert_mentions(
-        &err,
-        &repo.join("snapshots").join("abc").join("model.safetensors"),
-    );
+    assert_mentions(&err, &repo.join("snapshots").join("abc").join("model.safetensors"));
 }
 
 /// Writes a valid one-tensor file and returns its bytes.
 fn valid_file_bytes(dir: &Path) -> Vec<u8> {
     let path = dir.join("valid.safetensors");
-    write_raw(
-        &path,
-        &[("w", Dtype::F32, vec![4], f32_bytes(&[1.0, 2.0, 3.0, 4.0]))],
-    );
+    write_raw(&path, &[("w", Dtype::F32, vec![4], f32_bytes(&[1.0, 2.0, 3.0, 4.0]))]);
     fs::read(path).unwrap()
 }
 
@@ -438,10 +353,7 @@ fn assert_corrupt(bytes: &[u8], expect_in_reason: &str) {
     for err in [direct, via_dir] {
         assert!(matches!(err, HfError::Corrupt { .. }), "{err}");
         assert_mentions(&err, &path);
-        assert!(
-            err.to_string().contains(expect_in_reason),
-            "{err:?} should contain {expect_in_reason:?}"
-        );
+        assert!(err.to_string().contains(expect_in_reason), "{err:?} should contain {expect_in_reason:?}");
     }
 }
 
@@ -450,13 +362,7 @@ fn file_truncated_by_a_few_bytes_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let bytes = valid_file_bytes(tmp.path());
     let len = bytes.len();
-    assert_corrupt(
-        &bytes[..len - 3],
-        &format!(
-            "describes a {len}-byte file but the file is {} bytes",
-            len - 3
-        ),
-    );
+    assert_corrupt(&bytes[..len - 3], &format!("describes a {len}-byte file but the file is {} bytes", len - 3));
 }
 
 #[test]
@@ -480,13 +386,7 @@ fn header_length_bigger_than_the_file_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let mut bytes = valid_file_bytes(tmp.path());
     bytes[..8].copy_from_slice(&10_000u64.to_le_bytes());
-    assert_corrupt(
-        &bytes,
-        &format!(
-            "says 10000 bytes but the whole file is {} bytes",
-            bytes.len()
-        ),
-    );
+    assert_corrupt(&bytes, &format!("says 10000 bytes but the whole file is {} bytes", bytes.len()));
 }
 
 #[test]
@@ -507,10 +407,7 @@ fn out_of_range_offsets_are_an_error_naming_the_file() {
 #[test]
 fn missing_config_is_an_error_naming_the_directory() {
     let tmp = tempfile::tempdir().unwrap();
-    write_raw(
-        &tmp.path().join("model.safetensors"),
-        &[("w", Dtype::F32, vec![1], f32_bytes(&[1.0]))],
-    );
+    write_raw(&tmp.path().join("model.safetensors"), &[("w", Dtype::F32, vec![1], f32_bytes(&[1.0]))]);
     let err = resolve_model_dir(tmp.path()).unwrap_err();
     assert!(matches!(err, HfError::MissingConfig { .. }), "{err}");
     assert_mentions(&err, tmp.path());
@@ -525,10 +422,7 @@ fn missing_weights_is_an_error_naming_the_directory_and_what_was_looked_for() {
     assert!(matches!(err, HfError::MissingWeights { .. }), "{err}");
     assert_mentions(&err, tmp.path());
     let msg = err.to_string();
-    assert!(
-        msg.contains("model.safetensors") && msg.contains("model.safetensors.index.json"),
-        "{msg}"
-    );
+    assert!(msg.contains("model.safetensors") && msg.contains("model.safetensors.index.json"), "{msg}");
 }
 
 #[test]
@@ -557,10 +451,7 @@ fn atomic_write_replaces_an_existing_file_and_leaves_no_temp_file() {
     write_atomic(&path, b"new").unwrap();
     assert_eq!(fs::read(&path).unwrap(), b"new");
     write_safetensors(&tmp.path().join("w.safetensors"), &TensorMap::new(), None).unwrap();
-    assert_eq!(
-        extra_files(tmp.path(), &["data.bin", "w.safetensors"]),
-        Vec::<String>::new()
-    );
+    assert_eq!(extra_files(tmp.path(), &["data.bin", "w.safetensors"]), Vec::<String>::new());
 }
 
 #[test]
@@ -576,10 +467,7 @@ fn failed_atomic_write_leaves_the_old_file_and_no_temp_file() {
     fs::write(dir_target.join("x"), b"x").unwrap();
     assert!(write_atomic(&dir_target, b"data").is_err());
     assert_eq!(fs::read(&path).unwrap(), b"old");
-    assert_eq!(
-        extra_files(tmp.path(), &["w.safetensors", "sub"]),
-        Vec::<String>::new()
-    );
+    assert_eq!(extra_files(tmp.path(), &["w.safetensors", "sub"]), Vec::<String>::new());
 }
 
 #[test]
@@ -595,21 +483,10 @@ fn save_model_dir_writes_a_directory_that_resolves_and_loads_back() {
 
     let md = resolve_model_dir(&out).unwrap();
     assert_eq!(read_config(&md).unwrap(), config);
-    assert!(
-        fs::read_to_string(&md.config)
-            .unwrap()
-            .contains("\n  \"hidden_size\""),
-        "config.json is pretty-printed"
-    );
+    assert!(fs::read_to_string(&md.config).unwrap().contains("\n  \"hidden_size\""), "config.json is pretty-printed");
     assert_eq!(load_tensors(&md).unwrap(), tensors);
-    assert_eq!(
-        fs::read(md.tokenizer.unwrap()).unwrap(),
-        fs::read(&tokenizer_src).unwrap()
-    );
-    assert_eq!(
-        read_safetensors_metadata(&md.weights[0]).unwrap()["format"],
-        "pt"
-    );
+    assert_eq!(fs::read(md.tokenizer.unwrap()).unwrap(), fs::read(&tokenizer_src).unwrap());
+    assert_eq!(read_safetensors_metadata(&md.weights[0]).unwrap()["format"], "pt");
     let expected = ["config.json", "model.safetensors", "tokenizer.json"];
     assert_eq!(extra_files(&out, &expected), Vec::<String>::new());
 }

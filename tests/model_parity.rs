@@ -44,14 +44,20 @@ fn check_logits_loss_and_weight_grads(case: &str) {
     let mut acts = Activations::default();
     let loss = c.model.forward(&mut acts, &batch, &[], &[], norm);
     assert_close("logits", &acts.logits, &c.reference["logits"].data, TOL);
-    assert!((loss as f64 - scalar(&c, "loss")).abs() < TOL * scalar(&c, "loss"), "loss {loss} vs {}", scalar(&c, "loss"));
+    assert!(
+        (loss as f64 - scalar(&c, "loss")).abs() < TOL * scalar(&c, "loss"),
+        "loss {loss} vs {}",
+        scalar(&c, "loss")
+    );
 
     let mut grads = vec![0.0; c.model.layout.total];
     c.model.backward(&mut acts, &batch, &[], norm, GradSinks { weights: Some(&mut grads), ..Default::default() });
     let exported = export_all(&c.model.cfg, &c.model.layout, &grads);
     let mut compared = 0;
     for (name, reference) in c.reference.iter().filter_map(|(k, v)| k.strip_prefix("grad.").map(|n| (n, v))) {
-        let ours = exported.get(checkpoint_name(case, name)).unwrap_or_else(|| panic!("{case}: no gradient exported for {name}"));
+        let ours = exported
+            .get(checkpoint_name(case, name))
+            .unwrap_or_else(|| panic!("{case}: no gradient exported for {name}"));
         assert_eq!(ours.shape, reference.shape, "{case}: shape of grad {name}");
         assert_close(&format!("{case}: grad {name}"), &ours.data, &reference.data, TOL);
         compared += 1;

@@ -22,14 +22,9 @@ struct Case {
 
 fn load_cases() -> Vec<Case> {
     let path = fixture_dir().join("cases.json");
-    let raw = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let cases: Vec<Case> = serde_json::from_str(&raw).expect("cases.json is valid");
-    assert!(
-        cases.len() >= 5,
-        "expected several cases, got {}",
-        cases.len()
-    );
+    assert!(cases.len() >= 5, "expected several cases, got {}", cases.len());
     cases
 }
 
@@ -42,11 +37,7 @@ fn encode_matches_transformers() {
     let tok = load_tokenizer();
     for case in load_cases() {
         let ids = tok.encode(&case.text).expect("encode");
-        assert_eq!(
-            ids, case.ids,
-            "ids differ from transformers for {:?}",
-            case.text
-        );
+        assert_eq!(ids, case.ids, "ids differ from transformers for {:?}", case.text);
     }
 }
 
@@ -83,10 +74,7 @@ fn save_then_load_is_identical() {
     let path = dir.path().join("tokenizer.json");
     tok.save(&path).expect("save");
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("tokenizer.json")]);
     let again = Tokenizer::from_file(&path).expect("reload");
     assert_eq!(again.vocab_size(), tok.vocab_size());
@@ -102,10 +90,7 @@ fn missing_file_error_names_the_path() {
     let err = Tokenizer::from_file(&path).unwrap_err();
     assert!(matches!(err, TokenizerError::Read { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "message lacks path: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "message lacks path: {msg}");
 }
 
 #[test]
@@ -116,8 +101,5 @@ fn corrupt_file_error_names_the_path() {
     let err = Tokenizer::from_file(&path).unwrap_err();
     assert!(matches!(err, TokenizerError::Parse { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.contains(&path.display().to_string()),
-        "message lacks path: {msg}"
-    );
+    assert!(msg.contains(&path.display().to_string()), "message lacks path: {msg}");
 }

@@ -102,11 +102,23 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
         grads.fill(0.0);
         match mode {
             Mode::Train => {
-                model.backward(&mut acts, batch, &[], norm, GradSinks { weights: Some(&mut grads), ..Default::default() });
+                model.backward(
+                    &mut acts,
+                    batch,
+                    &[],
+                    norm,
+                    GradSinks { weights: Some(&mut grads), ..Default::default() },
+                );
                 opt.update(&mut model.weights, &grads, LR);
             }
             Mode::Soft => {
-                model.backward(&mut acts, batch, &[], norm, GradSinks { prompts: Some(&mut grads), ..Default::default() });
+                model.backward(
+                    &mut acts,
+                    batch,
+                    &[],
+                    norm,
+                    GradSinks { prompts: Some(&mut grads), ..Default::default() },
+                );
                 opt.update(&mut prompt, &grads, LR);
             }
         }

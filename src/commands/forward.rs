@@ -38,7 +38,8 @@ fn read_ids(input: &Path, vocab: usize) -> Result<(Vec<u32>, usize, usize)> {
 /// Reads `soft_prompt: [n, d]`.
 fn read_soft_prompt(path: &Path, d: usize) -> Result<(Vec<f32>, usize)> {
     let mut tensors = read_safetensors(path)?;
-    let sp = tensors.remove("soft_prompt").with_context(|| format!("{}: no tensor named `soft_prompt`", path.display()))?;
+    let sp =
+        tensors.remove("soft_prompt").with_context(|| format!("{}: no tensor named `soft_prompt`", path.display()))?;
     match sp.shape[..] {
         [n, width] if width == d => Ok((sp.data, n)),
         _ => bail!("{}: `soft_prompt` must be [n, {d}] for this model, found {:?}", path.display(), sp.shape),
@@ -61,7 +62,8 @@ pub fn run(model_dir: &Path, input: &Path, out: &Path, soft_prompt: Option<&Path
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, &prompt, &[], norm);
     let mut outputs = TensorMap::new();
-    outputs.insert("logits".into(), HfTensor { shape: vec![b, n + t, model.cfg.vocab_size], data: acts.logits.clone() });
+    outputs
+        .insert("logits".into(), HfTensor { shape: vec![b, n + t, model.cfg.vocab_size], data: acts.logits.clone() });
     outputs.insert("loss".into(), HfTensor { shape: vec![], data: vec![loss] });
     if n > 0 {
         let mut grad = vec![0.0; prompt.len()];

@@ -2,10 +2,10 @@
 //! `(batch, seq)` shape on first use and reused while the shape fits, so the training step
 //! allocates nothing in steady state.
 
-use super::lora::Proj;
-use super::model::Model;
 use super::kernels::dropout::Dropout;
 use super::kernels::norm::partials_len;
+use super::lora::Proj;
+use super::model::Model;
 
 /// What one block keeps from its forward pass for the backward pass.
 #[derive(Default)]

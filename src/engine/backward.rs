@@ -58,10 +58,26 @@ impl Model {
         }
         g.dres.fill(0.0);
         let last = self.cfg.n_layers;
-        self.norm_back(&self.layout.ln_f, &mut sinks.weights, g, Dln::One, &acts.resid[last], &acts.lnf_mean, &acts.lnf_rstd);
+        self.norm_back(
+            &self.layout.ln_f,
+            &mut sinks.weights,
+            g,
+            Dln::One,
+            &acts.resid[last],
+            &acts.lnf_mean,
+            &acts.lnf_rstd,
+        );
         steer_grads(&mut sinks, steers, last, &g.dres, s, d);
         for l in (lowest..last).rev() {
-            self.block_backward(l, &mut acts.blocks[l], (g, &mut acts.attn_scratch), &acts.resid[l], &mut sinks, batch, &acts.dropout);
+            self.block_backward(
+                l,
+                &mut acts.blocks[l],
+                (g, &mut acts.attn_scratch),
+                &acts.resid[l],
+                &mut sinks,
+                batch,
+                &acts.dropout,
+            );
             steer_grads(&mut sinks, steers, l, &g.dres, s, d);
         }
         if lowest == 0 {
@@ -75,7 +91,16 @@ impl Model {
 
     /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`.
     #[allow(clippy::too_many_arguments)]
-    fn block_backward(&self, l: usize, a: &mut BlockActs, (g, scratch): (&mut GradScratch, &mut [f32]), x: &[f32], sinks: &mut GradSinks, batch: &Batch, drop: &Dropout) {
+    fn block_backward(
+        &self,
+        l: usize,
+        a: &mut BlockActs,
+        (g, scratch): (&mut GradScratch, &mut [f32]),
+        x: &[f32],
+        sinks: &mut GradSinks,
+        batch: &Batch,
+        drop: &Dropout,
+    ) {
         let (c, p, n) = (&self.cfg, &self.layout.blocks[l], batch.rows());
         let xa = &a.lora_xa;
         // MLP branch: dropout ← down ← act ← fc ← ln2.
@@ -90,7 +115,15 @@ impl Model {
         let dy = branch_grad(&mut g.dbranch, &g.dres, drop.mask(drop.resid, l, Site::AttnBranch));
         self.lin_back(l, Proj::AttnOut, sinks, (&mut g.dattn, &mut g.dxa), dy, &a.attn, &a.lora_xa[1], n);
         let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
-        attention_backward(&mut g.dqkv, &mut a.probs, scratch, &g.dattn, &a.qkv, self.attn_shape(batch.batch, batch.seq), attn_mask);
+        attention_backward(
+            &mut g.dqkv,
+            &mut a.probs,
+            scratch,
+            &g.dattn,
+            &a.qkv,
+            self.attn_shape(batch.batch, batch.seq),
+            attn_mask,
+        );
         self.rope_rows(&mut g.dqkv, batch.seq, true);
         self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], n);
         if c.parallel_residual {
@@ -102,7 +135,17 @@ impl Model {
     /// `dx = dy · W` and, when weights train, `dW += dyᵀ · x`, `db += Σ dy`; plus the
     /// LoRA adapter's share of `dx` (and its gradients) when one is attached.
     #[allow(clippy::too_many_arguments)]
-    fn lin_back(&self, l: usize, proj: Proj, sinks: &mut GradSinks, (dx, dxa): (&mut [f32], &mut [f32]), dy: &[f32], x: &[f32], xa: &[f32], n: usize) {
+    fn lin_back(
+        &self,
+        l: usize,
+        proj: Proj,
+        sinks: &mut GradSinks,
+        (dx, dxa): (&mut [f32], &mut [f32]),
+        dy: &[f32],
+        x: &[f32],
+        xa: &[f32],
+        n: usize,
+    ) {
         let p = proj.of(&self.layout.blocks[l]);
         let (out, inp) = p.dims();
         linear_backward_input(dx, dy, self.w(&p.weight), n, inp, out, 1.0, false);
@@ -117,7 +160,16 @@ impl Model {
 
     /// `g.dres += ∂L/∂x` through a norm layer whose output gradient is in `g.dln1`/`g.dln2`.
     #[allow(clippy::too_many_arguments)]
-    fn norm_back(&self, p: &NormSlots, weights: &mut Option<&mut [f32]>, g: &mut GradScratch, which: Dln, x: &[f32], mean: &[f32], rstd: &[f32]) {
+    fn norm_back(
+        &self,
+        p: &NormSlots,
+        weights: &mut Option<&mut [f32]>,
+        g: &mut GradScratch,
+        which: Dln,
+        x: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
         let dy = match which {
             Dln::One => &g.dln1,
             Dln::Two => &g.dln2,

@@ -126,7 +126,16 @@ impl CondPrompt {
                 linear_backward_params(&mut grads[o[2] + t * d * w..o[2] + (t + 1) * d * w], None, dy, h, 1, w, d, 1.0);
                 grads[o[3] + t * d..o[3] + (t + 1) * d].iter_mut().zip(dy).for_each(|(g, v)| *g += v);
                 let dh = &mut dpre[bi * nw + t * w..bi * nw + (t + 1) * w];
-                linear_backward_input(dh, dy, &self.params[o[2] + t * d * w..o[2] + (t + 1) * d * w], 1, w, d, 1.0, false);
+                linear_backward_input(
+                    dh,
+                    dy,
+                    &self.params[o[2] + t * d * w..o[2] + (t + 1) * d * w],
+                    1,
+                    w,
+                    d,
+                    1.0,
+                    false,
+                );
             }
         }
         dpre.iter_mut().zip(&self.pre).for_each(|(g, p)| *g *= mish_grad(*p));

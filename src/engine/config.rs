@@ -133,7 +133,9 @@ impl Fields<'_> {
             if let Some(Value::Object(rope)) = self.present(key) {
                 let kind = rope.get("rope_type").or_else(|| rope.get("type")).and_then(Value::as_str);
                 if !matches!(kind, None | Some("default")) {
-                    return Err(self.err(format!("`{key}` type {kind:?} is not supported; only default rotary embeddings are")));
+                    return Err(
+                        self.err(format!("`{key}` type {kind:?} is not supported; only default rotary embeddings are"))
+                    );
                 }
             }
         }
@@ -147,8 +149,10 @@ impl ModelConfig {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError { file: file.clone(), message: format!("cannot read: {e}") })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ConfigError { file: file.clone(), message: format!("invalid JSON at line {}: {e}", e.line()) })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ConfigError {
+            file: file.clone(),
+            message: format!("invalid JSON at line {}: {e}", e.line()),
+        })?;
         Self::from_json(value, &file)
     }
 
@@ -287,10 +291,14 @@ impl ModelConfig {
             return Err(f.err(format!("hidden size {} is not divisible by {} heads", self.d_model, self.n_heads)));
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(f.err(format!("{} heads are not divisible into {} key/value heads", self.n_heads, self.n_kv_heads)));
+            return Err(
+                f.err(format!("{} heads are not divisible into {} key/value heads", self.n_heads, self.n_kv_heads))
+            );
         }
         if !self.rotary_dims.is_multiple_of(2) || self.rotary_dims > self.head_dim {
-            return Err(f.err(format!("rotary dims {} must be even and at most head dim {}", self.rotary_dims, self.head_dim)));
+            return Err(
+                f.err(format!("rotary dims {} must be even and at most head dim {}", self.rotary_dims, self.head_dim))
+            );
         }
         Ok(())
     }

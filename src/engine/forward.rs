@@ -27,7 +27,11 @@ impl Model {
     /// `Σ w·CE / norm`.
     pub fn forward(&self, acts: &mut Activations, batch: &Batch, prompts: &[f32], steers: &[Steer], norm: f32) -> f32 {
         let (n, d, s) = (batch.rows(), self.cfg.d_model, batch.seq);
-        assert!(s <= self.cfg.max_positions, "sequence of {s} slots exceeds max_position_embeddings {}", self.cfg.max_positions);
+        assert!(
+            s <= self.cfg.max_positions,
+            "sequence of {s} slots exceeds max_position_embeddings {}",
+            self.cfg.max_positions
+        );
         acts.prepare(self, batch.batch, s);
         let wpe = self.layout.wpe.as_ref().map(|p| self.w(p));
         embed_forward(&mut acts.resid[0][..n * d], &batch.slots, self.w(&self.layout.wte), prompts, wpe, s);
@@ -87,9 +91,9 @@ impl Model {
             mask_in_place(branch2, m);
         }
         if c.parallel_residual {
-            out.par_iter_mut().zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter()))).for_each(
-                |(o, (x, (a, m)))| *o = x + a + m,
-            );
+            out.par_iter_mut()
+                .zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter())))
+                .for_each(|(o, (x, (a, m)))| *o = x + a + m);
         } else {
             add_into(out, &a.mid, branch2);
         }

@@ -455,7 +455,9 @@ fn sequence_rng(seed: u64, b: usize) -> ChaCha8Rng {
 fn check_request(cfg: &ModelConfig, req: &GenerateRequest) -> Result<usize, GenerateError> {
     if let Sampling::TopP { temperature, top_p } = req.sampling {
         if !(temperature > 0.0 && temperature.is_finite()) {
-            return Err(GenerateError::BadSampling(format!("temperature must be positive and finite, got {temperature}")));
+            return Err(GenerateError::BadSampling(format!(
+                "temperature must be positive and finite, got {temperature}"
+            )));
         }
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(GenerateError::BadSampling(format!("top_p must be in (0, 1], got {top_p}")));
@@ -503,8 +505,12 @@ fn check_steers(steers: &[Steer], c: &ModelConfig) -> Result<(), GenerateError> 
 fn check_slots(seq: usize, slots: &[Slot], rows: usize, vocab: usize) -> Result<(), GenerateError> {
     for slot in slots {
         match *slot {
-            Slot::Token(token) if token as usize >= vocab => return Err(GenerateError::TokenOutOfRange { seq, token, vocab }),
-            Slot::Prompt(row) if row as usize >= rows => return Err(GenerateError::PromptRowOutOfRange { seq, row, rows }),
+            Slot::Token(token) if token as usize >= vocab => {
+                return Err(GenerateError::TokenOutOfRange { seq, token, vocab })
+            }
+            Slot::Prompt(row) if row as usize >= rows => {
+                return Err(GenerateError::PromptRowOutOfRange { seq, row, rows })
+            }
             _ => {}
         }
     }
@@ -584,7 +590,15 @@ fn rotate_rows(model: &Model, qkv: &mut [f32], row_pos: &[usize]) {
 /// Causal attention of each span's new queries over its cached keys and values of layer
 /// `l`: the query at position `p` sees positions `0..=p`. Writes `ctx` head-major per span
 /// (`[H, rows, hd]` at `r0·H·hd`); `scores: [H, BLOCK, capacity]` is scratch.
-fn attend(c: &ModelConfig, cache: &KvCache, l: usize, spans: &[Span], qkv: &[f32], ctx: &mut [f32], scores: &mut [f32]) {
+fn attend(
+    c: &ModelConfig,
+    cache: &KvCache,
+    l: usize,
+    spans: &[Span],
+    qkv: &[f32],
+    ctx: &mut [f32],
+    scores: &mut [f32],
+) {
     let (hd, w, a, cap) = (c.head_dim, c.qkv_dim(), c.attn_dim(), cache.capacity);
     let (group, scale) = (c.n_heads / c.n_kv_heads, 1.0 / (c.head_dim as f32).sqrt());
     let kv = &cache.layers[l];

@@ -13,11 +13,15 @@ pub enum LoadError {
     Io(#[from] HfError),
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{files}: tensor `{name}` is missing (expected shape {shape:?}); the checkpoint does not match its config.json")]
+    #[error(
+        "{files}: tensor `{name}` is missing (expected shape {shape:?}); the checkpoint does not match its config.json"
+    )]
     Missing { files: String, name: String, shape: Vec<usize> },
     #[error("{files}: tensor `{name}` has shape {found:?}, but config.json implies {expected:?}")]
     Shape { files: String, name: String, expected: Vec<usize>, found: Vec<usize> },
-    #[error("{files}: unexpected tensor `{name}`; the checkpoint does not match its config.json (model_type {arch:?})")]
+    #[error(
+        "{files}: unexpected tensor `{name}`; the checkpoint does not match its config.json (model_type {arch:?})"
+    )]
     Unexpected { files: String, name: String, arch: Arch },
 }
 
@@ -60,7 +64,12 @@ impl Model {
                 shape: spec.hf_shape.clone(),
             })?;
             if t.shape != spec.hf_shape {
-                return Err(LoadError::Shape { files: files.into(), name: spec.name, expected: spec.hf_shape, found: t.shape });
+                return Err(LoadError::Shape {
+                    files: files.into(),
+                    name: spec.name,
+                    expected: spec.hf_shape,
+                    found: t.shape,
+                });
             }
             spec.import(&t.data, &mut flat);
         }

@@ -118,7 +118,17 @@ impl Lora {
 
     /// `dx += ∂/∂x` of the adapter term and, with `grads`, `dA`, `dB` accumulated.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(&self, ad: &Adapter, dx: &mut [f32], grads: Option<&mut [f32]>, dy: &[f32], x: &[f32], xa: &[f32], dxa: &mut [f32], n: usize) {
+    pub fn backward(
+        &self,
+        ad: &Adapter,
+        dx: &mut [f32],
+        grads: Option<&mut [f32]>,
+        dy: &[f32],
+        x: &[f32],
+        xa: &[f32],
+        dxa: &mut [f32],
+        n: usize,
+    ) {
         let (r, inp, out, s) = (self.spec.rank, ad.a.shape[1], ad.b.shape[0], self.scale());
         linear_backward_input(dxa, dy, &self.params[ad.b.range()], n, r, out, s, false);
         if let Some(g) = grads {
@@ -142,7 +152,10 @@ impl Lora {
                 for o in 0..out {
                     for k in 0..r {
                         let bk = s * b[o * r + k];
-                        dst[o * inp..(o + 1) * inp].iter_mut().zip(&a[k * inp..(k + 1) * inp]).for_each(|(d, a)| *d += bk * a);
+                        dst[o * inp..(o + 1) * inp]
+                            .iter_mut()
+                            .zip(&a[k * inp..(k + 1) * inp])
+                            .for_each(|(d, a)| *d += bk * a);
                     }
                 }
             }

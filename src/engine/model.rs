@@ -3,7 +3,7 @@
 use super::config::{ModelConfig, Norm};
 use super::kernels::norm::NormKind;
 use super::kernels::rope::RopeTable;
-use super::layout::{LinearSlots, Layout, Slot};
+use super::layout::{Layout, LinearSlots, Slot};
 use super::lora::Lora;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -23,7 +23,15 @@ pub struct AdamW {
 impl AdamW {
     /// PyTorch defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
     pub fn new(n_params: usize) -> Self {
-        AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, step: 0, m: vec![0.0; n_params], v: vec![0.0; n_params] }
+        AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            step: 0,
+            m: vec![0.0; n_params],
+            v: vec![0.0; n_params],
+        }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`.

@@ -188,10 +188,7 @@ pub enum HfError {
 
 /// Builds a `map_err` closure that attaches `path` to an I/O error.
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
-    move |source| HfError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| HfError::Io { path: path.to_path_buf(), source }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,9 +200,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HfError + '_ {
 /// snapshot), or a cache `snapshots/REV` folder. Symlinks are followed.
 pub fn resolve_model_dir(path: &Path) -> Result<ModelDir, HfError> {
     if !path.is_dir() {
-        return Err(HfError::NotADirectory {
-            path: path.to_path_buf(),
-        });
+        return Err(HfError::NotADirectory { path: path.to_path_buf() });
     }
     // A cache repo folder holds `snapshots/` instead of the model files themselves.
     let root = if !path.join(CONFIG).exists() && path.join("snapshots").is_dir() {
@@ -254,10 +249,7 @@ fn subdirectories(dir: &Path) -> Result<Vec<String>, HfError> {
 /// The snapshot folder that `refs/main` names; `rev` must be a plain folder name.
 fn named_snapshot(repo: &Path, rev: &str) -> Result<PathBuf, HfError> {
     if !is_plain_file_name(rev) {
-        return Err(no_snapshot(
-            repo,
-            &format!("refs/main holds {rev:?}, which is not a revision name"),
-        ));
+        return Err(no_snapshot(repo, &format!("refs/main holds {rev:?}, which is not a revision name")));
     }
     let snapshot = repo.join("snapshots").join(rev);
     if !snapshot.is_dir() {
@@ -270,26 +262,18 @@ fn named_snapshot(repo: &Path, rev: &str) -> Result<PathBuf, HfError> {
 }
 
 fn no_snapshot(repo: &Path, reason: &str) -> HfError {
-    HfError::NoSnapshot {
-        dir: repo.to_path_buf(),
-        reason: reason.to_string(),
-    }
+    HfError::NoSnapshot { dir: repo.to_path_buf(), reason: reason.to_string() }
 }
 
 /// True if `name` is one normal path component (no separators, `.` or `..`).
 fn is_plain_file_name(name: &str) -> bool {
     let mut parts = Path::new(name).components();
-    matches!(
-        (parts.next(), parts.next()),
-        (Some(Component::Normal(_)), None)
-    )
+    matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None))
 }
 
 /// Resolves a directory that holds the model files directly.
 fn resolve_plain_dir(root: &Path) -> Result<ModelDir, HfError> {
-    let config = existing_file(root.join(CONFIG))?.ok_or_else(|| HfError::MissingConfig {
-        dir: root.to_path_buf(),
-    })?;
+    let config = existing_file(root.join(CONFIG))?.ok_or_else(|| HfError::MissingConfig { dir: root.to_path_buf() })?;
     Ok(ModelDir {
         root: root.to_path_buf(),
         config,
@@ -320,27 +304,20 @@ fn weight_files(root: &Path) -> Result<Vec<PathBuf>, HfError> {
     if let Some(single) = existing_file(root.join(SINGLE))? {
         return Ok(vec![single]);
     }
-    let index = existing_file(root.join(INDEX))?.ok_or_else(|| HfError::MissingWeights {
-        dir: root.to_path_buf(),
-    })?;
+    let index = existing_file(root.join(INDEX))?.ok_or_else(|| HfError::MissingWeights { dir: root.to_path_buf() })?;
     let shards: BTreeSet<String> = read_weight_map(&index)?.into_values().collect();
     shards
         .into_iter()
         .map(|shard| {
-            existing_file(root.join(&shard))?.ok_or_else(|| HfError::MissingShard {
-                index: index.clone(),
-                shard: root.join(&shard),
-            })
+            existing_file(root.join(&shard))?
+                .ok_or_else(|| HfError::MissingShard { index: index.clone(), shard: root.join(&shard) })
         })
         .collect()
 }
 
 /// The index's `weight_map` (tensor name → shard file name); non-empty, plain file names.
 fn read_weight_map(index: &Path) -> Result<BTreeMap<String, String>, HfError> {
-    let invalid = |reason: String| HfError::Invalid {
-        path: index.to_path_buf(),
-        reason,
-    };
+    let invalid = |reason: String| HfError::Invalid { path: index.to_path_buf(), reason };
     let json = read_json(index)?;
     let map = json
         .get("weight_map")
@@ -352,9 +329,7 @@ fn read_weight_map(index: &Path) -> Result<BTreeMap<String, String>, HfError> {
     map.iter()
         .map(|(tensor, shard)| match shard.as_str() {
             Some(s) if is_plain_file_name(s) => Ok((tensor.clone(), s.to_string())),
-            _ => Err(invalid(format!(
-                "tensor `{tensor}` maps to {shard}, not a shard file name"
-            ))),
+            _ => Err(invalid(format!("tensor `{tensor}` maps to {shard}, not a shard file name"))),
         })
         .collect()
 }
@@ -362,20 +337,14 @@ fn read_weight_map(index: &Path) -> Result<BTreeMap<String, String>, HfError> {
 /// Reads and parses a JSON file.
 fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
     let bytes = fs::read(path).map_err(io(path))?;
-    serde_json::from_slice(&bytes).map_err(|source| HfError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_slice(&bytes).map_err(|source| HfError::Json { path: path.to_path_buf(), source })
 }
 
 /// Reads `config.json`; it must be a JSON object.
 pub fn read_config(dir: &ModelDir) -> Result<serde_json::Value, HfError> {
     let config = read_json(&dir.config)?;
     if !config.is_object() {
-        return Err(HfError::Invalid {
-            path: dir.config.clone(),
-            reason: "it is not a JSON object".into(),
-        });
+        return Err(HfError::Invalid { path: dir.config.clone(), reason: "it is not a JSON object".into() });
     }
     Ok(config)
 }
@@ -408,19 +377,11 @@ fn shard_index(dir: &ModelDir) -> Option<PathBuf> {
 }
 
 /// Every `weight_map` entry must have been read from the shard it names.
-fn check_weight_map(
-    index: &Path,
-    root: &Path,
-    origin: &BTreeMap<String, PathBuf>,
-) -> Result<(), HfError> {
+fn check_weight_map(index: &Path, root: &Path, origin: &BTreeMap<String, PathBuf>) -> Result<(), HfError> {
     for (tensor, shard) in read_weight_map(index)? {
         let found = origin.get(&tensor).and_then(|p| p.file_name());
         if found != Some(shard.as_ref()) {
-            return Err(HfError::MissingTensor {
-                index: index.to_path_buf(),
-                shard: root.join(shard),
-                tensor,
-            });
+            return Err(HfError::MissingTensor { index: index.to_path_buf(), shard: root.join(shard), tensor });
         }
     }
     Ok(())
@@ -438,10 +399,9 @@ pub fn read_safetensors(path: &Path) -> Result<TensorMap, HfError> {
 pub fn read_int_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<i64>), HfError> {
     let buf = map_file(path)?;
     let st = SafeTensors::deserialize(&buf).map_err(|e| corrupt(path, &e, &buf))?;
-    let view = st.tensor(name).map_err(|_| HfError::Invalid {
-        path: path.to_path_buf(),
-        reason: format!("no tensor named `{name}`"),
-    })?;
+    let view = st
+        .tensor(name)
+        .map_err(|_| HfError::Invalid { path: path.to_path_buf(), reason: format!("no tensor named `{name}`") })?;
     let data = match view.dtype() {
         Dtype::I64 => view.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect(),
         Dtype::I32 => view.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect(),
@@ -460,39 +420,20 @@ pub fn read_int_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<i64>)
 pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>, HfError> {
     let buf = map_file(path)?;
     let (_, meta) = SafeTensors::read_metadata(&buf).map_err(|e| corrupt(path, &e, &buf))?;
-    Ok(meta
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect())
+    Ok(meta.metadata().clone().unwrap_or_default().into_iter().collect())
 }
 
 /// Parses `path` and adds its tensors to `tensors`; `origin` records the file of every
 /// tensor name seen (skipped ones included) so duplicates across files are caught.
-fn read_into(
-    path: &Path,
-    tensors: &mut TensorMap,
-    origin: &mut BTreeMap<String, PathBuf>,
-) -> Result<(), HfError> {
+fn read_into(path: &Path, tensors: &mut TensorMap, origin: &mut BTreeMap<String, PathBuf>) -> Result<(), HfError> {
     let buf = map_file(path)?;
     let st = SafeTensors::deserialize(&buf).map_err(|e| corrupt(path, &e, &buf))?;
     for (name, view) in st.iter() {
         if let Some(first) = origin.insert(name.to_string(), path.to_path_buf()) {
-            return Err(HfError::DuplicateTensor {
-                tensor: name.to_string(),
-                first,
-                second: path.to_path_buf(),
-            });
+            return Err(HfError::DuplicateTensor { tensor: name.to_string(), first, second: path.to_path_buf() });
         }
         if let Some(data) = to_f32(path, name, view.dtype(), view.data())? {
-            tensors.insert(
-                name.to_string(),
-                HfTensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
+            tensors.insert(name.to_string(), HfTensor { shape: view.shape().to_vec(), data });
         }
     }
     Ok(())
@@ -509,12 +450,7 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, HfError> {
 
 /// Converts little-endian tensor bytes to f32; `None` for integer and bool buffers.
 /// `bytes.len()` is a whole number of elements (safetensors validated it).
-fn to_f32(
-    path: &Path,
-    name: &str,
-    dtype: Dtype,
-    bytes: &[u8],
-) -> Result<Option<Vec<f32>>, HfError> {
+fn to_f32(path: &Path, name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Option<Vec<f32>>, HfError> {
     let data = match dtype {
         Dtype::F32 => decode(bytes, f32::from_le_bytes),
         Dtype::F16 => decode(bytes, |b| f16::from_le_bytes(b).to_f32()),
@@ -543,12 +479,7 @@ fn to_f32(
 
 /// Decodes consecutive `N`-byte elements.
 fn decode<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> f32) -> Vec<f32> {
-    bytes
-        .as_chunks::<N>()
-        .0
-        .iter()
-        .map(|&chunk| f(chunk))
-        .collect()
+    bytes.as_chunks::<N>().0.iter().map(|&chunk| f(chunk)).collect()
 }
 
 /// Turns a safetensors parse error into [`HfError::Corrupt`] with a reason in file terms.
@@ -580,10 +511,7 @@ fn corrupt(path: &Path, err: &SafeTensorError, buf: &[u8]) -> HfError {
         }
         other => other.to_string(),
     };
-    HfError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    }
+    HfError::Corrupt { path: path.to_path_buf(), reason }
 }
 
 /// The file size a header declares: prefix + header + largest data end offset.
@@ -591,12 +519,7 @@ fn declared_size(buf: &[u8]) -> Option<u64> {
     let n = u64::from_le_bytes(*buf.first_chunk::<8>()?);
     let header = buf.get(8..8usize.checked_add(usize::try_from(n).ok()?)?)?;
     let json: serde_json::Value = serde_json::from_slice(header).ok()?;
-    let end = json
-        .as_object()?
-        .values()
-        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
-        .max()
-        .unwrap_or(0);
+    let end = json.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64()).max().unwrap_or(0);
     Some(8 + n + end)
 }
 
@@ -636,18 +559,13 @@ pub fn write_safetensors(
     for (name, t) in tensors {
         check_shape(path, name, t)?;
     }
-    let mut meta: HashMap<String, String> = metadata
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut meta: HashMap<String, String> =
+        metadata.into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
     let views = tensors.iter().map(|(name, t)| (name.as_str(), F32View(t)));
     replace_atomically(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| HfError::Serialize {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+        safetensors::serialize_to_file(views, Some(meta), tmp)
+            .map_err(|e| HfError::Serialize { path: path.to_path_buf(), reason: e.to_string() })
     })
 }
 
@@ -677,10 +595,8 @@ pub fn save_model_dir(
 ) -> Result<(), HfError> {
     fs::create_dir_all(out).map_err(io(out))?;
     let config_path = out.join(CONFIG);
-    let mut config_bytes = serde_json::to_vec_pretty(config).map_err(|source| HfError::Json {
-        path: config_path.clone(),
-        source,
-    })?;
+    let mut config_bytes =
+        serde_json::to_vec_pretty(config).map_err(|source| HfError::Json { path: config_path.clone(), source })?;
     config_bytes.push(b'\n');
     let tokenizer_bytes = tokenizer.map(|t| fs::read(t).map_err(io(t))).transpose()?;
     write_safetensors(&out.join(SINGLE), tensors, None)?;
@@ -694,29 +610,17 @@ pub fn save_model_dir(
 /// directory, fsyncs it, renames it over `path`, then fsyncs the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HfError> {
     replace_atomically(path, |tmp| {
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(io(tmp))?;
+        let mut file = File::options().write(true).create_new(true).open(tmp).map_err(io(tmp))?;
         file.write_all(bytes).map_err(io(tmp))
     })
 }
 
 /// Runs `write` on a fresh temporary sibling of `path`, then fsyncs and renames it over
 /// `path`; the temporary file is removed on any failure.
-fn replace_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), HfError>,
-) -> Result<(), HfError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+fn replace_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Result<(), HfError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_sibling(path, dir)?;
-    let result = write(&tmp)
-        .and_then(|()| sync_file(&tmp))
-        .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    let result = write(&tmp).and_then(|()| sync_file(&tmp)).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -732,28 +636,18 @@ fn temp_sibling(path: &Path, dir: &Path) -> Result<PathBuf, HfError> {
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
     })?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(dir.join(format!(
-        ".{}.tmp.{}.{n}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+    Ok(dir.join(format!(".{}.tmp.{}.{n}", name.to_string_lossy(), std::process::id())))
 }
 
 /// Flushes a written file's data to disk (opened for writing: Windows requires it).
 fn sync_file(path: &Path) -> Result<(), HfError> {
-    File::options()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(path))
+    File::options().write(true).open(path).and_then(|f| f.sync_all()).map_err(io(path))
 }
 
 /// Makes a rename in `dir` durable; directories cannot be fsynced this way off Unix.
 fn sync_dir(dir: &Path) -> Result<(), HfError> {
     if cfg!(unix) {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
     }
     Ok(())
 }

@@ -71,9 +71,7 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer")
-            .field("vocab_size", &self.vocab_size())
-            .finish_non_exhaustive()
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).finish_non_exhaustive()
     }
 }
 
@@ -83,15 +81,9 @@ impl Tokenizer {
     /// Fails with [`TokenizerError::Read`] if the file cannot be read and with
     /// [`TokenizerError::Parse`] if its contents are not a valid tokenizer; both name `path`.
     pub fn from_file(path: &Path) -> Result<Self, TokenizerError> {
-        let bytes = fs::read(path).map_err(|source| TokenizerError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let inner =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|source| TokenizerError::Parse {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes = fs::read(path).map_err(|source| TokenizerError::Read { path: path.to_path_buf(), source })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|source| TokenizerError::Parse { path: path.to_path_buf(), source })?;
         Ok(Self { inner })
     }
 
@@ -99,19 +91,14 @@ impl Tokenizer {
     ///
     /// Equivalent to `transformers`' `tokenizer.encode(text, add_special_tokens=False)`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(TokenizerError::Encode)?;
+        let encoding = self.inner.encode_fast(text, false).map_err(TokenizerError::Encode)?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// Decodes token ids back into text. Special tokens are kept in the output
     /// (`skip_special_tokens=False`, the `transformers` default).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, false)
-            .map_err(TokenizerError::Decode)
+        self.inner.decode(ids, false).map_err(TokenizerError::Decode)
     }
 
     /// Number of distinct tokens, including added (special) tokens; this is `len(tokenizer)`
@@ -134,12 +121,8 @@ impl Tokenizer {
         let json = self
             .inner
             .to_string(true)
-            .map_err(|source| TokenizerError::Serialize {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        write_atomic(path, json.as_bytes())
-            .map_err(|(p, source)| TokenizerError::Write { path: p, source })
+            .map_err(|source| TokenizerError::Serialize { path: path.to_path_buf(), source })?;
+        write_atomic(path, json.as_bytes()).map_err(|(p, source)| TokenizerError::Write { path: p, source })
     }
 }
 
@@ -154,21 +137,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Erro
     let file_name = path
         .file_name()
         .ok_or_else(|| {
-            (
-                path.to_path_buf(),
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-            )
+            (path.to_path_buf(), std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))
         })?
         .to_string_lossy()
         .into_owned();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
 
     let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);

@@ -66,7 +66,15 @@ fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usi
 
 /// Copies rows `i0..i1` (first `width` columns) of `p` into `dst` with the dropout mask
 /// of sequence `b`, head `h` applied; returns the copy as a matrix.
-fn dropped_rows<'a>(dst: &'a mut [f32], p: &[f32], mask: &Mask, sh: &AttnShape, (b, h): (usize, usize), (i0, i1): (usize, usize), width: usize) -> Mat<'a> {
+fn dropped_rows<'a>(
+    dst: &'a mut [f32],
+    p: &[f32],
+    mask: &Mask,
+    sh: &AttnShape,
+    (b, h): (usize, usize),
+    (i0, i1): (usize, usize),
+    width: usize,
+) -> Mat<'a> {
     let s = sh.seq;
     for i in i0..i1 {
         let row = &mut dst[(i - i0) * s..(i - i0) * s + width];
@@ -78,7 +86,14 @@ fn dropped_rows<'a>(dst: &'a mut [f32], p: &[f32], mask: &Mask, sh: &AttnShape, 
 
 /// `probs = softmax(q·kᵀ·scale)` (causal) and `out = dropout(probs) · v`; `probs` keeps the
 /// probabilities before dropout. `scratch` holds `scratch_len()` floats.
-pub fn attention_forward(out: &mut [f32], probs: &mut [f32], scratch: &mut [f32], qkv: &[f32], sh: AttnShape, mask: Option<Mask>) {
+pub fn attention_forward(
+    out: &mut [f32],
+    probs: &mut [f32],
+    scratch: &mut [f32],
+    qkv: &[f32],
+    sh: AttnShape,
+    mask: Option<Mask>,
+) {
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     out.par_chunks_mut(s * a)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
@@ -91,7 +106,14 @@ pub fn attention_forward(out: &mut [f32], probs: &mut [f32], scratch: &mut [f32]
                 for (i0, i1) in blocks(s) {
                     let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
                     let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
-                    matmul(MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s), q, k.t(), sh.scale(), false, Threads::One);
+                    matmul(
+                        MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s),
+                        q,
+                        k.t(),
+                        sh.scale(),
+                        false,
+                        Threads::One,
+                    );
                     for i in i0..i1 {
                         softmax_causal_row(&mut p[i * s..i * s + i1], i);
                     }
@@ -125,7 +147,15 @@ pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
 /// forward pass; `probs` is consumed (overwritten with the score gradients) and `scratch`
 /// holds `scratch_len()` floats.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_backward(dqkv: &mut [f32], probs: &mut [f32], scratch: &mut [f32], dout: &[f32], qkv: &[f32], sh: AttnShape, mask: Option<Mask>) {
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    probs: &mut [f32],
+    scratch: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    sh: AttnShape,
+    mask: Option<Mask>,
+) {
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     dqkv.par_chunks_mut(s * w)
         .zip(probs.par_chunks_mut(sh.heads * s * s))

@@ -1,5 +1,9 @@
 //! Branch-free elementary functions that the compiler can vectorise, accurate to a few
 //! f32 ulps (far below the 1e-4 parity tolerance).
+//!
+//! Ranges are limited with `max(..).min(..)`, which compiles to packed min/max; `clamp`
+//! measured 30% slower on the GELU kernels (`cargo run --release --example kernel_times`).
+#![allow(clippy::manual_clamp)]
 
 /// `e^x` by range reduction to `2^n · e^r`, `|r| ≤ ln2/2`, and a degree-6 polynomial.
 #[inline(always)]

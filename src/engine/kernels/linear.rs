@@ -13,7 +13,16 @@ pub fn linear_forward(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, n:
 
 /// `y (+)= scale · x · Wᵀ` (adds when `accumulate`).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_accumulate(y: &mut [f32], x: &[f32], w: &[f32], n: usize, inp: usize, out: usize, scale: f32, accumulate: bool) {
+pub fn linear_accumulate(
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    n: usize,
+    inp: usize,
+    out: usize,
+    scale: f32,
+    accumulate: bool,
+) {
     matmul(
         MatMut::new(&mut y[..n * out], n, out),
         Mat::new(&x[..n * inp], n, inp),
@@ -26,7 +35,16 @@ pub fn linear_accumulate(y: &mut [f32], x: &[f32], w: &[f32], n: usize, inp: usi
 
 /// `dx (+)= scale · dy · W` (adds when `accumulate`).
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, inp: usize, out: usize, scale: f32, accumulate: bool) {
+pub fn linear_backward_input(
+    dx: &mut [f32],
+    dy: &[f32],
+    w: &[f32],
+    n: usize,
+    inp: usize,
+    out: usize,
+    scale: f32,
+    accumulate: bool,
+) {
     matmul(
         MatMut::new(&mut dx[..n * inp], n, inp),
         Mat::new(&dy[..n * out], n, out),
@@ -39,7 +57,16 @@ pub fn linear_backward_input(dx: &mut [f32], dy: &[f32], w: &[f32], n: usize, in
 
 /// `dW += scale · dyᵀ · x` and `db += Σₙ dy`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_backward_params(dw: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], x: &[f32], n: usize, inp: usize, out: usize, scale: f32) {
+pub fn linear_backward_params(
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dy: &[f32],
+    x: &[f32],
+    n: usize,
+    inp: usize,
+    out: usize,
+    scale: f32,
+) {
     matmul(
         MatMut::new(dw, out, inp),
         Mat::new(&dy[..n * out], n, out).t(),

@@ -28,7 +28,13 @@ pub fn cross_entropy(
                 row_loss[r] = ce_row(row, targets[r], weights[r] / norm, grad);
             }
         });
-    targets.iter().zip(weights).zip(row_loss.iter()).filter(|((t, _), _)| **t >= 0).map(|((_, w), l)| w * l).sum::<f32>()
+    targets
+        .iter()
+        .zip(weights)
+        .zip(row_loss.iter())
+        .filter(|((t, _), _)| **t >= 0)
+        .map(|((_, w), l)| w * l)
+        .sum::<f32>()
         / norm
 }
 

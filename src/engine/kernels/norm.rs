@@ -92,7 +92,16 @@ pub fn norm_backward(
 /// One row of the backward pass; `part` is `[dw; db]` partial sums or empty.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn norm_row_backward(dx: &mut [f32], part: &mut [f32], dy: &[f32], x: &[f32], m: f32, r: f32, w: &[f32], kind: NormKind) {
+fn norm_row_backward(
+    dx: &mut [f32],
+    part: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    m: f32,
+    r: f32,
+    w: &[f32],
+    kind: NormKind,
+) {
     let d = x.len();
     let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
     for i in 0..d {
