@@ -37,6 +37,15 @@ enum Command {
         #[arg(long)]
         soft_prompt: Option<PathBuf>,
     },
+    /// Load a model (plain dir, sharded, HF cache, f16/bf16) and save it as an f32 HF model dir.
+    Convert {
+        /// The model to read.
+        #[arg(long)]
+        model: PathBuf,
+        /// The directory to write (config.json, model.safetensors, tokenizer.json if present).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure training throughput on the reference workloads (compare with bench/pytorch_baseline.py).
     Bench {
         /// `train` (all weights) or `soft` (16-vector soft prompt on the frozen model).
@@ -87,6 +96,11 @@ fn run(command: Command) -> Result<()> {
                 r.prompt_tokens,
                 out.display()
             );
+        }
+        Command::Convert { model, out } => {
+            let loaded = vestige::engine::model::Model::load(&model)?;
+            loaded.model.save(&out, loaded.dir.tokenizer.as_deref())?;
+            println!("{} parameters -> {}", loaded.model.n_params(), out.display());
         }
         Command::Bench { mode, config, steps, warmup } => {
             let report = bench::run(config, mode, steps, warmup);
