@@ -322,7 +322,7 @@ def run_all(args) -> None:
                             err = (p.stderr.strip().splitlines() or ["?"])[-1]
                             raise RuntimeError(f"exit {p.returncode}: {err}")
                         r = json.loads(lines[-1])
-                        r["attempts"] = attempt + 1
+                        r["attempt"] = attempt + 1
                         print(json.dumps(r), flush=True)
                     except (subprocess.TimeoutExpired, RuntimeError) as e:
                         r = {"impl": args.impl, "config": config, "mode": mode, "compile": compile_,
@@ -335,6 +335,8 @@ def run_all(args) -> None:
                         best = r
                     if r["cpu_util"] >= CLEAN_CPU_UTIL:
                         break
+                if "error" not in best:
+                    best["tries"] = attempt + 1  # runs made for this row (the kept one is "attempt")
                 rows.append(best)
 
     print()
@@ -349,7 +351,7 @@ def run_all(args) -> None:
         else:
             print(f"| {r['impl']} | {r['config']} | {r['mode']} | {r['compile']} | {r['threads']} | "
                   f"{r['tokens_per_s']:.0f} | {r['step_ms']:.1f} | {r['step_ms_mean']:.1f} | {r['cpu_util']:.2f} | "
-                  f"{r['attempts']} | {r['peak_rss_mb']:.0f} |")
+                  f"{r['tries']} | {r['peak_rss_mb']:.0f} |")
 
 
 def verify() -> None:
