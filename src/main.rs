@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vestige::commands::{bench, forward};
+use vestige::commands::{bench, demo, forward};
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train, evaluate, soft-prompt and save a small model on an embedded task (no downloads).
+    Demo {
+        /// Where results go.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Full-weight training steps on the copy task.
+        #[arg(long, default_value_t = 600)]
+        steps: usize,
+        /// Soft-prompt training steps on the frozen model.
+        #[arg(long, default_value_t = 300)]
+        prompt_steps: usize,
+    },
     /// Run one forward pass (and soft-prompt backward) on input ids; write logits, loss and gradient.
     Forward {
         /// A Hugging Face model directory (plain, or HF cache `models--ORG--NAME`).
@@ -96,6 +108,24 @@ fn run(command: Command) -> Result<()> {
                 r.prompt_tokens,
                 out.display()
             );
+        }
+        Command::Demo { out, steps, prompt_steps } => {
+            let s = demo::run(&out, steps, prompt_steps)?;
+            println!(
+                "copy task: exact match {:.1}% after {} steps (final train loss {:.3})",
+                100.0 * s.copy_exact_match,
+                s.train_steps,
+                s.final_train_loss
+            );
+            println!(
+                "reversal, frozen model: loss {:.3} -> {:.3}, token accuracy {:.1}% -> {:.1}% with a {}-vector soft prompt",
+                s.reverse_loss_without_prompt,
+                s.reverse_loss_with_prompt,
+                100.0 * s.reverse_token_accuracy_without_prompt,
+                100.0 * s.reverse_token_accuracy_with_prompt,
+                s.prompt_vectors
+            );
+            println!("model: {}  summary: {}", s.model_dir.display(), out.join("summary.json").display());
         }
         Command::Convert { model, out } => {
             let loaded = vestige::engine::model::Model::load(&model)?;

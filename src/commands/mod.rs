@@ -2,4 +2,5 @@
 //! `main.rs` only parses arguments and prints.
 
 pub mod bench;
+pub mod demo;
 pub mod forward;
