@@ -365,3 +365,29 @@ fn a_decoder_is_reused_across_requests() {
     let three = vec![inputs[0].clone(), inputs[1].clone(), tokens(&m, 30, 3)];
     assert_eq!(dec.generate(&request(&three, &[], &[], 6, Sampling::Greedy)).unwrap()[..2], want[..]);
 }
+
+/// Reading the residual stream during generation gives the full forward's residual at
+/// each sequence's last slot, at every layer, steered or not.
+#[test]
+fn residual_tap_during_generation_matches_full_forward() {
+    use vestige::engine::activations::Activations;
+    use vestige::engine::batch::Batch;
+    use vestige::engine::generate::Decoder;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/llama_gqa/model");
+    let model = vestige::engine::model::Model::load(&dir).unwrap().model;
+    let d = model.cfg.d_model;
+    let steers = [vestige::engine::model::Steer { layer: 1, coef: 2.0, start: 3, end: 6, vector: vec![0.3; d] }];
+    let ids: Vec<u32> = (0..8).map(|i| (i * 5 % 64) as u32).collect();
+    for layer in 0..=model.cfg.n_layers {
+        let mut acts = Activations::default();
+        model.forward(&mut acts, &Batch::language_model(&ids, 1, 8), &[], &steers, 1.0);
+        let mut dec = Decoder::new(&model, 1, 8).unwrap();
+        dec.set_tap(Some(layer));
+        for (t, &id) in ids.iter().enumerate() {
+            dec.step(&[&[vestige::engine::generate::Slot::Token(id)]], &[], &steers).unwrap();
+            let want = &acts.residual(layer)[t * d..(t + 1) * d];
+            let err = dec.tapped().iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(err < 1e-4, "layer {layer} position {t}: tap differs by {err}");
+        }
+    }
+}

@@ -85,6 +85,12 @@ fn fit(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Activations {
+    /// Tap: residual stream `layer` of the last forward pass, `[batch·seq, d]` — the input
+    /// of block `layer` after steering, or the final norm's input for `layer == n_layers`.
+    pub fn residual(&self, layer: usize) -> &[f32] {
+        &self.resid[layer]
+    }
+
     /// Makes every buffer fit `batch × seq` for `model` (a no-op when it already does).
     pub fn prepare(&mut self, model: &Model, batch: usize, seq: usize) {
         let cfg = &model.cfg;

@@ -276,6 +276,9 @@ pub struct Decoder<'m> {
     /// `[V]` sampler scratch: unnormalised probabilities and a token order.
     probs: Vec<f32>,
     order: Vec<u32>,
+    /// Residual stream read by the tap (see [`Decoder::set_tap`]) and `[B, d]` readings.
+    tap_layer: Option<usize>,
+    tapped: Vec<f32>,
 }
 
 impl<'m> Decoder<'m> {
@@ -294,7 +297,32 @@ impl<'m> Decoder<'m> {
             logits: vec![0.0; batch * model.cfg.vocab_size],
             probs: Vec::new(),
             order: Vec::new(),
+            tap_layer: None,
+            tapped: vec![0.0; batch * model.cfg.d_model],
         })
+    }
+
+    /// Reads residual stream `layer` (the input of block `layer`, after steering; `n_layers`
+    /// is the final norm's input) at each sequence's last slot on every step; `None` stops.
+    pub fn set_tap(&mut self, layer: Option<usize>) {
+        self.tap_layer = layer.map(|l| l.min(self.model.cfg.n_layers));
+    }
+
+    /// `[B, d]`: the tapped residual of each sequence's last slot so far (zeros before).
+    pub fn tapped(&self) -> &[f32] {
+        &self.tapped
+    }
+
+    /// Copies the last row of every span of residual `x` into the tap readings.
+    fn read_tap(&mut self, layer: usize) {
+        if self.tap_layer != Some(layer) {
+            return;
+        }
+        let d = self.model.cfg.d_model;
+        for s in &self.bufs.spans {
+            let row = &self.bufs.x[(s.r1 - 1) * d..s.r1 * d];
+            self.tapped[s.seq * d..(s.seq + 1) * d].copy_from_slice(row);
+        }
     }
 
     /// The cache (its `lens()` are the sequence lengths so far).
@@ -311,6 +339,7 @@ impl<'m> Decoder<'m> {
     pub fn reset(&mut self) {
         self.cache.clear();
         self.logits.fill(0.0);
+        self.tapped.fill(0.0);
     }
 
     /// Appends `chunks[b]` to sequence `b` (an empty chunk leaves it untouched) and returns
@@ -329,9 +358,11 @@ impl<'m> Decoder<'m> {
         embed(model, &mut self.bufs, chunks, prompts);
         for l in 0..model.cfg.n_layers {
             steer_rows(&mut self.bufs.x[..n * d], &self.bufs.row_pos, steers, l, d);
+            self.read_tap(l);
             block_step(model, &mut self.bufs, &mut self.cache, l, n);
         }
         steer_rows(&mut self.bufs.x[..n * d], &self.bufs.row_pos, steers, model.cfg.n_layers, d);
+        self.read_tap(model.cfg.n_layers);
         head(model, &mut self.bufs, &mut self.logits);
         for s in &self.bufs.spans {
             self.cache.lens[s.seq] = s.p0 + s.rows();
