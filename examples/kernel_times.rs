@@ -1,5 +1,5 @@
 //! Times each kernel of one `main`-workload training step in isolation, to see where the
-//! step's time goes: `cargo run --release --example kernel_times [-- THREADS]`.
+//! step's time goes: `cargo run --release --example kernel_times [-- THREADS [main|tiny]]`.
 
 use std::time::Instant;
 use vestige::engine::config::Activation;
@@ -23,7 +23,8 @@ fn main() {
     if let Some(n) = std::env::args().nth(1).and_then(|s| s.parse().ok()) {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().unwrap();
     }
-    let (n, d, ff, v) = (2048, 256, 1024, 512);
+    let tiny = std::env::args().nth(2).as_deref() == Some("tiny");
+    let (n, d, ff, v, batch, seq) = if tiny { (2048, 64, 256, 512, 32, 64) } else { (2048, 256, 1024, 512, 16, 128) };
     let buf = |len: usize| (0..len).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect::<Vec<f32>>();
     let report = |name: &str, ms: f64, flops: f64| println!("{name:<28} {ms:8.2} ms  {:7.1} GFLOP/s", flops / ms / 1e6);
     for (name, out, inp) in [("qkv", 3 * d, d), ("attn_out", d, d), ("fc", ff, d), ("down", d, ff), ("head", v, d)] {

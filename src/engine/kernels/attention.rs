@@ -8,6 +8,7 @@
 use super::dropout::Mask;
 use super::fastmath::exp;
 use super::matmul::{matmul, Mat, MatMut, Threads};
+use super::reduce;
 use rayon::prelude::*;
 
 /// Query rows per block.
@@ -133,13 +134,9 @@ pub fn attention_forward(
 pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
     let (kept, masked) = row.split_at_mut(i + 1);
     masked.fill(0.0);
-    let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in kept.iter_mut() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    let max = reduce::max(kept);
+    kept.iter_mut().for_each(|v| *v = exp(*v - max));
+    let inv = 1.0 / reduce::sum(kept);
     kept.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -200,7 +197,7 @@ pub fn attention_backward(
 /// `p ← p ⊙ (dp − Σ p·dp)` on the kept part of row `i`; the masked tail stays zero.
 #[inline]
 fn softmax_row_backward(p: &mut [f32], dp: &[f32], i: usize) {
-    let dot: f32 = p[..=i].iter().zip(&dp[..=i]).map(|(a, b)| a * b).sum();
+    let dot = reduce::dot(&p[..=i], &dp[..=i]);
     for j in 0..=i {
         p[j] *= dp[j] - dot;
     }

@@ -5,6 +5,7 @@
 //! REINFORCE-style losses. The same buffer is turned into `∂loss/∂logits` in place.
 
 use super::fastmath::exp;
+use super::reduce;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -47,16 +48,32 @@ fn ce_row(row: &mut [f32], target: i32, scale: f32, grad: bool) -> f32 {
         }
         return 0.0;
     }
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|x| exp(x - max)).sum();
-    let lse = max + sum.ln();
-    let loss = lse - row[target as usize];
+    let max = reduce::max(row);
+    let logit = row[target as usize];
     if grad {
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|x| *x = scale * exp(*x - max) * inv);
+        // Exponentiate once in place, then normalise.
+        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        let sum = reduce::sum(row);
+        let k = scale / sum;
+        row.iter_mut().for_each(|x| *x *= k);
         row[target as usize] -= scale;
+        max + sum.ln() - logit
+    } else {
+        let sum = fold_exp_sum(row, max);
+        max + sum.ln() - logit
     }
-    loss
+}
+
+/// `Σ exp(x − max)` without writing (lane-wise, deterministic).
+#[inline]
+fn fold_exp_sum(row: &[f32], max: f32) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(a, &x)| *a += exp(x - max));
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
+    reduce::sum(&lanes) + tail
 }
 
 /// The usual normaliser: `Σ |w|` over rows with a target (at least 1e-12).

@@ -10,6 +10,7 @@ pub mod linear;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod reduce;
 pub mod rope;
 
 /// Rows per parallel work item for row-wise kernels; fixed so results never depend on

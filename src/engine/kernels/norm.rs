@@ -3,6 +3,7 @@
 //! Shapes: `x, y: [N, d]`, `mean, rstd: [N]`, `w, b: [d]`. RMSNorm is LayerNorm without
 //! centring and bias; both save `mean` (0 for RMSNorm) and `rstd` for the backward pass.
 
+use super::reduce;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -40,8 +41,8 @@ pub fn norm_forward(
 #[inline]
 pub fn norm_row(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, kind: NormKind) -> (f32, f32) {
     let d = x.len() as f32;
-    let m = if kind.centred { x.iter().sum::<f32>() / d } else { 0.0 };
-    let var = x.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / d;
+    let m = if kind.centred { reduce::sum(x) / d } else { 0.0 };
+    let var = reduce::sum_sq_dev(x, m) / d;
     let r = 1.0 / (var + kind.eps).sqrt();
     for i in 0..x.len() {
         y[i] = (x[i] - m) * r * w[i] + b.map_or(0.0, |b| b[i]);
@@ -103,14 +104,25 @@ fn norm_row_backward(
     kind: NormKind,
 ) {
     let d = x.len();
-    let (mut mean_g, mut mean_gx) = (0.0f32, 0.0f32);
-    for i in 0..d {
-        let g = dy[i] * w[i];
-        mean_g += g;
-        mean_gx += g * (x[i] - m) * r;
+    // mean(dy·w) and mean(dy·w·x̂), with x̂ = (x − m)·r.
+    let mut lanes = [[0.0f32; 2]; 16];
+    let mut i = 0;
+    while i + 16 <= d {
+        for (l, acc) in lanes.iter_mut().enumerate() {
+            let g = dy[i + l] * w[i + l];
+            acc[0] += g;
+            acc[1] += g * (x[i + l] - m);
+        }
+        i += 16;
     }
-    mean_g = if kind.centred { mean_g / d as f32 } else { 0.0 };
-    mean_gx /= d as f32;
+    let (mut sg, mut sgx) = lanes.iter().fold((0.0f32, 0.0f32), |(a, b), l| (a + l[0], b + l[1]));
+    for j in i..d {
+        let g = dy[j] * w[j];
+        sg += g;
+        sgx += g * (x[j] - m);
+    }
+    let mean_g = if kind.centred { sg / d as f32 } else { 0.0 };
+    let mean_gx = sgx * r / d as f32;
     for i in 0..d {
         let xhat = (x[i] - m) * r;
         dx[i] += r * (dy[i] * w[i] - mean_g - xhat * mean_gx);
