@@ -43,10 +43,10 @@ fn main() {
             flops,
         );
     }
-    let sh = AttnShape { batch: 16, seq: 128, heads: 4, kv_heads: 4, head_dim: 64 };
+    let sh = AttnShape { batch, seq, heads: 4, kv_heads: 4, head_dim: d / 4 };
     let (qkv, mut out, mut probs, mut scratch) =
-        (buf(n * 3 * d), buf(n * d), buf(16 * 4 * 128 * 128), buf(sh.scratch_len()));
-    let attn_flops = 2.0 * 2.0 * (16 * 4 * 128 * 129 / 2 * 64) as f64;
+        (buf(n * 3 * d), buf(n * d), buf(batch * 4 * seq * seq), buf(sh.scratch_len()));
+    let attn_flops = 2.0 * 2.0 * (batch * 4 * seq * (seq + 1) / 2 * (d / 4)) as f64;
     report(
         "attention forward",
         time(10, || attention_forward(&mut out, &mut probs, &mut scratch, &qkv, sh, None)),
