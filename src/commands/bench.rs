@@ -40,8 +40,11 @@ pub struct BenchReport {
     pub mode: Mode,
     pub threads: usize,
     pub steps: usize,
+    /// `batch · seq / step_ms`, from the median step (as the PyTorch baseline reports).
     pub tokens_per_s: f64,
+    /// Median and mean timed step.
     pub step_ms: f64,
+    pub step_ms_mean: f64,
     pub peak_rss_mb: f64,
 }
 
@@ -77,7 +80,7 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Runs `warmup + steps` steps and reports the mean over the timed ones.
+/// Runs `warmup + steps` steps and reports the median (and mean) of the timed ones.
 pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> BenchReport {
     let (d, _, _, seq, b) = dims(workload);
     let mut model = Model::init(bench_config(workload), 0.02, 0);
@@ -93,7 +96,7 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
     let mut prompt = vec![0.0f32; if mode == Mode::Soft { SOFT_TOKENS * d } else { 0 }];
     let n_trained = if mode == Mode::Soft { prompt.len() } else { model.n_params() };
     let (mut grads, mut opt) = (vec![0.0f32; n_trained], AdamW::new(n_trained));
-    let mut timed = 0.0;
+    let mut timed = Vec::with_capacity(steps);
     for step in 0..warmup + steps {
         let batch = &batches[step % batches.len()];
         let norm = default_norm(&batch.targets, &batch.weights);
@@ -123,10 +126,12 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
             }
         }
         if step >= warmup {
-            timed += start.elapsed().as_secs_f64();
+            timed.push(start.elapsed().as_secs_f64());
         }
     }
-    let step_s = timed / steps.max(1) as f64;
+    timed.sort_by(f64::total_cmp);
+    let step_s = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN);
+    let mean_s = timed.iter().sum::<f64>() / timed.len().max(1) as f64;
     BenchReport {
         config: workload,
         mode,
@@ -134,6 +139,7 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
         steps,
         tokens_per_s: (b * seq) as f64 / step_s,
         step_ms: step_s * 1e3,
+        step_ms_mean: mean_s * 1e3,
         peak_rss_mb: peak_rss_mb(),
     }
 }
