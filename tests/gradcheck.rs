@@ -340,3 +340,21 @@ fn steering_vector_gradient_matches_finite_differences() {
     );
     check_directional("steering", &mut |v| loss_of(&model, &batch, &[], &steer(v)), &vector, &grads[0], 1e-2, 5e-3);
 }
+
+#[test]
+fn merged_lora_gives_the_same_logits_as_attached_adapters() {
+    let mut model = fixture_model("llama_gqa");
+    let spec = LoraSpec { rank: 2, alpha: 4.0, targets: vec![Proj::Qkv, Proj::Down] };
+    let mut lora = Lora::new(&model, spec, 21);
+    let mut rng = ChaCha8Rng::seed_from_u64(22);
+    lora.params.iter_mut().for_each(|p| *p += 0.2 * (rng.random::<f32>() - 0.5));
+    let batch = lm_batch(&model, 23);
+    let mut merged = model.clone();
+    lora.merge_into(&mut merged);
+    model.lora = Some(lora);
+    let (mut a, mut b) = (Activations::default(), Activations::default());
+    let (la, lb) = (model.forward(&mut a, &batch, &[], &[], 1.0), merged.forward(&mut b, &batch, &[], &[], 1.0));
+    let err = a.logits.iter().zip(&b.logits).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(err < 1e-4 && (la - lb).abs() < 1e-4, "merged LoRA differs: logits {err}, loss {la} vs {lb}");
+    assert_ne!(merged.weights, fixture_model("llama_gqa").weights, "merging must change the weights");
+}

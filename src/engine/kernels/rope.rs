@@ -27,11 +27,6 @@ impl RopeTable {
         RopeTable { half, cos, sin }
     }
 
-    /// Number of positions covered.
-    pub fn max_positions(&self) -> usize {
-        self.cos.len().checked_div(self.half).unwrap_or(usize::MAX)
-    }
-
     /// Rotates one head vector in place at `pos`; `inverse` applies the transpose
     /// (which is the backward pass, since the rotation is orthogonal).
     #[inline]
