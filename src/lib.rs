@@ -7,5 +7,8 @@
 //! - [`commands`]: what each CLI command does, as library functions.
 
 pub mod commands;
+pub mod data;
 pub mod engine;
 pub mod hf;
+pub mod store;
+pub mod train;

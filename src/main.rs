@@ -34,6 +34,42 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         prompt_steps: usize,
     },
+    /// Run a training config: phases, evals, checkpoints, metrics (SQLite + CSV).
+    Train {
+        /// The run's TOML config.
+        config: PathBuf,
+    },
+    /// Continue a run from its newest checkpoint (bit-identical to an uninterrupted run).
+    Resume {
+        /// The run directory (holds config.toml and checkpoints/).
+        dir: PathBuf,
+    },
+    /// Show a run's config, phases, checkpoints and last metrics.
+    Inspect {
+        /// The run directory.
+        dir: PathBuf,
+    },
+    /// Greedy or sampled generation from a model directory.
+    Generate {
+        /// A Hugging Face model directory (or a run checkpoint's `model/`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated input token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ids: Vec<u32>,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 16)]
+        max_new: usize,
+        /// Sampling temperature (0: greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Run one forward pass (and soft-prompt backward) on input ids; write logits, loss and gradient.
     Forward {
         /// A Hugging Face model directory (plain, or HF cache `models--ORG--NAME`).
@@ -75,6 +111,17 @@ enum Command {
     },
 }
 
+/// Exit codes: 2 for a bad config, 3 for a diverged run, 1 for anything else.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.is::<vestige::train::config::ConfigError>() {
+        ExitCode::from(2)
+    } else if e.is::<vestige::train::run::Diverged>() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -91,9 +138,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
+}
+
+/// Prints where a finished run's results are and its final metrics.
+fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
+    println!("run {} finished: {} steps, {} tokens", s.run, s.steps, s.tokens);
+    for (k, v) in &s.final_metrics {
+        if !k.contains("/train/") {
+            println!("  {k} = {v:.4}");
+        }
+    }
+    println!(
+        "results: {} (metrics.csv, checkpoints/); store: {}",
+        s.dir.display(),
+        s.dir.parent().map(|p| p.join("vestige.db").display().to_string()).unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn run(command: Command) -> Result<()> {
@@ -108,6 +171,29 @@ fn run(command: Command) -> Result<()> {
                 r.prompt_tokens,
                 out.display()
             );
+        }
+        Command::Train { config } => report_run(vestige::train::run::train(&config)?)?,
+        Command::Resume { dir } => report_run(vestige::train::run::resume(&dir)?)?,
+        Command::Inspect { dir } => print!("{}", vestige::commands::inspect::describe(&dir)?),
+        Command::Generate { model, ids, max_new, temperature, top_p, seed } => {
+            let model = vestige::engine::model::Model::load(&model)?.model;
+            let sampling = if temperature > 0.0 {
+                vestige::engine::generate::Sampling::TopP { temperature, top_p }
+            } else {
+                vestige::engine::generate::Sampling::Greedy
+            };
+            let inputs = vec![ids.iter().map(|&t| vestige::engine::generate::Slot::Token(t)).collect()];
+            let req = vestige::engine::generate::GenerateRequest {
+                inputs: &inputs,
+                prompt_vectors: &[],
+                steers: &[],
+                max_new_tokens: max_new,
+                sampling,
+                eos: None,
+                seed,
+            };
+            let out = model.generate(&req)?;
+            println!("{}", out[0].iter().map(u32::to_string).collect::<Vec<_>>().join(","));
         }
         Command::Demo { out, steps, prompt_steps } => {
             let s = demo::run(&out, steps, prompt_steps)?;

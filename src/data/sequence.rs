@@ -1,0 +1,53 @@
+//! Sequence-transformation tasks: `x₁…x_L SEP f(x)₁…f(x)_L`, scored on the answer only.
+//! Token 0 is padding and token 1 the separator; symbols are drawn from `2..vocab`.
+
+use super::{sample_key, Sample, Split, Task};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The separator token.
+pub const SEP: u32 = 1;
+
+/// Which transformation the answer applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transform {
+    Copy,
+    Reverse,
+}
+
+/// A copy or reversal task over `length` symbols from a `vocab`-token alphabet.
+#[derive(Clone, Debug)]
+pub struct SequenceTask {
+    pub name: String,
+    pub transform: Transform,
+    pub length: usize,
+    pub vocab: usize,
+}
+
+impl Task for SequenceTask {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn seq_len(&self) -> usize {
+        2 * self.length + 1
+    }
+
+    fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
+        let mut rng = ChaCha8Rng::seed_from_u64(sample_key(seed, &self.name, split, index));
+        let x: Vec<u32> = (0..self.length).map(|_| rng.random_range(2..self.vocab as u32)).collect();
+        let mut tokens = x.clone();
+        tokens.push(SEP);
+        match self.transform {
+            Transform::Copy => tokens.extend(&x),
+            Transform::Reverse => tokens.extend(x.iter().rev()),
+        }
+        let prompt_len = self.length + 1;
+        let weights = (0..tokens.len()).map(|t| if t >= prompt_len { 1.0 } else { 0.0 }).collect();
+        Sample { tokens, weights, prompt_len }
+    }
+}

@@ -1,0 +1,514 @@
+//! The run configuration: one TOML file describing the model, the tasks and the ordered
+//! phases of a run. Unknown keys are rejected, ranges are checked before any compute, and
+//! every error names the file, the key path and its line.
+
+use super::locate::line_of;
+use crate::engine::lora::Proj;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A whole run.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run name (the directory under `out_dir`).
+    pub name: String,
+    /// Seed for initialisation, data order, dropout and prompts.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where runs are written.
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// Named task definitions that phases mix and evaluate.
+    pub tasks: Vec<TaskSpec>,
+    /// The phases, in order.
+    pub phases: Vec<PhaseSpec>,
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+}
+
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+/// The model: loaded from a Hugging Face directory, or initialised fresh.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSpec {
+    /// A local HF model directory to start from (the other keys are then ignored).
+    pub load: Option<PathBuf>,
+    /// `gpt_neox`, `gpt2` or `llama`.
+    pub arch: String,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Defaults to `4 · d_model`.
+    pub d_ff: Option<usize>,
+    pub max_positions: usize,
+    /// Defaults to the largest task vocabulary.
+    pub vocab_size: Option<usize>,
+    pub init_std: f32,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            load: None,
+            arch: "gpt_neox".into(),
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            d_ff: None,
+            max_positions: 128,
+            vocab_size: None,
+            init_std: 0.02,
+        }
+    }
+}
+
+/// A task the run can train or evaluate on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    /// `copy` or `reverse`.
+    pub kind: String,
+    /// Symbols per input.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
+    #[serde(default = "default_vocab")]
+    pub vocab: usize,
+}
+
+fn default_length() -> usize {
+    12
+}
+fn default_vocab() -> usize {
+    64
+}
+
+/// What a phase trains.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    All,
+    None,
+    Lora,
+    SoftPrompt,
+}
+
+/// LoRA settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraCfg {
+    pub rank: usize,
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
+    #[serde(default = "all_projections")]
+    pub targets: Vec<Proj>,
+}
+
+fn default_alpha() -> f32 {
+    16.0
+}
+fn all_projections() -> Vec<Proj> {
+    Proj::ALL.to_vec()
+}
+
+/// Soft-prompt settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SoftPromptCfg {
+    pub tokens: usize,
+    /// Standard deviation of the normal init (0: zero init).
+    #[serde(default = "default_prompt_std")]
+    pub init_std: f32,
+}
+
+fn default_prompt_std() -> f32 {
+    0.1
+}
+
+/// The optimizer.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerCfg {
+    /// `adamw` or `sgd`.
+    pub kind: String,
+    pub lr: f32,
+    pub betas: [f32; 2],
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// SGD momentum.
+    pub momentum: f32,
+}
+
+impl Default for OptimizerCfg {
+    fn default() -> Self {
+        OptimizerCfg {
+            kind: "adamw".into(),
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.9,
+        }
+    }
+}
+
+/// The learning-rate schedule: linear warm-up, then constant, cosine or linear decay.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleCfg {
+    /// `constant`, `cosine` or `linear`.
+    pub kind: String,
+    pub warmup_steps: u64,
+    /// Final learning rate as a fraction of `lr` (decaying schedules).
+    pub min_lr_ratio: f32,
+}
+
+impl Default for ScheduleCfg {
+    fn default() -> Self {
+        ScheduleCfg { kind: "constant".into(), warmup_steps: 0, min_lr_ratio: 0.0 }
+    }
+}
+
+/// When and what to evaluate.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalCfg {
+    /// Evaluate every N steps (linear schedule); 0 disables unless `log_points` is set.
+    pub every: u64,
+    /// Evaluate at this many log-spaced steps instead.
+    pub log_points: usize,
+    /// Tasks to evaluate (default: the phase's mixture).
+    pub tasks: Vec<String>,
+    /// Held-out samples per task.
+    pub samples: usize,
+    /// Also measure exact match by greedy decoding.
+    pub exact_match: bool,
+}
+
+impl Default for EvalCfg {
+    fn default() -> Self {
+        EvalCfg { every: 0, log_points: 0, tasks: Vec::new(), samples: 64, exact_match: true }
+    }
+}
+
+/// One phase of a run.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    pub name: String,
+    pub steps: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_trainable")]
+    pub trainable: Trainable,
+    pub lora: Option<LoraCfg>,
+    pub soft_prompt: Option<SoftPromptCfg>,
+    /// Task name → sampling weight.
+    pub mixture: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub optimizer: OptimizerCfg,
+    #[serde(default)]
+    pub schedule: ScheduleCfg,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f32>,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    #[serde(default)]
+    pub dropout_attn: f32,
+    #[serde(default)]
+    pub dropout_resid: f32,
+    /// Anchor for the L2-to-reference penalty: `init` or the name of an earlier phase.
+    pub l2_to: Option<String>,
+    #[serde(default)]
+    pub l2_coef: f32,
+    /// Diagonal-Fisher (EWC) penalty strength; the Fisher is estimated at the phase start.
+    #[serde(default)]
+    pub ewc_coef: f32,
+    /// Tasks whose gradients estimate the Fisher (default: the previous phase's mixture).
+    #[serde(default)]
+    pub ewc_tasks: Vec<String>,
+    #[serde(default = "default_ewc_samples")]
+    pub ewc_samples: usize,
+    #[serde(default)]
+    pub eval: EvalCfg,
+}
+
+fn default_batch() -> usize {
+    16
+}
+fn default_trainable() -> Trainable {
+    Trainable::All
+}
+fn one() -> usize {
+    1
+}
+fn default_ewc_samples() -> usize {
+    64
+}
+
+/// Checkpointing.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSpec {
+    /// Save every N steps (0: only at phase ends, which are always saved and pinned).
+    pub every: u64,
+    /// Unpinned checkpoints kept.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec { every: 0, keep_last: 3 }
+    }
+}
+
+/// A configuration error: file, line, key path and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// A range or reference problem found after parsing.
+struct Problem {
+    key: String,
+    message: String,
+}
+
+/// `x > 0` (false for NaN).
+fn positive(x: f32) -> bool {
+    x > 0.0
+}
+
+/// `x ≥ 0` (false for NaN).
+fn non_negative(x: f32) -> bool {
+    x >= 0.0
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { key: key.into(), message: message.into() }
+}
+
+impl RunConfig {
+    /// Reads, parses and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start].lines().count().max(1));
+            let line = if e.span().is_some_and(|s| text[..s.start].ends_with('\n')) { line + 1 } else { line };
+            ConfigError { file: file.into(), line, key: "(parse)".into(), message: e.message().trim().to_string() }
+        })?;
+        if let Some(p) = cfg.problems().into_iter().next() {
+            return Err(ConfigError { file: file.into(), line: line_of(text, &p.key), key: p.key, message: p.message });
+        }
+        Ok(cfg)
+    }
+
+    /// Every range and reference check; the first problem is reported.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let m = &self.model;
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            out.push(problem("name", "must be a non-empty name without path separators"));
+        }
+        if !["gpt_neox", "gpt2", "llama"].contains(&m.arch.as_str()) {
+            out.push(problem("model.arch", format!("{:?} is not one of \"gpt_neox\", \"gpt2\", \"llama\"", m.arch)));
+        }
+        for (key, v) in [("model.d_model", m.d_model), ("model.n_layers", m.n_layers), ("model.n_heads", m.n_heads)] {
+            if v == 0 {
+                out.push(problem(key, "must be at least 1"));
+            }
+        }
+        if m.n_heads > 0 && !m.d_model.is_multiple_of(m.n_heads) {
+            out.push(problem("model.n_heads", format!("must divide d_model = {}", m.d_model)));
+        }
+        if !(m.init_std > 0.0 && m.init_std.is_finite()) {
+            out.push(problem("model.init_std", "must be a positive number"));
+        }
+        if self.tasks.is_empty() {
+            out.push(problem("tasks", "define at least one [[tasks]] entry"));
+        }
+        let names: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+        for (i, t) in self.tasks.iter().enumerate() {
+            let key = |k: &str| format!("tasks[{i}].{k}");
+            if names.iter().filter(|n| **n == t.name).count() > 1 {
+                out.push(problem(key("name"), format!("task name {:?} is used twice", t.name)));
+            }
+            if !["copy", "reverse"].contains(&t.kind.as_str()) {
+                out.push(problem(key("kind"), format!("{:?} is not one of \"copy\", \"reverse\"", t.kind)));
+            }
+            if t.length == 0 {
+                out.push(problem(key("length"), "must be at least 1"));
+            }
+            if t.vocab < 3 {
+                out.push(problem(key("vocab"), "must be at least 3 (0 and 1 are reserved)"));
+            }
+            if 2 * t.length + 1 > m.max_positions && m.load.is_none() {
+                out.push(problem(
+                    key("length"),
+                    format!("2·length + 1 exceeds model.max_positions = {}", m.max_positions),
+                ));
+            }
+        }
+        if let Some(v) = m.vocab_size {
+            if let Some((i, t)) = self.tasks.iter().enumerate().find(|(_, t)| t.vocab > v) {
+                out.push(problem(format!("tasks[{i}].vocab"), format!("{} exceeds model.vocab_size = {v}", t.vocab)));
+            }
+        }
+        if self.phases.is_empty() {
+            out.push(problem("phases", "define at least one [[phases]] entry"));
+        }
+        for (i, p) in self.phases.iter().enumerate() {
+            self.phase_problems(i, p, &names, &mut out);
+        }
+        out
+    }
+
+    fn phase_problems(&self, i: usize, p: &PhaseSpec, tasks: &[&str], out: &mut Vec<Problem>) {
+        let key = |k: &str| format!("phases[{i}].{k}");
+        let unit = |x: f32| (0.0..1.0).contains(&x);
+        if self.phases[..i].iter().any(|q| q.name == p.name) {
+            out.push(problem(key("name"), format!("phase name {:?} is used twice", p.name)));
+        }
+        for (k, v) in [("steps", p.steps), ("batch_size", p.batch_size as u64), ("grad_accum", p.grad_accum as u64)] {
+            if v == 0 {
+                out.push(problem(key(k), "must be at least 1"));
+            }
+        }
+        if p.mixture.is_empty() {
+            out.push(problem(key("mixture"), "name at least one task with a positive weight"));
+        }
+        for (t, w) in &p.mixture {
+            if !tasks.contains(&t.as_str()) {
+                out.push(problem(
+                    format!("{}.{t}", key("mixture")),
+                    format!("unknown task {t:?}; defined tasks: {tasks:?}"),
+                ));
+            } else if !(*w > 0.0 && w.is_finite()) {
+                out.push(problem(format!("{}.{t}", key("mixture")), "weight must be a positive number"));
+            }
+        }
+        for (j, t) in p.eval.tasks.iter().chain(&p.ewc_tasks).enumerate() {
+            if !tasks.contains(&t.as_str()) {
+                let k = if j < p.eval.tasks.len() {
+                    format!("eval.tasks[{j}]")
+                } else {
+                    format!("ewc_tasks[{}]", j - p.eval.tasks.len())
+                };
+                out.push(problem(key(&k), format!("unknown task {t:?}; defined tasks: {tasks:?}")));
+            }
+        }
+        let o = &p.optimizer;
+        if !["adamw", "sgd"].contains(&o.kind.as_str()) {
+            out.push(problem(key("optimizer.kind"), format!("{:?} is not one of \"adamw\", \"sgd\"", o.kind)));
+        }
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            out.push(problem(key("optimizer.lr"), "must be a positive number"));
+        }
+        if !(unit(o.betas[0]) && unit(o.betas[1])) {
+            out.push(problem(key("optimizer.betas"), "each beta must be in [0, 1)"));
+        }
+        if !positive(o.eps) {
+            out.push(problem(key("optimizer.eps"), "must be positive"));
+        }
+        if !non_negative(o.weight_decay) {
+            out.push(problem(key("optimizer.weight_decay"), "must be at least 0"));
+        }
+        if !unit(o.momentum) {
+            out.push(problem(key("optimizer.momentum"), "must be in [0, 1)"));
+        }
+        let s = &p.schedule;
+        if !["constant", "cosine", "linear"].contains(&s.kind.as_str()) {
+            out.push(problem(
+                key("schedule.kind"),
+                format!("{:?} is not one of \"constant\", \"cosine\", \"linear\"", s.kind),
+            ));
+        }
+        if s.warmup_steps > p.steps {
+            out.push(problem(key("schedule.warmup_steps"), format!("exceeds the phase's {} steps", p.steps)));
+        }
+        if !(0.0..=1.0).contains(&s.min_lr_ratio) {
+            out.push(problem(key("schedule.min_lr_ratio"), "must be in [0, 1]"));
+        }
+        if p.grad_clip.is_some_and(|c| !positive(c)) {
+            out.push(problem(key("grad_clip"), "must be positive"));
+        }
+        for (k, v) in [("dropout_attn", p.dropout_attn), ("dropout_resid", p.dropout_resid)] {
+            if !unit(v) {
+                out.push(problem(key(k), "must be in [0, 1)"));
+            }
+        }
+        for (k, v) in [("l2_coef", p.l2_coef), ("ewc_coef", p.ewc_coef)] {
+            if !(non_negative(v) && v.is_finite()) {
+                out.push(problem(key(k), "must be at least 0"));
+            }
+        }
+        if let Some(anchor) = &p.l2_to {
+            if anchor != "init" && !self.phases[..i].iter().any(|q| &q.name == anchor) {
+                out.push(problem(key("l2_to"), format!("{anchor:?} is neither \"init\" nor an earlier phase")));
+            }
+        }
+        if p.l2_coef > 0.0 && p.l2_to.is_none() {
+            out.push(problem(key("l2_coef"), "needs l2_to (\"init\" or an earlier phase)"));
+        }
+        if p.ewc_coef > 0.0 && i == 0 && p.ewc_tasks.is_empty() {
+            out.push(problem(key("ewc_coef"), "the first phase needs ewc_tasks to estimate the Fisher"));
+        }
+        if (p.l2_coef > 0.0 || p.ewc_coef > 0.0) && p.trainable != Trainable::All {
+            out.push(problem(key("trainable"), "l2_coef and ewc_coef regularise weights: use trainable = \"all\""));
+        }
+        match (p.trainable, &p.lora, &p.soft_prompt) {
+            (Trainable::Lora, None, _) => {
+                out.push(problem(key("lora"), "trainable = \"lora\" needs a [phases.lora] table"))
+            }
+            (Trainable::SoftPrompt, _, None) => {
+                out.push(problem(key("soft_prompt"), "trainable = \"soft_prompt\" needs a [phases.soft_prompt] table"))
+            }
+            _ => {}
+        }
+        if let Some(l) = &p.lora {
+            if l.rank == 0 {
+                out.push(problem(key("lora.rank"), "must be at least 1"));
+            }
+        }
+        if let Some(sp) = &p.soft_prompt {
+            if sp.tokens == 0 {
+                out.push(problem(key("soft_prompt.tokens"), "must be at least 1"));
+            }
+        }
+        if p.eval.samples == 0 {
+            out.push(problem(key("eval.samples"), "must be at least 1"));
+        }
+    }
+
+    /// A stable hash of the configuration's meaning (its canonical JSON form), used to
+    /// refuse resuming a run with a different config.
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = format!("{self:?}");
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,9 @@
+//! Training runs: the run configuration, the step loop over phases, evaluation, and
+//! checkpoints that resume bit-exactly.
+
+pub mod batching;
+pub mod checkpoint;
+pub mod config;
+pub mod locate;
+pub mod run;
+pub mod schedule;

@@ -1,0 +1,665 @@
+//! Running a configured experiment: phases in order, each a step loop with its trainable
+//! set, optimizer, schedule, clipping, accumulation and regularisers; evaluations on fixed
+//! held-out sets; metrics to the run store and CSV; checkpoints that resume bit-exactly.
+//!
+//! Every source of randomness is a pure function of `(seed, phase, counters)`: the training
+//! sample at stream position `i` of phase `p`, the dropout masks of global step `s`. So the
+//! whole state of a run is its model, its optimizer buffers and its counters, which is what a
+//! checkpoint holds.
+
+use super::batching::batch_of;
+use super::checkpoint::{self, TrainerState};
+use super::config::{PhaseSpec, RunConfig, Trainable};
+use super::schedule::lr_at;
+use crate::data::mixture::Mixture;
+use crate::data::sequence::{SequenceTask, Transform};
+use crate::data::{mix, Sample, Split, Task};
+use crate::engine::activations::Activations;
+use crate::engine::backward::GradSinks;
+use crate::engine::config::ModelConfig;
+use crate::engine::generate::{GenerateRequest, Sampling, Slot};
+use crate::engine::kernels::dropout::Dropout;
+use crate::engine::kernels::loss::default_norm;
+use crate::engine::lora::{Lora, LoraSpec};
+use crate::engine::model::{standard_normal, Model};
+use crate::engine::optim::{AdamW, Sgd};
+use crate::store::{CsvLog, MetricRow, Store};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The run stopped because the loss or gradients became NaN or infinite.
+#[derive(Debug, thiserror::Error)]
+#[error("run diverged at step {step} (phase {phase:?}): {what} is not finite; the last good checkpoint is kept in {checkpoints}")]
+pub struct Diverged {
+    pub step: u64,
+    pub phase: String,
+    pub what: String,
+    pub checkpoints: PathBuf,
+}
+
+/// Where a run writes.
+pub struct RunPaths {
+    pub dir: PathBuf,
+    pub checkpoints: PathBuf,
+    pub db: PathBuf,
+    pub csv: PathBuf,
+    pub config: PathBuf,
+}
+
+impl RunPaths {
+    fn new(cfg: &RunConfig) -> Self {
+        let dir = cfg.out_dir.join(&cfg.name);
+        RunPaths {
+            checkpoints: dir.join("checkpoints"),
+            db: cfg.out_dir.join("vestige.db"),
+            csv: dir.join("metrics.csv"),
+            config: dir.join("config.toml"),
+            dir,
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, serde::Serialize)]
+pub struct RunSummary {
+    pub run: String,
+    pub dir: PathBuf,
+    pub steps: u64,
+    pub tokens: u64,
+    /// The last evaluation of each `(task, metric)`.
+    pub final_metrics: BTreeMap<String, f64>,
+}
+
+/// Starts a run from a config file (refusing to overwrite a run that has checkpoints).
+pub fn train(config_path: &Path) -> Result<RunSummary> {
+    let cfg = RunConfig::from_file(config_path)?;
+    let text = std::fs::read_to_string(config_path)?;
+    let paths = RunPaths::new(&cfg);
+    if !checkpoint::list(&paths.checkpoints).is_empty() {
+        bail!(
+            "{} already has checkpoints; continue it with `vestige resume {}`",
+            paths.dir.display(),
+            paths.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    crate::hf::io::write_atomic(&paths.config, text.as_bytes())?;
+    Runner::start(cfg, text, paths, None)?.run()
+}
+
+/// Continues a run from its newest checkpoint (bit-identical to an uninterrupted run with
+/// the same thread count).
+pub fn resume(run_dir: &Path) -> Result<RunSummary> {
+    let config_path = run_dir.join("config.toml");
+    let cfg = RunConfig::from_file(&config_path)?;
+    let text = std::fs::read_to_string(&config_path)?;
+    let paths = RunPaths::new(&cfg);
+    let Some((_, latest)) = checkpoint::list(&paths.checkpoints).pop() else {
+        bail!(
+            "{} has no complete checkpoint to resume from; start it with `vestige train`",
+            paths.checkpoints.display()
+        );
+    };
+    let (model, state) = checkpoint::load(&latest, &cfg.hash())?;
+    Runner::start(cfg, text, paths, Some((model, state)))?.run()
+}
+
+/// Builds the task objects a config defines.
+pub fn build_tasks(cfg: &RunConfig) -> BTreeMap<String, Arc<dyn Task>> {
+    cfg.tasks
+        .iter()
+        .map(|t| {
+            let transform = if t.kind == "reverse" { Transform::Reverse } else { Transform::Copy };
+            let task: Arc<dyn Task> =
+                Arc::new(SequenceTask { name: t.name.clone(), transform, length: t.length, vocab: t.vocab });
+            (t.name.clone(), task)
+        })
+        .collect()
+}
+
+/// A fresh model for the config (or the one it names).
+fn build_model(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>) -> Result<Model> {
+    let m = &cfg.model;
+    if let Some(dir) = &m.load {
+        return Ok(Model::load(dir)?.model);
+    }
+    let vocab = m.vocab_size.unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
+    let (d, ff) = (m.d_model, m.d_ff.unwrap_or(4 * m.d_model));
+    let json = match m.arch.as_str() {
+        "gpt2" => serde_json::json!({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": vocab,
+            "n_embd": d, "n_layer": m.n_layers, "n_head": m.n_heads, "n_inner": ff, "n_positions": m.max_positions,
+            "activation_function": "gelu_new", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}),
+        "llama" => {
+            serde_json::json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": vocab,
+            "hidden_size": d, "num_hidden_layers": m.n_layers, "num_attention_heads": m.n_heads,
+            "num_key_value_heads": m.n_heads, "intermediate_size": ff, "max_position_embeddings": m.max_positions,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": false})
+        }
+        _ => serde_json::json!({"model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"], "vocab_size": vocab,
+            "hidden_size": d, "num_hidden_layers": m.n_layers, "num_attention_heads": m.n_heads, "intermediate_size": ff,
+            "max_position_embeddings": m.max_positions, "rotary_pct": 0.25, "rotary_emb_base": 10000,
+            "hidden_act": "gelu", "use_parallel_residual": true, "tie_word_embeddings": false}),
+    };
+    Ok(Model::init(ModelConfig::from_json(json, "<run config>")?, m.init_std, cfg.seed))
+}
+
+/// The optimizer of a phase.
+enum Optimizer {
+    AdamW(AdamW),
+    Sgd(Sgd),
+}
+
+impl Optimizer {
+    /// A fresh optimizer for `n` parameters, or the one saved in `state`.
+    fn new(p: &PhaseSpec, n: usize, state: &TrainerState) -> Self {
+        let o = &p.optimizer;
+        if o.kind == "sgd" {
+            let buf = state.buffers.get("opt.buf").cloned().unwrap_or_else(|| vec![0.0; n]);
+            Optimizer::Sgd(Sgd {
+                momentum: o.momentum,
+                weight_decay: o.weight_decay,
+                nesterov: false,
+                step: state.opt_step,
+                buf,
+            })
+        } else {
+            let m = state.buffers.get("opt.m").cloned().unwrap_or_else(|| vec![0.0; n]);
+            let v = state.buffers.get("opt.v").cloned().unwrap_or_else(|| vec![0.0; n]);
+            Optimizer::AdamW(AdamW {
+                beta1: o.betas[0],
+                beta2: o.betas[1],
+                eps: o.eps,
+                weight_decay: o.weight_decay,
+                step: state.opt_step,
+                m,
+                v,
+            })
+        }
+    }
+
+    fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        match self {
+            Optimizer::AdamW(o) => o.update(params, grads, lr),
+            Optimizer::Sgd(o) => o.update(params, grads, lr),
+        }
+    }
+
+    /// Saves the moments into `state`.
+    fn store(&self, state: &mut TrainerState) {
+        match self {
+            Optimizer::AdamW(o) => {
+                state.opt_step = o.step;
+                state.buffers.insert("opt.m".into(), o.m.clone());
+                state.buffers.insert("opt.v".into(), o.v.clone());
+            }
+            Optimizer::Sgd(o) => {
+                state.opt_step = o.step;
+                state.buffers.insert("opt.buf".into(), o.buf.clone());
+            }
+        }
+    }
+}
+
+/// A run in progress.
+struct Runner {
+    cfg: RunConfig,
+    paths: RunPaths,
+    tasks: BTreeMap<String, Arc<dyn Task>>,
+    model: Model,
+    state: TrainerState,
+    store: Store,
+    csv: CsvLog,
+    acts: Activations,
+}
+
+impl Runner {
+    /// Opens the store and CSV, creating the run or resuming it from `resumed`.
+    fn start(cfg: RunConfig, text: String, paths: RunPaths, resumed: Option<(Model, TrainerState)>) -> Result<Self> {
+        let tasks = build_tasks(&cfg);
+        let store = Store::open(&paths.db)?;
+        store.begin_run(&cfg.name, &text, &cfg.hash())?;
+        let (model, state) = match resumed {
+            Some((model, state)) => {
+                store.truncate_after(&cfg.name, state.global_step)?;
+                crate::store::rewrite_csv(&paths.csv, &store.metrics(&cfg.name)?)?;
+                (model, state)
+            }
+            None => {
+                store.truncate_after(&cfg.name, 0)?;
+                crate::store::rewrite_csv(&paths.csv, &[])?;
+                let model = build_model(&cfg, &tasks)?;
+                let state = TrainerState { config_hash: cfg.hash(), ..Default::default() };
+                checkpoint::save(&paths.checkpoints, &model, &state, Some("init"))?;
+                (model, state)
+            }
+        };
+        let csv = CsvLog::open(&paths.csv)?;
+        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default() })
+    }
+
+    /// Runs the remaining phases.
+    fn run(mut self) -> Result<RunSummary> {
+        while self.state.phase < self.cfg.phases.len() {
+            if let Err(e) = self.run_phase() {
+                let status = if e.is::<Diverged>() { "diverged".to_string() } else { format!("failed: {e}") };
+                self.store.set_status(&self.cfg.name, &status)?;
+                return Err(e);
+            }
+        }
+        self.store.set_status(&self.cfg.name, "done")?;
+        let mut final_metrics = BTreeMap::new();
+        for r in self.store.metrics(&self.cfg.name)? {
+            final_metrics
+                .insert(format!("{}/{}/{}", self.cfg.phases[r.phase as usize].name, r.task, r.metric), r.value);
+        }
+        Ok(RunSummary {
+            run: self.cfg.name.clone(),
+            dir: self.paths.dir.clone(),
+            steps: self.state.global_step,
+            tokens: self.state.tokens,
+            final_metrics,
+        })
+    }
+
+    /// The seed of phase `i`'s data stream.
+    fn phase_seed(&self, i: usize) -> u64 {
+        mix(self.cfg.seed ^ mix(i as u64 + 1))
+    }
+
+    /// Runs (the rest of) the current phase and saves its pinned end checkpoint.
+    fn run_phase(&mut self) -> Result<()> {
+        let i = self.state.phase;
+        let p = self.cfg.phases[i].clone();
+        let phase_start = self.state.global_step - self.state.step_in_phase;
+        self.store.record_phase(&self.cfg.name, i as u32, &p.name, phase_start)?;
+        let mixture = Mixture::new(p.mixture.iter().map(|(t, w)| (self.tasks[t].clone(), *w)).collect());
+        let (mut params, n_prompt) = self.trainable_params(&p);
+        let n_trained = if p.trainable == Trainable::All { self.model.n_params() } else { params.len() };
+        let mut opt = Optimizer::new(&p, n_trained, &self.state);
+        let anchors = self.anchors(&p)?;
+        let mut grads = vec![0.0f32; n_trained];
+        let bar = progress(&p, self.state.step_in_phase);
+        if self.state.step_in_phase == 0 {
+            self.evaluate(&p, &params, n_prompt)?;
+        }
+        while self.state.step_in_phase < p.steps {
+            let step = self.state.step_in_phase;
+            let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
+            let loss = self.accumulate(&p, &mixture, &mut params, &mut grads, n_prompt)?;
+            let penalty = anchors.apply(&self.model.weights, &mut grads, &p);
+            let norm = clip(&mut grads, p.grad_clip);
+            if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
+                let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
+                return Err(Diverged {
+                    step: self.state.global_step,
+                    phase: p.name.clone(),
+                    what: what.into(),
+                    checkpoints: self.paths.checkpoints.clone(),
+                }
+                .into());
+            }
+            if p.trainable != Trainable::None {
+                self.apply_update(&p, &mut opt, &mut params, &grads, lr);
+            }
+            self.state.step_in_phase += 1;
+            self.state.global_step += 1;
+            self.log(i, "train", &[("loss", loss as f64 + penalty), ("lr", lr as f64), ("grad_norm", norm)])?;
+            bar.inc(1);
+            bar.set_message(format!("loss {loss:.4}"));
+            if eval_due(&p, self.state.step_in_phase) {
+                self.evaluate(&p, &params, n_prompt)?;
+            }
+            let every = self.cfg.checkpoint.every;
+            if every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_phase < p.steps {
+                self.checkpoint(&p, &opt, &params, &anchors, None)?;
+            }
+        }
+        bar.finish_and_clear();
+        self.finish_phase(&p, params)?;
+        Ok(())
+    }
+
+    /// Gradients of `grad_accum` micro-batches into `grads`; returns their mean loss.
+    fn accumulate(
+        &mut self,
+        p: &PhaseSpec,
+        mixture: &Mixture,
+        params: &mut [f32],
+        grads: &mut [f32],
+        n_prompt: usize,
+    ) -> Result<f32> {
+        grads.fill(0.0);
+        let seed = self.phase_seed(self.state.phase);
+        let mut loss = 0.0;
+        for micro in 0..p.grad_accum {
+            let first = (self.state.step_in_phase * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
+            let samples: Vec<Sample> = (0..p.batch_size as u64).map(|r| mixture.sample(seed, first + r).1).collect();
+            let batch = batch_of(&samples, n_prompt);
+            let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
+            let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
+            self.acts.dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
+            let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
+            loss += self.model.forward(&mut self.acts, &batch, prompts, &[], norm);
+            self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
+            let sinks = match p.trainable {
+                Trainable::All => GradSinks { weights: Some(&mut *grads), ..Default::default() },
+                Trainable::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
+                Trainable::SoftPrompt => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
+                Trainable::None => GradSinks::default(),
+            };
+            self.model.backward(&mut self.acts, &batch, &[], norm, sinks);
+        }
+        Ok(loss)
+    }
+
+    /// The buffer a phase trains (weights live in the model; the others are returned here)
+    /// and its soft-prompt length.
+    fn trainable_params(&mut self, p: &PhaseSpec) -> (Vec<f32>, usize) {
+        let seed = self.phase_seed(self.state.phase);
+        match p.trainable {
+            Trainable::All => (Vec::new(), 0),
+            Trainable::None => (Vec::new(), 0),
+            Trainable::Lora => {
+                let l = p.lora.as_ref().expect("validated: lora phases have a [lora] table");
+                let spec = LoraSpec { rank: l.rank, alpha: l.alpha, targets: l.targets.clone() };
+                let mut lora = Lora::new(&self.model, spec, seed);
+                if let Some(saved) = self.state.buffers.get("lora") {
+                    lora.params.clone_from(saved);
+                }
+                let params = lora.params.clone();
+                self.model.lora = Some(lora);
+                (params, 0)
+            }
+            Trainable::SoftPrompt => {
+                let sp = p.soft_prompt.as_ref().expect("validated: soft-prompt phases have a [soft_prompt] table");
+                let n = sp.tokens * self.model.cfg.d_model;
+                let prompt = self.state.buffers.get("soft_prompt").cloned().unwrap_or_else(|| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    (0..n).map(|_| sp.init_std * standard_normal(&mut rng)).collect()
+                });
+                (prompt, sp.tokens)
+            }
+        }
+    }
+
+    /// Steps the optimizer on whichever buffer the phase trains.
+    fn apply_update(&mut self, p: &PhaseSpec, opt: &mut Optimizer, params: &mut [f32], grads: &[f32], lr: f32) {
+        match p.trainable {
+            Trainable::All => opt.update(&mut self.model.weights, grads, lr),
+            Trainable::Lora => {
+                opt.update(params, grads, lr);
+                self.model.lora.as_mut().expect("attached at phase start").params.copy_from_slice(params);
+            }
+            _ => opt.update(params, grads, lr),
+        }
+    }
+
+    /// Regulariser anchors for the phase: saved ones on resume, else computed now.
+    fn anchors(&mut self, p: &PhaseSpec) -> Result<Anchors> {
+        let mut a = Anchors::default();
+        if p.l2_coef > 0.0 {
+            a.l2_ref = match self.state.buffers.get("l2.ref") {
+                Some(r) => r.clone(),
+                None => {
+                    let name = p.l2_to.as_deref().unwrap_or("init");
+                    let dir = checkpoint::find_pinned(&self.paths.checkpoints, name)
+                        .with_context(|| format!("no pinned checkpoint {name:?} for l2_to"))?;
+                    Model::load(&dir.join("model"))?.model.weights
+                }
+            };
+        }
+        if p.ewc_coef > 0.0 {
+            match (self.state.buffers.get("ewc.fisher"), self.state.buffers.get("ewc.anchor")) {
+                (Some(f), Some(w)) => (a.fisher, a.fisher_anchor) = (f.clone(), w.clone()),
+                _ => (a.fisher, a.fisher_anchor) = (self.fisher(p), self.model.weights.clone()),
+            }
+        }
+        Ok(a)
+    }
+
+    /// Diagonal empirical Fisher: mean squared per-sample gradient on the EWC tasks.
+    fn fisher(&mut self, p: &PhaseSpec) -> Vec<f32> {
+        let names: Vec<String> = if p.ewc_tasks.is_empty() {
+            self.cfg.phases[self.state.phase - 1].mixture.keys().cloned().collect()
+        } else {
+            p.ewc_tasks.clone()
+        };
+        let n = self.model.n_params();
+        let (mut fisher, mut g) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let mut acts = Activations::default();
+        for k in 0..p.ewc_samples {
+            let task = &self.tasks[&names[k % names.len()]];
+            let batch = batch_of(&[task.sample(self.phase_seed(self.state.phase) ^ 0xf15e, Split::Train, k as u64)], 0);
+            let norm = default_norm(&batch.targets, &batch.weights);
+            self.model.forward(&mut acts, &batch, &[], &[], norm);
+            g.fill(0.0);
+            self.model.backward(
+                &mut acts,
+                &batch,
+                &[],
+                norm,
+                GradSinks { weights: Some(&mut g), ..Default::default() },
+            );
+            fisher.iter_mut().zip(&g).for_each(|(f, g)| *f += g * g / p.ewc_samples as f32);
+        }
+        fisher
+    }
+
+    /// Held-out loss (and exact match) of every eval task, logged at the current step.
+    fn evaluate(&mut self, p: &PhaseSpec, params: &[f32], n_prompt: usize) -> Result<()> {
+        let names: Vec<String> =
+            if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
+        let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
+        let mut rows = Vec::new();
+        for name in names {
+            let task = self.tasks[&name].clone();
+            let samples: Vec<Sample> =
+                (0..p.eval.samples as u64).map(|k| task.sample(self.cfg.seed, Split::Eval, k)).collect();
+            let batch = batch_of(&samples, n_prompt);
+            let norm = default_norm(&batch.targets, &batch.weights);
+            let loss = self.model.forward(&mut Activations::default(), &batch, prompts, &[], norm);
+            rows.push((name.clone(), "loss", loss as f64));
+            if p.eval.exact_match {
+                rows.push((name, "exact_match", exact_match(&self.model, &samples, prompts, n_prompt)?));
+            }
+        }
+        let phase = self.state.phase as u32;
+        let rows: Vec<MetricRow> = rows
+            .into_iter()
+            .map(|(task, metric, value)| MetricRow {
+                run: self.cfg.name.clone(),
+                phase,
+                step: self.state.global_step,
+                tokens: self.state.tokens,
+                task,
+                metric: metric.into(),
+                value,
+            })
+            .collect();
+        self.write_rows(&rows)
+    }
+
+    /// Logs `(metric, value)` pairs for `task` at the current step.
+    fn log(&mut self, phase: usize, task: &str, values: &[(&str, f64)]) -> Result<()> {
+        let rows: Vec<MetricRow> = values
+            .iter()
+            .map(|(metric, value)| MetricRow {
+                run: self.cfg.name.clone(),
+                phase: phase as u32,
+                step: self.state.global_step,
+                tokens: self.state.tokens,
+                task: task.into(),
+                metric: (*metric).into(),
+                value: *value,
+            })
+            .collect();
+        self.write_rows(&rows)
+    }
+
+    fn write_rows(&mut self, rows: &[MetricRow]) -> Result<()> {
+        self.store.log_metrics(rows)?;
+        self.csv.append(rows)?;
+        Ok(())
+    }
+
+    /// Saves a checkpoint of the phase in progress and prunes old ones.
+    fn checkpoint(
+        &mut self,
+        p: &PhaseSpec,
+        opt: &Optimizer,
+        params: &[f32],
+        anchors: &Anchors,
+        pin: Option<&str>,
+    ) -> Result<()> {
+        let mut state = self.state.clone();
+        state.buffers.clear();
+        opt.store(&mut state);
+        match p.trainable {
+            Trainable::Lora => drop(state.buffers.insert("lora".into(), params.to_vec())),
+            Trainable::SoftPrompt => drop(state.buffers.insert("soft_prompt".into(), params.to_vec())),
+            _ => {}
+        }
+        anchors.store(&mut state);
+        let mut model = self.model.clone();
+        model.lora = None;
+        checkpoint::save(&self.paths.checkpoints, &model, &state, pin)?;
+        checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
+        Ok(())
+    }
+
+    /// Ends a phase: LoRA adapters are merged into the weights, soft prompts are saved next
+    /// to the checkpoint, and a pinned checkpoint named after the phase is written.
+    fn finish_phase(&mut self, p: &PhaseSpec, params: Vec<f32>) -> Result<()> {
+        if let Some(lora) = self.model.lora.take() {
+            lora.merge_into(&mut self.model);
+        }
+        if p.trainable == Trainable::SoftPrompt {
+            let path = self.paths.dir.join(format!("soft_prompt.{}.safetensors", p.name));
+            let d = self.model.cfg.d_model;
+            let t = crate::hf::io::HfTensor { shape: vec![params.len() / d, d], data: params };
+            crate::hf::io::write_safetensors(&path, &BTreeMap::from([("soft_prompt".to_string(), t)]), None)?;
+        }
+        self.state.phase += 1;
+        self.state.step_in_phase = 0;
+        self.state.opt_step = 0;
+        self.state.buffers.clear();
+        let state = self.state.clone();
+        checkpoint::save(&self.paths.checkpoints, &self.model, &state, Some(&p.name))?;
+        checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
+        Ok(())
+    }
+}
+
+/// Anchors of the L2-to-reference and diagonal-Fisher penalties.
+#[derive(Default)]
+struct Anchors {
+    l2_ref: Vec<f32>,
+    fisher: Vec<f32>,
+    fisher_anchor: Vec<f32>,
+}
+
+impl Anchors {
+    /// Adds the penalties' gradients to `grads`; returns the penalty value.
+    fn apply(&self, weights: &[f32], grads: &mut [f32], p: &PhaseSpec) -> f64 {
+        let mut penalty = 0.0f64;
+        if !self.l2_ref.is_empty() {
+            for ((g, w), r) in grads.iter_mut().zip(weights).zip(&self.l2_ref) {
+                *g += p.l2_coef * (w - r);
+                penalty += 0.5 * p.l2_coef as f64 * ((w - r) as f64).powi(2);
+            }
+        }
+        if !self.fisher.is_empty() {
+            for ((g, w), (f, a)) in grads.iter_mut().zip(weights).zip(self.fisher.iter().zip(&self.fisher_anchor)) {
+                *g += p.ewc_coef * f * (w - a);
+                penalty += 0.5 * (p.ewc_coef * f) as f64 * ((w - a) as f64).powi(2);
+            }
+        }
+        penalty
+    }
+
+    fn store(&self, state: &mut TrainerState) {
+        for (k, v) in [("l2.ref", &self.l2_ref), ("ewc.fisher", &self.fisher), ("ewc.anchor", &self.fisher_anchor)] {
+            if !v.is_empty() {
+                state.buffers.insert(k.into(), v.clone());
+            }
+        }
+    }
+}
+
+/// Clips `grads` to a global norm of `max` (if given); returns the norm before clipping.
+fn clip(grads: &mut [f32], max: Option<f32>) -> f64 {
+    let norm = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+    if let Some(max) = max {
+        if norm > max as f64 {
+            let k = (max as f64 / norm) as f32;
+            grads.iter_mut().for_each(|g| *g *= k);
+        }
+    }
+    norm
+}
+
+/// Whether an evaluation falls after `done` steps of the phase.
+fn eval_due(p: &PhaseSpec, done: u64) -> bool {
+    if done == p.steps {
+        return true;
+    }
+    if p.eval.log_points > 0 {
+        return log_points(p.steps, p.eval.log_points).contains(&done);
+    }
+    p.eval.every > 0 && done.is_multiple_of(p.eval.every)
+}
+
+/// `n` log-spaced step counts in `1..=steps` (deduplicated).
+pub fn log_points(steps: u64, n: usize) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n)
+        .map(|k| {
+            let f = if n == 1 { 1.0 } else { k as f64 / (n - 1) as f64 };
+            ((steps as f64).powf(f)).round().max(1.0) as u64
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+/// Fraction of samples whose greedy continuation of the prompt equals the answer.
+fn exact_match(model: &Model, samples: &[Sample], prompts: &[f32], n_prompt: usize) -> Result<f64> {
+    let inputs: Vec<Vec<Slot>> = samples
+        .iter()
+        .map(|s| {
+            (0..n_prompt as u32)
+                .map(Slot::Prompt)
+                .chain(s.tokens[..s.prompt_len].iter().map(|&t| Slot::Token(t)))
+                .collect()
+        })
+        .collect();
+    let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
+    let req = GenerateRequest {
+        inputs: &inputs,
+        prompt_vectors: prompts,
+        steers: &[],
+        max_new_tokens: answer_len,
+        sampling: Sampling::Greedy,
+        eos: None,
+        seed: 0,
+    };
+    let out = model.generate(&req)?;
+    let hits = out.iter().zip(samples).filter(|(o, s)| o[..] == s.tokens[s.prompt_len..]).count();
+    Ok(hits as f64 / samples.len().max(1) as f64)
+}
+
+/// A progress bar for a phase (hidden when stderr is not a terminal).
+fn progress(p: &PhaseSpec, done: u64) -> ProgressBar {
+    let bar = ProgressBar::new(p.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+            .expect("valid template"),
+    );
+    bar.set_prefix(p.name.clone());
+    bar.set_position(done);
+    bar
+}
