@@ -44,6 +44,17 @@ enum Command {
         /// The run directory (holds config.toml and checkpoints/).
         dir: PathBuf,
     },
+    /// Evaluate a run's checkpoint (newest by default) on every task of its config.
+    Eval {
+        /// The run directory.
+        dir: PathBuf,
+        /// Checkpoint step (default: the newest).
+        #[arg(long)]
+        step: Option<u64>,
+        /// Held-out samples per task.
+        #[arg(long, default_value_t = 256)]
+        samples: usize,
+    },
     /// Show a run's config, phases, checkpoints and last metrics.
     Inspect {
         /// The run directory.
@@ -174,6 +185,11 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Train { config } => report_run(vestige::train::run::train(&config)?)?,
         Command::Resume { dir } => report_run(vestige::train::run::resume(&dir)?)?,
+        Command::Eval { dir, step, samples } => {
+            for (task, metric, value) in vestige::train::run::evaluate_checkpoint(&dir, step, samples)? {
+                println!("{task}/{metric} = {value:.5}");
+            }
+        }
         Command::Inspect { dir } => print!("{}", vestige::commands::inspect::describe(&dir)?),
         Command::Generate { model, ids, max_new, temperature, top_p, seed } => {
             let model = vestige::engine::model::Model::load(&model)?.model;

@@ -120,6 +120,14 @@ fn killed_and_resumed_run_matches_an_uninterrupted_run_bit_for_bit() {
         assert_eq!(x.value.to_bits(), y.value.to_bits(), "{} {} at step {} differs", x.task, x.metric, x.step);
     }
     assert!(final_weights(&a.join("r")) == final_weights(&run_b), "final weights differ");
+
+    // `vestige eval` on the final checkpoint reproduces the run's last logged evaluation.
+    let out = vestige(&["eval", a.join("r").to_str().unwrap(), "--samples", "16"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let evaluated: f64 = printed.lines().find_map(|l| l.strip_prefix("copy/loss = ")).unwrap().parse().unwrap();
+    let logged = ma.iter().rev().find(|r| r.task == "copy" && r.metric == "loss").unwrap().value;
+    assert!((evaluated - logged).abs() < 1e-5, "eval printed {evaluated}, the run logged {logged}");
 }
 
 #[test]

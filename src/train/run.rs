@@ -284,6 +284,8 @@ impl Runner {
         let anchors = self.anchors(&p)?;
         let mut grads = vec![0.0f32; n_trained];
         let bar = progress(&p, self.state.step_in_phase);
+        let (started, tokens_at_start) = (std::time::Instant::now(), self.state.tokens);
+        tracing::info!(phase = %p.name, from_step = self.state.step_in_phase, steps = p.steps, "phase starts");
         if self.state.step_in_phase == 0 {
             self.evaluate(&p, &params, n_prompt)?;
         }
@@ -310,7 +312,8 @@ impl Runner {
             self.state.global_step += 1;
             self.log(i, "train", &[("loss", loss as f64 + penalty), ("lr", lr as f64), ("grad_norm", norm)])?;
             bar.inc(1);
-            bar.set_message(format!("loss {loss:.4}"));
+            let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
             if eval_due(&p, self.state.step_in_phase) {
                 self.evaluate(&p, &params, n_prompt)?;
             }
@@ -321,6 +324,7 @@ impl Runner {
         }
         bar.finish_and_clear();
         self.finish_phase(&p, params)?;
+        tracing::info!(phase = %p.name, global_step = self.state.global_step, "phase done");
         Ok(())
     }
 
@@ -457,15 +461,11 @@ impl Runner {
         let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
         let mut rows = Vec::new();
         for name in names {
-            let task = self.tasks[&name].clone();
-            let samples: Vec<Sample> =
-                (0..p.eval.samples as u64).map(|k| task.sample(self.cfg.seed, Split::Eval, k)).collect();
-            let batch = batch_of(&samples, n_prompt);
-            let norm = default_norm(&batch.targets, &batch.weights);
-            let loss = self.model.forward(&mut Activations::default(), &batch, prompts, &[], norm);
-            rows.push((name.clone(), "loss", loss as f64));
-            if p.eval.exact_match {
-                rows.push((name, "exact_match", exact_match(&self.model, &samples, prompts, n_prompt)?));
+            let task = self.tasks[&name].as_ref();
+            for (metric, value) in
+                eval_task(&self.model, task, self.cfg.seed, p.eval.samples, prompts, n_prompt, p.eval.exact_match)?
+            {
+                rows.push((name.clone(), metric, value));
             }
         }
         let phase = self.state.phase as u32;
@@ -626,6 +626,52 @@ pub fn log_points(steps: u64, n: usize) -> Vec<u64> {
     v
 }
 
+/// Held-out loss (and, with `exact`, exact match) of `task` on its first `samples` eval
+/// samples, with `n_prompt` soft-prompt vectors from `prompts` prepended.
+pub fn eval_task(
+    model: &Model,
+    task: &dyn Task,
+    seed: u64,
+    samples: usize,
+    prompts: &[f32],
+    n_prompt: usize,
+    exact: bool,
+) -> Result<Vec<(&'static str, f64)>> {
+    let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
+    let batch = batch_of(&samples, n_prompt);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    let loss = model.forward(&mut Activations::default(), &batch, prompts, &[], norm);
+    let mut out = vec![("loss", loss as f64)];
+    if exact {
+        out.push(("exact_match", exact_match(model, &samples, prompts, n_prompt)?));
+    }
+    Ok(out)
+}
+
+/// Evaluates a run's checkpoint (`step`, or the newest) on every task of its config;
+/// returns `(task, metric, value)` rows.
+pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) -> Result<Vec<(String, String, f64)>> {
+    let cfg = RunConfig::from_file(&run_dir.join("config.toml"))?;
+    let all = checkpoint::list(&run_dir.join("checkpoints"));
+    let dir = match step {
+        Some(s) => all
+            .into_iter()
+            .find(|(k, _)| *k == s)
+            .map(|(_, p)| p)
+            .with_context(|| format!("no checkpoint at step {s}"))?,
+        None => all.into_iter().last().map(|(_, p)| p).context("the run has no checkpoint yet")?,
+    };
+    checkpoint::verify(&dir)?;
+    let model = Model::load(&dir.join("model"))?.model;
+    let mut rows = Vec::new();
+    for (name, task) in build_tasks(&cfg) {
+        for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &[], 0, true)? {
+            rows.push((name.clone(), metric.to_string(), value));
+        }
+    }
+    Ok(rows)
+}
+
 /// Fraction of samples whose greedy continuation of the prompt equals the answer.
 fn exact_match(model: &Model, samples: &[Sample], prompts: &[f32], n_prompt: usize) -> Result<f64> {
     let inputs: Vec<Vec<Slot>> = samples
@@ -656,8 +702,7 @@ fn exact_match(model: &Model, samples: &[Sample], prompts: &[f32], n_prompt: usi
 fn progress(p: &PhaseSpec, done: u64) -> ProgressBar {
     let bar = ProgressBar::new(p.steps);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ETA {eta}").expect("valid template"),
     );
     bar.set_prefix(p.name.clone());
     bar.set_position(done);
