@@ -73,6 +73,17 @@ fn wrong_types_and_syntax_errors_name_the_line() {
 }
 
 #[test]
+fn phase_length_in_tokens_becomes_steps_and_exactly_one_length_is_required() {
+    // copy: length 12 → 25 tokens per sample; 16 samples per step → 400 tokens per step.
+    let cfg = RunConfig::from_toml(&GOOD.replacen("steps = 10", "tokens = 4001", 1), "exp.toml").unwrap();
+    assert_eq!(cfg.phases[0].steps, 11);
+    let e = err(&GOOD.replacen("steps = 10", "steps = 10\ntokens = 5", 1));
+    assert!(e.contains("phases[0].tokens") && e.contains("not both"), "{e}");
+    let e = err(&GOOD.replacen("steps = 10\n", "", 1));
+    assert!(e.contains("phases[0].steps") && e.contains("tokens = N"), "{e}");
+}
+
+#[test]
 fn the_cli_exits_2_on_a_bad_config_before_creating_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("bad.toml");

@@ -204,7 +204,12 @@ impl Default for EvalCfg {
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
     pub name: String,
+    /// Length in optimizer steps (give this or `tokens`).
+    #[serde(default)]
     pub steps: u64,
+    /// Length in tokens: the phase runs `ceil(tokens / (batch_size · grad_accum · L))`
+    /// steps, where `L` is the longest sample of its mixture (the padded batch width).
+    pub tokens: Option<u64>,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
     #[serde(default = "default_trainable")]
@@ -323,7 +328,21 @@ impl RunConfig {
         if let Some(p) = cfg.problems().into_iter().next() {
             return Err(ConfigError { file: file.into(), line: line_of(text, &p.key), key: p.key, message: p.message });
         }
+        let mut cfg = cfg;
+        cfg.resolve_token_lengths();
         Ok(cfg)
+    }
+
+    /// Converts phases given in tokens into steps (see [`PhaseSpec::tokens`]).
+    fn resolve_token_lengths(&mut self) {
+        let lengths: BTreeMap<&str, u64> =
+            self.tasks.iter().map(|t| (t.name.as_str(), 2 * t.length as u64 + 1)).collect();
+        for p in &mut self.phases {
+            if let Some(tokens) = p.tokens {
+                let width = p.mixture.keys().map(|t| lengths[t.as_str()]).max().unwrap_or(1);
+                p.steps = tokens.div_ceil(p.batch_size as u64 * p.grad_accum as u64 * width).max(1);
+            }
+        }
     }
 
     /// Every range and reference check; the first problem is reported.
@@ -392,7 +411,13 @@ impl RunConfig {
         if self.phases[..i].iter().any(|q| q.name == p.name) {
             out.push(problem(key("name"), format!("phase name {:?} is used twice", p.name)));
         }
-        for (k, v) in [("steps", p.steps), ("batch_size", p.batch_size as u64), ("grad_accum", p.grad_accum as u64)] {
+        match (p.steps, p.tokens) {
+            (0, None) => out.push(problem(key("steps"), "give the phase length as steps = N or tokens = N")),
+            (s, Some(_)) if s > 0 => out.push(problem(key("tokens"), "give either steps or tokens, not both")),
+            (_, Some(0)) => out.push(problem(key("tokens"), "must be at least 1")),
+            _ => {}
+        }
+        for (k, v) in [("batch_size", p.batch_size as u64), ("grad_accum", p.grad_accum as u64)] {
             if v == 0 {
                 out.push(problem(key(k), "must be at least 1"));
             }
@@ -446,7 +471,7 @@ impl RunConfig {
                 format!("{:?} is not one of \"constant\", \"cosine\", \"linear\"", s.kind),
             ));
         }
-        if s.warmup_steps > p.steps {
+        if p.tokens.is_none() && s.warmup_steps > p.steps {
             out.push(problem(key("schedule.warmup_steps"), format!("exceeds the phase's {} steps", p.steps)));
         }
         if !(0.0..=1.0).contains(&s.min_lr_ratio) {
