@@ -99,6 +99,8 @@ pub enum Trainable {
     None,
     Lora,
     SoftPrompt,
+    /// A steering vector added to one residual stream.
+    Steering,
 }
 
 /// LoRA settings.
@@ -127,6 +129,24 @@ pub struct SoftPromptCfg {
     /// Standard deviation of the normal init (0: zero init).
     #[serde(default = "default_prompt_std")]
     pub init_std: f32,
+}
+
+/// Steering-vector settings: `coef · v` is added to residual stream `layer` (the input of
+/// block `layer`; `n_layers` is the final norm's input) at slots `start..end`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringCfg {
+    pub layer: usize,
+    #[serde(default = "one_f32")]
+    pub coef: f32,
+    #[serde(default)]
+    pub start: usize,
+    /// End slot (exclusive); default: the whole sequence.
+    pub end: Option<usize>,
+}
+
+fn one_f32() -> f32 {
+    1.0
 }
 
 fn default_prompt_std() -> f32 {
@@ -216,6 +236,7 @@ pub struct PhaseSpec {
     pub trainable: Trainable,
     pub lora: Option<LoraCfg>,
     pub soft_prompt: Option<SoftPromptCfg>,
+    pub steering: Option<SteeringCfg>,
     /// Task name → sampling weight.
     pub mixture: BTreeMap<String, f64>,
     #[serde(default)]
@@ -510,6 +531,19 @@ impl RunConfig {
             }
             (Trainable::SoftPrompt, _, None) => {
                 out.push(problem(key("soft_prompt"), "trainable = \"soft_prompt\" needs a [phases.soft_prompt] table"))
+            }
+            _ => {}
+        }
+        match (&p.steering, p.trainable) {
+            (None, Trainable::Steering) => {
+                out.push(problem(key("steering"), "trainable = \"steering\" needs a [phases.steering] table"))
+            }
+            (Some(st), _) if self.model.load.is_none() && st.layer > self.model.n_layers => out.push(problem(
+                key("steering.layer"),
+                format!("must be at most model.n_layers = {} (the final norm's input)", self.model.n_layers),
+            )),
+            (Some(st), _) if st.end.is_some_and(|e| e <= st.start) => {
+                out.push(problem(key("steering.end"), "must be greater than steering.start"))
             }
             _ => {}
         }

@@ -21,7 +21,7 @@ use crate::engine::generate::{GenerateRequest, Sampling, Slot};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::lora::{Lora, LoraSpec};
-use crate::engine::model::{standard_normal, Model};
+use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::optim::{AdamW, Sgd};
 use crate::store::{CsvLog, MetricRow, Store};
 use anyhow::{bail, Context, Result};
@@ -348,15 +348,21 @@ impl Runner {
             let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
             self.acts.dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
             let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
-            loss += self.model.forward(&mut self.acts, &batch, prompts, &[], norm);
+            let steers = steers_of(p, params);
+            loss += self.model.forward(&mut self.acts, &batch, prompts, &steers, norm);
             self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
+            let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
             let sinks = match p.trainable {
                 Trainable::All => GradSinks { weights: Some(&mut *grads), ..Default::default() },
                 Trainable::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
                 Trainable::SoftPrompt => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
+                Trainable::Steering => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
                 Trainable::None => GradSinks::default(),
             };
-            self.model.backward(&mut self.acts, &batch, &[], norm, sinks);
+            self.model.backward(&mut self.acts, &batch, &steers, norm, sinks);
+            if p.trainable == Trainable::Steering {
+                grads.iter_mut().zip(&steer_grads[0]).for_each(|(g, s)| *g += s);
+            }
         }
         Ok(loss)
     }
@@ -368,6 +374,10 @@ impl Runner {
         match p.trainable {
             Trainable::All => (Vec::new(), 0),
             Trainable::None => (Vec::new(), 0),
+            Trainable::Steering => {
+                let d = self.model.cfg.d_model;
+                (self.state.buffers.get("steering").cloned().unwrap_or_else(|| vec![0.0; d]), 0)
+            }
             Trainable::Lora => {
                 let l = p.lora.as_ref().expect("validated: lora phases have a [lora] table");
                 let spec = LoraSpec { rank: l.rank, alpha: l.alpha, targets: l.targets.clone() };
@@ -459,11 +469,13 @@ impl Runner {
         let names: Vec<String> =
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
         let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
+        let steers = steers_of(p, params);
+        let adapt = Adaptation { prompts, n_prompt, steers: &steers };
         let mut rows = Vec::new();
         for name in names {
             let task = self.tasks[&name].as_ref();
             for (metric, value) in
-                eval_task(&self.model, task, self.cfg.seed, p.eval.samples, prompts, n_prompt, p.eval.exact_match)?
+                eval_task(&self.model, task, self.cfg.seed, p.eval.samples, &adapt, p.eval.exact_match)?
             {
                 rows.push((name.clone(), metric, value));
             }
@@ -522,6 +534,7 @@ impl Runner {
         match p.trainable {
             Trainable::Lora => drop(state.buffers.insert("lora".into(), params.to_vec())),
             Trainable::SoftPrompt => drop(state.buffers.insert("soft_prompt".into(), params.to_vec())),
+            Trainable::Steering => drop(state.buffers.insert("steering".into(), params.to_vec())),
             _ => {}
         }
         anchors.store(&mut state);
@@ -538,11 +551,16 @@ impl Runner {
         if let Some(lora) = self.model.lora.take() {
             lora.merge_into(&mut self.model);
         }
-        if p.trainable == Trainable::SoftPrompt {
-            let path = self.paths.dir.join(format!("soft_prompt.{}.safetensors", p.name));
+        let saved = match p.trainable {
+            Trainable::SoftPrompt => Some("soft_prompt"),
+            Trainable::Steering => Some("steering"),
+            _ => None,
+        };
+        if let Some(kind) = saved {
+            let path = self.paths.dir.join(format!("{kind}.{}.safetensors", p.name));
             let d = self.model.cfg.d_model;
             let t = crate::hf::io::HfTensor { shape: vec![params.len() / d, d], data: params };
-            crate::hf::io::write_safetensors(&path, &BTreeMap::from([("soft_prompt".to_string(), t)]), None)?;
+            crate::hf::io::write_safetensors(&path, &BTreeMap::from([(kind.to_string(), t)]), None)?;
         }
         self.state.phase += 1;
         self.state.step_in_phase = 0;
@@ -626,26 +644,48 @@ pub fn log_points(steps: u64, n: usize) -> Vec<u64> {
     v
 }
 
+/// What adapts a frozen model at evaluation: prepended soft-prompt vectors and steering.
+#[derive(Clone, Copy, Default)]
+pub struct Adaptation<'a> {
+    /// `[n_prompt, d]`.
+    pub prompts: &'a [f32],
+    pub n_prompt: usize,
+    pub steers: &'a [Steer],
+}
+
 /// Held-out loss (and, with `exact`, exact match) of `task` on its first `samples` eval
-/// samples, with `n_prompt` soft-prompt vectors from `prompts` prepended.
+/// samples under `adapt`.
 pub fn eval_task(
     model: &Model,
     task: &dyn Task,
     seed: u64,
     samples: usize,
-    prompts: &[f32],
-    n_prompt: usize,
+    adapt: &Adaptation,
     exact: bool,
 ) -> Result<Vec<(&'static str, f64)>> {
     let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
-    let batch = batch_of(&samples, n_prompt);
+    let batch = batch_of(&samples, adapt.n_prompt);
     let norm = default_norm(&batch.targets, &batch.weights);
-    let loss = model.forward(&mut Activations::default(), &batch, prompts, &[], norm);
+    let loss = model.forward(&mut Activations::default(), &batch, adapt.prompts, adapt.steers, norm);
     let mut out = vec![("loss", loss as f64)];
     if exact {
-        out.push(("exact_match", exact_match(model, &samples, prompts, n_prompt)?));
+        out.push(("exact_match", exact_match(model, &samples, adapt)?));
     }
     Ok(out)
+}
+
+/// The steering vector a phase trains (empty unless `trainable = "steering"`).
+fn steers_of(p: &PhaseSpec, params: &[f32]) -> Vec<Steer> {
+    match (&p.steering, p.trainable) {
+        (Some(st), Trainable::Steering) => vec![Steer {
+            layer: st.layer,
+            coef: st.coef,
+            start: st.start,
+            end: st.end.unwrap_or(usize::MAX),
+            vector: params.to_vec(),
+        }],
+        _ => Vec::new(),
+    }
 }
 
 /// Evaluates a run's checkpoint (`step`, or the newest) on every task of its config;
@@ -665,7 +705,7 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     let model = Model::load(&dir.join("model"))?.model;
     let mut rows = Vec::new();
     for (name, task) in build_tasks(&cfg) {
-        for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &[], 0, true)? {
+        for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &Adaptation::default(), true)? {
             rows.push((name.clone(), metric.to_string(), value));
         }
     }
@@ -673,11 +713,11 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
 }
 
 /// Fraction of samples whose greedy continuation of the prompt equals the answer.
-fn exact_match(model: &Model, samples: &[Sample], prompts: &[f32], n_prompt: usize) -> Result<f64> {
+fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<f64> {
     let inputs: Vec<Vec<Slot>> = samples
         .iter()
         .map(|s| {
-            (0..n_prompt as u32)
+            (0..adapt.n_prompt as u32)
                 .map(Slot::Prompt)
                 .chain(s.tokens[..s.prompt_len].iter().map(|&t| Slot::Token(t)))
                 .collect()
@@ -686,8 +726,8 @@ fn exact_match(model: &Model, samples: &[Sample], prompts: &[f32], n_prompt: usi
     let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
     let req = GenerateRequest {
         inputs: &inputs,
-        prompt_vectors: prompts,
-        steers: &[],
+        prompt_vectors: adapt.prompts,
+        steers: adapt.steers,
         max_new_tokens: answer_len,
         sampling: Sampling::Greedy,
         eos: None,

@@ -1,0 +1,97 @@
+//! Every trainable set works as a run phase: after full-weight pre-training, a steering
+//! phase, a soft-prompt phase and an evaluation-only phase leave the weights bit-identical,
+//! lower their training loss, and save what they trained; a LoRA phase changes the weights
+//! only through its merged adapters.
+
+use std::path::Path;
+use vestige::engine::model::Model;
+use vestige::store::read_csv;
+use vestige::train::checkpoint::find_pinned;
+use vestige::train::run::train;
+
+const CONFIG: &str = r#"name = "phases"
+seed = 2
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 4
+max_positions = 32
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 5
+vocab = 12
+[[tasks]]
+name = "reverse"
+kind = "reverse"
+length = 5
+vocab = 12
+[[phases]]
+name = "pretrain"
+steps = 150
+batch_size = 16
+mixture = { copy = 1.0 }
+optimizer = { lr = 3e-3 }
+[[phases]]
+name = "steer"
+steps = 40
+trainable = "steering"
+steering = { layer = 1, coef = 1.0 }
+mixture = { reverse = 1.0 }
+optimizer = { lr = 1e-2 }
+[[phases]]
+name = "prompt"
+steps = 40
+trainable = "soft_prompt"
+soft_prompt = { tokens = 4 }
+mixture = { reverse = 1.0 }
+optimizer = { lr = 1e-2 }
+[[phases]]
+name = "look"
+steps = 3
+trainable = "none"
+mixture = { copy = 1.0 }
+[[phases]]
+name = "adapt"
+steps = 40
+trainable = "lora"
+lora = { rank = 2, targets = ["qkv", "down"] }
+mixture = { reverse = 1.0 }
+optimizer = { lr = 1e-2 }
+"#;
+
+fn weights(root: &Path, phase: &str) -> Vec<u32> {
+    let dir = find_pinned(&root.join("checkpoints"), phase).unwrap();
+    Model::load(&dir.join("model")).unwrap().model.weights.iter().map(|w| w.to_bits()).collect()
+}
+
+/// First and last training loss of a phase.
+fn loss_span(root: &Path, phase: u32) -> (f64, f64) {
+    let rows: Vec<_> = read_csv(&root.join("metrics.csv"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.phase == phase && r.task == "train" && r.metric == "loss")
+        .collect();
+    (rows.first().unwrap().value, rows.last().unwrap().value)
+}
+
+#[test]
+fn steering_soft_prompt_none_and_lora_phases_train_only_their_own_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.toml");
+    std::fs::write(&path, CONFIG.replace("seed = 2", &format!("seed = 2\nout_dir = \"{}\"", tmp.path().display())))
+        .unwrap();
+    train(&path).unwrap();
+    let root = tmp.path().join("phases");
+    let pre = weights(&root, "pretrain");
+    for phase in ["steer", "prompt", "look"] {
+        assert!(weights(&root, phase) == pre, "phase {phase} changed the model weights");
+    }
+    assert!(weights(&root, "adapt") != pre, "merged LoRA adapters change the weights");
+    for (phase, name) in [(1, "steer"), (2, "prompt"), (4, "adapt")] {
+        let (first, last) = loss_span(&root, phase);
+        assert!(last < first, "phase {name}: training loss {first} -> {last}");
+    }
+    assert!(root.join("steering.steer.safetensors").is_file());
+    assert!(root.join("soft_prompt.prompt.safetensors").is_file());
+}
