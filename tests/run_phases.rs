@@ -1,5 +1,6 @@
 //! Every trainable set works as a run phase: after full-weight pre-training, a steering
-//! phase, a soft-prompt phase and an evaluation-only phase leave the weights bit-identical,
+//! phase, a soft-prompt phase, an evaluation-only phase and a conditional-prompt phase
+//! leave the weights bit-identical,
 //! lower their training loss, and save what they trained; a LoRA phase changes the weights
 //! only through its merged adapters.
 
@@ -52,6 +53,13 @@ steps = 3
 trainable = "none"
 mixture = { copy = 1.0 }
 [[phases]]
+name = "condition"
+steps = 40
+trainable = "cond_prompt"
+cond_prompt = { tokens = 2, hidden = 16 }
+mixture = { copy = 1.0, reverse = 1.0 }
+optimizer = { lr = 1e-2 }
+[[phases]]
 name = "adapt"
 steps = 40
 trainable = "lora"
@@ -65,18 +73,20 @@ fn weights(root: &Path, phase: &str) -> Vec<u32> {
     Model::load(&dir.join("model")).unwrap().model.weights.iter().map(|w| w.to_bits()).collect()
 }
 
-/// First and last training loss of a phase.
+/// Held-out loss summed over the phase's eval tasks, at its first and last evaluation.
 fn loss_span(root: &Path, phase: u32) -> (f64, f64) {
     let rows: Vec<_> = read_csv(&root.join("metrics.csv"))
         .unwrap()
         .into_iter()
-        .filter(|r| r.phase == phase && r.task == "train" && r.metric == "loss")
+        .filter(|r| r.phase == phase && r.task != "train" && r.metric == "loss")
         .collect();
-    (rows.first().unwrap().value, rows.last().unwrap().value)
+    let (first, last) = (rows.first().unwrap().step, rows.last().unwrap().step);
+    let at = |step| rows.iter().filter(|r| r.step == step).map(|r| r.value).sum::<f64>();
+    (at(first), at(last))
 }
 
 #[test]
-fn steering_soft_prompt_none_and_lora_phases_train_only_their_own_parameters() {
+fn steering_soft_prompt_none_cond_prompt_and_lora_phases_train_only_their_own_parameters() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("c.toml");
     std::fs::write(&path, CONFIG.replace("seed = 2", &format!("seed = 2\nout_dir = \"{}\"", tmp.path().display())))
@@ -84,14 +94,15 @@ fn steering_soft_prompt_none_and_lora_phases_train_only_their_own_parameters() {
     train(&path).unwrap();
     let root = tmp.path().join("phases");
     let pre = weights(&root, "pretrain");
-    for phase in ["steer", "prompt", "look"] {
+    for phase in ["steer", "prompt", "look", "condition"] {
         assert!(weights(&root, phase) == pre, "phase {phase} changed the model weights");
     }
     assert!(weights(&root, "adapt") != pre, "merged LoRA adapters change the weights");
-    for (phase, name) in [(1, "steer"), (2, "prompt"), (4, "adapt")] {
+    for (phase, name) in [(1, "steer"), (2, "prompt"), (4, "condition"), (5, "adapt")] {
         let (first, last) = loss_span(&root, phase);
-        assert!(last < first, "phase {name}: training loss {first} -> {last}");
+        assert!(last < first, "phase {name}: held-out loss {first} -> {last}");
     }
     assert!(root.join("steering.steer.safetensors").is_file());
     assert!(root.join("soft_prompt.prompt.safetensors").is_file());
+    assert!(root.join("cond_prompt.condition.safetensors").is_file());
 }

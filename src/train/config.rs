@@ -101,6 +101,9 @@ pub enum Trainable {
     SoftPrompt,
     /// A steering vector added to one residual stream.
     Steering,
+    /// A conditional soft prompt: an MLP maps the one-hot id of each sample's task (its
+    /// position in the phase's `mixture`, sorted by name) to the prompt vectors.
+    CondPrompt,
 }
 
 /// LoRA settings.
@@ -143,6 +146,20 @@ pub struct SteeringCfg {
     pub start: usize,
     /// End slot (exclusive); default: the whole sequence.
     pub end: Option<usize>,
+}
+
+/// Conditional soft-prompt settings.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CondPromptCfg {
+    pub tokens: usize,
+    /// Hidden width per prompt token (the reference study used 128).
+    #[serde(default = "default_hidden")]
+    pub hidden: usize,
+}
+
+fn default_hidden() -> usize {
+    128
 }
 
 fn one_f32() -> f32 {
@@ -237,6 +254,7 @@ pub struct PhaseSpec {
     pub lora: Option<LoraCfg>,
     pub soft_prompt: Option<SoftPromptCfg>,
     pub steering: Option<SteeringCfg>,
+    pub cond_prompt: Option<CondPromptCfg>,
     /// Task name → sampling weight.
     pub mixture: BTreeMap<String, f64>,
     #[serde(default)]
@@ -531,6 +549,15 @@ impl RunConfig {
             }
             (Trainable::SoftPrompt, _, None) => {
                 out.push(problem(key("soft_prompt"), "trainable = \"soft_prompt\" needs a [phases.soft_prompt] table"))
+            }
+            _ => {}
+        }
+        match (&p.cond_prompt, p.trainable) {
+            (None, Trainable::CondPrompt) => {
+                out.push(problem(key("cond_prompt"), "trainable = \"cond_prompt\" needs a [phases.cond_prompt] table"))
+            }
+            (Some(c), _) if c.tokens == 0 || c.hidden == 0 => {
+                out.push(problem(key("cond_prompt"), "tokens and hidden must be at least 1"))
             }
             _ => {}
         }

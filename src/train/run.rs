@@ -16,6 +16,7 @@ use crate::data::sequence::{SequenceTask, Transform};
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
+use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
 use crate::engine::config::ModelConfig;
 use crate::engine::generate::{GenerateRequest, Sampling, Slot};
 use crate::engine::kernels::dropout::Dropout;
@@ -215,6 +216,9 @@ struct Runner {
     store: Store,
     csv: CsvLog,
     acts: Activations,
+    /// The conditional-prompt MLP of a `cond_prompt` phase (its parameters mirror the
+    /// optimizer's buffer).
+    cond: Option<CondPrompt>,
 }
 
 impl Runner {
@@ -239,7 +243,7 @@ impl Runner {
             }
         };
         let csv = CsvLog::open(&paths.csv)?;
-        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default() })
+        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default(), cond: None })
     }
 
     /// Runs the remaining phases.
@@ -342,22 +346,29 @@ impl Runner {
         let mut loss = 0.0;
         for micro in 0..p.grad_accum {
             let first = (self.state.step_in_phase * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
-            let samples: Vec<Sample> = (0..p.batch_size as u64).map(|r| mixture.sample(seed, first + r).1).collect();
-            let batch = batch_of(&samples, n_prompt);
-            let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
+            let drawn: Vec<(usize, Sample)> =
+                (0..p.batch_size as u64).map(|r| mixture.sample(seed, first + r)).collect();
+            let samples: Vec<Sample> = drawn.iter().map(|(_, s)| s.clone()).collect();
             let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
             self.acts.dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
+            self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
+            if p.trainable == Trainable::CondPrompt {
+                let ids: Vec<usize> = drawn.iter().map(|(k, _)| *k).collect();
+                loss += self.cond_prompt_step(p, &samples, &ids, params, grads, n_prompt);
+                continue;
+            }
+            let batch = batch_of(&samples, n_prompt);
+            let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
             let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
             let steers = steers_of(p, params);
             loss += self.model.forward(&mut self.acts, &batch, prompts, &steers, norm);
-            self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
             let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
             let sinks = match p.trainable {
                 Trainable::All => GradSinks { weights: Some(&mut *grads), ..Default::default() },
                 Trainable::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
                 Trainable::SoftPrompt => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
                 Trainable::Steering => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
-                Trainable::None => GradSinks::default(),
+                Trainable::None | Trainable::CondPrompt => GradSinks::default(),
             };
             self.model.backward(&mut self.acts, &batch, &steers, norm, sinks);
             if p.trainable == Trainable::Steering {
@@ -365,6 +376,38 @@ impl Runner {
             }
         }
         Ok(loss)
+    }
+
+    /// One micro-batch of a conditional-prompt phase: the MLP maps each sample's task id to
+    /// its prompt, and the prompt gradient flows back into the MLP's parameters.
+    fn cond_prompt_step(
+        &mut self,
+        p: &PhaseSpec,
+        samples: &[Sample],
+        ids: &[usize],
+        params: &[f32],
+        grads: &mut [f32],
+        n: usize,
+    ) -> f32 {
+        let d = self.model.cfg.d_model;
+        let cond = self.cond.as_mut().expect("created at phase start");
+        cond.params.copy_from_slice(params);
+        let conditions = one_hot(ids, p.mixture.len());
+        let mut prompts = vec![0.0; samples.len() * n * d];
+        cond.forward(&conditions, &mut prompts);
+        let batch = batch_of(samples, n).per_sequence_prompts(n);
+        let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
+        let loss = self.model.forward(&mut self.acts, &batch, &prompts, &[], norm);
+        let mut dprompts = vec![0.0; prompts.len()];
+        self.model.backward(
+            &mut self.acts,
+            &batch,
+            &[],
+            norm,
+            GradSinks { prompts: Some(&mut dprompts), ..Default::default() },
+        );
+        cond.backward(&conditions, &dprompts, grads);
+        loss
     }
 
     /// The buffer a phase trains (weights live in the model; the others are returned here)
@@ -377,6 +420,22 @@ impl Runner {
             Trainable::Steering => {
                 let d = self.model.cfg.d_model;
                 (self.state.buffers.get("steering").cloned().unwrap_or_else(|| vec![0.0; d]), 0)
+            }
+            Trainable::CondPrompt => {
+                let c = p.cond_prompt.as_ref().expect("validated: cond_prompt phases have a [cond_prompt] table");
+                let shape = CondPromptShape {
+                    conditions: p.mixture.len(),
+                    tokens: c.tokens,
+                    hidden: c.hidden,
+                    d_model: self.model.cfg.d_model,
+                };
+                let mut mlp = CondPrompt::new(shape, seed);
+                if let Some(saved) = self.state.buffers.get("cond_prompt") {
+                    mlp.params.clone_from(saved);
+                }
+                let params = mlp.params.clone();
+                self.cond = Some(mlp);
+                (params, c.tokens)
             }
             Trainable::Lora => {
                 let l = p.lora.as_ref().expect("validated: lora phases have a [lora] table");
@@ -470,10 +529,12 @@ impl Runner {
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
         let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
         let steers = steers_of(p, params);
-        let adapt = Adaptation { prompts, n_prompt, steers: &steers };
         let mut rows = Vec::new();
         for name in names {
+            let conditioned = self.conditioned_prompt(p, &name, params);
             let task = self.tasks[&name].as_ref();
+            let prompts = conditioned.as_deref().unwrap_or(prompts);
+            let adapt = Adaptation { prompts, n_prompt, steers: &steers };
             for (metric, value) in
                 eval_task(&self.model, task, self.cfg.seed, p.eval.samples, &adapt, p.eval.exact_match)?
             {
@@ -494,6 +555,20 @@ impl Runner {
             })
             .collect();
         self.write_rows(&rows)
+    }
+
+    /// In a conditional-prompt phase, the prompt for `task` (its one-hot id in the phase's
+    /// mixture, or all zeros for a task outside it); `None` in other phases.
+    fn conditioned_prompt(&mut self, p: &PhaseSpec, task: &str, params: &[f32]) -> Option<Vec<f32>> {
+        let cond = self.cond.as_mut().filter(|_| p.trainable == Trainable::CondPrompt)?;
+        cond.params.copy_from_slice(params);
+        let mut condition = vec![0.0; p.mixture.len()];
+        if let Some(k) = p.mixture.keys().position(|t| t == task) {
+            condition[k] = 1.0;
+        }
+        let mut prompt = vec![0.0; cond.shape.tokens * cond.shape.d_model];
+        cond.forward(&condition, &mut prompt);
+        Some(prompt)
     }
 
     /// Logs `(metric, value)` pairs for `task` at the current step.
@@ -535,6 +610,7 @@ impl Runner {
             Trainable::Lora => drop(state.buffers.insert("lora".into(), params.to_vec())),
             Trainable::SoftPrompt => drop(state.buffers.insert("soft_prompt".into(), params.to_vec())),
             Trainable::Steering => drop(state.buffers.insert("steering".into(), params.to_vec())),
+            Trainable::CondPrompt => drop(state.buffers.insert("cond_prompt".into(), params.to_vec())),
             _ => {}
         }
         anchors.store(&mut state);
@@ -551,17 +627,19 @@ impl Runner {
         if let Some(lora) = self.model.lora.take() {
             lora.merge_into(&mut self.model);
         }
+        let d = self.model.cfg.d_model;
         let saved = match p.trainable {
-            Trainable::SoftPrompt => Some("soft_prompt"),
-            Trainable::Steering => Some("steering"),
+            Trainable::SoftPrompt => Some(("soft_prompt", vec![params.len() / d, d])),
+            Trainable::Steering => Some(("steering", vec![params.len() / d, d])),
+            Trainable::CondPrompt => Some(("cond_prompt", vec![params.len()])),
             _ => None,
         };
-        if let Some(kind) = saved {
+        if let Some((kind, shape)) = saved {
             let path = self.paths.dir.join(format!("{kind}.{}.safetensors", p.name));
-            let d = self.model.cfg.d_model;
-            let t = crate::hf::io::HfTensor { shape: vec![params.len() / d, d], data: params };
+            let t = crate::hf::io::HfTensor { shape, data: params };
             crate::hf::io::write_safetensors(&path, &BTreeMap::from([(kind.to_string(), t)]), None)?;
         }
+        self.cond = None;
         self.state.phase += 1;
         self.state.step_in_phase = 0;
         self.state.opt_step = 0;
@@ -607,6 +685,15 @@ impl Anchors {
             }
         }
     }
+}
+
+/// `[ids.len(), n]` one-hot rows.
+fn one_hot(ids: &[usize], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; ids.len() * n];
+    for (row, &k) in ids.iter().enumerate() {
+        out[row * n + k] = 1.0;
+    }
+    out
 }
 
 /// Clips `grads` to a global norm of `max` (if given); returns the norm before clipping.
