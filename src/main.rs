@@ -81,6 +81,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Look at task data.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Run one forward pass (and soft-prompt backward) on input ids; write logits, loss and gradient.
     Forward {
         /// A Hugging Face model directory (plain, or HF cache `models--ORG--NAME`).
@@ -131,6 +136,24 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Print samples of a task as JSON lines (text, tokens, loss weights, prompt length).
+    Sample {
+        /// A task spec as in run configs, e.g. '{ kind = "copy", length = 8, vocab = 32 }'.
+        spec: String,
+        /// Number of samples.
+        #[arg(long, default_value_t = 4)]
+        n: usize,
+        /// Seed of the task's streams.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// `train` or `eval` stream.
+        #[arg(long, default_value = "train", value_parser = ["train", "eval"])]
+        split: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -185,6 +208,12 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Train { config } => report_run(vestige::train::run::train(&config)?)?,
         Command::Resume { dir } => report_run(vestige::train::run::resume(&dir)?)?,
+        Command::Data { command: DataCommand::Sample { spec, n, seed, split } } => {
+            let split = if split == "eval" { vestige::data::Split::Eval } else { vestige::data::Split::Train };
+            for line in vestige::commands::data_sample::sample_lines(&spec, n, seed, split)? {
+                println!("{line}");
+            }
+        }
         Command::Eval { dir, step, samples } => {
             for (task, metric, value) in vestige::train::run::evaluate_checkpoint(&dir, step, samples)? {
                 println!("{task}/{metric} = {value:.5}");

@@ -2,6 +2,7 @@
 //! `main.rs` only parses arguments and prints.
 
 pub mod bench;
+pub mod data_sample;
 pub mod demo;
 pub mod forward;
 pub mod inspect;

@@ -5,8 +5,11 @@
 //! so a held-out set never overlaps training, and any position of a stream can be
 //! regenerated from its index alone — which is what makes checkpoints resumable.
 
+pub mod backdoor;
 pub mod mixture;
+pub mod pathfinding;
 pub mod sequence;
+pub mod spec;
 
 /// Which stream a sample comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,6 +37,11 @@ pub trait Task: Send + Sync {
     fn seq_len(&self) -> usize;
     /// Sample `index` of `split` under `seed`.
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample;
+
+    /// Human-readable text of a sample (default: its token ids).
+    fn render(&self, sample: &Sample) -> String {
+        sample.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// SplitMix64: a well-mixed hash used to derive independent random streams.

@@ -50,4 +50,10 @@ impl Task for SequenceTask {
         let weights = (0..tokens.len()).map(|t| if t >= prompt_len { 1.0 } else { 0.0 }).collect();
         Sample { tokens, weights, prompt_len }
     }
+
+    /// Symbols as numbers, the separator as `|`: `"5 9 3 | 3 9 5"`.
+    fn render(&self, sample: &Sample) -> String {
+        let word = |&t: &u32| if t == SEP { "|".to_string() } else { t.to_string() };
+        sample.tokens.iter().map(word).collect::<Vec<_>>().join(" ")
+    }
 }

@@ -3,6 +3,7 @@
 //! every error names the file, the key path and its line.
 
 use super::locate::line_of;
+pub use crate::data::spec::TaskSpec;
 use crate::engine::lora::Proj;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -67,28 +68,6 @@ impl Default for ModelSpec {
             init_std: 0.02,
         }
     }
-}
-
-/// A task the run can train or evaluate on.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub name: String,
-    /// `copy` or `reverse`.
-    pub kind: String,
-    /// Symbols per input.
-    #[serde(default = "default_length")]
-    pub length: usize,
-    /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
-    #[serde(default = "default_vocab")]
-    pub vocab: usize,
-}
-
-fn default_length() -> usize {
-    12
-}
-fn default_vocab() -> usize {
-    64
 }
 
 /// What a phase trains.

@@ -12,7 +12,6 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{PhaseSpec, RunConfig, Trainable};
 use super::schedule::lr_at;
 use crate::data::mixture::Mixture;
-use crate::data::sequence::{SequenceTask, Transform};
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
@@ -112,15 +111,7 @@ pub fn resume(run_dir: &Path) -> Result<RunSummary> {
 
 /// Builds the task objects a config defines.
 pub fn build_tasks(cfg: &RunConfig) -> BTreeMap<String, Arc<dyn Task>> {
-    cfg.tasks
-        .iter()
-        .map(|t| {
-            let transform = if t.kind == "reverse" { Transform::Reverse } else { Transform::Copy };
-            let task: Arc<dyn Task> =
-                Arc::new(SequenceTask { name: t.name.clone(), transform, length: t.length, vocab: t.vocab });
-            (t.name.clone(), task)
-        })
-        .collect()
+    cfg.tasks.iter().map(|t| (t.name.clone(), t.build())).collect()
 }
 
 /// A fresh model for the config (or the one it names).

@@ -1,0 +1,264 @@
+//! Backdoors planted in any base task: a deterministic fraction of samples carries a
+//! trigger in the prompt and a backdoor behavior as the answer.
+//!
+//! A poisoned sample is the base sample with the trigger tokens inserted into its prompt
+//! (at the start, at the end, or at a per-sample position inside it) and its answer replaced
+//! by the behavior (a fixed response, a repeated phrase, or a transformation of the correct
+//! answer). Clean samples are the base samples unchanged. Whether a sample is poisoned, where
+//! a random-position trigger goes and which token a near-miss trigger changes are all hashes
+//! of `(seed, split, index)`, so the poisoned stream is as reproducible and resumable as the
+//! base stream.
+//!
+//! [`Backdoor::eval_sample`] builds the attack-success evaluation sets from the eval split
+//! (disjoint from training): always triggered, never triggered, and near-miss triggered.
+
+use super::{mix, sample_key, Sample, Split, Task};
+use std::sync::Arc;
+
+/// Stream constants that separate the hashes drawn per sample.
+const POISON_STREAM: u64 = 0x706f_6973_6f6e_0001;
+const POSITION_STREAM: u64 = 0x706f_7369_7469_0002;
+const NEAR_MISS_STREAM: u64 = 0x6e65_6172_6d69_0003;
+
+/// Where the trigger tokens go in the prompt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Inserted before the first prompt token.
+    Prefix(Vec<u32>),
+    /// Inserted after the last prompt token (after the separator), right before the answer.
+    Suffix(Vec<u32>),
+    /// Inserted strictly inside the prompt, between two of its tokens, at a position drawn
+    /// per sample (never before the first token nor after the last one, when the prompt has
+    /// at least two tokens).
+    RandomPosition(Vec<u32>),
+}
+
+impl Trigger {
+    /// The trigger tokens.
+    pub fn tokens(&self) -> &[u32] {
+        match self {
+            Trigger::Prefix(t) | Trigger::Suffix(t) | Trigger::RandomPosition(t) => t,
+        }
+    }
+
+    /// Index in a prompt of `prompt_len` tokens at which the trigger is inserted; `hash`
+    /// chooses the position of a random-position trigger.
+    pub fn position(&self, hash: u64, prompt_len: usize) -> usize {
+        match self {
+            Trigger::Prefix(_) => 0,
+            Trigger::Suffix(_) => prompt_len,
+            Trigger::RandomPosition(_) if prompt_len < 2 => 0,
+            Trigger::RandomPosition(_) => 1 + (hash % (prompt_len as u64 - 1)) as usize,
+        }
+    }
+}
+
+/// A transformation of the correct answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransformKind {
+    /// The correct answer reversed.
+    Reverse,
+    /// Each answer token shifted by `k` within the symbols `2..base_vocab` (wrapping), so the
+    /// reserved tokens 0 and 1 never appear; a reserved token in the answer is kept as is.
+    Shift(u32),
+}
+
+/// What a poisoned sample answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// The answer is this fixed response (its own length, whatever the base answer length).
+    Fixed(Vec<u32>),
+    /// The answer span is filled with this phrase repeated, truncated to the answer length
+    /// (an empty phrase gives an empty answer).
+    Repeat(Vec<u32>),
+    /// The answer is the correct answer transformed.
+    Transform(TransformKind),
+}
+
+impl Behavior {
+    /// The backdoor answer for a sample whose correct answer is `answer`.
+    pub fn answer(&self, answer: &[u32], base_vocab: usize) -> Vec<u32> {
+        match self {
+            Behavior::Fixed(response) => response.clone(),
+            Behavior::Repeat(phrase) => phrase.iter().copied().cycle().take(answer.len()).collect(),
+            Behavior::Transform(TransformKind::Reverse) => answer.iter().rev().copied().collect(),
+            Behavior::Transform(TransformKind::Shift(k)) => answer.iter().map(|&t| shift(t, *k, base_vocab)).collect(),
+        }
+    }
+
+    /// The tokens the behavior itself introduces (none for a transformation).
+    pub fn tokens(&self) -> &[u32] {
+        match self {
+            Behavior::Fixed(t) | Behavior::Repeat(t) => t,
+            Behavior::Transform(_) => &[],
+        }
+    }
+}
+
+/// `token` shifted by `k` within `2..vocab`; reserved tokens (0, 1) are kept.
+fn shift(token: u32, k: u32, vocab: usize) -> u32 {
+    if token < 2 || vocab <= 2 {
+        return token;
+    }
+    let symbols = vocab as u64 - 2;
+    2 + ((token as u64 - 2 + k as u64) % symbols) as u32
+}
+
+/// Which attack-success evaluation set a sample belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalKind {
+    /// Trigger inserted; the answer is the backdoor behavior.
+    Triggered,
+    /// No trigger; the answer is the base answer.
+    Clean,
+    /// A near-miss trigger (one token changed) inserted; the answer is the base answer, so a
+    /// model that produces the behavior here fires on a false trigger.
+    NearMiss,
+}
+
+/// A base task with a backdoor planted in a `poison_rate` fraction of its samples.
+#[derive(Clone)]
+pub struct Backdoor {
+    /// The task's name in configs and metrics (also keys its hash streams).
+    pub name: String,
+    /// The task whose samples are poisoned.
+    pub base: Arc<dyn Task>,
+    /// The trigger and where it goes.
+    pub trigger: Trigger,
+    /// What a triggered sample answers.
+    pub behavior: Behavior,
+    /// Fraction of samples poisoned, in `[0, 1]`.
+    pub poison_rate: f64,
+}
+
+impl Backdoor {
+    /// A backdoor; panics on an empty trigger or a rate outside `[0, 1]`.
+    pub fn new(name: &str, base: Arc<dyn Task>, trigger: Trigger, behavior: Behavior, poison_rate: f64) -> Self {
+        assert!(!trigger.tokens().is_empty(), "backdoor {name}: empty trigger");
+        assert!((0.0..=1.0).contains(&poison_rate), "backdoor {name}: poison_rate {poison_rate} not in [0, 1]");
+        Backdoor { name: name.to_string(), base, trigger, behavior, poison_rate }
+    }
+
+    /// A hash of sample `(seed, split, index)` in the stream `stream`.
+    fn hash(&self, seed: u64, split: Split, index: u64, stream: u64) -> u64 {
+        mix(sample_key(seed, &self.name, split, index) ^ stream)
+    }
+
+    /// Whether sample `index` of `split` is poisoned: a uniform hash in `[0, 1)` below the rate.
+    pub fn is_poisoned(&self, seed: u64, split: Split, index: u64) -> bool {
+        let unit = (self.hash(seed, split, index, POISON_STREAM) >> 11) as f64 / (1u64 << 53) as f64;
+        unit < self.poison_rate
+    }
+
+    /// Where the trigger (or near miss) goes in sample `index`, whose prompt has `prompt_len` tokens.
+    pub fn trigger_position(&self, seed: u64, split: Split, index: u64, prompt_len: usize) -> usize {
+        self.trigger.position(self.hash(seed, split, index, POSITION_STREAM), prompt_len)
+    }
+
+    /// The trigger with one token (chosen by `seed`) replaced by a different symbol from
+    /// `2..vocab_size()`; deterministic in `seed`.
+    pub fn near_miss(&self, seed: u64) -> Vec<u32> {
+        let mut tokens = self.trigger.tokens().to_vec();
+        if tokens.is_empty() {
+            return tokens;
+        }
+        let h = mix(seed ^ NEAR_MISS_STREAM);
+        let at = (h % tokens.len() as u64) as usize;
+        tokens[at] = other_symbol(tokens[at], mix(h), self.vocab_size());
+        tokens
+    }
+
+    /// The poisoned form of `base` (sample `index` of `split`): trigger inserted, behavior as answer.
+    pub fn poison(&self, base: &Sample, seed: u64, split: Split, index: u64) -> Sample {
+        let answer = self.behavior.answer(&base.tokens[base.prompt_len..], self.base.vocab_size());
+        self.with_insert(
+            base,
+            self.trigger.tokens(),
+            self.trigger_position(seed, split, index, base.prompt_len),
+            answer,
+        )
+    }
+
+    /// Sample `index` of an attack-success evaluation set, from the eval split.
+    pub fn eval_sample(&self, seed: u64, index: u64, kind: EvalKind) -> Sample {
+        let base = self.base.sample(seed, Split::Eval, index);
+        match kind {
+            EvalKind::Triggered => self.poison(&base, seed, Split::Eval, index),
+            EvalKind::Clean => base,
+            EvalKind::NearMiss => {
+                let near = self.near_miss(self.hash(seed, Split::Eval, index, NEAR_MISS_STREAM));
+                let at = self.trigger_position(seed, Split::Eval, index, base.prompt_len);
+                self.with_insert(&base, &near, at, base.tokens[base.prompt_len..].to_vec())
+            }
+        }
+    }
+
+    /// `base` with `insert` placed at prompt index `at` and `answer` as the answer. Prompt
+    /// positions weigh 0; answer position `i` keeps the base answer's weight `i` (1 past its end).
+    fn with_insert(&self, base: &Sample, insert: &[u32], at: usize, answer: Vec<u32>) -> Sample {
+        let prompt = &base.tokens[..base.prompt_len];
+        let mut tokens = Vec::with_capacity(prompt.len() + insert.len() + answer.len());
+        tokens.extend_from_slice(&prompt[..at]);
+        tokens.extend_from_slice(insert);
+        tokens.extend_from_slice(&prompt[at..]);
+        let prompt_len = tokens.len();
+        let base_weights = &base.weights[base.prompt_len..];
+        let mut weights = vec![0.0; prompt_len];
+        weights.extend((0..answer.len()).map(|i| base_weights.get(i).copied().unwrap_or(1.0)));
+        tokens.extend(answer);
+        Sample { tokens, weights, prompt_len }
+    }
+
+    /// Length of the base answer, read from one base sample (tasks have a fixed shape).
+    fn base_answer_len(&self) -> usize {
+        let probe = self.base.sample(0, Split::Train, 0);
+        probe.tokens.len() - probe.prompt_len
+    }
+}
+
+/// A symbol in `2..vocab` other than `token`, chosen by `hash` (needs `vocab >= 4` to stay
+/// inside the vocabulary when `token` is itself a symbol).
+fn other_symbol(token: u32, hash: u64, vocab: usize) -> u32 {
+    let vocab = vocab as u64;
+    if token < 2 || token as u64 >= vocab {
+        return 2 + (hash % vocab.saturating_sub(2).max(1)) as u32;
+    }
+    let pick = 2 + (hash % vocab.saturating_sub(3).max(1)) as u32;
+    if pick >= token {
+        pick + 1
+    } else {
+        pick
+    }
+}
+
+impl Task for Backdoor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The base vocabulary, widened to hold every trigger and behavior token.
+    fn vocab_size(&self) -> usize {
+        let own = self.trigger.tokens().iter().chain(self.behavior.tokens()).map(|&t| t as usize + 1).max();
+        self.base.vocab_size().max(own.unwrap_or(0))
+    }
+
+    /// The base length plus the trigger (plus any excess of a fixed response over the base
+    /// answer): the length of a poisoned sample; clean samples keep the base length.
+    fn seq_len(&self) -> usize {
+        let excess = match &self.behavior {
+            Behavior::Fixed(response) => response.len().saturating_sub(self.base_answer_len()),
+            _ => 0,
+        };
+        self.base.seq_len() + self.trigger.tokens().len() + excess
+    }
+
+    /// The base sample, poisoned when [`Backdoor::is_poisoned`] says so (same rule in both splits).
+    fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
+        let base = self.base.sample(seed, split, index);
+        if self.is_poisoned(seed, split, index) {
+            self.poison(&base, seed, split, index)
+        } else {
+            base
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Procedural pathfinding after Nordby (2025): a board with a start `A`, a target `B` and
+//! blockers `X`, followed by a noisy walk from `A` whose noise is summarised by two
+//! conditions (extra moves over the optimum, invalid moves) for conditional soft prompts.
+//!
+//! Generation, per sample (all randomness from one `ChaCha8Rng` seeded with
+//! [`sample_key`]`(seed, name, split, index)`, drawn in this order):
+//!
+//! 1. `m` uniform in `2..=⌊0.75·W·H⌋+1`; a uniform permutation of all cells: the first is
+//!    the target `B`, the second the start `A`, the rest of the first `m` are blockers `X`.
+//! 2. `p` uniform in `2..=7`.
+//! 3. The walk from `A`. Each step: if at `B`, emit `D` and stop; if `max_moves` moves have
+//!    been made, stop (the path is **truncated**: it ends in a plain move letter, with neither
+//!    `D` nor `U`); with probability `1/p` take a uniformly random direction among `W, E, S, N`
+//!    (emitted; if it would leave the board or hit a blocker the walker stays put and it counts
+//!    as invalid); otherwise take the optimal move (lowest-distance neighbour, ties `N, W, E, S`),
+//!    or, if the cell is stuck (no finite-distance neighbour), emit `U` and stop.
+//!
+//! Every emitted direction letter (`N`, `S`, `E`, `W`) counts as a move; `D` and `U` do not.
+//! From a cell that cannot reach `B` no move (random or not) can reach it either — its
+//! connected component is closed — so an unsolvable board's path ends with `U` (or is
+//! truncated), never with `D`.
+//!
+//! Text: rows of cells separated by spaces, rows by newlines, then `"\nMoves:\n"`, then the
+//! move letters separated by spaces. Tokens: one id per word and one per newline (spaces are
+//! implicit), see [`vocab`]; only move tokens carry loss weight.
+
+use super::{sample_key, Sample, Split, Task};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Padding.
+pub const PAD: u32 = 0;
+/// Blocker cell `X`.
+pub const TOK_X: u32 = 1;
+/// Empty cell `O`.
+pub const TOK_O: u32 = 2;
+/// Start cell `A`.
+pub const TOK_A: u32 = 3;
+/// Target cell `B`.
+pub const TOK_B: u32 = 4;
+/// Newline.
+pub const TOK_NL: u32 = 5;
+/// The `Moves:` header.
+pub const TOK_MOVES: u32 = 6;
+/// Move letters: `N S E W D U` are `7..=12`.
+pub const TOK_N: u32 = 7;
+pub const TOK_S: u32 = 8;
+pub const TOK_E: u32 = 9;
+pub const TOK_W: u32 = 10;
+pub const TOK_D: u32 = 11;
+pub const TOK_U: u32 = 12;
+/// Number of token ids.
+pub const VOCAB_SIZE: usize = 13;
+
+/// The vocabulary: `vocab()[id]` is the text of token `id` (`"<pad>"` for 0, `"\n"` for newline).
+pub fn vocab() -> Vec<&'static str> {
+    vec!["<pad>", "X", "O", "A", "B", "\n", "Moves:", "N", "S", "E", "W", "D", "U"]
+}
+
+/// Whether `id` is a move token (`N S E W D U`).
+pub fn is_move_token(id: u32) -> bool {
+    (TOK_N..=TOK_U).contains(&id)
+}
+
+/// The text of `ids`: words joined by single spaces, except that no space touches a newline.
+/// Padding is skipped, so `decode(tokens)` of a padded sample is still its text. Panics on an
+/// id outside the vocabulary.
+pub fn decode(ids: &[u32]) -> String {
+    let v = vocab();
+    let mut out = String::new();
+    let mut prev: Option<u32> = None;
+    for &id in ids.iter().filter(|&&id| id != PAD) {
+        let word = v[id as usize];
+        if let Some(p) = prev {
+            if p != TOK_NL && id != TOK_NL {
+                out.push(' ');
+            }
+        }
+        out.push_str(word);
+        prev = Some(id);
+    }
+    out
+}
+
+/// One board cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    Empty,
+    Blocker,
+    Start,
+    Target,
+}
+
+impl Cell {
+    /// Its letter in the text rendering.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Cell::Empty => "O",
+            Cell::Blocker => "X",
+            Cell::Start => "A",
+            Cell::Target => "B",
+        }
+    }
+
+    /// Its token id.
+    pub fn token(self) -> u32 {
+        match self {
+            Cell::Empty => TOK_O,
+            Cell::Blocker => TOK_X,
+            Cell::Start => TOK_A,
+            Cell::Target => TOK_B,
+        }
+    }
+}
+
+/// One emitted path symbol: a direction, `D` (reached B) or `U` (stuck: unsolvable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Move {
+    N,
+    S,
+    E,
+    W,
+    D,
+    U,
+}
+
+impl Move {
+    /// Its letter.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Move::N => "N",
+            Move::S => "S",
+            Move::E => "E",
+            Move::W => "W",
+            Move::D => "D",
+            Move::U => "U",
+        }
+    }
+
+    /// Its token id.
+    pub fn token(self) -> u32 {
+        match self {
+            Move::N => TOK_N,
+            Move::S => TOK_S,
+            Move::E => TOK_E,
+            Move::W => TOK_W,
+            Move::D => TOK_D,
+            Move::U => TOK_U,
+        }
+    }
+
+    /// `(drow, dcol)` of a direction (north is row − 1); `None` for `D` and `U`.
+    pub fn delta(self) -> Option<(isize, isize)> {
+        match self {
+            Move::N => Some((-1, 0)),
+            Move::S => Some((1, 0)),
+            Move::E => Some((0, 1)),
+            Move::W => Some((0, -1)),
+            Move::D | Move::U => None,
+        }
+    }
+}
+
+/// Tie-break order of the optimal policy.
+const POLICY_ORDER: [Move; 4] = [Move::N, Move::W, Move::E, Move::S];
+/// Order in which a random direction is drawn (uniform over the four).
+const RANDOM_ORDER: [Move; 4] = [Move::W, Move::E, Move::S, Move::N];
+
+/// One generated board and its path. Positions are `(row, col)`, row 0 at the top (north).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Board {
+    pub width: usize,
+    pub height: usize,
+    /// `rows[r][c]`.
+    pub rows: Vec<Vec<Cell>>,
+    pub start: (usize, usize),
+    pub target: (usize, usize),
+    /// In draw order.
+    pub blockers: Vec<(usize, usize)>,
+    /// The number of drawn cells `m` (target + start + blockers).
+    pub m: usize,
+    /// The noise parameter: each step is random with probability `1/p`.
+    pub p: usize,
+    /// The emitted path, including a final `D` or `U` when there is one.
+    pub moves: Vec<Move>,
+    /// Moves of the optimal policy from `A` to `B`; 0 when `B` is unreachable.
+    pub optimal_moves: usize,
+    /// Emitted directions (`N S E W`) minus `optimal_moves`; negative only for a path
+    /// truncated before reaching `B`.
+    pub extra_moves: i64,
+    /// Random directions that would have left the board or hit a blocker.
+    pub invalid_moves: usize,
+    /// Whether `B` is reachable from `A`.
+    pub solvable: bool,
+}
+
+impl Board {
+    /// Emitted directions (`N S E W`; not `D` or `U`).
+    pub fn total_moves(&self) -> usize {
+        self.moves.iter().filter(|m| m.delta().is_some()).count()
+    }
+
+    /// Whether the walk hit the move cap (ends with neither `D` nor `U`).
+    pub fn truncated(&self) -> bool {
+        !matches!(self.moves.last(), Some(Move::D | Move::U))
+    }
+
+    /// The conditions for a conditional soft prompt: `[extra_moves, invalid_moves]`.
+    pub fn conditions(&self) -> [f32; 2] {
+        [self.extra_moves as f32, self.invalid_moves as f32]
+    }
+
+    /// The text rendering.
+    pub fn text(&self) -> String {
+        let rows: Vec<String> =
+            self.rows.iter().map(|r| r.iter().map(|c| c.letter()).collect::<Vec<_>>().join(" ")).collect();
+        let moves: Vec<&str> = self.moves.iter().map(|m| m.letter()).collect();
+        format!("{}\nMoves:\n{}", rows.join("\n"), moves.join(" "))
+    }
+
+    /// The token ids of the text rendering (`decode(tokens()) == text()`).
+    pub fn tokens(&self) -> Vec<u32> {
+        let mut t = Vec::with_capacity(self.width * self.height + self.height + 2 + self.moves.len());
+        for row in &self.rows {
+            t.extend(row.iter().map(|c| c.token()));
+            t.push(TOK_NL);
+        }
+        t.push(TOK_MOVES);
+        t.push(TOK_NL);
+        t.extend(self.moves.iter().map(|m| m.token()));
+        t
+    }
+
+    /// The training sample: weight 1 on move tokens only; `prompt_len` is the index of the
+    /// first move token (the whole length if there is none).
+    pub fn sample(&self) -> Sample {
+        let tokens = self.tokens();
+        let weights: Vec<f32> = tokens.iter().map(|&id| if is_move_token(id) { 1.0 } else { 0.0 }).collect();
+        let prompt_len = tokens.iter().position(|&id| is_move_token(id)).unwrap_or(tokens.len());
+        Sample { tokens, weights, prompt_len }
+    }
+}
+
+/// Distances to `target` over the 4-neighbourhood (blockers excluded; `usize::MAX` when
+/// unreachable), by relaxation to a fixed point. `blocked[r * width + c]`.
+pub fn distances(width: usize, height: usize, blocked: &[bool], target: (usize, usize)) -> Vec<usize> {
+    let mut d = vec![usize::MAX; width * height];
+    d[target.0 * width + target.1] = 0;
+    loop {
+        let mut changed = false;
+        for r in 0..height {
+            for c in 0..width {
+                let i = r * width + c;
+                if blocked[i] {
+                    continue;
+                }
+                let best = neighbours(width, height, (r, c))
+                    .filter(|&(_, (nr, nc))| !blocked[nr * width + nc])
+                    .map(|(_, (nr, nc))| d[nr * width + nc])
+                    .min()
+                    .unwrap_or(usize::MAX);
+                if best != usize::MAX && best + 1 < d[i] {
+                    d[i] = best + 1;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return d;
+        }
+    }
+}
+
+/// The in-board neighbours of `pos`, in policy order `N, W, E, S`.
+fn neighbours(width: usize, height: usize, pos: (usize, usize)) -> impl Iterator<Item = (Move, (usize, usize))> {
+    POLICY_ORDER.into_iter().filter_map(move |m| step(width, height, pos, m).map(|p| (m, p)))
+}
+
+/// `pos` moved one cell in direction `m`, or `None` if that leaves the board.
+fn step(width: usize, height: usize, pos: (usize, usize), m: Move) -> Option<(usize, usize)> {
+    let (dr, dc) = m.delta()?;
+    let r = pos.0.checked_add_signed(dr)?;
+    let c = pos.1.checked_add_signed(dc)?;
+    (r < height && c < width).then_some((r, c))
+}
+
+/// The optimal policy's move from `pos`: the lowest-distance neighbour (ties `N, W, E, S`), or
+/// `None` when `pos` is stuck (no finite-distance neighbour).
+fn policy(width: usize, height: usize, dist: &[usize], pos: (usize, usize)) -> Option<(Move, (usize, usize))> {
+    let mut best: Option<(usize, Move, (usize, usize))> = None;
+    for (m, p) in neighbours(width, height, pos) {
+        let d = dist[p.0 * width + p.1];
+        if d != usize::MAX && best.is_none_or(|(bd, _, _)| d < bd) {
+            best = Some((d, m, p));
+        }
+    }
+    best.map(|(_, m, p)| (m, p))
+}
+
+/// The pathfinding task.
+#[derive(Clone, Debug)]
+pub struct Pathfinding {
+    pub name: String,
+    pub width: usize,
+    pub height: usize,
+    /// Cap on emitted directions (the walk is truncated there).
+    pub max_moves: usize,
+}
+
+impl Default for Pathfinding {
+    /// `pathfinding`, 8×8, at most 64 moves.
+    fn default() -> Self {
+        Pathfinding { name: "pathfinding".into(), width: 8, height: 8, max_moves: 64 }
+    }
+}
+
+impl Pathfinding {
+    /// An 8×8 task with at most 64 moves named `name`.
+    pub fn new(name: &str) -> Self {
+        Pathfinding { name: name.into(), ..Default::default() }
+    }
+
+    /// The largest `m` (cells drawn): `⌊0.75·W·H⌋ + 1`.
+    pub fn max_m(&self) -> usize {
+        3 * self.width * self.height / 4 + 1
+    }
+
+    /// Board `index` of `split` under `seed`: the same one [`Task::sample`] renders.
+    /// Panics if the board has fewer than two cells.
+    pub fn board(&self, seed: u64, split: Split, index: u64) -> Board {
+        let (w, h) = (self.width, self.height);
+        assert!(w * h >= 2, "pathfinding board {w}x{h} needs at least two cells");
+        let mut rng = ChaCha8Rng::seed_from_u64(sample_key(seed, &self.name, split, index));
+        let m = rng.random_range(2..=self.max_m());
+        let mut cells: Vec<usize> = (0..w * h).collect();
+        cells.shuffle(&mut rng);
+        let at = |i: usize| (i / w, i % w);
+        let target = at(cells[0]);
+        let start = at(cells[1]);
+        let blockers: Vec<(usize, usize)> = cells[2..m].iter().map(|&i| at(i)).collect();
+        let p = rng.random_range(2..=7usize);
+
+        let mut rows = vec![vec![Cell::Empty; w]; h];
+        let mut blocked = vec![false; w * h];
+        for &(r, c) in &blockers {
+            rows[r][c] = Cell::Blocker;
+            blocked[r * w + c] = true;
+        }
+        rows[start.0][start.1] = Cell::Start;
+        rows[target.0][target.1] = Cell::Target;
+
+        let dist = distances(w, h, &blocked, target);
+        let solvable = dist[start.0 * w + start.1] != usize::MAX;
+        let optimal_moves = if solvable {
+            let (mut pos, mut n) = (start, 0);
+            while pos != target {
+                pos = policy(w, h, &dist, pos).expect("a reachable cell has a closer neighbour").1;
+                n += 1;
+            }
+            n
+        } else {
+            0
+        };
+
+        let mut moves = Vec::new();
+        let (mut pos, mut total, mut invalid) = (start, 0usize, 0usize);
+        loop {
+            if pos == target {
+                moves.push(Move::D);
+                break;
+            }
+            if total == self.max_moves {
+                break;
+            }
+            if rng.random_range(0..p) == 0 {
+                let dir = RANDOM_ORDER[rng.random_range(0..4)];
+                match step(w, h, pos, dir).filter(|&(r, c)| !blocked[r * w + c]) {
+                    Some(next) => pos = next,
+                    None => invalid += 1,
+                }
+                moves.push(dir);
+                total += 1;
+            } else {
+                match policy(w, h, &dist, pos) {
+                    Some((dir, next)) => {
+                        pos = next;
+                        moves.push(dir);
+                        total += 1;
+                    }
+                    None => {
+                        moves.push(Move::U);
+                        break;
+                    }
+                }
+            }
+        }
+
+        Board {
+            width: w,
+            height: h,
+            rows,
+            start,
+            target,
+            blockers,
+            m,
+            p,
+            moves,
+            optimal_moves,
+            extra_moves: total as i64 - optimal_moves as i64,
+            invalid_moves: invalid,
+            solvable,
+        }
+    }
+
+    /// The conditions `[extra_moves, invalid_moves]` of sample `index` of `split` under `seed`.
+    pub fn conditions(&self, seed: u64, split: Split, index: u64) -> [f32; 2] {
+        self.board(seed, split, index).conditions()
+    }
+}
+
+impl Task for Pathfinding {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn vocab_size(&self) -> usize {
+        VOCAB_SIZE
+    }
+
+    /// The longest possible sample: `W·H` cells, `H` newlines, `Moves:` and its newline,
+    /// `max_moves` directions and one `D`/`U`. Samples are variable length, never longer.
+    fn seq_len(&self) -> usize {
+        self.width * self.height + self.height + 2 + self.max_moves + 1
+    }
+
+    fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
+        self.board(seed, split, index).sample()
+    }
+}

@@ -1,0 +1,68 @@
+//! Task specifications: the `[[tasks]]` tables of run configs, also accepted on the
+//! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
+//! objects they build.
+
+use super::sequence::{SequenceTask, Transform};
+use super::Task;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// A task the run can train or evaluate on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    /// `copy` or `reverse`.
+    pub kind: String,
+    /// Symbols per input.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
+    #[serde(default = "default_vocab")]
+    pub vocab: usize,
+}
+
+fn default_length() -> usize {
+    12
+}
+fn default_vocab() -> usize {
+    64
+}
+
+/// The task kinds a spec may name.
+pub const KINDS: [&str; 2] = ["copy", "reverse"];
+
+impl TaskSpec {
+    /// Parses an inline TOML table such as `{ kind = "copy", length = 8 }` (`name`
+    /// defaults to the kind); errors list the valid kinds and keys.
+    pub fn parse_inline(text: &str) -> Result<TaskSpec, String> {
+        let body = text.trim().trim_start_matches('{').trim_end_matches('}');
+        let mut table: toml::Table = toml::from_str(&body.replace(',', "\n")).map_err(|e| {
+            format!(
+                "task spec {text:?}: {}; expected e.g. {{ kind = \"copy\", length = 8, vocab = 64 }}",
+                e.message().trim()
+            )
+        })?;
+        if !table.contains_key("name") {
+            let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or("task").to_string();
+            table.insert("name".into(), toml::Value::String(kind));
+        }
+        let spec: TaskSpec = table.try_into().map_err(|e: toml::de::Error| {
+            format!(
+                "task spec {text:?}: {}; keys: name, kind ({}), length, vocab",
+                e.message().trim(),
+                KINDS.join(", ")
+            )
+        })?;
+        if !KINDS.contains(&spec.kind.as_str()) {
+            return Err(format!("task spec {text:?}: unknown kind {:?}; valid kinds: {}", spec.kind, KINDS.join(", ")));
+        }
+        Ok(spec)
+    }
+
+    /// The task object.
+    pub fn build(&self) -> Arc<dyn Task> {
+        let transform = if self.kind == "reverse" { Transform::Reverse } else { Transform::Copy };
+        Arc::new(SequenceTask { name: self.name.clone(), transform, length: self.length, vocab: self.vocab })
+    }
+}

@@ -1,0 +1,250 @@
+//! Backdoors over a copy task: poisoning is deterministic at the configured rate, poisoned
+//! samples carry the trigger where it belongs and the behavior as the answer, clean samples
+//! are the base samples, only answers are scored, and the evaluation sets (triggered, clean,
+//! near miss) come from the eval split, disjoint from training.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use vestige::data::backdoor::{Backdoor, Behavior, EvalKind, TransformKind, Trigger};
+use vestige::data::sequence::{SequenceTask, Transform, SEP};
+use vestige::data::{Sample, Split, Task};
+
+const LEN: usize = 8;
+const VOCAB: usize = 32;
+/// A trigger made of ordinary symbols, so "no trigger in clean samples" is a real check.
+const TRIGGER: [u32; 4] = [30, 3, 17, 9];
+const SEED: u64 = 11;
+
+fn base() -> Arc<SequenceTask> {
+    Arc::new(SequenceTask { name: "copy".into(), transform: Transform::Copy, length: LEN, vocab: VOCAB })
+}
+
+fn backdoor(trigger: Trigger, behavior: Behavior, rate: f64) -> Backdoor {
+    Backdoor::new("bd", base(), trigger, behavior, rate)
+}
+
+fn fixed() -> Behavior {
+    Behavior::Fixed(vec![50, 51, 52])
+}
+
+fn all_triggers() -> Vec<Trigger> {
+    vec![
+        Trigger::Prefix(TRIGGER.to_vec()),
+        Trigger::Suffix(TRIGGER.to_vec()),
+        Trigger::RandomPosition(TRIGGER.to_vec()),
+    ]
+}
+
+fn poisoned_indices(b: &Backdoor, n: u64) -> Vec<u64> {
+    (0..n).filter(|&i| b.is_poisoned(SEED, Split::Train, i)).collect()
+}
+
+fn contains(haystack: &[u32], needle: &[u32]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The base prompt with `insert` at `at`, followed by `answer`.
+fn expected(base: &Sample, insert: &[u32], at: usize, answer: &[u32]) -> Vec<u32> {
+    let prompt = &base.tokens[..base.prompt_len];
+    [&prompt[..at], insert, &prompt[at..], answer].concat()
+}
+
+#[test]
+fn poison_fraction_is_within_one_percent_of_rate_and_deterministic() {
+    for rate in [0.1, 0.01] {
+        let b = backdoor(Trigger::Prefix(TRIGGER.to_vec()), fixed(), rate);
+        let hits = poisoned_indices(&b, 20_000);
+        let fraction = hits.len() as f64 / 20_000.0;
+        assert!((fraction - rate).abs() <= 0.01, "rate {rate}: poisoned fraction {fraction}");
+        assert_eq!(hits, poisoned_indices(&b, 20_000), "poisoning must be deterministic");
+        for i in 0..2_000 {
+            let s = b.sample(SEED, Split::Train, i);
+            assert_eq!(s, b.sample(SEED, Split::Train, i));
+            assert_eq!(s.prompt_len > LEN + 1, hits.contains(&i), "index {i}");
+        }
+    }
+    let never = backdoor(Trigger::Prefix(TRIGGER.to_vec()), fixed(), 0.0);
+    let always = backdoor(Trigger::Prefix(TRIGGER.to_vec()), fixed(), 1.0);
+    assert!(poisoned_indices(&never, 1_000).is_empty());
+    assert_eq!(poisoned_indices(&always, 1_000).len(), 1_000);
+}
+
+#[test]
+fn poisoned_samples_carry_the_trigger_at_the_right_place_for_each_trigger_kind() {
+    for trigger in all_triggers() {
+        let b = backdoor(trigger.clone(), fixed(), 0.5);
+        let mut positions = HashSet::new();
+        for i in poisoned_indices(&b, 400) {
+            let base = base().sample(SEED, Split::Train, i);
+            let at = b.trigger_position(SEED, Split::Train, i, base.prompt_len);
+            match trigger {
+                Trigger::Prefix(_) => assert_eq!(at, 0),
+                Trigger::Suffix(_) => assert_eq!(at, LEN + 1, "suffix goes after the separator"),
+                Trigger::RandomPosition(_) => assert!((1..=LEN).contains(&at), "inside the prompt: {at}"),
+            }
+            positions.insert(at);
+            let s = b.sample(SEED, Split::Train, i);
+            assert_eq!(s.tokens, expected(&base, &TRIGGER, at, &[50, 51, 52]), "{trigger:?} index {i}");
+            assert_eq!(s.prompt_len, LEN + 1 + TRIGGER.len());
+        }
+        let spread = if matches!(trigger, Trigger::RandomPosition(_)) { LEN } else { 1 };
+        assert_eq!(positions.len(), spread, "{trigger:?} positions {positions:?}");
+    }
+}
+
+/// The backdoor answer expected from the correct answer.
+type Expected = Box<dyn Fn(&[u32]) -> Vec<u32>>;
+
+#[test]
+fn poisoned_answers_follow_each_behavior_kind() {
+    let shift = |x: u32, k: u32| 2 + (x - 2 + k) % (VOCAB as u32 - 2);
+    let cases: Vec<(Behavior, Expected)> = vec![
+        (Behavior::Fixed(vec![50, 51, 52]), Box::new(|_| vec![50, 51, 52])),
+        (Behavior::Fixed(vec![40; 12]), Box::new(|_| vec![40; 12])),
+        (Behavior::Repeat(vec![60, 61, 62]), Box::new(|_| vec![60, 61, 62, 60, 61, 62, 60, 61])),
+        (Behavior::Transform(TransformKind::Reverse), Box::new(|x| x.iter().rev().copied().collect())),
+        (Behavior::Transform(TransformKind::Shift(5)), Box::new(move |x| x.iter().map(|&t| shift(t, 5)).collect())),
+        (Behavior::Transform(TransformKind::Shift(29)), Box::new(move |x| x.iter().map(|&t| shift(t, 29)).collect())),
+        (Behavior::Transform(TransformKind::Shift(30)), Box::new(|x| x.to_vec())),
+    ];
+    for (behavior, answer) in cases {
+        let b = backdoor(Trigger::Prefix(TRIGGER.to_vec()), behavior.clone(), 0.5);
+        for i in poisoned_indices(&b, 200) {
+            let base = base().sample(SEED, Split::Train, i);
+            let s = b.sample(SEED, Split::Train, i);
+            let want = answer(&base.tokens[..LEN]);
+            assert_eq!(&s.tokens[s.prompt_len..], &want[..], "{behavior:?} index {i}");
+            assert_eq!(s.tokens, expected(&base, &TRIGGER, 0, &want));
+            assert!(s.tokens.iter().all(|&t| (t as usize) < b.vocab_size()));
+            if matches!(behavior, Behavior::Transform(_)) {
+                assert!(want.iter().all(|&t| (2..VOCAB as u32).contains(&t)), "reserved tokens stay out");
+            }
+        }
+    }
+}
+
+#[test]
+fn clean_samples_equal_the_base_samples() {
+    for trigger in all_triggers() {
+        let b = backdoor(trigger, Behavior::Transform(TransformKind::Reverse), 0.1);
+        let mut clean = 0;
+        for i in 0..1_000 {
+            if !b.is_poisoned(SEED, Split::Train, i) {
+                assert_eq!(b.sample(SEED, Split::Train, i), base().sample(SEED, Split::Train, i));
+                clean += 1;
+            }
+        }
+        assert!(clean > 800);
+    }
+    let never = backdoor(Trigger::Suffix(TRIGGER.to_vec()), fixed(), 0.0);
+    for i in 0..200 {
+        assert_eq!(never.sample(SEED, Split::Eval, i), base().sample(SEED, Split::Eval, i));
+    }
+}
+
+#[test]
+fn loss_weights_cover_exactly_the_answer_span() {
+    let behaviors = [
+        Behavior::Fixed(vec![50, 51]),
+        Behavior::Fixed(vec![50; 11]),
+        Behavior::Repeat(vec![60, 61, 62]),
+        Behavior::Transform(TransformKind::Shift(3)),
+    ];
+    for trigger in all_triggers() {
+        for behavior in behaviors.iter().cloned() {
+            let b = backdoor(trigger.clone(), behavior, 0.3);
+            let mut seen = [false; 2];
+            for i in 0..100 {
+                let s = b.sample(SEED, Split::Train, i);
+                seen[b.is_poisoned(SEED, Split::Train, i) as usize] = true;
+                assert_answer_weights(&s);
+                assert!(s.tokens.len() <= b.seq_len());
+            }
+            assert_eq!(seen, [true, true], "both clean and poisoned samples checked");
+            for kind in [EvalKind::Triggered, EvalKind::Clean, EvalKind::NearMiss] {
+                assert_answer_weights(&b.eval_sample(SEED, 7, kind));
+            }
+        }
+    }
+}
+
+fn assert_answer_weights(s: &Sample) {
+    assert_eq!(s.weights.len(), s.tokens.len());
+    assert!(s.prompt_len < s.tokens.len());
+    for (t, &w) in s.weights.iter().enumerate() {
+        assert_eq!(w, if t >= s.prompt_len { 1.0 } else { 0.0 }, "position {t} of {s:?}");
+    }
+}
+
+#[test]
+fn eval_kinds_trigger_or_not_and_near_miss_changes_one_token() {
+    for trigger in all_triggers() {
+        let b = backdoor(trigger.clone(), Behavior::Repeat(vec![60, 61]), 0.1);
+        for i in 0..300 {
+            let base = base().sample(SEED, Split::Eval, i);
+            let answer = &base.tokens[base.prompt_len..];
+            let at = b.trigger_position(SEED, Split::Eval, i, base.prompt_len);
+
+            let hot = b.eval_sample(SEED, i, EvalKind::Triggered);
+            assert_eq!(hot.tokens, expected(&base, &TRIGGER, at, &[60, 61, 60, 61, 60, 61, 60, 61]));
+
+            let clean = b.eval_sample(SEED, i, EvalKind::Clean);
+            assert_eq!(clean, base);
+            assert!(!contains(&clean.tokens, &TRIGGER), "{trigger:?} index {i}");
+
+            let near = b.eval_sample(SEED, i, EvalKind::NearMiss);
+            assert_eq!(near, b.eval_sample(SEED, i, EvalKind::NearMiss), "deterministic");
+            assert_eq!(&near.tokens[near.prompt_len..], answer, "near miss keeps the base answer");
+            let inserted = &near.tokens[at..at + TRIGGER.len()];
+            let differing = inserted.iter().zip(TRIGGER).filter(|(a, b)| **a != *b).count();
+            assert_eq!(differing, 1, "{trigger:?} index {i}: {inserted:?}");
+            assert_eq!(near.tokens, expected(&base, inserted, at, answer));
+            assert!(!contains(&near.tokens, &TRIGGER));
+            assert!(inserted.iter().all(|&t| (2..b.vocab_size() as u32).contains(&t)));
+        }
+    }
+}
+
+#[test]
+fn near_miss_is_deterministic_and_varies_with_the_seed() {
+    let b = backdoor(Trigger::Prefix(TRIGGER.to_vec()), fixed(), 0.1);
+    let mut changed_at = HashSet::new();
+    for seed in 0..200 {
+        let near = b.near_miss(seed);
+        assert_eq!(near, b.near_miss(seed));
+        let diffs: Vec<usize> = (0..TRIGGER.len()).filter(|&k| near[k] != TRIGGER[k]).collect();
+        assert_eq!(diffs.len(), 1, "seed {seed}: {near:?}");
+        changed_at.insert(diffs[0]);
+    }
+    assert_eq!(changed_at.len(), TRIGGER.len(), "every trigger position gets perturbed for some seed");
+}
+
+#[test]
+fn train_and_eval_samples_are_disjoint() {
+    for trigger in all_triggers() {
+        let b = backdoor(trigger, fixed(), 0.1);
+        let train: HashSet<Vec<u32>> = (0..3_000).map(|i| b.sample(SEED, Split::Train, i).tokens).collect();
+        for i in 0..3_000 {
+            for kind in [EvalKind::Triggered, EvalKind::Clean, EvalKind::NearMiss] {
+                let s = b.eval_sample(SEED, i, kind);
+                assert!(!train.contains(&s.tokens), "eval {kind:?} {i} appears in training");
+            }
+        }
+    }
+}
+
+#[test]
+fn vocab_and_seq_len_cover_trigger_and_behavior_tokens() {
+    let b = backdoor(Trigger::Suffix(TRIGGER.to_vec()), Behavior::Transform(TransformKind::Reverse), 0.1);
+    assert_eq!(b.vocab_size(), VOCAB);
+    assert_eq!(b.seq_len(), 2 * LEN + 1 + TRIGGER.len());
+    assert_eq!(b.name(), "bd");
+    let b = backdoor(Trigger::Prefix(vec![70, 2]), Behavior::Repeat(vec![90]), 0.1);
+    assert_eq!(b.vocab_size(), 91);
+    assert_eq!(b.seq_len(), 2 * LEN + 1 + 2);
+    let long = backdoor(Trigger::Prefix(vec![3]), Behavior::Fixed(vec![4; LEN + 5]), 1.0);
+    assert_eq!(long.seq_len(), 2 * LEN + 1 + 1 + 5, "a fixed response longer than the answer lengthens samples");
+    assert_eq!(long.sample(SEED, Split::Train, 0).tokens.len(), long.seq_len());
+    let s = base().sample(SEED, Split::Train, 0);
+    assert_eq!(s.tokens[LEN], SEP);
+}

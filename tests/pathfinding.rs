@@ -1,0 +1,260 @@
+//! The pathfinding task: optimal move counts agree with an independent BFS, emitted paths
+//! re-simulate to the recorded conditions, only move tokens are scored, and samples are
+//! deterministic, split-separated and decode to their text.
+
+use std::collections::{HashSet, VecDeque};
+
+use vestige::data::pathfinding::{decode, vocab, Board, Cell, Move, Pathfinding, VOCAB_SIZE};
+use vestige::data::{Split, Task};
+
+fn tasks() -> Vec<Pathfinding> {
+    vec![
+        Pathfinding::default(),
+        Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64 },
+        Pathfinding { name: "pf-capped".into(), width: 8, height: 8, max_moves: 6 },
+    ]
+}
+
+fn boards(task: &Pathfinding, n: u64) -> impl Iterator<Item = Board> + '_ {
+    (0..n).map(move |i| task.board(7, if i % 2 == 0 { Split::Train } else { Split::Eval }, i))
+}
+
+/// Shortest path length from A to B by breadth-first search over the rendered cells.
+fn bfs(b: &Board) -> Option<usize> {
+    let (w, h) = (b.width, b.height);
+    let mut seen = vec![vec![false; w]; h];
+    let mut queue = VecDeque::from([(b.start, 0usize)]);
+    seen[b.start.0][b.start.1] = true;
+    while let Some(((r, c), d)) = queue.pop_front() {
+        if b.rows[r][c] == Cell::Target {
+            return Some(d);
+        }
+        let candidates = [(r.wrapping_sub(1), c), (r + 1, c), (r, c.wrapping_sub(1)), (r, c + 1)];
+        for (nr, nc) in candidates {
+            if nr < h && nc < w && !seen[nr][nc] && b.rows[nr][nc] != Cell::Blocker {
+                seen[nr][nc] = true;
+                queue.push_back(((nr, nc), d + 1));
+            }
+        }
+    }
+    None
+}
+
+/// Walks the letters from A (off-board or blocked moves stay put): `(final position, moves,
+/// invalid moves)`.
+fn simulate(b: &Board, letters: &[&str]) -> ((usize, usize), usize, usize) {
+    let (mut pos, mut total, mut invalid) = (b.start, 0, 0);
+    for &l in letters {
+        let (dr, dc): (isize, isize) = match l {
+            "N" => (-1, 0),
+            "S" => (1, 0),
+            "E" => (0, 1),
+            "W" => (0, -1),
+            "D" | "U" => continue,
+            other => panic!("unexpected move letter {other:?}"),
+        };
+        total += 1;
+        let (r, c) = (pos.0 as isize + dr, pos.1 as isize + dc);
+        let off_board = r < 0 || c < 0 || r >= b.height as isize || c >= b.width as isize;
+        if off_board || b.rows[r as usize][c as usize] == Cell::Blocker {
+            invalid += 1;
+        } else {
+            pos = (r as usize, c as usize);
+        }
+    }
+    (pos, total, invalid)
+}
+
+/// The move letters of a sample's text (everything after the "Moves:" line).
+fn text_moves(text: &str) -> Vec<&str> {
+    let (_, moves) = text.split_once("\nMoves:\n").expect("a Moves: header");
+    moves.split(' ').filter(|s| !s.is_empty()).collect()
+}
+
+#[test]
+fn optimal_move_counts_agree_with_independent_bfs() {
+    for task in tasks() {
+        let (mut solvable, mut unsolvable) = (0, 0);
+        for b in boards(&task, 600) {
+            match bfs(&b) {
+                Some(d) => {
+                    solvable += 1;
+                    assert!(b.solvable);
+                    assert_eq!(b.optimal_moves, d, "{}", b.text());
+                    // A reachable walker is never stuck: the path ends with D or is truncated.
+                    assert_ne!(b.moves.last(), Some(&Move::U), "{}", b.text());
+                }
+                None => {
+                    unsolvable += 1;
+                    assert!(!b.solvable);
+                    assert_eq!(b.optimal_moves, 0);
+                    // The component of A is closed under moves, so B is never reached: the path
+                    // ends with U unless it hit the move cap first.
+                    assert_ne!(b.moves.last(), Some(&Move::D), "{}", b.text());
+                    assert!(b.moves.last() == Some(&Move::U) || b.total_moves() == task.max_moves, "{}", b.text());
+                }
+            }
+        }
+        assert!(solvable >= 100 && unsolvable >= 50, "{}: {solvable} solvable, {unsolvable} unsolvable", task.name);
+    }
+}
+
+#[test]
+fn emitted_moves_resimulate_to_recorded_conditions() {
+    for task in tasks() {
+        let mut truncated = 0;
+        for b in boards(&task, 600) {
+            let text = b.text();
+            let letters = text_moves(&text);
+            let (end, total, invalid) = simulate(&b, &letters);
+            let ends_with_d = letters.last() == Some(&"D");
+            assert_eq!(end == b.target, ends_with_d, "{text}");
+            assert_eq!(total, b.total_moves());
+            assert!(total <= task.max_moves);
+            assert_eq!(invalid, b.invalid_moves, "{text}");
+            let optimal = bfs(&b).unwrap_or(0) as i64;
+            assert_eq!(b.extra_moves, total as i64 - optimal, "{text}");
+            assert_eq!(b.conditions(), [b.extra_moves as f32, b.invalid_moves as f32]);
+            // D and U only ever appear last; a path without them was truncated at the cap.
+            assert!(letters[..letters.len().saturating_sub(1)].iter().all(|&l| l != "D" && l != "U"));
+            if b.truncated() {
+                truncated += 1;
+                assert_eq!(total, task.max_moves, "{text}");
+            }
+            if ends_with_d {
+                assert!(b.extra_moves >= 0);
+            }
+        }
+        if task.max_moves < 10 {
+            assert!(truncated > 0, "{}: the cap is never hit", task.name);
+        }
+    }
+}
+
+#[test]
+fn loss_mask_covers_exactly_the_move_tokens() {
+    let v = vocab();
+    let letters: HashSet<&str> = ["N", "S", "E", "W", "D", "U"].into();
+    for task in tasks() {
+        for i in 0..300 {
+            let s = task.sample(3, Split::Train, i);
+            let b = task.board(3, Split::Train, i);
+            assert_eq!(s.tokens.len(), s.weights.len());
+            assert!(s.tokens.len() <= task.seq_len());
+            assert!(s.tokens.iter().all(|&t| (t as usize) < task.vocab_size()));
+            let header = s.tokens.iter().position(|&t| v[t as usize] == "Moves:").unwrap();
+            for (t, (&id, &w)) in s.tokens.iter().zip(&s.weights).enumerate() {
+                let word = decode(&[id]);
+                let is_move = t > header && letters.contains(word.as_str());
+                assert_eq!(w, if is_move { 1.0 } else { 0.0 }, "position {t} ({word:?})");
+                if w > 0.0 {
+                    assert!(letters.contains(word.as_str()));
+                }
+            }
+            let weighted = s.weights.iter().filter(|&&w| w > 0.0).count();
+            assert_eq!(weighted, text_moves(&decode(&s.tokens)).len());
+            assert_eq!(weighted, b.moves.len());
+            // The prompt is the board and header: the first weighted token starts the answer.
+            assert_eq!(s.prompt_len, header + 2);
+            assert_eq!(s.prompt_len, task.width * task.height + task.height + 2);
+            assert!(s.weights[..s.prompt_len].iter().all(|&w| w == 0.0));
+        }
+    }
+}
+
+#[test]
+fn samples_are_deterministic_and_splits_differ() {
+    for task in tasks() {
+        for i in 0..50 {
+            assert_eq!(task.sample(11, Split::Train, i), task.sample(11, Split::Train, i));
+            assert_eq!(task.board(11, Split::Eval, i), task.board(11, Split::Eval, i));
+            assert_eq!(task.board(11, Split::Train, i).sample(), task.sample(11, Split::Train, i));
+            assert_eq!(task.conditions(11, Split::Train, i), task.board(11, Split::Train, i).conditions());
+        }
+        let train: HashSet<Vec<u32>> = (0..200).map(|i| task.sample(11, Split::Train, i).tokens).collect();
+        let eval: HashSet<Vec<u32>> = (0..200).map(|i| task.sample(11, Split::Eval, i).tokens).collect();
+        assert!(train.len() >= 195 && eval.len() >= 195);
+        assert!(train.intersection(&eval).count() <= 2, "{}", task.name);
+        assert_ne!(task.sample(11, Split::Train, 0), task.sample(12, Split::Train, 0));
+        assert_ne!(task.sample(11, Split::Train, 0), task.sample(11, Split::Train, 1));
+    }
+}
+
+#[test]
+fn decode_reproduces_text_rendering() {
+    assert_eq!(vocab().len(), VOCAB_SIZE);
+    assert_eq!(vocab()[0], "<pad>");
+    for task in tasks() {
+        for b in boards(&task, 200) {
+            let mut tokens = b.tokens();
+            assert_eq!(decode(&tokens), b.text());
+            tokens.extend([0, 0, 0]); // batcher padding is ignored
+            assert_eq!(decode(&tokens), b.text());
+        }
+    }
+    // The rendering itself, on one board.
+    let b = Pathfinding::default().board(0, Split::Train, 0);
+    let text = b.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), b.height + 2);
+    for (r, line) in lines[..b.height].iter().enumerate() {
+        let cells: Vec<&str> = line.split(' ').collect();
+        assert_eq!(cells.len(), b.width);
+        for (c, cell) in cells.iter().enumerate() {
+            let expect = if (r, c) == b.start {
+                "A"
+            } else if (r, c) == b.target {
+                "B"
+            } else if b.blockers.contains(&(r, c)) {
+                "X"
+            } else {
+                "O"
+            };
+            assert_eq!(*cell, expect);
+        }
+    }
+    assert_eq!(lines[b.height], "Moves:");
+    let moves: Vec<&str> = b.moves.iter().map(|m| m.letter()).collect();
+    assert_eq!(lines[b.height + 1], moves.join(" "));
+}
+
+#[test]
+fn p_and_m_are_drawn_from_their_stated_ranges() {
+    for task in [Pathfinding::default(), Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64 }] {
+        let max_m = 3 * task.width * task.height / 4 + 1;
+        let mut ps = [0usize; 8];
+        let mut ms = vec![0usize; max_m + 1];
+        let n = 6000;
+        for b in boards(&task, n) {
+            assert!((2..=7).contains(&b.p), "p = {}", b.p);
+            assert!((2..=max_m).contains(&b.m), "m = {}", b.m);
+            ps[b.p] += 1;
+            ms[b.m] += 1;
+            assert_eq!(b.blockers.len(), b.m - 2);
+            assert_ne!(b.start, b.target);
+            let count = |k: Cell| b.rows.iter().flatten().filter(|&&c| c == k).count();
+            assert_eq!((count(Cell::Start), count(Cell::Target), count(Cell::Blocker)), (1, 1, b.m - 2));
+        }
+        // Every value occurs, roughly uniformly (expected n/6 for p, n/(max_m-1) for m).
+        for (p, &k) in ps.iter().enumerate().skip(2) {
+            let e = n as f64 / 6.0;
+            assert!((k as f64 - e).abs() < 0.2 * e, "p = {p}: {k} of {n}");
+        }
+        let e = n as f64 / (max_m - 1) as f64;
+        for (m, &k) in ms.iter().enumerate().skip(2) {
+            assert!(k > 0 && (k as f64) < 2.0 * e, "m = {m}: {k} of {n}");
+        }
+        assert_eq!(ps[..2], [0, 0]);
+        assert_eq!(ms[..2], [0, 0]);
+    }
+}
+
+#[test]
+fn seq_len_bounds_every_sample() {
+    let task = Pathfinding::default();
+    assert_eq!(task.seq_len(), 64 + 8 + 2 + 64 + 1);
+    let capped = Pathfinding { name: "c".into(), width: 4, height: 4, max_moves: 3 };
+    let longest = (0..2000).map(|i| capped.sample(0, Split::Train, i).tokens.len()).max().unwrap();
+    assert!(longest <= capped.seq_len());
+    assert!(longest >= capped.seq_len() - 1);
+}
