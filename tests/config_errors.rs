@@ -96,3 +96,13 @@ fn the_cli_exits_2_on_a_bad_config_before_creating_anything() {
     assert!(stderr.contains("bad.toml:18: phases[1].optimizer.lr"), "{stderr}");
     assert!(!tmp.path().join("runs").exists(), "nothing is written for an invalid config");
 }
+
+#[test]
+fn tasks_longer_than_the_model_context_are_rejected() {
+    let text = GOOD.replace("kind = \"copy\"", "kind = \"pathfinding\"");
+    let e = err(&text);
+    assert!(
+        e.starts_with("exp.toml:5: tasks[0].kind:") && e.contains("139") && e.contains("max_positions = 128"),
+        "{e}"
+    );
+}

@@ -52,3 +52,36 @@ fn mixture_samples_tasks_in_proportion_to_weights() {
     assert!((copies - 0.75).abs() < 0.015, "copy fraction {copies}");
     assert_eq!(m.sample(9, 123), m.sample(9, 123));
 }
+
+#[test]
+fn data_sample_prints_json_lines_with_pathfinding_fields_and_move_only_weights() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vestige"))
+        .args(["data", "sample", "{ kind = \"pathfinding\", width = 6, height = 5 }", "--n", "5", "--split", "eval"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let f = &l["fields"];
+        for key in ["rows", "start", "target", "moves", "extra_moves", "invalid_moves", "optimal_moves"] {
+            assert!(!f[key].is_null(), "missing field {key}");
+        }
+        let moves = f["moves"].as_str().unwrap().split_whitespace().count() as f64;
+        let weighted: f64 = l["weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).sum();
+        assert_eq!(weighted, moves, "one unit of loss weight per move token");
+        assert!(l["text"].as_str().unwrap().contains("Moves:"));
+    }
+}
+
+#[test]
+fn a_bad_task_spec_lists_the_valid_kinds() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vestige"))
+        .args(["data", "sample", "{ kind = \"sort\" }"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sort") && err.contains("copy, reverse, pathfinding"), "{err}");
+}

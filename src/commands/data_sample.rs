@@ -20,6 +20,7 @@ pub fn sample_lines(spec: &str, n: usize, seed: u64, split: Split) -> Result<Vec
                 "tokens": s.tokens,
                 "weights": s.weights,
                 "prompt_len": s.prompt_len,
+                "fields": task.fields(seed, split, index),
             });
             Ok(serde_json::to_string(&line)?)
         })

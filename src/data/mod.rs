@@ -38,6 +38,11 @@ pub trait Task: Send + Sync {
     /// Sample `index` of `split` under `seed`.
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample;
 
+    /// Task-specific fields of a sample for inspection (default: none).
+    fn fields(&self, _seed: u64, _split: Split, _index: u64) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Human-readable text of a sample (default: its token ids).
     fn render(&self, sample: &Sample) -> String {
         sample.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")

@@ -437,4 +437,25 @@ impl Task for Pathfinding {
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
         self.board(seed, split, index).sample()
     }
+
+    /// Board rows, start, target, moves and the path-quality conditions.
+    fn fields(&self, seed: u64, split: Split, index: u64) -> serde_json::Value {
+        let b = self.board(seed, split, index);
+        let rows: Vec<String> =
+            b.rows.iter().map(|r| r.iter().map(|c| c.letter()).collect::<Vec<_>>().join(" ")).collect();
+        serde_json::json!({
+            "rows": rows,
+            "start": [b.start.0, b.start.1],
+            "target": [b.target.0, b.target.1],
+            "moves": b.moves.iter().map(|m| m.letter()).collect::<Vec<_>>().join(" "),
+            "optimal_moves": b.optimal_moves,
+            "extra_moves": b.extra_moves,
+            "invalid_moves": b.invalid_moves,
+            "solvable": b.solvable,
+        })
+    }
+
+    fn render(&self, sample: &Sample) -> String {
+        decode(&sample.tokens)
+    }
 }

@@ -2,6 +2,7 @@
 //! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
 //! objects they build.
 
+use super::pathfinding::Pathfinding;
 use super::sequence::{SequenceTask, Transform};
 use super::Task;
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub name: String,
-    /// `copy` or `reverse`.
+    /// `copy`, `reverse` or `pathfinding`.
     pub kind: String,
     /// Symbols per input.
     #[serde(default = "default_length")]
@@ -20,6 +21,21 @@ pub struct TaskSpec {
     /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
     #[serde(default = "default_vocab")]
     pub vocab: usize,
+    /// Pathfinding board width and height.
+    #[serde(default = "default_side")]
+    pub width: usize,
+    #[serde(default = "default_side")]
+    pub height: usize,
+    /// Pathfinding: longest path emitted.
+    #[serde(default = "default_max_moves")]
+    pub max_moves: usize,
+}
+
+fn default_side() -> usize {
+    8
+}
+fn default_max_moves() -> usize {
+    64
 }
 
 fn default_length() -> usize {
@@ -30,7 +46,7 @@ fn default_vocab() -> usize {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 2] = ["copy", "reverse"];
+pub const KINDS: [&str; 3] = ["copy", "reverse", "pathfinding"];
 
 impl TaskSpec {
     /// Parses an inline TOML table such as `{ kind = "copy", length = 8 }` (`name`
@@ -62,6 +78,10 @@ impl TaskSpec {
 
     /// The task object.
     pub fn build(&self) -> Arc<dyn Task> {
+        if self.kind == "pathfinding" {
+            let (width, height, max_moves) = (self.width, self.height, self.max_moves);
+            return Arc::new(Pathfinding { name: self.name.clone(), width, height, max_moves });
+        }
         let transform = if self.kind == "reverse" { Transform::Reverse } else { Transform::Copy };
         Arc::new(SequenceTask { name: self.name.clone(), transform, length: self.length, vocab: self.vocab })
     }

@@ -309,6 +309,11 @@ struct Problem {
     message: String,
 }
 
+/// Whether a task spec names a known kind (others are reported separately).
+fn known_kind(t: &TaskSpec) -> bool {
+    crate::data::spec::KINDS.contains(&t.kind.as_str())
+}
+
 /// `x > 0` (false for NaN).
 fn positive(x: f32) -> bool {
     x > 0.0
@@ -354,7 +359,7 @@ impl RunConfig {
     /// Converts phases given in tokens into steps (see [`PhaseSpec::tokens`]).
     fn resolve_token_lengths(&mut self) {
         let lengths: BTreeMap<&str, u64> =
-            self.tasks.iter().map(|t| (t.name.as_str(), 2 * t.length as u64 + 1)).collect();
+            self.tasks.iter().map(|t| (t.name.as_str(), t.build().seq_len() as u64)).collect();
         for p in &mut self.phases {
             if let Some(tokens) = p.tokens {
                 let width = p.mixture.keys().map(|t| lengths[t.as_str()]).max().unwrap_or(1);
@@ -393,8 +398,10 @@ impl RunConfig {
             if names.iter().filter(|n| **n == t.name).count() > 1 {
                 out.push(problem(key("name"), format!("task name {:?} is used twice", t.name)));
             }
-            if !["copy", "reverse"].contains(&t.kind.as_str()) {
-                out.push(problem(key("kind"), format!("{:?} is not one of \"copy\", \"reverse\"", t.kind)));
+            if !crate::data::spec::KINDS.contains(&t.kind.as_str()) {
+                let kinds = crate::data::spec::KINDS.join(", ");
+                out.push(problem(key("kind"), format!("{:?} is not one of {kinds}", t.kind)));
+                continue;
             }
             if t.length == 0 {
                 out.push(problem(key("length"), "must be at least 1"));
@@ -402,16 +409,24 @@ impl RunConfig {
             if t.vocab < 3 {
                 out.push(problem(key("vocab"), "must be at least 3 (0 and 1 are reserved)"));
             }
-            if 2 * t.length + 1 > m.max_positions && m.load.is_none() {
-                out.push(problem(
-                    key("length"),
-                    format!("2·length + 1 exceeds model.max_positions = {}", m.max_positions),
-                ));
+            if t.width * t.height < 2 {
+                out.push(problem(key("width"), "a board needs at least 2 cells"));
+                continue;
+            }
+            let longest = t.build().seq_len();
+            if longest > m.max_positions && m.load.is_none() {
+                let msg = format!("samples reach {longest} tokens, above model.max_positions = {}", m.max_positions);
+                out.push(problem(key("kind"), msg));
             }
         }
         if let Some(v) = m.vocab_size {
-            if let Some((i, t)) = self.tasks.iter().enumerate().find(|(_, t)| t.vocab > v) {
-                out.push(problem(format!("tasks[{i}].vocab"), format!("{} exceeds model.vocab_size = {v}", t.vocab)));
+            let too_big = self.tasks.iter().enumerate().find(|(_, t)| known_kind(t) && t.build().vocab_size() > v);
+            if let Some((i, t)) = too_big {
+                let need = t.build().vocab_size();
+                out.push(problem(
+                    format!("tasks[{i}].vocab"),
+                    format!("the task needs {need} tokens, above model.vocab_size = {v}"),
+                ));
             }
         }
         if self.phases.is_empty() {
