@@ -305,7 +305,8 @@ impl Runner {
             }
             self.state.step_in_phase += 1;
             self.state.global_step += 1;
-            self.log(i, "train", &[("loss", loss as f64 + penalty), ("lr", lr as f64), ("grad_norm", norm)])?;
+            let train = |metric, value| ("train".to_string(), metric, value);
+            self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
             bar.inc(1);
             let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
@@ -532,20 +533,7 @@ impl Runner {
                 rows.push((name.clone(), metric, value));
             }
         }
-        let phase = self.state.phase as u32;
-        let rows: Vec<MetricRow> = rows
-            .into_iter()
-            .map(|(task, metric, value)| MetricRow {
-                run: self.cfg.name.clone(),
-                phase,
-                step: self.state.global_step,
-                tokens: self.state.tokens,
-                task,
-                metric: metric.into(),
-                value,
-            })
-            .collect();
-        self.write_rows(&rows)
+        self.log(&rows)
     }
 
     /// In a conditional-prompt phase, the prompt for `task` (its one-hot id in the phase's
@@ -562,16 +550,16 @@ impl Runner {
         Some(prompt)
     }
 
-    /// Logs `(metric, value)` pairs for `task` at the current step.
-    fn log(&mut self, phase: usize, task: &str, values: &[(&str, f64)]) -> Result<()> {
-        let rows: Vec<MetricRow> = values
+    /// Logs `(task, metric, value)` rows for the current phase and step.
+    fn log(&mut self, rows: &[(String, &str, f64)]) -> Result<()> {
+        let rows: Vec<MetricRow> = rows
             .iter()
-            .map(|(metric, value)| MetricRow {
+            .map(|(task, metric, value)| MetricRow {
                 run: self.cfg.name.clone(),
-                phase: phase as u32,
+                phase: self.state.phase as u32,
                 step: self.state.global_step,
                 tokens: self.state.tokens,
-                task: task.into(),
+                task: task.clone(),
                 metric: (*metric).into(),
                 value: *value,
             })
