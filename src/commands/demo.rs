@@ -8,24 +8,30 @@
 //!    look at "conditional distance".
 //! 4. Save the model as a Hugging Face directory and a JSON summary.
 
+use crate::data::sequence::{SequenceTask, Transform};
+use crate::data::{Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
 use crate::engine::batch::Batch;
 use crate::engine::config::ModelConfig;
-use crate::engine::generate::{GenerateRequest, Sampling, Slot};
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
 use crate::hf::io::write_atomic;
+use crate::train::batching::batch_of;
+use crate::train::run::{eval_task, Adaptation};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 
 const LEN: usize = 12;
-const SEP: u32 = 1;
 const VOCAB: usize = 64;
+/// Seed of the task streams.
+const SEED: u64 = 0;
+/// Held-out samples per evaluation.
+const EVAL: usize = 128;
 const BATCH: usize = 32;
 const PROMPT: usize = 4;
 
@@ -44,27 +50,17 @@ pub struct DemoSummary {
     pub model_dir: PathBuf,
 }
 
-/// `(ids, batch)` of copy (or reversal) sequences; train and eval use disjoint seeds.
-fn sequences(seed: u64, count: usize, reverse: bool) -> (Vec<u32>, Batch) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut ids = Vec::with_capacity(count * (2 * LEN + 1));
-    for _ in 0..count {
-        let x: Vec<u32> = (0..LEN).map(|_| rng.random_range(2..VOCAB as u32)).collect();
-        ids.extend(&x);
-        ids.push(SEP);
-        ids.extend(if reverse { x.iter().rev().copied().collect::<Vec<_>>() } else { x });
-    }
-    (ids.clone(), Batch::language_model(&ids, count, 2 * LEN + 1))
+/// The demo's copy or reversal task (train and eval are disjoint streams of it).
+fn task(reverse: bool) -> SequenceTask {
+    let transform = if reverse { Transform::Reverse } else { Transform::Copy };
+    SequenceTask { name: format!("{transform:?}").to_lowercase(), transform, length: LEN, vocab: VOCAB }
 }
 
-/// Only the answer is scored: positions from SEP onwards predict the copy.
-fn score_answer_only(mut batch: Batch, n_prompt: usize) -> Batch {
-    for (r, w) in batch.weights.iter_mut().enumerate() {
-        if (r % batch.seq) < n_prompt + LEN {
-            *w = 0.0;
-        }
-    }
-    batch
+/// `count` samples of `split` from `first` on, batched with `n_prompt` prompt slots in front
+/// (only the answer is scored).
+fn batch(task: &SequenceTask, split: Split, first: u64, count: usize, n_prompt: usize) -> Batch {
+    let samples: Vec<_> = (first..first + count as u64).map(|i| task.sample(SEED, split, i)).collect();
+    batch_of(&samples, n_prompt)
 }
 
 fn model_config() -> ModelConfig {
@@ -86,12 +82,13 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 
 /// Phase 1: full-weight training on the copy task; returns the last loss.
 fn train_copy(model: &mut Model, steps: usize) -> f32 {
+    let copy = task(false);
     let mut acts = Activations::default();
     let (mut grads, mut opt) = (vec![0.0; model.n_params()], AdamW::new(model.n_params()));
     let bar = progress(steps, "train copy");
     let mut loss = f32::NAN;
     for step in 0..steps {
-        let batch = score_answer_only(sequences(step as u64, BATCH, false).1, 0);
+        let batch = batch(&copy, Split::Train, (step * BATCH) as u64, BATCH, 0);
         let norm = default_norm(&batch.targets, &batch.weights);
         loss = model.forward(&mut acts, &batch, &[], &[], norm);
         grads.fill(0.0);
@@ -106,27 +103,13 @@ fn train_copy(model: &mut Model, steps: usize) -> f32 {
 
 /// Fraction of held-out inputs whose greedy continuation is the exact copy.
 fn copy_accuracy(model: &Model) -> Result<f64> {
-    let (ids, _) = sequences(1 << 40, 128, false);
-    let rows: Vec<&[u32]> = ids.chunks(2 * LEN + 1).collect();
-    let inputs: Vec<Vec<Slot>> = rows.iter().map(|r| r[..=LEN].iter().map(|&t| Slot::Token(t)).collect()).collect();
-    let req = GenerateRequest {
-        inputs: &inputs,
-        prompt_vectors: &[],
-        steers: &[],
-        max_new_tokens: LEN,
-        sampling: Sampling::Greedy,
-        eos: None,
-        seed: 0,
-    };
-    let out = model.generate(&req)?;
-    let exact = out.iter().zip(&rows).filter(|(o, r)| o.as_slice() == &r[LEN + 1..]).count();
-    Ok(exact as f64 / rows.len() as f64)
+    let metrics = eval_task(model, &task(false), SEED, EVAL, &Adaptation::default(), true)?;
+    Ok(metrics.iter().find(|(m, _)| *m == "exact_match").map_or(0.0, |(_, v)| *v))
 }
 
 /// Held-out reversal loss and teacher-forced token accuracy with `prompt` prepended.
 fn reverse_eval(model: &Model, prompt: &[f32], n: usize) -> (f32, f64) {
-    let (ids, _) = sequences(1 << 41, 128, true);
-    let batch = score_answer_only(Batch::with_prompt(&ids, 128, 2 * LEN + 1, n, &[0; 128]), n);
+    let batch = batch(&task(true), Split::Eval, 0, EVAL, n);
     let norm = default_norm(&batch.targets, &batch.weights);
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, prompt, &[], norm);
@@ -145,6 +128,7 @@ fn reverse_eval(model: &Model, prompt: &[f32], n: usize) -> (f32, f64) {
 
 /// Phase 3: a soft prompt on the frozen model, trained towards reversal.
 fn train_reverse_prompt(model: &Model, steps: usize) -> Vec<f32> {
+    let reverse = task(true);
     let d = model.cfg.d_model;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut prompt: Vec<f32> = (0..PROMPT * d).map(|_| 0.1 * crate::engine::model::standard_normal(&mut rng)).collect();
@@ -152,8 +136,7 @@ fn train_reverse_prompt(model: &Model, steps: usize) -> Vec<f32> {
     let mut acts = Activations::default();
     let bar = progress(steps, "soft prompt");
     for step in 0..steps {
-        let (ids, _) = sequences(1 << 20 | step as u64, BATCH, true);
-        let batch = score_answer_only(Batch::with_prompt(&ids, BATCH, 2 * LEN + 1, PROMPT, &[0; BATCH]), PROMPT);
+        let batch = batch(&reverse, Split::Train, (step * BATCH) as u64, BATCH, PROMPT);
         let norm = default_norm(&batch.targets, &batch.weights);
         let loss = model.forward(&mut acts, &batch, &prompt, &[], norm);
         grad.fill(0.0);
