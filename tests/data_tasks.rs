@@ -85,3 +85,13 @@ fn a_bad_task_spec_lists_the_valid_kinds() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sort") && err.contains("copy, reverse, pathfinding"), "{err}");
 }
+
+#[test]
+fn task_specs_parse_with_or_without_braces_and_keep_commas_inside_strings() {
+    use vestige::data::spec::TaskSpec;
+    let a = TaskSpec::parse_inline("{ name = \"a,b\", kind = \"reverse\", length = 3 }").unwrap();
+    assert_eq!((a.name.as_str(), a.kind.as_str(), a.length), ("a,b", "reverse", 3));
+    let b = TaskSpec::parse_inline("kind = \"copy\", vocab = 9").unwrap();
+    assert_eq!((b.name.as_str(), b.vocab), ("copy", 9));
+    assert!(TaskSpec::parse_inline("{ kind = \"copy\", colour = 1 }").unwrap_err().contains("colour"));
+}

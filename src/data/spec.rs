@@ -52,13 +52,17 @@ impl TaskSpec {
     /// Parses an inline TOML table such as `{ kind = "copy", length = 8 }` (`name`
     /// defaults to the kind); errors list the valid kinds and keys.
     pub fn parse_inline(text: &str) -> Result<TaskSpec, String> {
-        let body = text.trim().trim_start_matches('{').trim_end_matches('}');
-        let mut table: toml::Table = toml::from_str(&body.replace(',', "\n")).map_err(|e| {
-            format!(
-                "task spec {text:?}: {}; expected e.g. {{ kind = \"copy\", length = 8, vocab = 64 }}",
-                e.message().trim()
-            )
-        })?;
+        // Parsed as the value of a key, so commas inside arrays and strings stay intact.
+        let t = text.trim();
+        let braced = if t.starts_with('{') { t.to_string() } else { format!("{{ {t} }}") };
+        let example = "expected e.g. { kind = \"copy\", length = 8, vocab = 64 }";
+        let mut table = match toml::from_str::<toml::Table>(&format!("spec = {braced}")) {
+            Ok(mut doc) => match doc.remove("spec") {
+                Some(toml::Value::Table(table)) => table,
+                _ => return Err(format!("task spec {text:?}: {example}")),
+            },
+            Err(e) => return Err(format!("task spec {text:?}: {}; {example}", e.message().trim())),
+        };
         if !table.contains_key("name") {
             let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or("task").to_string();
             table.insert("name".into(), toml::Value::String(kind));
