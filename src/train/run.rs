@@ -593,9 +593,11 @@ impl Runner {
             _ => {}
         }
         anchors.store(&mut state);
-        let mut model = self.model.clone();
-        model.lora = None;
-        checkpoint::save(&self.paths.checkpoints, &model, &state, pin)?;
+        // The adapters are in `state`; the model dir holds the base weights only.
+        let lora = self.model.lora.take();
+        let saved = checkpoint::save(&self.paths.checkpoints, &self.model, &state, pin);
+        self.model.lora = lora;
+        saved?;
         checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
         Ok(())
     }
