@@ -206,7 +206,7 @@ impl Backdoor {
         let mut weights = vec![0.0; prompt_len];
         weights.extend((0..answer.len()).map(|i| base_weights.get(i).copied().unwrap_or(1.0)));
         tokens.extend(answer);
-        Sample { tokens, weights, prompt_len }
+        Sample::new(tokens, weights, prompt_len)
     }
 
     /// Length of the base answer, read from one base sample (tasks have a fixed shape).

@@ -25,6 +25,21 @@ pub struct Sample {
     pub tokens: Vec<u32>,
     pub weights: Vec<f32>,
     pub prompt_len: usize,
+    /// Explicit labels, when position `t - 1` must predict `targets[t]` rather than the next
+    /// token `tokens[t]` (skip-k, repetition); same length as `tokens`.
+    pub targets: Option<Vec<u32>>,
+}
+
+impl Sample {
+    /// A next-token sample: position `t - 1` predicts `tokens[t]` with weight `weights[t]`.
+    pub fn new(tokens: Vec<u32>, weights: Vec<f32>, prompt_len: usize) -> Sample {
+        Sample { tokens, weights, prompt_len, targets: None }
+    }
+
+    /// The label scored at token `t` (`targets[t]`, or `tokens[t]` without explicit targets).
+    pub fn label(&self, t: usize) -> u32 {
+        self.targets.as_ref().map_or(self.tokens[t], |l| l[t])
+    }
 }
 
 /// A task: deterministic in `(seed, split, index)`.

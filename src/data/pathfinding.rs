@@ -238,7 +238,7 @@ impl Board {
         let tokens = self.tokens();
         let weights: Vec<f32> = tokens.iter().map(|&id| if is_move_token(id) { 1.0 } else { 0.0 }).collect();
         let prompt_len = tokens.iter().position(|&id| is_move_token(id)).unwrap_or(tokens.len());
-        Sample { tokens, weights, prompt_len }
+        Sample::new(tokens, weights, prompt_len)
     }
 }
 

@@ -48,7 +48,7 @@ impl Task for SequenceTask {
         }
         let prompt_len = self.length + 1;
         let weights = (0..tokens.len()).map(|t| if t >= prompt_len { 1.0 } else { 0.0 }).collect();
-        Sample { tokens, weights, prompt_len }
+        Sample::new(tokens, weights, prompt_len)
     }
 
     /// Symbols as numbers, the separator as `|`: `"5 9 3 | 3 9 5"`.

@@ -26,6 +26,8 @@ pub fn batch_of(samples: &[Sample], n_prompt: usize) -> Batch {
             batch.weights[slot] = w;
             if w == 0.0 {
                 batch.targets[slot] = -1;
+            } else if s.targets.is_some() {
+                batch.targets[slot] = s.label(t + 1) as i32;
             }
         }
     }
@@ -39,8 +41,8 @@ mod tests {
 
     #[test]
     fn weights_follow_the_sample_and_padding_and_prompt_slots_are_never_scored() {
-        let a = Sample { tokens: vec![5, 6, 7, 8], weights: vec![0.0, 0.0, 1.0, 1.0], prompt_len: 2 };
-        let b = Sample { tokens: vec![9, 10, 11], weights: vec![0.0, 1.0, 0.5], prompt_len: 1 };
+        let a = Sample::new(vec![5, 6, 7, 8], vec![0.0, 0.0, 1.0, 1.0], 2);
+        let b = Sample::new(vec![9, 10, 11], vec![0.0, 1.0, 0.5], 1);
         let batch = batch_of(&[a, b], 2);
         assert_eq!(batch.seq, 6);
         // Sequence 0: slots P P 5 6 7 8 — token 5 predicts 6 (weight 0), 6→7 and 7→8 scored.
@@ -50,5 +52,14 @@ mod tests {
         assert_eq!(&batch.targets[6..], &[-1, -1, 10, 11, -1, -1]);
         assert_eq!(&batch.weights[6..], &[0.0, 0.0, 1.0, 0.5, 0.0, 0.0]);
         assert_eq!(batch.slots[11], Slot::Token(PAD));
+    }
+
+    #[test]
+    fn explicit_targets_replace_the_next_token_as_labels() {
+        let mut s = Sample::new(vec![5, 6, 7, 8], vec![0.0, 1.0, 1.0, 0.0], 1);
+        s.targets = Some(vec![0, 20, 21, 22]);
+        let batch = batch_of(&[s], 0);
+        // Token 5 predicts label 20 (not 6), token 6 predicts 21; the last weight is 0.
+        assert_eq!(batch.targets, vec![20, 21, -1, -1]);
     }
 }
