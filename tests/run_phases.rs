@@ -106,3 +106,27 @@ fn steering_soft_prompt_none_cond_prompt_and_lora_phases_train_only_their_own_pa
     assert!(root.join("soft_prompt.prompt.safetensors").is_file());
     assert!(root.join("cond_prompt.condition.safetensors").is_file());
 }
+
+#[test]
+fn forgetting_is_zero_at_the_reference_phase_end_and_grows_as_training_moves_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("c.toml");
+    let head = CONFIG.split("[[phases]]").next().unwrap();
+    let config = format!(
+        "{head}[[phases]]\nname = \"pretrain\"\nsteps = 60\nbatch_size = 16\nmixture = {{ copy = 1.0 }}\n\
+         optimizer = {{ lr = 3e-3 }}\n[[phases]]\nname = \"drift\"\nsteps = 30\nbatch_size = 16\n\
+         mixture = {{ reverse = 1.0 }}\noptimizer = {{ lr = 3e-3 }}\n\
+         eval = {{ every = 10, tasks = [\"copy\"], kl_to = \"pretrain\", exact_match = false }}\n"
+    )
+    .replace("seed = 2", &format!("seed = 2\nout_dir = \"{}\"", tmp.path().display()));
+    std::fs::write(&path, config).unwrap();
+    train(&path).unwrap();
+    let rows = read_csv(&tmp.path().join("phases").join("metrics.csv")).unwrap();
+    let kl: Vec<(u64, f64)> =
+        rows.iter().filter(|r| r.phase == 1 && r.metric == "forgetting_kl").map(|r| (r.step, r.value)).collect();
+    assert_eq!(kl.iter().map(|r| r.0).collect::<Vec<_>>(), vec![60, 70, 80, 90]);
+    assert_eq!(kl[0].1, 0.0, "the drift phase starts from the reference model");
+    assert!(kl[1..].iter().all(|r| r.1 > 1e-2), "training on reverse moves copy's predictions: {kl:?}");
+    let ce_at_start = rows.iter().find(|r| r.phase == 1 && r.metric == "forgetting_ce").unwrap().value;
+    assert!(ce_at_start > 0.0, "cross-entropy against itself is the reference's entropy");
+}

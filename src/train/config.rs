@@ -207,11 +207,15 @@ pub struct EvalCfg {
     pub samples: usize,
     /// Also measure exact match by greedy decoding.
     pub exact_match: bool,
+    /// Measure forgetting against the model as it was at the end of this earlier phase:
+    /// `forgetting_kl` (KL from that model's next-token distribution to the current one) and
+    /// `forgetting_ce` (cross-entropy of the current model against it), per scored token.
+    pub kl_to: Option<String>,
 }
 
 impl Default for EvalCfg {
     fn default() -> Self {
-        EvalCfg { every: 0, log_points: 0, tasks: Vec::new(), samples: 64, exact_match: true }
+        EvalCfg { every: 0, log_points: 0, tasks: Vec::new(), samples: 64, exact_match: true, kl_to: None }
     }
 }
 
@@ -580,6 +584,11 @@ impl RunConfig {
         }
         if p.eval.samples == 0 {
             out.push(problem(key("eval.samples"), "must be at least 1"));
+        }
+        if let Some(anchor) = &p.eval.kl_to {
+            if !self.phases[..i].iter().any(|q| &q.name == anchor) {
+                out.push(problem(key("eval.kl_to"), format!("{anchor:?} is not an earlier phase")));
+            }
         }
     }
 

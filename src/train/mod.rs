@@ -4,6 +4,7 @@
 pub mod batching;
 pub mod checkpoint;
 pub mod config;
+pub mod forgetting;
 pub mod locate;
 pub mod run;
 pub mod schedule;

@@ -10,11 +10,13 @@
 use super::batching::batch_of;
 use super::checkpoint::{self, TrainerState};
 use super::config::{PhaseSpec, RunConfig, Trainable};
+use super::forgetting::divergence;
 use super::schedule::lr_at;
 use crate::data::mixture::Mixture;
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
+use crate::engine::batch::Batch;
 use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
 use crate::engine::config::ModelConfig;
 use crate::engine::generate::{GenerateRequest, Sampling, Slot};
@@ -210,6 +212,8 @@ struct Runner {
     /// The conditional-prompt MLP of a `cond_prompt` phase (its parameters mirror the
     /// optimizer's buffer).
     cond: Option<CondPrompt>,
+    /// The model at the end of the phase named first, loaded when an eval measures forgetting.
+    reference: Option<(String, Model)>,
 }
 
 impl Runner {
@@ -234,7 +238,7 @@ impl Runner {
             }
         };
         let csv = CsvLog::open(&paths.csv)?;
-        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default(), cond: None })
+        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default(), cond: None, reference: None })
     }
 
     /// Runs the remaining phases.
@@ -521,6 +525,9 @@ impl Runner {
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
         let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
         let steers = steers_of(p, params);
+        if let Some(anchor) = &p.eval.kl_to {
+            self.load_reference(anchor)?;
+        }
         let mut rows = Vec::new();
         for name in names {
             let conditioned = self.conditioned_prompt(p, &name, params);
@@ -532,8 +539,24 @@ impl Runner {
             {
                 rows.push((name.clone(), metric, value));
             }
+            if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
+                let (kl, ce) = forgetting(reference, &self.model, task, self.cfg.seed, p.eval.samples, &adapt);
+                rows.push((name.clone(), "forgetting_kl", kl));
+                rows.push((name.clone(), "forgetting_ce", ce));
+            }
         }
         self.log(&rows)
+    }
+
+    /// Loads the model saved at the end of phase `anchor` (once per run process).
+    fn load_reference(&mut self, anchor: &str) -> Result<()> {
+        if self.reference.as_ref().is_none_or(|(name, _)| name != anchor) {
+            let dir = checkpoint::find_pinned(&self.paths.checkpoints, anchor)
+                .with_context(|| format!("no pinned checkpoint {anchor:?} for eval.kl_to"))?;
+            checkpoint::verify(&dir)?;
+            self.reference = Some((anchor.to_string(), Model::load(&dir.join("model"))?.model));
+        }
+        Ok(())
     }
 
     /// In a conditional-prompt phase, the prompt for `task` (its one-hot id in the phase's
@@ -740,6 +763,38 @@ pub fn eval_task(
         out.push(("exact_match", exact_match(model, &samples, adapt)?));
     }
     Ok(out)
+}
+
+/// Forgetting of `current` relative to `reference` on `task`'s first `samples` eval samples:
+/// mean `(KL(p_ref ‖ p_cur), CE(p_ref, p_cur))` over scored tokens; `adapt` applies to the
+/// current model only.
+fn forgetting(
+    reference: &Model,
+    current: &Model,
+    task: &dyn Task,
+    seed: u64,
+    samples: usize,
+    adapt: &Adaptation,
+) -> (f64, f64) {
+    let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
+    let plain = batch_of(&samples, 0);
+    let adapted = batch_of(&samples, adapt.n_prompt);
+    let ref_logits = logits_of(reference, &plain, &Adaptation::default());
+    let cur_logits = logits_of(current, &adapted, adapt);
+    let v = current.cfg.vocab_size;
+    // Drop the prompt slots so that rows line up with the reference's.
+    let (seq, total) = (plain.seq, adapted.seq);
+    let cur_logits: Vec<f32> = (0..samples.len())
+        .flat_map(|b| cur_logits[(b * total + adapt.n_prompt) * v..(b * total + adapt.n_prompt + seq) * v].to_vec())
+        .collect();
+    divergence(&ref_logits, &cur_logits, &plain.targets)
+}
+
+/// The logits `[B·T, V]` of `model` on `batch`.
+fn logits_of(model: &Model, batch: &Batch, adapt: &Adaptation) -> Vec<f32> {
+    let mut acts = Activations::default();
+    model.forward(&mut acts, batch, adapt.prompts, adapt.steers, 1.0);
+    acts.logits
 }
 
 /// The steering vector a phase trains (empty unless `trainable = "steering"`).
