@@ -10,5 +10,6 @@ pub mod commands;
 pub mod data;
 pub mod engine;
 pub mod hf;
+pub mod lab;
 pub mod store;
 pub mod train;

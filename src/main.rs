@@ -34,6 +34,18 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         prompt_steps: usize,
     },
+    /// Run an experiment: expand its sweep into cells, show the plan, run the cells in
+    /// parallel (skipping finished ones, resuming interrupted ones) and write the report.
+    Run {
+        /// The experiment's TOML file.
+        experiment: PathBuf,
+        /// Run only cell I (0-based, as listed in the plan), e.g. from a cluster scheduler.
+        #[arg(long)]
+        cell: Option<usize>,
+        /// Print and save the plan without running anything.
+        #[arg(long)]
+        plan: bool,
+    },
     /// Run a training config: phases, evals, checkpoints, metrics (SQLite + CSV).
     Train {
         /// The run's TOML config.
@@ -168,7 +180,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match run(cli.command) {
+    match run(cli.command, cli.threads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -193,8 +205,12 @@ fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
     Ok(())
 }
 
-fn run(command: Command) -> Result<()> {
+fn run(command: Command, threads: Option<usize>) -> Result<()> {
     match command {
+        Command::Run { experiment, cell, plan } => {
+            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads };
+            vestige::commands::experiment::run(&experiment, &opts)?
+        }
         Command::Forward { model, input, out, soft_prompt } => {
             let r = forward::run(&model, &input, &out, soft_prompt.as_deref())?;
             println!(

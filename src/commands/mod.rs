@@ -4,5 +4,6 @@
 pub mod bench;
 pub mod data_sample;
 pub mod demo;
+pub mod experiment;
 pub mod forward;
 pub mod inspect;

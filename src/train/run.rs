@@ -27,7 +27,7 @@ use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::optim::{AdamW, Sgd};
 use crate::store::{CsvLog, MetricRow, Store};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -54,11 +54,16 @@ pub struct RunPaths {
 }
 
 impl RunPaths {
+    /// `out_dir/name/`, with the store shared by every run in `out_dir`.
     fn new(cfg: &RunConfig) -> Self {
-        let dir = cfg.out_dir.join(&cfg.name);
+        Self::in_dir(cfg.out_dir.join(&cfg.name), cfg.out_dir.join("vestige.db"))
+    }
+
+    /// A run writing into `dir`, logging to the store at `db`.
+    pub fn in_dir(dir: PathBuf, db: PathBuf) -> Self {
         RunPaths {
             checkpoints: dir.join("checkpoints"),
-            db: cfg.out_dir.join("vestige.db"),
+            db,
             csv: dir.join("metrics.csv"),
             config: dir.join("config.toml"),
             dir,
@@ -94,6 +99,18 @@ pub fn train(config_path: &Path) -> Result<RunSummary> {
     Runner::start(cfg, text, paths, None)?.run()
 }
 
+/// Runs `cfg` (whose TOML source is `text`) into `paths`: continues from the newest
+/// checkpoint when there is one, starts fresh otherwise.
+pub fn run_or_resume(cfg: RunConfig, text: String, paths: RunPaths) -> Result<RunSummary> {
+    std::fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
+    crate::hf::io::write_atomic(&paths.config, text.as_bytes())?;
+    let resumed = match checkpoint::list(&paths.checkpoints).pop() {
+        Some((_, latest)) => Some(checkpoint::load(&latest, &cfg.hash())?),
+        None => None,
+    };
+    Runner::start(cfg, text, paths, resumed)?.run()
+}
+
 /// Continues a run from its newest checkpoint (bit-identical to an uninterrupted run with
 /// the same thread count).
 pub fn resume(run_dir: &Path) -> Result<RunSummary> {
@@ -118,9 +135,18 @@ pub fn build_tasks(cfg: &RunConfig) -> BTreeMap<String, Arc<dyn Task>> {
 
 /// A fresh model for the config (or the one it names).
 fn build_model(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>) -> Result<Model> {
+    match &cfg.model.load {
+        Some(dir) => Ok(Model::load(dir)?.model),
+        None => Ok(Model::init(model_config(cfg, tasks)?, cfg.model.init_std, cfg.seed)),
+    }
+}
+
+/// The architecture a config describes (read from `config.json` for a loaded model).
+pub fn model_config(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>) -> Result<ModelConfig> {
     let m = &cfg.model;
     if let Some(dir) = &m.load {
-        return Ok(Model::load(dir)?.model);
+        let dir = crate::hf::io::resolve_model_dir(dir)?;
+        return Ok(ModelConfig::from_file(&dir.config)?);
     }
     let vocab = m.vocab_size.unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
     let (d, ff) = (m.d_model, m.d_ff.unwrap_or(4 * m.d_model));
@@ -139,7 +165,7 @@ fn build_model(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>) -> Resu
             "max_position_embeddings": m.max_positions, "rotary_pct": 0.25, "rotary_emb_base": 10000,
             "hidden_act": "gelu", "use_parallel_residual": true, "tie_word_embeddings": false}),
     };
-    Ok(Model::init(ModelConfig::from_json(json, "<run config>")?, m.init_std, cfg.seed))
+    Ok(ModelConfig::from_json(json, "<run config>")?)
 }
 
 /// The optimizer of a phase.
@@ -238,7 +264,18 @@ impl Runner {
             }
         };
         let csv = CsvLog::open(&paths.csv)?;
-        Ok(Runner { cfg, paths, tasks, model, state, store, csv, acts: Activations::default(), cond: None, reference: None })
+        Ok(Runner {
+            cfg,
+            paths,
+            tasks,
+            model,
+            state,
+            store,
+            csv,
+            acts: Activations::default(),
+            cond: None,
+            reference: None,
+        })
     }
 
     /// Runs the remaining phases.
@@ -861,9 +898,15 @@ fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<
     Ok(hits as f64 / samples.len().max(1) as f64)
 }
 
+/// The progress bars of this process: runs in parallel draw their bars together.
+pub fn progress_bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
 /// A progress bar for a phase (hidden when stderr is not a terminal).
 fn progress(p: &PhaseSpec, done: u64) -> ProgressBar {
-    let bar = ProgressBar::new(p.steps);
+    let bar = progress_bars().add(ProgressBar::new(p.steps));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ETA {eta}").expect("valid template"),
     );

@@ -1,0 +1,134 @@
+//! Running an experiment locally: cells run in parallel within a thread budget (each cell
+//! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
+//! count), finished cells are skipped, interrupted ones resume from their checkpoints.
+
+use super::experiment::{Cell, Experiment};
+use super::plan::{plan, render, PlannedCell};
+use crate::hf::io::write_atomic;
+use crate::store::Store;
+use crate::train::run::{progress_bars, run_or_resume, RunPaths};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Run only this cell (by index), e.g. from an external scheduler.
+    pub cell: Option<usize>,
+    /// Print and save the plan, run nothing.
+    pub plan_only: bool,
+    /// Override the experiment's thread budget.
+    pub threads: Option<usize>,
+}
+
+/// What happened to the cells.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub ran: Vec<String>,
+    pub skipped: Vec<String>,
+    /// `(cell, error)`.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Loads, plans and runs an experiment (or one of its cells).
+pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
+    let exp = Experiment::load(path)?;
+    let planned = plan(&exp)?;
+    eprint!("{}", render(&exp, &planned));
+    std::fs::create_dir_all(&exp.root).with_context(|| format!("creating {}", exp.root.display()))?;
+    write_atomic(&exp.root.join("experiment.toml"), exp.text.as_bytes())?;
+    write_atomic(&exp.root.join("plan.json"), serde_json::to_string_pretty(&planned)?.as_bytes())?;
+    if opts.plan_only {
+        return Ok((exp, Outcome::default()));
+    }
+    let selected: Vec<&Cell> = match opts.cell {
+        Some(i) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
+        Some(i) => vec![&exp.cells[i]],
+        None => exp.cells.iter().collect(),
+    };
+    let store = Store::open(&exp.db())?;
+    let mut outcome = Outcome::default();
+    let mut todo = Vec::new();
+    for cell in selected {
+        match store.run_info(&cell.id)? {
+            Some(info) if info.status == "done" && info.config_hash == cell.config.hash() => {
+                outcome.skipped.push(cell.id.clone())
+            }
+            _ => todo.push(cell),
+        }
+    }
+    if !outcome.skipped.is_empty() {
+        eprintln!("{} cells already finished, skipped", outcome.skipped.len());
+    }
+    let threads = opts.threads.or(exp.settings.threads).unwrap_or_else(available_threads);
+    let results = run_cells(&exp, &todo, &planned, threads);
+    for (cell, result) in todo.iter().zip(results) {
+        match result {
+            Ok(()) => outcome.ran.push(cell.id.clone()),
+            Err(e) => outcome.failed.push((cell.id.clone(), format!("{e:#}"))),
+        }
+    }
+    Ok((exp, outcome))
+}
+
+/// The machine's cores.
+fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Runs `cells` on `threads / threads_per_cell` workers; returns each cell's result in order.
+fn run_cells(exp: &Experiment, cells: &[&Cell], planned: &[PlannedCell], threads: usize) -> Vec<Result<()>> {
+    let per_cell = exp.settings.threads_per_cell.min(threads).max(1);
+    let workers = (threads / per_cell).clamp(1, cells.len().max(1));
+    let bar = cells_bar(cells.len());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<()>>>> = Mutex::new((0..cells.len()).map(|_| None).collect());
+    let flops_done = Mutex::new(0.0f64);
+    let total: f64 = cells.iter().map(|c| planned[c.index].flops).sum();
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(per_cell).build().expect("a thread pool");
+                while let Some(&cell) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let k = cells.iter().position(|c| c.id == cell.id).expect("a listed cell");
+                    bar.set_message(format!("running {}", cell.id));
+                    let result = pool.install(|| run_cell(exp, cell));
+                    if let Err(e) = &result {
+                        bar.println(format!("cell {} failed: {e:#}", cell.id));
+                    }
+                    let mut done = flops_done.lock().expect("no poisoned lock");
+                    *done += planned[cell.index].flops;
+                    bar.set_message(eta(*done, total, started.elapsed().as_secs_f64()));
+                    results.lock().expect("no poisoned lock")[k] = Some(result);
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    results.into_inner().expect("no poisoned lock").into_iter().map(|r| r.expect("every cell ran")).collect()
+}
+
+/// Runs or resumes one cell.
+fn run_cell(exp: &Experiment, cell: &Cell) -> Result<()> {
+    let paths = RunPaths::in_dir(exp.cells_dir().join(&cell.id), exp.db());
+    run_or_resume(cell.config.clone(), cell.text.clone(), paths).map(|_| ())
+}
+
+/// The experiment-level progress bar.
+fn cells_bar(n: usize) -> ProgressBar {
+    let bar = progress_bars().add(ProgressBar::new(n as u64));
+    bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}").expect("valid template"));
+    bar.set_prefix("cells");
+    bar
+}
+
+/// Remaining time from the compute done so far.
+fn eta(done: f64, total: f64, elapsed: f64) -> String {
+    let rate = done / elapsed.max(1e-9);
+    format!("{:.2} GFLOP/s, ETA {:.0} s", rate / 1e9, (total - done).max(0.0) / rate.max(1e-9))
+}

@@ -1,0 +1,83 @@
+//! The plan of an experiment: its cells with their sweep values, parameter counts, training
+//! tokens and estimated compute, printed before running and saved as `plan.json`.
+
+use super::experiment::Experiment;
+use crate::engine::layout::Layout;
+use crate::train::config::{RunConfig, Trainable};
+use crate::train::run::{build_tasks, model_config};
+use anyhow::Result;
+
+/// One cell of the plan.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlannedCell {
+    pub index: usize,
+    pub id: String,
+    /// `axis key = value` for each sweep axis.
+    pub point: Vec<(String, String)>,
+    pub params: usize,
+    pub tokens: u64,
+    /// Estimated training FLOPs (evaluations not counted).
+    pub flops: f64,
+}
+
+/// The plan of every cell.
+pub fn plan(exp: &Experiment) -> Result<Vec<PlannedCell>> {
+    exp.cells
+        .iter()
+        .map(|c| {
+            let params = Layout::new(&model_config(&c.config, &build_tasks(&c.config))?).total;
+            let (tokens, flops) = compute(&c.config, params);
+            let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            Ok(PlannedCell { index: c.index, id: c.id.clone(), point, params, tokens, flops })
+        })
+        .collect()
+}
+
+/// Training tokens and FLOPs of a run: per token, ≈ 6·N FLOPs when the weights train,
+/// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
+pub fn compute(cfg: &RunConfig, params: usize) -> (u64, f64) {
+    let tasks = build_tasks(cfg);
+    let mut total = (0u64, 0.0f64);
+    for p in &cfg.phases {
+        let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
+        let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
+        let per_token = match p.trainable {
+            Trainable::All => 6.0,
+            Trainable::None => 2.0,
+            _ => 4.0,
+        };
+        total.0 += tokens;
+        total.1 += per_token * params as f64 * tokens as f64;
+    }
+    total
+}
+
+/// A human-readable table of the plan.
+pub fn render(exp: &Experiment, cells: &[PlannedCell]) -> String {
+    let flops: f64 = cells.iter().map(|c| c.flops).sum();
+    let mut out = format!(
+        "experiment {} ({}): {} cells, ≈ {} of training compute\n",
+        exp.name,
+        exp.file.display(),
+        cells.len(),
+        human_flops(flops)
+    );
+    for c in cells {
+        let point: Vec<String> = c.point.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!(
+            "  {:<40} {:>10} params {:>12} tokens {:>10}  {}\n",
+            c.id,
+            c.params,
+            c.tokens,
+            human_flops(c.flops),
+            point.join(" ")
+        ));
+    }
+    out
+}
+
+/// `3.2 TFLOP`-style.
+pub fn human_flops(f: f64) -> String {
+    let units = [(1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")];
+    units.iter().find(|(s, _)| f >= *s).map_or(format!("{f:.0} FLOP"), |(s, u)| format!("{:.1} {u}", f / s))
+}
