@@ -4,8 +4,10 @@
 //! Layers (lower layers know nothing of higher ones):
 //! - [`hf`]: Hugging Face format I/O (model directories, safetensors, tokenizers).
 //! - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers.
+//! - [`analysis`]: curve fits (decay laws, AIC), half-lives, bootstrap CIs and scaling fits.
 //! - [`commands`]: what each CLI command does, as library functions.
 
+pub mod analysis;
 pub mod commands;
 pub mod data;
 pub mod engine;
