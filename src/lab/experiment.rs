@@ -191,8 +191,8 @@ fn resolve(
 ) -> Result<String, (String, String)> {
     let mut doc = base.clone();
     for (axis, (_, value)) in axes.iter().zip(point) {
-        for p in &axis.paths {
-            set_path(&mut doc, p, value.clone()).map_err(|m| (format!("sweep.{}", axis.key), m))?;
+        for (p, v) in axis.paths.iter().zip(axis.split(value)) {
+            set_path(&mut doc, p, v).map_err(|m| (format!("sweep.{}", axis.key), m))?;
         }
     }
     expand_scale(&mut doc)?;

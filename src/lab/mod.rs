@@ -5,6 +5,7 @@
 //! What runs inside a cell lives in [`crate::train`]; curve fitting in [`crate::analysis`].
 
 pub mod decay;
+pub mod decay_analysis;
 pub mod execute;
 pub mod experiment;
 pub mod plan;

@@ -1,6 +1,8 @@
 //! Sweeps: the `[sweep]` table maps key paths of the experiment (`model.scale`,
 //! `phases[1].l2_coef`, `seed`; several paths joined by `|` move together) to lists of
-//! values, and the grid is their product. A key path must lead through tables and array
+//! values, and the grid is their product. A linked axis takes either one value for all its
+//! paths or, when a value is a list with one entry per path, one entry each:
+//! `"decay.regularizer|decay.strength" = [["none", 0.0], ["l2", 1.0]]`. A key path must lead through tables and array
 //! entries that exist; its last key may be new.
 
 /// One axis: the key paths it sets and the values it takes.
@@ -13,6 +15,14 @@ pub struct Axis {
 }
 
 impl Axis {
+    /// The value each path takes at `value`: one entry each for a per-path list, else `value`.
+    pub fn split(&self, value: &toml::Value) -> Vec<toml::Value> {
+        match value {
+            toml::Value::Array(a) if self.paths.len() > 1 && a.len() == self.paths.len() => a.clone(),
+            v => vec![v.clone(); self.paths.len()],
+        }
+    }
+
     /// The short label used in cell ids: the last key of the first path, without indices.
     pub fn label(&self) -> String {
         let last = self.paths[0].rsplit('.').next().unwrap_or_default();
@@ -150,6 +160,9 @@ mod tests {
         assert!(e.contains("index 5"), "{e}");
         let a = axes(&table("\"tasks[0].overlap|tasks[1].overlap\" = [0.0, 1.0]")).unwrap();
         assert_eq!(a[0].paths, vec!["tasks[0].overlap", "tasks[1].overlap"]);
+        assert_eq!(a[0].split(&a[0].values[1]), vec![toml::Value::Float(1.0); 2]);
+        let b = axes(&table("\"r|s\" = [[\"l2\", 0.5]]")).unwrap();
+        assert_eq!(b[0].split(&b[0].values[0]), vec![toml::Value::String("l2".into()), toml::Value::Float(0.5)]);
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! Analysis of a decay experiment: per cell, the curves of A and B in phase 2, the decay
+//! laws fitted to B and its half-life; per condition (a cell's sweep point without the
+//! seed), half-lives with bootstrap CIs over seeds; and scaling fits of half-life against
+//! parameter count, regulariser strength and task overlap.
+
+use super::decay::AFTER;
+use super::experiment::{Cell, Experiment};
+use crate::analysis::{
+    bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate,
+    Fit, HalfLife, LineFit,
+};
+use crate::store::{MetricRow, Store};
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+/// A metric over phase-2 steps: `t` (steps since phase 2 began, from 0) and values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub t: Vec<f64>,
+    pub y: Vec<f64>,
+}
+
+/// One finished cell's analysis.
+#[derive(Clone, Debug)]
+pub struct CellResult {
+    pub id: String,
+    /// The sweep point without the seed (`axis = value`), which names the condition.
+    pub condition: String,
+    /// The cell's sweep point.
+    pub point: Vec<(String, toml::Value)>,
+    pub seed: u64,
+    pub params: usize,
+    pub a: Series,
+    pub b: Series,
+    /// B's forgetting (KL to the end-of-phase-1 model).
+    pub b_kl: Series,
+    /// B's metric at the end of phase 1 and its chance level.
+    pub start: f64,
+    pub floor: f64,
+    /// Every law fitted to B, best (lowest AIC) first; empty when there are too few points.
+    pub fits: Vec<Fit>,
+    pub half_life: HalfLife,
+    /// The best law's half-life (may extrapolate beyond the horizon).
+    pub fit_half_life: Option<f64>,
+}
+
+/// The cells of one condition, pooled over seeds.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub name: String,
+    /// `(axis key, value)` without the seed.
+    pub point: Vec<(String, toml::Value)>,
+    pub params: usize,
+    /// Mean half-life over seeds whose B crossed halfway, with its bootstrap CI.
+    pub half_life: Option<Estimate>,
+    /// Seeds still above halfway at the horizon (their half-life is only a lower bound).
+    pub censored: usize,
+    pub cells: Vec<usize>,
+}
+
+/// A scaling fit of half-life against one variable, within one family of conditions.
+#[derive(Clone, Debug)]
+pub struct ScalingFit {
+    /// `params` (log-log), or the swept key for linear fits.
+    pub against: String,
+    /// The conditions' shared other axes.
+    pub family: String,
+    pub fit: LineFit,
+    /// `(x, half-life)` per seed that crossed halfway.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Everything the report shows.
+#[derive(Clone, Debug)]
+pub struct DecayAnalysis {
+    pub metric: String,
+    pub a: String,
+    pub b: String,
+    pub cells: Vec<CellResult>,
+    pub conditions: Vec<Condition>,
+    pub scaling: Vec<ScalingFit>,
+    /// Cells without a finished run, and why.
+    pub missing: Vec<(String, String)>,
+}
+
+/// Reads every cell's metrics from the experiment's store and analyses them.
+pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<DecayAnalysis> {
+    let store = Store::open(&exp.db())?;
+    let spec = &exp.settings.analysis;
+    let first = exp.cells.first().map(|c| &c.config);
+    let (a, b) = first.map_or((String::new(), String::new()), |c| {
+        let eval = &c.phases[c.phases.len() - 1].eval.tasks;
+        (eval.first().cloned().unwrap_or_default(), eval.get(1).cloned().unwrap_or_default())
+    });
+    let mut cells = Vec::new();
+    let mut missing = Vec::new();
+    for cell in &exp.cells {
+        match store.run_info(&cell.id)? {
+            Some(info) if info.status == "done" => {
+                let rows = store.metrics(&cell.id)?;
+                let start_step = phase_start(&store.phases(&cell.id)?);
+                let names = (a.as_str(), b.as_str(), spec.metric.as_str());
+                cells.push(cell_result(cell, &rows, start_step, params[cell.index], names, spec_floor(exp, cell)));
+            }
+            Some(info) => missing.push((cell.id.clone(), info.status)),
+            None => missing.push((cell.id.clone(), "not run".into())),
+        }
+    }
+    let boot = BootstrapConfig { n_resamples: spec.resamples, ..Default::default() };
+    let conditions = conditions(&cells, &boot);
+    let scaling = scaling_fits(exp, &cells);
+    Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, conditions, scaling, missing })
+}
+
+/// The chance level of the analysed metric: configured, or ln(vocab) for a loss, else 0.
+fn spec_floor(exp: &Experiment, cell: &Cell) -> f64 {
+    let spec = &exp.settings.analysis;
+    spec.floor.unwrap_or_else(|| {
+        if spec.metric == "loss" {
+            let tasks = crate::train::run::build_tasks(&cell.config);
+            let vocab = cell.config.model.vocab_size.unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
+            (vocab as f64).ln()
+        } else {
+            0.0
+        }
+    })
+}
+
+/// The global step at which phase `after` began.
+fn phase_start(phases: &[(u32, String, u64)]) -> u64 {
+    phases.iter().find(|(_, name, _)| name == AFTER).map_or(0, |p| p.2)
+}
+
+/// One metric of one task over phase 2.
+fn series(rows: &[MetricRow], task: &str, metric: &str, start_step: u64) -> Series {
+    let mut points: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.phase == 1 && r.task == task && r.metric == metric && r.value.is_finite())
+        .map(|r| ((r.step - start_step) as f64, r.value))
+        .collect();
+    points.sort_by(|x, y| x.0.total_cmp(&y.0));
+    points.dedup_by(|x, y| x.0 == y.0);
+    Series { t: points.iter().map(|p| p.0).collect(), y: points.iter().map(|p| p.1).collect() }
+}
+
+/// Fits and half-lives of one cell.
+fn cell_result(
+    cell: &Cell,
+    rows: &[MetricRow],
+    start_step: u64,
+    params: usize,
+    (a, b, metric): (&str, &str, &str),
+    floor: f64,
+) -> CellResult {
+    let (sa, sb) = (series(rows, a, metric, start_step), series(rows, b, metric, start_step));
+    let start = sb.y.first().copied().unwrap_or(f64::NAN);
+    let fits = fit_all(&sb.t, &sb.y).unwrap_or_default();
+    let horizon = sb.t.last().copied().unwrap_or(0.0);
+    let half_life = (start != floor)
+        .then(|| observed_half_life(&sb.t, &sb.y, start, floor).ok())
+        .flatten()
+        .unwrap_or(HalfLife::Censored { horizon });
+    let fit_half_life = fits.first().and_then(|f| fit_half_life(f, start, floor).ok().flatten());
+    CellResult {
+        id: cell.id.clone(),
+        condition: condition_name(cell),
+        point: cell.point.clone(),
+        seed: cell.config.seed,
+        params,
+        b_kl: series(rows, b, "forgetting_kl", start_step),
+        a: sa,
+        b: sb,
+        start,
+        floor,
+        fits,
+        half_life,
+        fit_half_life,
+    }
+}
+
+/// `axis=value, …` of a cell's sweep point without the seed.
+fn condition_name(cell: &Cell) -> String {
+    let parts: Vec<String> =
+        cell.point.iter().filter(|(k, _)| k != "seed").map(|(k, v)| format!("{k}={}", super::sweep::slug(v))).collect();
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Cells grouped by condition, with the mean half-life over seeds and its CI.
+fn conditions(cells: &[CellResult], boot: &BootstrapConfig) -> Vec<Condition> {
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        groups.entry(c.condition.as_str()).or_default().push(i);
+    }
+    groups
+        .into_iter()
+        .map(|(name, members)| {
+            let reached: Vec<f64> = members.iter().filter_map(|&i| reached(&cells[i].half_life)).collect();
+            Condition {
+                name: name.to_string(),
+                point: cells[members[0]].point.iter().filter(|(k, _)| k != "seed").cloned().collect(),
+                params: cells[members[0]].params,
+                half_life: bootstrap_mean(&reached, boot).ok(),
+                censored: members.len() - reached.len(),
+                cells: members,
+            }
+        })
+        .collect()
+}
+
+/// The half-life when reached.
+pub fn reached(h: &HalfLife) -> Option<f64> {
+    match h {
+        HalfLife::Reached(t) => Some(*t),
+        HalfLife::Censored { .. } => None,
+    }
+}
+
+/// Scaling fits: half-life against parameters (log-log) within each family of cells that
+/// share every other axis, and against each other numeric axis (linear) likewise.
+fn scaling_fits(exp: &Experiment, cells: &[CellResult]) -> Vec<ScalingFit> {
+    let mut out = Vec::new();
+    for axis in exp.axes.iter().filter(|a| a.key != "seed") {
+        let by_params = axis.key.starts_with("model.");
+        let mut families: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for c in cells {
+            let Some(h) = reached(&c.half_life) else { continue };
+            let value = c.point.iter().find(|(k, _)| *k == axis.key).map(|(_, v)| v);
+            let x = if by_params { Some(c.params as f64) } else { value.and_then(number) };
+            let family: Vec<String> = c
+                .point
+                .iter()
+                .filter(|(k, _)| *k != axis.key && k != "seed")
+                .map(|(k, v)| format!("{k}={}", super::sweep::slug(v)))
+                .collect();
+            if let Some(x) = x {
+                families.entry(family.join(", ")).or_default().push((x, h));
+            }
+        }
+        for (family, points) in families {
+            let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+            let fit = if by_params { loglog_fit(&x, &y) } else { linear_fit(&x, &y) };
+            if let Ok(fit) = fit {
+                let against = if by_params { "params".to_string() } else { axis.key.clone() };
+                out.push(ScalingFit { against, family: if family.is_empty() { "all".into() } else { family }, fit, points });
+            }
+        }
+    }
+    out
+}
+
+/// A numeric sweep value as f64 (strings and other kinds: `None`).
+fn number(v: &toml::Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
