@@ -494,7 +494,7 @@ impl Task for Pathfinding {
         let (got, want) = (grid.walk(generated), grid.walk(&sample.answer()));
         out.extend([
             ("reached_target", f64::from(u8::from(got.reached))),
-            ("valid_moves", if got.moves == 0 { 1.0 } else { 1.0 - got.invalid as f64 / got.moves as f64 }),
+            ("valid_moves", if got.moves == 0 { 1.0 } else { (got.moves - got.invalid) as f64 / got.moves as f64 }),
             ("extra_moves", got.extra_moves as f64),
             ("invalid_moves", got.invalid as f64),
             ("extra_moves_gap", (got.extra_moves - want.extra_moves).abs() as f64),
