@@ -1,10 +1,12 @@
 //! The pathfinding task: optimal move counts agree with an independent BFS, emitted paths
 //! re-simulate to the recorded conditions, only move tokens are scored, and samples are
-//! deterministic, split-separated and decode to their text.
+//! deterministic, split-separated and decode to their text; the scorer walks generated paths
+//! on the prompt's board.
 
 use std::collections::{HashSet, VecDeque};
 
-use vestige::data::pathfinding::{decode, vocab, Board, Cell, Move, Pathfinding, VOCAB_SIZE};
+use vestige::data::pathfinding::{decode, vocab, Board, Cell, Grid, Move, Pathfinding, VOCAB_SIZE};
+use vestige::data::Sample;
 use vestige::data::{Split, Task};
 
 fn tasks() -> Vec<Pathfinding> {
@@ -174,7 +176,7 @@ fn samples_are_deterministic_and_splits_differ() {
         let train: HashSet<Vec<u32>> = (0..200).map(|i| task.sample(11, Split::Train, i).tokens).collect();
         let eval: HashSet<Vec<u32>> = (0..200).map(|i| task.sample(11, Split::Eval, i).tokens).collect();
         assert!(train.len() >= 195 && eval.len() >= 195);
-        assert!(train.intersection(&eval).count() <= 2, "{}", task.name);
+        assert_eq!(train.intersection(&eval).count(), 0, "{}", task.name);
         assert_ne!(task.sample(11, Split::Train, 0), task.sample(12, Split::Train, 0));
         assert_ne!(task.sample(11, Split::Train, 0), task.sample(11, Split::Train, 1));
     }
@@ -257,4 +259,69 @@ fn seq_len_bounds_every_sample() {
     let longest = (0..2000).map(|i| capped.sample(0, Split::Train, i).tokens.len()).max().unwrap();
     assert!(longest <= capped.seq_len());
     assert!(longest >= capped.seq_len() - 1);
+}
+
+/// Token ids of space-separated words, `/` standing for a newline.
+fn ids(words: &str) -> Vec<u32> {
+    let v = vocab();
+    words.split(' ').map(|w| v.iter().position(|&x| x == if w == "/" { "\n" } else { w }).unwrap() as u32).collect()
+}
+
+/// The metric `name` of `generated` on `sample`.
+fn metric(sample: &Sample, generated: &str, name: &str) -> f64 {
+    let scores = Pathfinding::default().score(sample, &ids(generated));
+    scores.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no {name} in {scores:?}")).1
+}
+
+#[test]
+fn the_scorer_walks_generated_paths_on_a_hand_made_board() {
+    // A . .      optimal: E E S S W W (6 moves)
+    // X X .      sample: N (off the board) then optimal: 7 moves, extra 1, invalid 1
+    // B . .
+    let prompt = ids("A O O / X X O / B O O / Moves: /");
+    let answer = ids("N E E S S W W D");
+    let sample = Sample::new([prompt.clone(), answer.clone()].concat(), vec![0.0; 20], prompt.len());
+    let grid = Grid::parse(&prompt).unwrap();
+    assert_eq!((grid.width, grid.height, grid.start, grid.target), (3, 3, (0, 0), (2, 0)));
+
+    let perfect = "N E E S S W W D";
+    for (name, want) in [
+        ("token_accuracy", 1.0),
+        ("reached_target", 1.0),
+        ("valid_moves", 6.0 / 7.0),
+        ("extra_moves", 1.0),
+        ("invalid_moves", 1.0),
+        ("extra_moves_gap", 0.0),
+        ("invalid_moves_gap", 0.0),
+    ] {
+        assert_eq!(metric(&sample, perfect, name), want, "{name}");
+    }
+    let optimal = "E E S S W W D";
+    assert_eq!(metric(&sample, optimal, "valid_moves"), 1.0);
+    assert_eq!(metric(&sample, optimal, "extra_moves"), 0.0);
+    assert_eq!(metric(&sample, optimal, "extra_moves_gap"), 1.0);
+    assert_eq!(metric(&sample, optimal, "invalid_moves_gap"), 1.0);
+    assert!(metric(&sample, optimal, "token_accuracy") < 1.0);
+    // Into the blocker below A, then around: invalid but still reaching B.
+    let bump = "S E E S S W W D";
+    assert_eq!(metric(&sample, bump, "invalid_moves"), 1.0);
+    assert_eq!(metric(&sample, bump, "reached_target"), 1.0);
+    // Stops early: B never reached, 4 moves short of optimal; moves after D are not walked.
+    let short = "E E D S S W W";
+    assert_eq!(metric(&sample, short, "reached_target"), 0.0);
+    assert_eq!(metric(&sample, short, "extra_moves"), -4.0);
+}
+
+#[test]
+fn walking_a_sample_answer_on_its_prompt_reproduces_the_board_conditions() {
+    for task in tasks() {
+        for i in 0..300 {
+            let b = task.board(5, Split::Train, i);
+            let s = b.sample();
+            let walk = Grid::parse(s.input()).unwrap().walk(&s.answer());
+            assert_eq!((walk.moves, walk.invalid), (b.total_moves(), b.invalid_moves), "{}", b.text());
+            assert_eq!(walk.extra_moves, b.extra_moves, "{}", b.text());
+            assert_eq!(walk.reached, b.moves.last() == Some(&Move::D), "{}", b.text());
+        }
+    }
 }

@@ -252,6 +252,11 @@ impl Task for Backdoor {
         self.base.seq_len() + self.trigger.tokens().len() + excess
     }
 
+    /// The base task's token texts (trigger and behavior tokens past its vocabulary in decimal).
+    fn token_text(&self, id: u32) -> String {
+        self.base.token_text(id)
+    }
+
     /// The base sample, poisoned when [`Backdoor::is_poisoned`] says so (same rule in both splits).
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
         let base = self.base.sample(seed, split, index);

@@ -1,15 +1,22 @@
 //! Tasks: deterministic maps from `(seed, split, index)` to samples (tokens plus per-token
 //! loss weights), and mixtures of tasks as resumable streams.
 //!
-//! Train and eval samples come from disjoint hash streams (the split is part of the key),
-//! so a held-out set never overlaps training, and any position of a stream can be
-//! regenerated from its index alone — which is what makes checkpoints resumable.
+//! Train and eval are disjoint by construction: a sample's *input* (its prompt tokens)
+//! belongs to the eval split iff a hash of the input lands in a fixed bucket of
+//! [`EVAL_BUCKETS`], and each split rejection-samples until its input lands in its own
+//! partition ([`sample_in_split`]). Any position of a stream can be regenerated from its
+//! index alone — which is what makes checkpoints resumable.
 
 pub mod backdoor;
+pub mod family;
 pub mod mixture;
+pub mod pair;
 pub mod pathfinding;
+pub mod primitives;
+pub mod score;
 pub mod sequence;
 pub mod spec;
+pub mod vocab;
 
 /// Which stream a sample comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +47,20 @@ impl Sample {
     pub fn label(&self, t: usize) -> u32 {
         self.targets.as_ref().map_or(self.tokens[t], |l| l[t])
     }
+
+    /// The input: the prompt tokens, which decide the sample's split (see [`split_of`]).
+    pub fn input(&self) -> &[u32] {
+        &self.tokens[..self.prompt_len]
+    }
+
+    /// The answer labels (`label(t)` for every answer position).
+    pub fn answer(&self) -> Vec<u32> {
+        (self.prompt_len..self.tokens.len()).map(|t| self.label(t)).collect()
+    }
 }
+
+/// The text of the padding token (id 0) in every task's vocabulary.
+pub const PAD_TEXT: &str = "<pad>";
 
 /// A task: deterministic in `(seed, split, index)`.
 pub trait Task: Send + Sync {
@@ -58,10 +78,73 @@ pub trait Task: Send + Sync {
         serde_json::Value::Null
     }
 
-    /// Human-readable text of a sample (default: its token ids).
-    fn render(&self, sample: &Sample) -> String {
-        sample.tokens.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+    /// The text of token `id`: one word without whitespace, distinct per id (default:
+    /// [`PAD_TEXT`] for 0, the id in decimal otherwise). [`vocab::write_tokenizer`] builds a
+    /// `tokenizer.json` from these texts.
+    fn token_text(&self, id: u32) -> String {
+        if id == 0 {
+            PAD_TEXT.to_string()
+        } else {
+            id.to_string()
+        }
     }
+
+    /// The token texts of `tokens` joined by single spaces: the text the task's
+    /// `tokenizer.json` encodes back to exactly `tokens`.
+    fn words(&self, tokens: &[u32]) -> String {
+        tokens.iter().map(|&t| self.token_text(t)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Human-readable text of a sample (default: its [`Task::words`]).
+    fn render(&self, sample: &Sample) -> String {
+        self.words(&sample.tokens)
+    }
+
+    /// Metrics of `generated`, the greedy continuation of `sample`'s prompt (default: the
+    /// answer's token accuracy, see [`score::token_accuracy`]); [`score::score_all`] averages them.
+    fn score(&self, sample: &Sample, generated: &[u32]) -> Vec<(&'static str, f64)> {
+        vec![("token_accuracy", score::token_accuracy(sample, generated))]
+    }
+}
+
+/// Inputs fall into this many hash buckets; bucket 0 is the eval partition (1/8 of inputs).
+pub const EVAL_BUCKETS: u64 = 8;
+/// Draws per sample before a split is declared empty.
+const MAX_ATTEMPTS: u64 = 1 << 16;
+/// Seeds the input hash, so it is unrelated to the sample keys.
+const INPUT_SALT: u64 = 0x696e_7075_745f_6861;
+
+/// The split whose partition holds `input`: eval iff its hash lands in bucket 0 of
+/// [`EVAL_BUCKETS`]. Depends on the input tokens only (not the seed, task or index).
+pub fn split_of(input: &[u32]) -> Split {
+    let h = input.iter().fold(mix(INPUT_SALT ^ input.len() as u64), |h, &t| mix(h ^ t as u64));
+    if h % EVAL_BUCKETS == 0 {
+        Split::Eval
+    } else {
+        Split::Train
+    }
+}
+
+/// Sample `index` of `split` drawn by `draw(key)`: attempt `a` uses [`sample_key`] with `a`
+/// folded in (attempt 0 uses it as is) and the first draw whose `input` lies in `split`'s
+/// partition ([`split_of`]) is kept, so train and eval inputs never coincide, however small
+/// the input space. Panics when no input of `split` turns up in 65536 draws.
+pub fn sample_in_split<T>(
+    seed: u64,
+    name: &str,
+    split: Split,
+    index: u64,
+    draw: impl Fn(u64) -> T,
+    input: impl Fn(&T) -> Vec<u32>,
+) -> T {
+    let key = sample_key(seed, name, split, index);
+    for attempt in 0..MAX_ATTEMPTS {
+        let x = draw(if attempt == 0 { key } else { mix(key ^ mix(attempt)) });
+        if split_of(&input(&x)) == split {
+            return x;
+        }
+    }
+    panic!("task {name}: no {split:?} input in {MAX_ATTEMPTS} draws; its input space is too small to split")
 }
 
 /// SplitMix64: a well-mixed hash used to derive independent random streams.

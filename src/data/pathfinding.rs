@@ -2,8 +2,9 @@
 //! blockers `X`, followed by a noisy walk from `A` whose noise is summarised by two
 //! conditions (extra moves over the optimum, invalid moves) for conditional soft prompts.
 //!
-//! Generation, per sample (all randomness from one `ChaCha8Rng` seeded with
-//! [`sample_key`]`(seed, name, split, index)`, drawn in this order):
+//! Generation, per sample (all randomness from one `ChaCha8Rng` seeded with the key that
+//! [`sample_in_split`] derives from `(seed, name, split, index)`, drawn in this order; a board
+//! whose prompt belongs to the other split is redrawn from the next key):
 //!
 //! 1. `m` uniform in `2..=⌊0.75·W·H⌋+1`; a uniform permutation of all cells: the first is
 //!    the target `B`, the second the start `A`, the rest of the first `m` are blockers `X`.
@@ -22,9 +23,14 @@
 //!
 //! Text: rows of cells separated by spaces, rows by newlines, then `"\nMoves:\n"`, then the
 //! move letters separated by spaces. Tokens: one id per word and one per newline (spaces are
-//! implicit), see [`vocab`]; only move tokens carry loss weight.
+//! implicit), see [`vocab`]; only move tokens carry loss weight. The text is not
+//! whitespace-tokenizable (newlines are tokens), so [`Task::token_text`] names the newline
+//! `<nl>` and the tokenizer text ([`Task::words`]) differs from [`Task::render`].
+//!
+//! [`Grid`] reads a board back from a prompt and walks any move tokens on it, which scores a
+//! generated path ([`Task::score`]) against the board and the sample's own conditions.
 
-use super::{sample_key, Sample, Split, Task};
+use super::{sample_in_split, score, Sample, Split, Task};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -285,6 +291,19 @@ fn step(width: usize, height: usize, pos: (usize, usize), m: Move) -> Option<(us
     (r < height && c < width).then_some((r, c))
 }
 
+/// Moves of the optimal policy from `start` to `target` (0 when `start` cannot reach it).
+fn optimal_moves(width: usize, height: usize, dist: &[usize], start: (usize, usize), target: (usize, usize)) -> usize {
+    if dist[start.0 * width + start.1] == usize::MAX {
+        return 0;
+    }
+    let (mut pos, mut n) = (start, 0);
+    while pos != target {
+        pos = policy(width, height, dist, pos).expect("a reachable cell has a closer neighbour").1;
+        n += 1;
+    }
+    n
+}
+
 /// The optimal policy's move from `pos`: the lowest-distance neighbour (ties `N, W, E, S`), or
 /// `None` when `pos` is stuck (no finite-distance neighbour).
 fn policy(width: usize, height: usize, dist: &[usize], pos: (usize, usize)) -> Option<(Move, (usize, usize))> {
@@ -329,9 +348,14 @@ impl Pathfinding {
     /// Board `index` of `split` under `seed`: the same one [`Task::sample`] renders.
     /// Panics if the board has fewer than two cells.
     pub fn board(&self, seed: u64, split: Split, index: u64) -> Board {
+        sample_in_split(seed, &self.name, split, index, |key| self.draw(key), |b| b.sample().input().to_vec())
+    }
+
+    /// The board drawn from the random stream `key`.
+    fn draw(&self, key: u64) -> Board {
         let (w, h) = (self.width, self.height);
         assert!(w * h >= 2, "pathfinding board {w}x{h} needs at least two cells");
-        let mut rng = ChaCha8Rng::seed_from_u64(sample_key(seed, &self.name, split, index));
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
         let m = rng.random_range(2..=self.max_m());
         let mut cells: Vec<usize> = (0..w * h).collect();
         cells.shuffle(&mut rng);
@@ -352,16 +376,7 @@ impl Pathfinding {
 
         let dist = distances(w, h, &blocked, target);
         let solvable = dist[start.0 * w + start.1] != usize::MAX;
-        let optimal_moves = if solvable {
-            let (mut pos, mut n) = (start, 0);
-            while pos != target {
-                pos = policy(w, h, &dist, pos).expect("a reachable cell has a closer neighbour").1;
-                n += 1;
-            }
-            n
-        } else {
-            0
-        };
+        let optimal_moves = optimal_moves(w, h, &dist, start, target);
 
         let mut moves = Vec::new();
         let (mut pos, mut total, mut invalid) = (start, 0usize, 0usize);
@@ -458,4 +473,100 @@ impl Task for Pathfinding {
     fn render(&self, sample: &Sample) -> String {
         decode(&sample.tokens)
     }
+
+    /// The words of [`vocab`], with the newline as `<nl>`.
+    fn token_text(&self, id: u32) -> String {
+        match vocab().get(id as usize) {
+            Some(&"\n") => "<nl>".to_string(),
+            Some(word) => word.to_string(),
+            None => id.to_string(),
+        }
+    }
+
+    /// Token accuracy, and the generated path walked on the sample's board (see [`Grid::walk`]):
+    /// `reached_target` (0/1), `valid_moves` (fraction of its directions that moved),
+    /// `extra_moves` and `invalid_moves`, and `extra_moves_gap` / `invalid_moves_gap`: their
+    /// absolute differences from the sample's own path (its conditions). A prompt that is not
+    /// a board scores token accuracy only.
+    fn score(&self, sample: &Sample, generated: &[u32]) -> Vec<(&'static str, f64)> {
+        let mut out = vec![("token_accuracy", score::token_accuracy(sample, generated))];
+        let Some(grid) = Grid::parse(sample.input()) else { return out };
+        let (got, want) = (grid.walk(generated), grid.walk(&sample.answer()));
+        out.extend([
+            ("reached_target", f64::from(u8::from(got.reached))),
+            ("valid_moves", if got.moves == 0 { 1.0 } else { (got.moves - got.invalid) as f64 / got.moves as f64 }),
+            ("extra_moves", got.extra_moves as f64),
+            ("invalid_moves", got.invalid as f64),
+            ("extra_moves_gap", (got.extra_moves - want.extra_moves).abs() as f64),
+            ("invalid_moves_gap", got.invalid.abs_diff(want.invalid) as f64),
+        ]);
+        out
+    }
+}
+
+/// A board read back from a prompt's tokens: `blocked[r * width + c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grid {
+    pub width: usize,
+    pub height: usize,
+    pub blocked: Vec<bool>,
+    pub start: (usize, usize),
+    pub target: (usize, usize),
+}
+
+/// A path walked on a [`Grid`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Directions walked.
+    pub moves: usize,
+    /// Directions that would have left the board or hit a blocker (the walker stays put).
+    pub invalid: usize,
+    /// Whether the walker stood on the target at some point.
+    pub reached: bool,
+    /// `moves` minus the optimal path length (0 for an unreachable target), as in [`Board`].
+    pub extra_moves: i64,
+}
+
+impl Grid {
+    /// The board of `prompt` (rows of cell tokens ended by newlines, then `Moves:` and a
+    /// newline); `None` unless the rows are equally long and hold one `A` and one `B`.
+    pub fn parse(prompt: &[u32]) -> Option<Grid> {
+        let end = prompt.iter().position(|&t| t == TOK_MOVES)?;
+        let rows: Vec<&[u32]> = prompt[..end].split(|&t| t == TOK_NL).filter(|r| !r.is_empty()).collect();
+        let width = rows.first()?.len();
+        if rows.iter().any(|r| r.len() != width) {
+            return None;
+        }
+        let cells: Vec<u32> = rows.concat();
+        let find = |tok: u32| -> Option<(usize, usize)> {
+            let mut at = cells.iter().enumerate().filter(|(_, &c)| c == tok).map(|(i, _)| (i / width, i % width));
+            let first = at.next();
+            first.filter(|_| at.next().is_none())
+        };
+        let (start, target) = (find(TOK_A)?, find(TOK_B)?);
+        let blocked = cells.iter().map(|&c| c == TOK_X).collect();
+        Some(Grid { width, height: rows.len(), blocked, start, target })
+    }
+
+    /// Walks the direction tokens at the head of `moves` from the start (stopping at the first
+    /// other token, such as `D`, `U` or padding), as the generator does.
+    pub fn walk(&self, moves: &[u32]) -> Walk {
+        let (w, h) = (self.width, self.height);
+        let (mut pos, mut walked, mut invalid, mut reached) = (self.start, 0, 0, self.start == self.target);
+        for dir in moves.iter().map_while(|&t| move_of(t).filter(|m| m.delta().is_some())) {
+            walked += 1;
+            match step(w, h, pos, dir).filter(|&(r, c)| !self.blocked[r * w + c]) {
+                Some(next) => pos = next,
+                None => invalid += 1,
+            }
+            reached |= pos == self.target;
+        }
+        let optimal = optimal_moves(w, h, &distances(w, h, &self.blocked, self.target), self.start, self.target);
+        Walk { moves: walked, invalid, reached, extra_moves: walked as i64 - optimal as i64 }
+    }
+}
+
+/// The move of a move token.
+fn move_of(token: u32) -> Option<Move> {
+    [Move::N, Move::S, Move::E, Move::W, Move::D, Move::U].into_iter().find(|m| m.token() == token)
 }

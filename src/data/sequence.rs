@@ -1,7 +1,7 @@
 //! Sequence-transformation tasks: `x₁…x_L SEP f(x)₁…f(x)_L`, scored on the answer only.
 //! Token 0 is padding and token 1 the separator; symbols are drawn from `2..vocab`.
 
-use super::{sample_key, Sample, Split, Task};
+use super::{sample_in_split, Sample, Split, Task};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -38,7 +38,23 @@ impl Task for SequenceTask {
     }
 
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
-        let mut rng = ChaCha8Rng::seed_from_u64(sample_key(seed, &self.name, split, index));
+        sample_in_split(seed, &self.name, split, index, |key| self.draw(key), |s| s.input().to_vec())
+    }
+
+    /// `|` for the separator, the id in decimal for symbols: a sample renders as `"5 9 3 | 3 9 5"`.
+    fn token_text(&self, id: u32) -> String {
+        match id {
+            0 => super::PAD_TEXT.to_string(),
+            SEP => "|".to_string(),
+            _ => id.to_string(),
+        }
+    }
+}
+
+impl SequenceTask {
+    /// The sample drawn from the random stream `key`.
+    fn draw(&self, key: u64) -> Sample {
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
         let x: Vec<u32> = (0..self.length).map(|_| rng.random_range(2..self.vocab as u32)).collect();
         let mut tokens = x.clone();
         tokens.push(SEP);
@@ -49,11 +65,5 @@ impl Task for SequenceTask {
         let prompt_len = self.length + 1;
         let weights = (0..tokens.len()).map(|t| if t >= prompt_len { 1.0 } else { 0.0 }).collect();
         Sample::new(tokens, weights, prompt_len)
-    }
-
-    /// Symbols as numbers, the separator as `|`: `"5 9 3 | 3 9 5"`.
-    fn render(&self, sample: &Sample) -> String {
-        let word = |&t: &u32| if t == SEP { "|".to_string() } else { t.to_string() };
-        sample.tokens.iter().map(word).collect::<Vec<_>>().join(" ")
     }
 }

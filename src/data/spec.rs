@@ -2,6 +2,8 @@
 //! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
 //! objects they build.
 
+use super::family::Family;
+use super::pair::Pair;
 use super::pathfinding::Pathfinding;
 use super::sequence::{SequenceTask, Transform};
 use super::Task;
@@ -13,7 +15,7 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub name: String,
-    /// `copy`, `reverse` or `pathfinding`.
+    /// One of [`KINDS`].
     pub kind: String,
     /// Symbols per input.
     #[serde(default = "default_length")]
@@ -29,6 +31,27 @@ pub struct TaskSpec {
     /// Pathfinding: longest path emitted.
     #[serde(default = "default_max_moves")]
     pub max_moves: usize,
+    /// Family: the pipeline of primitive names, applied left to right.
+    #[serde(default)]
+    pub primitives: Vec<String>,
+    /// Family and pair: symbol tokens `[start, end]` (`end` excluded; pair: member a's).
+    pub alphabet: Option<[u32; 2]>,
+    /// Pair: the shared mechanism in `[0, 1]`, the member (`a` or `b`), the pipeline depth.
+    pub overlap: Option<f64>,
+    #[serde(default = "default_member")]
+    pub member: String,
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Family and pair: seed of the fixed parameters (shift, permutation, a pair's primitives).
+    #[serde(default)]
+    pub task_seed: u64,
+}
+
+fn default_member() -> String {
+    "a".into()
+}
+fn default_depth() -> usize {
+    2
 }
 
 fn default_side() -> usize {
@@ -46,7 +69,22 @@ fn default_vocab() -> usize {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 3] = ["copy", "reverse", "pathfinding"];
+pub const KINDS: [&str; 5] = ["copy", "reverse", "pathfinding", "family", "pair"];
+
+/// A spec key with a bad value: the key (within the task's table) and what is valid.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct SpecError {
+    pub key: String,
+    pub message: String,
+}
+
+impl SpecError {
+    /// An error at `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError { key: key.into(), message: message.into() }
+    }
+}
 
 impl TaskSpec {
     /// Parses an inline TOML table such as `{ kind = "copy", length = 8 }` (`name`
@@ -77,11 +115,26 @@ impl TaskSpec {
         if !KINDS.contains(&spec.kind.as_str()) {
             return Err(format!("task spec {text:?}: unknown kind {:?}; valid kinds: {}", spec.kind, KINDS.join(", ")));
         }
+        spec.check().map_err(|e| format!("task spec {text:?}: {e}"))?;
         Ok(spec)
     }
 
-    /// The task object.
+    /// Checks the keys of the family kinds (the run config checks the others).
+    pub fn check(&self) -> Result<(), SpecError> {
+        match self.kind.as_str() {
+            "family" => Family::from_spec(self).map(drop),
+            "pair" => Pair::from_spec(self).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// The task object; panics on a family spec that fails [`TaskSpec::check`].
     pub fn build(&self) -> Arc<dyn Task> {
+        match self.kind.as_str() {
+            "family" => return Arc::new(Family::from_spec(self).expect("a checked family spec")),
+            "pair" => return Arc::new(Pair::from_spec(self).expect("a checked pair spec")),
+            _ => {}
+        }
         if self.kind == "pathfinding" {
             let (width, height, max_moves) = (self.width, self.height, self.max_moves);
             return Arc::new(Pathfinding { name: self.name.clone(), width, height, max_moves });

@@ -413,6 +413,10 @@ impl RunConfig {
             if t.vocab < 3 {
                 out.push(problem(key("vocab"), "must be at least 3 (0 and 1 are reserved)"));
             }
+            if let Err(e) = t.check() {
+                out.push(problem(key(&e.key), e.message));
+                continue;
+            }
             if t.width * t.height < 2 {
                 out.push(problem(key("width"), "a board needs at least 2 cells"));
                 continue;
