@@ -281,7 +281,7 @@ fn config(seed: u64) -> BootstrapConfig {
     BootstrapConfig { n_resamples: 2000, level: 0.95, seed }
 }
 
-/// Half-width of an interval.
+/// Width of an interval.
 fn width(e: &Estimate) -> f64 {
     e.hi - e.lo
 }

@@ -50,8 +50,8 @@ pub fn bootstrap_mean(values: &[f64], config: &BootstrapConfig) -> Result<Estima
     bootstrap(values, |xs| xs.iter().sum::<f64>() / xs.len() as f64, config)
 }
 
-/// Bootstrap CI of `stat` over `values` (one per seed); `values` must be finite and `stat`
-/// sees a non-empty resample.
+/// Bootstrap CI of `stat` over `values` (one per seed); `values` must be finite, `stat` sees a
+/// non-empty resample, and a non-finite result counts as undefined (see [`bootstrap_over`]).
 pub fn bootstrap(
     values: &[f64],
     stat: impl Fn(&[f64]) -> f64,

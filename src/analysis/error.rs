@@ -12,8 +12,8 @@ pub enum AnalysisError {
     /// A NaN or infinite input value.
     #[error("{what}[{index}] is {value}; every value must be finite")]
     NonFinite { what: &'static str, index: usize, value: f64 },
-    /// A value that must be positive is not (log-log fits, weights).
-    #[error("{what}[{index}] is {value}; it must be > 0 (a log-log fit takes logs of both axes)")]
+    /// A value that must be positive is not (both axes of a log-log fit, fit weights).
+    #[error("{what}[{index}] is {value}; it must be > 0")]
     NonPositive { what: &'static str, index: usize, value: f64 },
     /// A time before the start of the decay phase.
     #[error("t[{index}] is {value}; decay laws are defined on t >= 0 (steps since the phase started)")]

@@ -29,14 +29,9 @@ impl Law {
 
     /// Number of fitted parameters `k` (c, a, then the shape parameters).
     pub fn n_params(self) -> usize {
-        2 + self.n_shape_params()
-    }
-
-    /// Number of shape parameters: 1 (τ or b), or 2 (b and s) for the shifted power law.
-    pub(crate) fn n_shape_params(self) -> usize {
         match self {
-            Law::Exponential | Law::PowerLaw => 1,
-            Law::ShiftedPowerLaw => 2,
+            Law::Exponential | Law::PowerLaw => 3,
+            Law::ShiftedPowerLaw => 4,
         }
     }
 
@@ -150,5 +145,31 @@ impl Curve {
             Decay::ShiftedPowerLaw { b, s } => named.extend([("b", b), ("s", s)]),
         }
         named
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_gradient_matches_central_differences() {
+        let h = 1e-6;
+        for (law, q) in
+            [(Law::Exponential, vec![5.0]), (Law::PowerLaw, vec![-0.5]), (Law::ShiftedPowerLaw, vec![0.3, 3.0])]
+        {
+            for t in [0.0, 2.0, 300.0] {
+                let analytic = Decay::from_log_params(law, &q).log_gradient(t);
+                for j in 0..q.len() {
+                    let at = |d: f64| {
+                        let mut qd = q.clone();
+                        qd[j] += d;
+                        Decay::from_log_params(law, &qd).g(t)
+                    };
+                    let numeric = (at(h) - at(-h)) / (2.0 * h);
+                    assert!((analytic[j] - numeric).abs() < 1e-7, "{law:?} t={t} j={j}: {} vs {numeric}", analytic[j]);
+                }
+            }
+        }
     }
 }
