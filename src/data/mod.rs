@@ -6,10 +6,13 @@
 //! regenerated from its index alone — which is what makes checkpoints resumable.
 
 pub mod backdoor;
+pub mod corpus;
+pub mod grammar;
 pub mod mixture;
 pub mod pathfinding;
 pub mod sequence;
 pub mod spec;
+pub mod targets;
 
 /// Which stream a sample comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -51,9 +51,13 @@ impl Task for SequenceTask {
         Sample::new(tokens, weights, prompt_len)
     }
 
-    /// Symbols as numbers, the separator as `|`: `"5 9 3 | 3 9 5"`.
     fn render(&self, sample: &Sample) -> String {
-        let word = |&t: &u32| if t == SEP { "|".to_string() } else { t.to_string() };
-        sample.tokens.iter().map(word).collect::<Vec<_>>().join(" ")
+        render_symbols(&sample.tokens)
     }
+}
+
+/// Symbols as numbers, the separator as `|`: `"5 9 3 | 3 9 5"`.
+pub fn render_symbols(tokens: &[u32]) -> String {
+    let word = |&t: &u32| if t == SEP { "|".to_string() } else { t.to_string() };
+    tokens.iter().map(word).collect::<Vec<_>>().join(" ")
 }
