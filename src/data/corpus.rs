@@ -223,7 +223,7 @@ fn train_bpe(path: &Path, docs: &[String], vocab: usize, save_to: &Path) -> Resu
         .build()
         .into();
     bpe.train(&mut trainer, docs.iter()).map_err(err)?;
-    write_atomic(save_to, bpe.to_string(true).map_err(err)?.as_bytes())?;
+    write_creating(save_to, bpe.to_string(true).map_err(err)?.as_bytes())?;
     Ok(Tokenizer::from_file(save_to)?)
 }
 
@@ -254,10 +254,15 @@ fn write_cache(path: &Path, source: &[u8; 32], tok: &[u8; 32], train: &[u32], ev
     bytes.extend((train.len() as u64).to_le_bytes());
     bytes.extend((eval.len() as u64).to_le_bytes());
     bytes.extend(train.iter().chain(eval).flat_map(|t| t.to_le_bytes()));
+    write_creating(path, &bytes)
+}
+
+/// [`write_atomic`], creating the parent directory first.
+fn write_creating(path: &Path, bytes: &[u8]) -> Result<(), HfError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| HfError::Io { path: dir.into(), source })?;
     }
-    write_atomic(path, &bytes)
+    write_atomic(path, bytes)
 }
 
 /// The cached streams, if the cache exists, is whole and matches both keys.

@@ -155,12 +155,12 @@ impl TaskSpec {
     }
 
     /// The input distribution of a target behavior: `over` (named after its kind unless
-    /// named), or a grammar with this spec's keys.
+    /// named), or a grammar named `grammar` with this spec's keys.
     pub fn base(&self) -> TaskSpec {
         match &self.over {
             Some(over) if over.name.is_empty() => TaskSpec { name: over.kind.clone(), ..(**over).clone() },
             Some(over) => (**over).clone(),
-            None => TaskSpec { kind: "grammar".into(), over: None, ..self.clone() },
+            None => TaskSpec { name: "grammar".into(), kind: "grammar".into(), over: None, ..self.clone() },
         }
     }
 
