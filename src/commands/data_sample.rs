@@ -9,7 +9,7 @@ use anyhow::{anyhow, Result};
 /// rendered text, token ids, per-token loss weights, the prompt length and any explicit
 /// targets.
 pub fn sample_lines(spec: &str, n: usize, seed: u64, split: Split) -> Result<Vec<String>> {
-    let task = TaskSpec::parse_inline(spec).map_err(|e| anyhow!(e))?.build();
+    let task = TaskSpec::parse_inline(spec).map_err(|e| anyhow!(e))?.build()?;
     (0..n as u64)
         .map(|index| {
             let s = task.sample(seed, split, index);

@@ -8,7 +8,9 @@
 //! index alone — which is what makes checkpoints resumable.
 
 pub mod backdoor;
+pub mod corpus;
 pub mod family;
+pub mod grammar;
 pub mod mixture;
 pub mod pair;
 pub mod pathfinding;
@@ -16,6 +18,7 @@ pub mod primitives;
 pub mod score;
 pub mod sequence;
 pub mod spec;
+pub mod targets;
 pub mod vocab;
 
 /// Which stream a sample comes from.

@@ -41,13 +41,9 @@ impl Task for SequenceTask {
         sample_in_split(seed, &self.name, split, index, |key| self.draw(key), |s| s.input().to_vec())
     }
 
-    /// `|` for the separator, the id in decimal for symbols: a sample renders as `"5 9 3 | 3 9 5"`.
+    /// See [`symbol_text`].
     fn token_text(&self, id: u32) -> String {
-        match id {
-            0 => super::PAD_TEXT.to_string(),
-            SEP => "|".to_string(),
-            _ => id.to_string(),
-        }
+        symbol_text(id)
     }
 }
 
@@ -65,5 +61,14 @@ impl SequenceTask {
         let prompt_len = self.length + 1;
         let weights = (0..tokens.len()).map(|t| if t >= prompt_len { 1.0 } else { 0.0 }).collect();
         Sample::new(tokens, weights, prompt_len)
+    }
+}
+
+/// `|` for the separator, the id in decimal for symbols: a sample renders as `"5 9 3 | 3 9 5"`.
+pub fn symbol_text(id: u32) -> String {
+    match id {
+        0 => super::PAD_TEXT.to_string(),
+        SEP => "|".to_string(),
+        _ => id.to_string(),
     }
 }

@@ -2,18 +2,24 @@
 //! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
 //! objects they build.
 
+use super::corpus::{Corpus, CorpusError, CorpusOptions, CorpusTask, Format, TokenizerSource};
+use super::grammar::{Grammar, GrammarTask};
 use super::family::Family;
 use super::pair::Pair;
 use super::pathfinding::Pathfinding;
 use super::sequence::{SequenceTask, Transform};
+use super::targets::{Repeat, Skip};
 use super::Task;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A task the run can train or evaluate on.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
+    /// Defaults to the kind in inline and nested (`over`) specs.
+    #[serde(default)]
     pub name: String,
     /// One of [`KINDS`].
     pub kind: String,
@@ -45,6 +51,36 @@ pub struct TaskSpec {
     /// Family and pair: seed of the fixed parameters (shift, permutation, a pair's primitives).
     #[serde(default)]
     pub task_seed: u64,
+    /// Grammar, corpus: tokens per sample.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    /// Grammar: the seed of its rules and lexicon; `zipf` is the lexicon's Zipf exponent and
+    /// `token_range` its terminal ids `[lo, hi)` (default `[2, vocab)`).
+    #[serde(default)]
+    pub grammar_seed: u64,
+    #[serde(default = "default_zipf")]
+    pub zipf: f64,
+    pub token_range: Option<[u32; 2]>,
+    /// Corpus: the text file (`.jsonl`: JSON lines, document in `field`), its
+    /// `tokenizer.json` (else a BPE of `bpe_vocab` tokens is trained) and the directory for
+    /// the token cache and a trained tokenizer (default `<path>.cache`).
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_field")]
+    pub field: String,
+    pub tokenizer: Option<PathBuf>,
+    #[serde(default = "default_bpe_vocab")]
+    pub bpe_vocab: usize,
+    pub cache_dir: Option<PathBuf>,
+    /// Repeat: the repeated tokens, predicted from position `offset` on.
+    #[serde(default)]
+    pub string: Vec<u32>,
+    #[serde(default)]
+    pub offset: usize,
+    /// Skip: position `t` predicts token `t + k + 1`.
+    #[serde(default)]
+    pub k: usize,
+    /// Repeat, skip: the input distribution (default: a grammar with this spec's keys).
+    pub over: Option<Box<TaskSpec>>,
 }
 
 fn default_member() -> String {
@@ -52,6 +88,18 @@ fn default_member() -> String {
 }
 fn default_depth() -> usize {
     2
+}
+fn default_seq_len() -> usize {
+    128
+}
+fn default_zipf() -> f64 {
+    1.1
+}
+fn default_field() -> String {
+    "text".into()
+}
+fn default_bpe_vocab() -> usize {
+    1024
 }
 
 fn default_side() -> usize {
@@ -69,7 +117,8 @@ fn default_vocab() -> usize {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 5] = ["copy", "reverse", "pathfinding", "family", "pair"];
+pub const KINDS: [&str; 9] =
+    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "corpus", "repeat", "skip"];
 
 /// A spec key with a bad value: the key (within the task's table) and what is valid.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -107,7 +156,7 @@ impl TaskSpec {
         }
         let spec: TaskSpec = table.try_into().map_err(|e: toml::de::Error| {
             format!(
-                "task spec {text:?}: {}; keys: name, kind ({}), length, vocab",
+                "task spec {text:?}: {}; keys: name, kind ({}), length, vocab, seq_len, over, …",
                 e.message().trim(),
                 KINDS.join(", ")
             )
@@ -128,18 +177,54 @@ impl TaskSpec {
         }
     }
 
-    /// The task object; panics on a family spec that fails [`TaskSpec::check`].
-    pub fn build(&self) -> Arc<dyn Task> {
-        match self.kind.as_str() {
-            "family" => return Arc::new(Family::from_spec(self).expect("a checked family spec")),
-            "pair" => return Arc::new(Pair::from_spec(self).expect("a checked pair spec")),
-            _ => {}
+    /// The task object; fails only when a corpus cannot be opened, panics on a family or pair
+    /// spec that fails [`TaskSpec::check`].
+    pub fn build(&self) -> Result<Arc<dyn Task>, CorpusError> {
+        let name = self.name.clone();
+        Ok(match self.kind.as_str() {
+            "family" => Arc::new(Family::from_spec(self).expect("a checked family spec")),
+            "pair" => Arc::new(Pair::from_spec(self).expect("a checked pair spec")),
+            "pathfinding" => {
+                let (width, height, max_moves) = (self.width, self.height, self.max_moves);
+                Arc::new(Pathfinding { name, width, height, max_moves })
+            }
+            "grammar" => {
+                let [lo, hi] = self.token_range.unwrap_or([2, self.vocab as u32]);
+                let grammar = Grammar::new(self.grammar_seed, lo, hi, self.zipf);
+                Arc::new(GrammarTask { name, grammar, vocab: self.vocab.max(hi as usize), seq_len: self.seq_len })
+            }
+            "corpus" => Arc::new(CorpusTask::new(name, Arc::new(Corpus::open(&self.corpus_options())?), self.seq_len)?),
+            "repeat" => {
+                Arc::new(Repeat { name, base: self.base().build()?, string: self.string.clone(), offset: self.offset })
+            }
+            "skip" => Arc::new(Skip { name, base: self.base().build()?, k: self.k }),
+            kind => {
+                let transform = if kind == "reverse" { Transform::Reverse } else { Transform::Copy };
+                Arc::new(SequenceTask { name, transform, length: self.length, vocab: self.vocab })
+            }
+        })
+    }
+
+    /// The input distribution of a target behavior: `over` (named after its kind unless
+    /// named), or a grammar named `grammar` with this spec's keys.
+    pub fn base(&self) -> TaskSpec {
+        match &self.over {
+            Some(over) if over.name.is_empty() => TaskSpec { name: over.kind.clone(), ..(**over).clone() },
+            Some(over) => (**over).clone(),
+            None => TaskSpec { name: "grammar".into(), kind: "grammar".into(), over: None, ..self.clone() },
         }
-        if self.kind == "pathfinding" {
-            let (width, height, max_moves) = (self.width, self.height, self.max_moves);
-            return Arc::new(Pathfinding { name: self.name.clone(), width, height, max_moves });
-        }
-        let transform = if self.kind == "reverse" { Transform::Reverse } else { Transform::Copy };
-        Arc::new(SequenceTask { name: self.name.clone(), transform, length: self.length, vocab: self.vocab })
+    }
+
+    /// Where the corpus, its tokenizer and its cache are.
+    pub fn corpus_options(&self) -> CorpusOptions {
+        let path = self.path.clone().unwrap_or_default();
+        let cache = self.cache_dir.clone().unwrap_or_else(|| format!("{}.cache", path.display()).into());
+        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+        let format = if jsonl { Format::Jsonl(self.field.clone()) } else { Format::Text };
+        let tokenizer = match &self.tokenizer {
+            Some(file) => TokenizerSource::File(file.clone()),
+            None => TokenizerSource::Train { vocab: self.bpe_vocab, save_to: cache.join("tokenizer.json") },
+        };
+        CorpusOptions { path, format, tokenizer, cache: cache.join("tokens.bin") }
     }
 }

@@ -117,7 +117,7 @@ fn spec_floor(exp: &Experiment, cell: &Cell) -> f64 {
     let spec = &exp.settings.analysis;
     spec.floor.unwrap_or_else(|| {
         if spec.metric == "loss" {
-            let tasks = crate::train::run::build_tasks(&cell.config);
+            let tasks = crate::train::run::build_tasks(&cell.config).unwrap_or_default();
             let vocab = cell.config.model.vocab_size.unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
             (vocab as f64).ln()
         } else {

@@ -5,7 +5,10 @@ use super::experiment::Experiment;
 use crate::engine::layout::Layout;
 use crate::train::config::{RunConfig, Trainable};
 use crate::train::run::{build_tasks, model_config};
+use crate::data::Task;
 use anyhow::Result;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One cell of the plan.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -25,8 +28,9 @@ pub fn plan(exp: &Experiment) -> Result<Vec<PlannedCell>> {
     exp.cells
         .iter()
         .map(|c| {
-            let params = Layout::new(&model_config(&c.config, &build_tasks(&c.config))?).total;
-            let (tokens, flops) = compute(&c.config, params);
+            let tasks = build_tasks(&c.config)?;
+            let params = Layout::new(&model_config(&c.config, &tasks)?).total;
+            let (tokens, flops) = compute(&c.config, &tasks, params);
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
             Ok(PlannedCell { index: c.index, id: c.id.clone(), point, params, tokens, flops })
         })
@@ -35,8 +39,7 @@ pub fn plan(exp: &Experiment) -> Result<Vec<PlannedCell>> {
 
 /// Training tokens and FLOPs of a run: per token, ≈ 6·N FLOPs when the weights train,
 /// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
-pub fn compute(cfg: &RunConfig, params: usize) -> (u64, f64) {
-    let tasks = build_tasks(cfg);
+pub fn compute(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>, params: usize) -> (u64, f64) {
     let mut total = (0u64, 0.0f64);
     for p in &cfg.phases {
         let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;

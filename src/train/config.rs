@@ -313,11 +313,6 @@ struct Problem {
     message: String,
 }
 
-/// Whether a task spec names a known kind (others are reported separately).
-fn known_kind(t: &TaskSpec) -> bool {
-    crate::data::spec::KINDS.contains(&t.kind.as_str())
-}
-
 /// `x > 0` (false for NaN).
 fn positive(x: f32) -> bool {
     x > 0.0
@@ -330,6 +325,43 @@ fn non_negative(x: f32) -> bool {
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem { key: key.into(), message: message.into() }
+}
+
+/// Range checks of the grammar, corpus and target-behavior keys of the task at key path
+/// `at`, and of its `over` base.
+fn lm_problems(at: &str, t: &TaskSpec, out: &mut Vec<Problem>) {
+    let key = |k: &str| format!("{at}.{k}");
+    match t.kind.as_str() {
+        "grammar" => {
+            let [lo, hi] = t.token_range.unwrap_or([2, t.vocab as u32]);
+            if lo < 2 || hi < lo + 6 || hi as usize > t.vocab {
+                let msg = format!("[{lo}, {hi}) must hold at least 6 ids within 2..{} (vocab)", t.vocab);
+                out.push(problem(key(if t.token_range.is_some() { "token_range" } else { "vocab" }), msg));
+            }
+            if !(t.zipf > 0.0 && t.zipf.is_finite()) {
+                out.push(problem(key("zipf"), "must be a positive number"));
+            }
+        }
+        "corpus" if t.path.is_none() => out.push(problem(key("path"), "give the corpus file (text or .jsonl)")),
+        "corpus" if t.tokenizer.is_none() && t.bpe_vocab < 258 => {
+            out.push(problem(key("bpe_vocab"), "must be at least 258 (256 bytes and 2 special tokens)"))
+        }
+        "repeat" if t.string.is_empty() => out.push(problem(key("string"), "give at least one token")),
+        _ => {}
+    }
+    if ["grammar", "corpus"].contains(&t.kind.as_str()) && t.seq_len < 2 {
+        out.push(problem(key("seq_len"), "must be at least 2"));
+    }
+    let base = t.base();
+    if !["repeat", "skip"].contains(&t.kind.as_str()) {
+        return;
+    }
+    if !crate::data::spec::KINDS.contains(&base.kind.as_str()) || ["repeat", "skip"].contains(&base.kind.as_str()) {
+        let kinds = "copy, reverse, pathfinding, grammar, corpus";
+        out.push(problem(key("over.kind"), format!("{:?} is not one of {kinds}", base.kind)));
+        return;
+    }
+    lm_problems(&if t.over.is_some() { key("over") } else { at.to_string() }, &base, out);
 }
 
 impl RunConfig {
@@ -352,18 +384,25 @@ impl RunConfig {
             let line = if e.span().is_some_and(|s| text[..s.start].ends_with('\n')) { line + 1 } else { line };
             ConfigError { file: file.into(), line, key: "(parse)".into(), message: e.message().trim().to_string() }
         })?;
-        if let Some(p) = cfg.problems().into_iter().next() {
-            return Err(ConfigError { file: file.into(), line: line_of(text, &p.key), key: p.key, message: p.message });
-        }
         let mut cfg = cfg;
-        cfg.resolve_token_lengths();
+        let lengths = match cfg.problems() {
+            Ok(lengths) => lengths,
+            Err(p) => {
+                return Err(ConfigError {
+                    file: file.into(),
+                    line: line_of(text, &p.key),
+                    key: p.key,
+                    message: p.message,
+                })
+            }
+        };
+        cfg.resolve_token_lengths(&lengths);
         Ok(cfg)
     }
 
-    /// Converts phases given in tokens into steps (see [`PhaseSpec::tokens`]).
-    fn resolve_token_lengths(&mut self) {
-        let lengths: BTreeMap<&str, u64> =
-            self.tasks.iter().map(|t| (t.name.as_str(), t.build().seq_len() as u64)).collect();
+    /// Converts phases given in tokens into steps (see [`PhaseSpec::tokens`]), given each
+    /// task's sample length.
+    fn resolve_token_lengths(&mut self, lengths: &BTreeMap<String, u64>) {
         for p in &mut self.phases {
             if let Some(tokens) = p.tokens {
                 let width = p.mixture.keys().map(|t| lengths[t.as_str()]).max().unwrap_or(1);
@@ -372,9 +411,11 @@ impl RunConfig {
         }
     }
 
-    /// Every range and reference check; the first problem is reported.
-    fn problems(&self) -> Vec<Problem> {
+    /// Every range and reference check; the first problem is reported. Without problems,
+    /// the sample length of every task.
+    fn problems(&self) -> Result<BTreeMap<String, u64>, Problem> {
         let mut out = Vec::new();
+        let mut built = Vec::new();
         let m = &self.model;
         if self.name.is_empty() || self.name.contains(['/', '\\']) {
             out.push(problem("name", "must be a non-empty name without path separators"));
@@ -399,6 +440,9 @@ impl RunConfig {
         let names: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
         for (i, t) in self.tasks.iter().enumerate() {
             let key = |k: &str| format!("tasks[{i}].{k}");
+            if t.name.is_empty() {
+                out.push(problem(key("name"), "give the task a name"));
+            }
             if names.iter().filter(|n| **n == t.name).count() > 1 {
                 out.push(problem(key("name"), format!("task name {:?} is used twice", t.name)));
             }
@@ -421,16 +465,34 @@ impl RunConfig {
                 out.push(problem(key("width"), "a board needs at least 2 cells"));
                 continue;
             }
-            let longest = t.build().seq_len();
+            let before = out.len();
+            lm_problems(&format!("tasks[{i}]"), t, &mut out);
+            if out.len() > before {
+                continue;
+            }
+            let task = match t.build() {
+                Ok(task) => task,
+                Err(e) => {
+                    let nested = t.over.as_ref().is_some_and(|o| o.kind == "corpus");
+                    out.push(problem(key(if nested { "over.path" } else { "path" }), e.to_string()));
+                    continue;
+                }
+            };
+            let longest = task.seq_len();
             if longest > m.max_positions && m.load.is_none() {
                 let msg = format!("samples reach {longest} tokens, above model.max_positions = {}", m.max_positions);
                 out.push(problem(key("kind"), msg));
             }
+            if ["repeat", "skip"].contains(&t.kind.as_str()) && t.offset + t.k + 1 >= longest {
+                let at = key(if t.kind == "repeat" { "offset" } else { "k" });
+                out.push(problem(at, format!("leaves no position to score in {longest}-token samples")));
+            }
+            built.push((i, task));
         }
         if let Some(v) = m.vocab_size {
-            let too_big = self.tasks.iter().enumerate().find(|(_, t)| known_kind(t) && t.build().vocab_size() > v);
-            if let Some((i, t)) = too_big {
-                let need = t.build().vocab_size();
+            let too_big = built.iter().find(|(_, task)| task.vocab_size() > v);
+            if let Some((i, task)) = too_big {
+                let need = task.vocab_size();
                 out.push(problem(
                     format!("tasks[{i}].vocab"),
                     format!("the task needs {need} tokens, above model.vocab_size = {v}"),
@@ -443,7 +505,10 @@ impl RunConfig {
         for (i, p) in self.phases.iter().enumerate() {
             self.phase_problems(i, p, &names, &mut out);
         }
-        out
+        match out.into_iter().next() {
+            Some(p) => Err(p),
+            None => Ok(built.iter().map(|(i, task)| (self.tasks[*i].name.clone(), task.seq_len() as u64)).collect()),
+        }
     }
 
     fn phase_problems(&self, i: usize, p: &PhaseSpec, tasks: &[&str], out: &mut Vec<Problem>) {

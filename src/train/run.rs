@@ -12,6 +12,7 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{PhaseSpec, RunConfig, Trainable};
 use super::forgetting::divergence;
 use super::schedule::lr_at;
+use crate::data::corpus::CorpusError;
 use crate::data::mixture::Mixture;
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
@@ -129,8 +130,8 @@ pub fn resume(run_dir: &Path) -> Result<RunSummary> {
 }
 
 /// Builds the task objects a config defines.
-pub fn build_tasks(cfg: &RunConfig) -> BTreeMap<String, Arc<dyn Task>> {
-    cfg.tasks.iter().map(|t| (t.name.clone(), t.build())).collect()
+pub fn build_tasks(cfg: &RunConfig) -> Result<BTreeMap<String, Arc<dyn Task>>, CorpusError> {
+    cfg.tasks.iter().map(|t| Ok((t.name.clone(), t.build()?))).collect()
 }
 
 /// A fresh model for the config (or the one it names).
@@ -245,7 +246,7 @@ struct Runner {
 impl Runner {
     /// Opens the store and CSV, creating the run or resuming it from `resumed`.
     fn start(cfg: RunConfig, text: String, paths: RunPaths, resumed: Option<(Model, TrainerState)>) -> Result<Self> {
-        let tasks = build_tasks(&cfg);
+        let tasks = build_tasks(&cfg)?;
         let store = Store::open(&paths.db)?;
         store.begin_run(&cfg.name, &text, &cfg.hash())?;
         let (model, state) = match resumed {
@@ -864,7 +865,7 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     checkpoint::verify(&dir)?;
     let model = Model::load(&dir.join("model"))?.model;
     let mut rows = Vec::new();
-    for (name, task) in build_tasks(&cfg) {
+    for (name, task) in build_tasks(&cfg)? {
         for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &Adaptation::default(), true)? {
             rows.push((name.clone(), metric.to_string(), value));
         }

@@ -1,0 +1,89 @@
+//! Target behaviors of the soft-prompt studies, each wrapping an input distribution: the
+//! inputs are the base task's tokens, the labels are explicit [`Sample::targets`].
+//!
+//! Positions follow the reference study: *position* `p` is the token slot that predicts,
+//! so in [`Sample`] terms position `p` predicts `targets[p + 1]` with weight `weights[p + 1]`.
+//! - [`Repeat`]: from position `offset` on, position `p` predicts `string[(p - offset) mod
+//!   len]` whatever the input (phase-aligned repetition; the input is unrelated text).
+//! - [`Skip`]: position `p` predicts token `p + k + 1`, so `k = 0` is plain next-token
+//!   prediction; positions whose target lies past the end have weight 0, and the others keep
+//!   the base weight of their target token.
+//!
+//! Greedy exact match is meaningless for these samples (generation feeds back its own
+//! outputs); evaluate them by loss.
+
+use super::{Sample, Split, Task};
+use std::sync::Arc;
+
+/// Every label from position `offset` on is `string`, repeated and phase-aligned.
+#[derive(Clone)]
+pub struct Repeat {
+    pub name: String,
+    pub base: Arc<dyn Task>,
+    pub string: Vec<u32>,
+    pub offset: usize,
+}
+
+impl Task for Repeat {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn vocab_size(&self) -> usize {
+        let widest = self.string.iter().max().map_or(0, |&t| t as usize + 1);
+        self.base.vocab_size().max(widest)
+    }
+
+    fn seq_len(&self) -> usize {
+        self.base.seq_len()
+    }
+
+    fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
+        let tokens = self.base.sample(seed, split, index).tokens;
+        let first = self.offset + 1;
+        let label = |t: usize| if t < first { tokens[t] } else { self.string[(t - first) % self.string.len()] };
+        let targets = (0..tokens.len()).map(label).collect();
+        let weights = (0..tokens.len()).map(|t| if t < first { 0.0 } else { 1.0 }).collect();
+        Sample { prompt_len: first.min(tokens.len()), tokens, weights, targets: Some(targets) }
+    }
+
+    fn render(&self, sample: &Sample) -> String {
+        self.base.render(sample)
+    }
+}
+
+/// Position `p` predicts token `p + k + 1`.
+#[derive(Clone)]
+pub struct Skip {
+    pub name: String,
+    pub base: Arc<dyn Task>,
+    pub k: usize,
+}
+
+impl Task for Skip {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.base.vocab_size()
+    }
+
+    fn seq_len(&self) -> usize {
+        self.base.seq_len()
+    }
+
+    fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
+        let base = self.base.sample(seed, split, index);
+        let n = base.tokens.len();
+        // Past the end the label falls back to the next token, with weight 0.
+        let targets = (0..n).map(|t| base.tokens[if t + self.k < n { t + self.k } else { t }]).collect();
+        let weight = |t: usize| if t == 0 || t + self.k >= n { 0.0 } else { base.weights[t + self.k] };
+        let weights = (0..n).map(weight).collect();
+        Sample { targets: Some(targets), weights, ..base }
+    }
+
+    fn render(&self, sample: &Sample) -> String {
+        self.base.render(sample)
+    }
+}
