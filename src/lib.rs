@@ -5,10 +5,12 @@
 //! - [`hf`]: Hugging Face format I/O (model directories, safetensors, tokenizers).
 //! - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers.
 //! - [`commands`]: what each CLI command does, as library functions.
+//! - [`report`]: SVG charts and the self-contained HTML report page.
 
 pub mod commands;
 pub mod data;
 pub mod engine;
 pub mod hf;
+pub mod report;
 pub mod store;
 pub mod train;
