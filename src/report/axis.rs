@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn log_axis_ticks_are_whole_decades_covering_the_data() {
+    fn log_axis_ticks_are_the_whole_decades_inside_the_padded_data_range() {
         let axis = Axis::numeric(true, [3.0, 4500.0]).unwrap();
         assert_eq!(axis.labels().collect::<Vec<_>>(), ["10", "100", "1000"]);
         assert!(axis.range().start < 3f64.log10() && axis.range().end > 4500f64.log10());
