@@ -6,6 +6,7 @@
 //! - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers.
 //! - [`analysis`]: curve fits (decay laws, AIC), half-lives, bootstrap CIs and scaling fits.
 //! - [`commands`]: what each CLI command does, as library functions.
+//! - [`report`]: SVG charts and the self-contained HTML report page.
 
 pub mod analysis;
 pub mod commands;
@@ -13,5 +14,6 @@ pub mod data;
 pub mod engine;
 pub mod hf;
 pub mod lab;
+pub mod report;
 pub mod store;
 pub mod train;
