@@ -46,6 +46,11 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Rewrite an experiment's report from its store.
+    Report {
+        /// The experiment directory (runs/<experiment>).
+        dir: PathBuf,
+    },
     /// Run a training config: phases, evals, checkpoints, metrics (SQLite + CSV).
     Train {
         /// The run's TOML config.
@@ -211,6 +216,7 @@ fn run(command: Command, threads: Option<usize>) -> Result<()> {
             let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads };
             vestige::commands::experiment::run(&experiment, &opts)?
         }
+        Command::Report { dir } => vestige::commands::experiment::report(&dir)?,
         Command::Forward { model, input, out, soft_prompt } => {
             let r = forward::run(&model, &input, &out, soft_prompt.as_deref())?;
             println!(

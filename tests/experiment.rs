@@ -180,3 +180,38 @@ fn run_skips_finished_cells_runs_one_cell_on_request_and_resumes_an_interrupted_
     let rows = Store::open(&exp.db()).unwrap().metrics("c001_seed-1").unwrap();
     assert!(rows.iter().any(|r| r.task == "reverse" && r.metric == "forgetting_kl"));
 }
+
+#[test]
+fn the_decay_report_draws_curves_fits_and_tables_from_the_runs_and_can_be_rewritten_from_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = EXPERIMENT
+        .replace("\"decay.b_fraction\" = [0.0, 0.25]", "\"model.scale\" = [\"100k\", \"300k\"]")
+        .replace("after_evals = 4", "after_evals = 8");
+    let path = experiment(tmp.path(), &text);
+    vestige::commands::experiment::run(&path, &Options::default()).unwrap();
+    let report = tmp.path().join("decay-test").join("report");
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("reverse: loss") && html.contains("<svg"), "decay curves are drawn");
+    assert!(html.contains("Half-life against scale"), "the scaling section is drawn");
+    let fits = std::fs::read_to_string(report.join("fits.csv")).unwrap();
+    assert_eq!(fits.lines().count(), 1 + 4, "a header and one row per cell:\n{fits}");
+    assert!(fits.lines().nth(1).unwrap().starts_with("c000_scale-100k_seed-0,scale=100k,0,"), "{fits}");
+    // Every cell's start value is its end-of-phase-1 evaluation of B, read from the store.
+    let store = Store::open(&tmp.path().join("decay-test").join("vestige.db")).unwrap();
+    let start = store
+        .metrics("c000_scale-100k_seed-0")
+        .unwrap()
+        .into_iter()
+        .find(|r| r.phase == 1 && r.task == "reverse" && r.metric == "loss")
+        .unwrap()
+        .value;
+    assert!(fits.lines().nth(1).unwrap().contains(&format!(",{start:.4},")), "{fits}");
+    assert!(std::fs::read_to_string(report.join("summary.md")).unwrap().contains("| condition |"));
+    std::fs::remove_dir_all(&report).unwrap();
+    vestige::commands::experiment::report(&tmp.path().join("decay-test")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(report.join("index.html")).unwrap(),
+        html,
+        "the report is a function of the store"
+    );
+}

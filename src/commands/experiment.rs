@@ -1,10 +1,14 @@
-//! `vestige run EXPERIMENT.toml`: plan, run the cells, and say where the results are.
+//! `vestige run EXPERIMENT.toml` (plan, run the cells, write the report) and `vestige report
+//! DIR` (rewrite the report from the store).
 
 use crate::lab::execute::{run as run_cells, Options};
+use crate::lab::experiment::Experiment;
+use crate::lab::plan::plan;
+use crate::lab::{decay_analysis, decay_report};
 use anyhow::{bail, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Runs an experiment and prints what happened; fails if any cell failed.
+/// Runs an experiment, writes its report and prints what happened; fails if any cell failed.
 pub fn run(path: &Path, opts: &Options) -> Result<()> {
     let (exp, outcome) = run_cells(path, opts)?;
     if opts.plan_only {
@@ -19,9 +23,34 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
         outcome.failed.len(),
         exp.root.display()
     );
+    if let Some(index) = write_report(&exp)? {
+        println!("report: {}", index.display());
+    }
     if !outcome.failed.is_empty() {
         let list: Vec<String> = outcome.failed.iter().map(|(c, e)| format!("  {c}: {e}")).collect();
         bail!("{} cells failed (rerun to retry them):\n{}", outcome.failed.len(), list.join("\n"));
     }
     Ok(())
+}
+
+/// Rewrites the report of the experiment in `dir` from its store.
+pub fn report(dir: &Path) -> Result<()> {
+    let exp = Experiment::open_dir(dir)?;
+    match write_report(&exp)? {
+        Some(index) => println!("report: {}", index.display()),
+        None => println!("experiment {} has no template, so there is no report to write", exp.name),
+    }
+    Ok(())
+}
+
+/// The template's report, if it has one; returns the index page.
+fn write_report(exp: &Experiment) -> Result<Option<PathBuf>> {
+    match exp.settings.template.as_deref() {
+        Some("decay") => {
+            let params: Vec<usize> = plan(exp)?.iter().map(|c| c.params).collect();
+            let analysis = decay_analysis::analyse(exp, &params)?;
+            Ok(Some(decay_report::write(exp, &analysis)?))
+        }
+        _ => Ok(None),
+    }
 }

@@ -5,9 +5,10 @@
 
 use super::decay::AFTER;
 use super::experiment::{Cell, Experiment};
+use super::sweep::{label_of, slug};
 use crate::analysis::{
-    bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate,
-    Fit, HalfLife, LineFit,
+    bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate, Fit,
+    HalfLife, LineFit,
 };
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
@@ -118,7 +119,11 @@ fn spec_floor(exp: &Experiment, cell: &Cell) -> f64 {
     spec.floor.unwrap_or_else(|| {
         if spec.metric == "loss" {
             let tasks = crate::train::run::build_tasks(&cell.config).unwrap_or_default();
-            let vocab = cell.config.model.vocab_size.unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
+            let vocab = cell
+                .config
+                .model
+                .vocab_size
+                .unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
             (vocab as f64).ln()
         } else {
             0.0
@@ -181,7 +186,7 @@ fn cell_result(
 /// `axis=value, …` of a cell's sweep point without the seed.
 fn condition_name(cell: &Cell) -> String {
     let parts: Vec<String> =
-        cell.point.iter().filter(|(k, _)| k != "seed").map(|(k, v)| format!("{k}={}", super::sweep::slug(v))).collect();
+        cell.point.iter().filter(|(k, _)| k != "seed").map(|(k, v)| format!("{}={}", label_of(k), slug(v))).collect();
     if parts.is_empty() {
         "all".into()
     } else {
@@ -234,7 +239,7 @@ fn scaling_fits(exp: &Experiment, cells: &[CellResult]) -> Vec<ScalingFit> {
                 .point
                 .iter()
                 .filter(|(k, _)| *k != axis.key && k != "seed")
-                .map(|(k, v)| format!("{k}={}", super::sweep::slug(v)))
+                .map(|(k, v)| format!("{}={}", label_of(k), slug(v)))
                 .collect();
             if let Some(x) = x {
                 families.entry(family.join(", ")).or_default().push((x, h));
@@ -245,7 +250,12 @@ fn scaling_fits(exp: &Experiment, cells: &[CellResult]) -> Vec<ScalingFit> {
             let fit = if by_params { loglog_fit(&x, &y) } else { linear_fit(&x, &y) };
             if let Ok(fit) = fit {
                 let against = if by_params { "params".to_string() } else { axis.key.clone() };
-                out.push(ScalingFit { against, family: if family.is_empty() { "all".into() } else { family }, fit, points });
+                out.push(ScalingFit {
+                    against,
+                    family: if family.is_empty() { "all".into() } else { family },
+                    fit,
+                    points,
+                });
             }
         }
     }

@@ -149,6 +149,13 @@ impl Experiment {
         Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, axes, cells, root })
     }
 
+    /// The experiment an earlier `vestige run` copied into `dir`, with results read from `dir`.
+    pub fn open_dir(dir: &Path) -> Result<Experiment, ConfigError> {
+        let mut exp = Self::load(&dir.join("experiment.toml"))?;
+        exp.root = dir.to_path_buf();
+        Ok(exp)
+    }
+
     /// Where cell runs are written.
     pub fn cells_dir(&self) -> PathBuf {
         self.root.join("cells")

@@ -6,6 +6,7 @@
 
 pub mod decay;
 pub mod decay_analysis;
+pub mod decay_report;
 pub mod execute;
 pub mod experiment;
 pub mod plan;

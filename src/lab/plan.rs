@@ -2,10 +2,10 @@
 //! tokens and estimated compute, printed before running and saved as `plan.json`.
 
 use super::experiment::Experiment;
+use crate::data::Task;
 use crate::engine::layout::Layout;
 use crate::train::config::{RunConfig, Trainable};
 use crate::train::run::{build_tasks, model_config};
-use crate::data::Task;
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;

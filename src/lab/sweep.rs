@@ -23,10 +23,9 @@ impl Axis {
         }
     }
 
-    /// The short label used in cell ids: the last key of the first path, without indices.
+    /// The short label used in cell ids: see [`label_of`].
     pub fn label(&self) -> String {
-        let last = self.paths[0].rsplit('.').next().unwrap_or_default();
-        last.split('[').next().unwrap_or_default().to_string()
+        label_of(&self.key)
     }
 }
 
@@ -119,11 +118,20 @@ pub fn set_path(root: &mut toml::Table, path: &str, value: toml::Value) -> Resul
     Ok(())
 }
 
-/// A value as it appears in a cell id: strings bare, others in TOML form, limited to
-/// characters safe in a file name.
+/// The short name of an axis key: the last key of its first path, without indices
+/// (`decay.regularizer|decay.strength` → `regularizer`).
+pub fn label_of(key: &str) -> String {
+    let first = key.split('|').next().unwrap_or_default();
+    let last = first.rsplit('.').next().unwrap_or_default();
+    last.split('[').next().unwrap_or_default().trim().to_string()
+}
+
+/// A value as it appears in a cell id: strings bare, lists joined by `+`, others in TOML
+/// form, limited to characters safe in a file name.
 pub fn slug(value: &toml::Value) -> String {
     let text = match value {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => return a.iter().map(slug).collect::<Vec<_>>().join("+"),
         v => v.to_string(),
     };
     text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
@@ -175,5 +183,9 @@ mod tests {
     fn slugs_are_file_name_safe() {
         assert_eq!(slug(&toml::Value::String("a/b c".into())), "a_b_c");
         assert_eq!(slug(&toml::Value::Float(0.25)), "0.25");
+        let pair = toml::Value::Array(vec![toml::Value::String("l2".into()), toml::Value::Float(1.0)]);
+        assert_eq!(slug(&pair), "l2+1.0");
+        assert_eq!(label_of("decay.regularizer|decay.strength"), "regularizer");
+        assert_eq!(label_of("tasks[1].overlap"), "overlap");
     }
 }

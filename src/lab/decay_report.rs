@@ -1,0 +1,341 @@
+//! The decay study's report: `report/index.html` (decay curves by scale with seed bands,
+//! half-life against parameters with its log-log fit, a heatmap over the two other swept
+//! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
+
+use super::decay_analysis::{reached, CellResult, Condition, DecayAnalysis, Series};
+use super::experiment::Experiment;
+use super::sweep::{label_of, slug};
+use crate::analysis::HalfLife;
+use crate::hf::io::write_atomic;
+use crate::report::{
+    heatmap, line_chart, scatter_fit, Figure, Fit, Frame, Heatmap, LineChart, NumberFormat, Page, Point, ScatterFit,
+    Section, Series as Line, Table,
+};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Writes the report files under `root/report`; returns the index page's path.
+pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
+    let dir = exp.root.join("report");
+    let tables = [conditions_table(a), cells_table(a), scaling_table(a)];
+    let page = Page {
+        title: format!("Capability decay: {}", exp.name),
+        intro: intro(exp, a),
+        sections: vec![
+            curves_section(exp, a)?,
+            scaling_section(exp, a)?,
+            heatmap_section(exp, a)?,
+            Section { heading: "Tables".into(), tables: tables.to_vec(), ..Default::default() },
+        ],
+    };
+    let index = page.write(&dir)?;
+    write_atomic(&dir.join("fits.csv"), tables[1].to_csv().as_bytes())?;
+    let mut md = format!("# {}\n\n", page.title);
+    for p in &page.intro {
+        md.push_str(&format!("{p}\n\n"));
+    }
+    for t in &tables {
+        md.push_str(&format!("{}\n", t.to_markdown()));
+    }
+    write_atomic(&dir.join("summary.md"), md.as_bytes())?;
+    Ok(index)
+}
+
+/// What was run, what is measured and the headline scaling fits.
+fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "{} of {} cells finished. Phase 1 trains {} and {} together; phase 2 trains {} only. \
+             The analysed metric is {} of {} on its fixed held-out set.",
+            a.cells.len(),
+            exp.cells.len(),
+            a.a,
+            a.b,
+            a.a,
+            a.metric,
+            a.b
+        ),
+        format!(
+            "Half-life: phase-2 steps until {}'s {} has moved halfway from its end-of-phase-1 value to the chance \
+             level ({}), by linear interpolation between evaluations; seeds that never cross are censored (the \
+             half-life exceeds the horizon) and left out of means. Intervals are 95% percentile bootstraps over \
+             seeds. Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
+            a.b,
+            a.metric,
+            a.cells.first().map_or("n/a".into(), |c| format!("{:.3}", c.floor))
+        ),
+    ];
+    for s in a.scaling.iter().filter(|s| s.against == "params") {
+        out.push(format!(
+            "Half-life ∝ params^{:.2} (95% CI [{:.2}, {:.2}], R² {:.2}, {} seeds) for {}.",
+            s.fit.slope, s.fit.slope_ci.0, s.fit.slope_ci.1, s.fit.r2, s.fit.n, s.family
+        ));
+    }
+    if !a.missing.is_empty() {
+        let list: Vec<String> = a.missing.iter().map(|(c, s)| format!("{c} ({s})")).collect();
+        out.push(format!("Not in this report: {}.", list.join(", ")));
+    }
+    out
+}
+
+/// The key of the axis that sets the model size, if one is swept.
+fn scale_axis(exp: &Experiment) -> Option<String> {
+    exp.axes.iter().find(|a| a.key.starts_with("model.")).map(|a| a.key.clone())
+}
+
+/// A cell's sweep value on `key`, as text.
+fn value_of(c: &CellResult, key: &str) -> String {
+    c.point.iter().find(|(k, _)| k == key).map_or_else(String::new, |(_, v)| slug(v))
+}
+
+/// Cells grouped into chart families (every axis but the scale and the seed), then by scale.
+fn families<'a>(exp: &Experiment, a: &'a DecayAnalysis) -> BTreeMap<String, BTreeMap<String, Vec<&'a CellResult>>> {
+    let scale = scale_axis(exp);
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<&CellResult>>> = BTreeMap::new();
+    for c in &a.cells {
+        let family: Vec<String> = c
+            .point
+            .iter()
+            .filter(|(k, _)| k != "seed" && Some(k) != scale.as_ref())
+            .map(|(k, v)| format!("{}={}", label_of(k), slug(v)))
+            .collect();
+        let line = scale.as_deref().map_or("all".into(), |k| format!("{} ({} params)", value_of(c, k), c.params));
+        out.entry(family.join(", ")).or_default().entry(line).or_default().push(c);
+    }
+    out
+}
+
+/// The mean over seeds at each step with the seeds' min–max as band; x is `t + 1` so that
+/// the first evaluation (t = 0) fits a log axis.
+fn seed_band(name: &str, series: &[&Series]) -> Line {
+    let mut by_t: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for s in series {
+        for (t, y) in s.t.iter().zip(&s.y) {
+            by_t.entry(*t as u64).or_default().push(*y);
+        }
+    }
+    let points = by_t
+        .into_iter()
+        .map(|(t, ys)| {
+            let mean = ys.iter().sum::<f64>() / ys.len() as f64;
+            let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &y| (l.min(y), h.max(y)));
+            Point::new(t as f64 + 1.0, mean).with_interval(lo, hi)
+        })
+        .collect();
+    Line { name: name.to_string(), points }
+}
+
+/// Decay curves of B (and its KL forgetting, and A) per family, one line per scale.
+fn curves_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
+    let mut figures = Vec::new();
+    for (family, lines) in families(exp, a) {
+        let label = if family.is_empty() { String::new() } else { format!(" · {family}") };
+        for (what, task, pick) in [
+            (a.metric.as_str(), a.b.as_str(), (|c: &CellResult| &c.b) as fn(&CellResult) -> &Series),
+            ("forgetting KL", a.b.as_str(), |c: &CellResult| &c.b_kl),
+            (a.metric.as_str(), a.a.as_str(), |c: &CellResult| &c.a),
+        ] {
+            let series = lines
+                .iter()
+                .map(|(line, cells)| seed_band(line, &cells.iter().map(|c| pick(c)).collect::<Vec<_>>()))
+                .collect();
+            let frame = Frame::new(format!("{task}: {what}{label}"), "phase-2 step + 1", what);
+            let svg = line_chart(&LineChart { frame, log_x: true, series, ..Default::default() })?;
+            let caption = format!("{task}'s {what} during phase 2 (mean over seeds; band: seed range){label}.");
+            figures.push(Figure { svg, caption });
+        }
+    }
+    let paragraphs = vec!["B is the task dropped in phase 2; A keeps training.".to_string()];
+    Ok(Section { heading: "Decay curves".into(), paragraphs, figures, tables: Vec::new() })
+}
+
+/// Half-life against parameters per family, with the log-log fit.
+fn scaling_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
+    let mut figures = Vec::new();
+    let mut paragraphs = Vec::new();
+    if scale_axis(exp).is_none() {
+        paragraphs.push("No model-size axis is swept, so there is no scaling fit.".into());
+    }
+    for s in a.scaling.iter().filter(|s| s.against == "params") {
+        let points = s.points.iter().map(|&(x, y)| Point::new(x, y)).collect();
+        let fit = Some(Fit { slope: s.fit.slope, intercept: s.fit.intercept });
+        let frame = Frame::new(format!("half-life vs parameters · {}", s.family), "parameters", "half-life (steps)");
+        let svg = scatter_fit(&ScatterFit { frame, log_log: true, name: "seeds".into(), points, fit })?;
+        let caption = format!(
+            "Each dot is one seed whose {} crossed halfway; slope {:.2} (95% CI [{:.2}, {:.2}]).",
+            a.b, s.fit.slope, s.fit.slope_ci.0, s.fit.slope_ci.1
+        );
+        figures.push(Figure { svg, caption });
+    }
+    Ok(Section { heading: "Half-life against scale".into(), paragraphs, figures, tables: Vec::new() })
+}
+
+/// Mean half-life over the first two swept axes other than the scale and the seed.
+fn heatmap_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
+    let scale = scale_axis(exp);
+    let others: Vec<&str> =
+        exp.axes.iter().map(|x| x.key.as_str()).filter(|k| *k != "seed" && Some(*k) != scale.as_deref()).collect();
+    let mut section = Section { heading: "Half-life heatmap".into(), ..Default::default() };
+    let [rows_key, cols_key, ..] = others[..] else {
+        section.paragraphs.push("A heatmap needs two swept axes besides scale and seed.".into());
+        return Ok(section);
+    };
+    let labels = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for c in &a.cells {
+            let x = value_of(c, key);
+            if !v.contains(&x) {
+                v.push(x);
+            }
+        }
+        v
+    };
+    let (rows, columns) = (labels(rows_key), labels(cols_key));
+    let values = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|col| {
+                    let hs: Vec<f64> = a
+                        .cells
+                        .iter()
+                        .filter(|c| value_of(c, rows_key) == *r && value_of(c, cols_key) == *col)
+                        .filter_map(|c| reached(&c.half_life))
+                        .collect();
+                    if hs.is_empty() {
+                        f64::NAN
+                    } else {
+                        hs.iter().sum::<f64>() / hs.len() as f64
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let frame = Frame::new("mean half-life (steps)", label_of(cols_key), label_of(rows_key));
+    let svg = heatmap(&Heatmap { frame, rows, columns, values, format: NumberFormat::Fixed(0) })?;
+    let caption = "Mean over seeds and scales of the seeds that crossed halfway; grey: none did.".into();
+    section.figures.push(Figure { svg, caption });
+    Ok(section)
+}
+
+/// `12.3 [10.1, 14.0]`, or `—`.
+fn interval(c: &Condition) -> String {
+    c.half_life.map_or("—".into(), |e| format!("{:.1} [{:.1}, {:.1}]", e.value, e.lo, e.hi))
+}
+
+/// One row per condition.
+fn conditions_table(a: &DecayAnalysis) -> Table {
+    let rows = a
+        .conditions
+        .iter()
+        .map(|c| {
+            let laws: Vec<&str> =
+                c.cells.iter().filter_map(|&i| a.cells[i].fits.first()).map(|f| f.law().name()).collect();
+            vec![
+                c.name.clone(),
+                c.params.to_string(),
+                c.cells.len().to_string(),
+                interval(c),
+                c.censored.to_string(),
+                most_common(&laws),
+            ]
+        })
+        .collect();
+    Table {
+        caption: format!("Half-life of {}'s {} per condition (95% bootstrap CI over seeds)", a.b, a.metric),
+        header: ["condition", "params", "seeds", "half-life [CI]", "censored", "best law (mode)"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
+}
+
+/// The most frequent entry (ties: the first), or `—`.
+fn most_common(xs: &[&str]) -> String {
+    let mut best = ("—", 0);
+    for x in xs {
+        let n = xs.iter().filter(|y| *y == x).count();
+        if n > best.1 {
+            best = (x, n);
+        }
+    }
+    best.0.to_string()
+}
+
+/// One row per cell: its fits and half-lives (also `fits.csv`).
+fn cells_table(a: &DecayAnalysis) -> Table {
+    let rows = a
+        .cells
+        .iter()
+        .map(|c| {
+            let best = c.fits.first();
+            let params = best.map_or(String::new(), |f| {
+                f.curve.params().iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
+            });
+            let aic = |law: &str| {
+                c.fits.iter().find(|f| f.law().name() == law).map_or(String::new(), |f| format!("{:.2}", f.aic))
+            };
+            vec![
+                c.id.clone(),
+                c.condition.clone(),
+                c.seed.to_string(),
+                c.params.to_string(),
+                format!("{:.4}", c.start),
+                format!("{:.4}", c.floor),
+                match c.half_life {
+                    HalfLife::Reached(t) => format!("{t:.1}"),
+                    HalfLife::Censored { horizon } => format!(">{horizon:.0}"),
+                },
+                c.fit_half_life.map_or(String::new(), |t| format!("{t:.1}")),
+                best.map_or(String::new(), |f| f.law().name().to_string()),
+                params,
+                best.map_or(String::new(), |f| format!("{:.4}", f.r2)),
+                aic("exponential"),
+                aic("power_law"),
+                aic("shifted_power_law"),
+            ]
+        })
+        .collect();
+    let header = [
+        "cell",
+        "condition",
+        "seed",
+        "params",
+        "start",
+        "floor",
+        "half_life",
+        "fit_half_life",
+        "best_law",
+        "best_params",
+        "r2",
+        "aic_exponential",
+        "aic_power_law",
+        "aic_shifted_power_law",
+    ];
+    Table { caption: "Per-cell fits".into(), header: header.map(String::from).to_vec(), rows }
+}
+
+/// One row per scaling fit.
+fn scaling_table(a: &DecayAnalysis) -> Table {
+    let rows = a
+        .scaling
+        .iter()
+        .map(|s| {
+            vec![
+                s.against.clone(),
+                s.family.clone(),
+                format!("{:.3}", s.fit.slope),
+                format!("[{:.3}, {:.3}]", s.fit.slope_ci.0, s.fit.slope_ci.1),
+                format!("{:.3}", s.fit.r2),
+                s.fit.n.to_string(),
+            ]
+        })
+        .collect();
+    Table {
+        caption: "Scaling fits of half-life (log-log against params, linear against other numeric axes)".into(),
+        header: ["against", "family", "slope", "95% CI", "R²", "n"].map(String::from).to_vec(),
+        rows,
+    }
+}
