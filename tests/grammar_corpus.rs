@@ -352,3 +352,36 @@ fn a_repeat_without_over_reads_grammar_text_and_nested_errors_name_the_key_path(
     let err = RunConfig::from_toml(&toml, "run.toml").unwrap_err();
     assert_eq!(err.key, "tasks[0].k", "{err}");
 }
+
+/// The broad distribution of `spec`.
+fn broad(spec: &str) -> std::sync::Arc<dyn vestige::data::Task> {
+    vestige::data::spec::TaskSpec::parse_inline(spec).unwrap().build().unwrap()
+}
+
+#[test]
+fn broad_mixes_grammar_text_and_families_on_their_own_alphabet_slices_in_proportion() {
+    use vestige::data::Split;
+    let task = broad("{ kind = \"broad\", families = 4, grammar_weight = 0.25, seq_len = 24, length = 5 }");
+    assert_eq!(task.vocab_size(), 41 + 4 * 16, "raised to fit every family slice");
+    let n = 4000;
+    let samples: Vec<_> = (0..n).map(|i| task.sample(3, Split::Train, i)).collect();
+    // Grammar documents are full length and scored everywhere but the first token.
+    let text = samples.iter().filter(|s| s.prompt_len == 1 && s.tokens.len() == 24).count() as f64 / n as f64;
+    assert!((text - 0.25).abs() < 0.03, "grammar share {text}");
+    // Each family sample uses symbols from one 16-token slice only.
+    for s in samples.iter().filter(|s| s.prompt_len > 1) {
+        let symbols: Vec<u32> = s.tokens.iter().copied().filter(|&t| t >= 41).collect();
+        let slice = (symbols[0] - 41) / 16;
+        assert!(symbols.iter().all(|&t| (t - 41) / 16 == slice), "{:?}", s.tokens);
+        assert!(s.tokens.iter().all(|&t| (t as usize) < task.vocab_size()));
+    }
+    assert_eq!(task.sample(3, Split::Eval, 7), task.sample(3, Split::Eval, 7));
+    assert_ne!(task.sample(3, Split::Train, 7), task.sample(3, Split::Eval, 7));
+}
+
+#[test]
+fn broad_rejects_bad_family_counts_and_weights_naming_the_key() {
+    let err = |spec: &str| vestige::data::spec::TaskSpec::parse_inline(spec).unwrap_err();
+    assert!(err("{ kind = \"broad\", families = 0 }").contains("families"));
+    assert!(err("{ kind = \"broad\", grammar_weight = 1.5 }").contains("grammar_weight"));
+}

@@ -30,8 +30,13 @@ impl Mixture {
 
     /// Training sample `position` of the stream and the task it came from.
     pub fn sample(&self, seed: u64, position: u64) -> (usize, Sample) {
-        let u = (mix(seed ^ mix(position)) >> 11) as f64 / (1u64 << 53) as f64;
-        let k = self.cumulative.iter().position(|&c| u < c).unwrap_or(self.tasks.len() - 1);
+        let k = self.pick(seed ^ mix(position));
         (k, self.tasks[k].sample(seed, Split::Train, position))
+    }
+
+    /// The task a uniform hash of `key` falls on, in proportion to the weights.
+    pub fn pick(&self, key: u64) -> usize {
+        let u = (mix(key) >> 11) as f64 / (1u64 << 53) as f64;
+        self.cumulative.iter().position(|&c| u < c).unwrap_or(self.tasks.len() - 1)
     }
 }

@@ -8,6 +8,7 @@
 //! index alone — which is what makes checkpoints resumable.
 
 pub mod backdoor;
+pub mod broad;
 pub mod corpus;
 pub mod family;
 pub mod grammar;

@@ -2,6 +2,7 @@
 //! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
 //! objects they build.
 
+use super::broad::Broad;
 use super::corpus::{Corpus, CorpusError, CorpusOptions, CorpusTask, Format, TokenizerSource};
 use super::family::Family;
 use super::grammar::{Grammar, GrammarTask};
@@ -79,6 +80,11 @@ pub struct TaskSpec {
     /// Skip: position `t` predicts token `t + k + 1`.
     #[serde(default)]
     pub k: usize,
+    /// Broad: the number of family tasks and the grammar's share of the samples.
+    #[serde(default = "default_families")]
+    pub families: usize,
+    #[serde(default = "default_grammar_weight")]
+    pub grammar_weight: f64,
     /// Repeat, skip: the input distribution (default: a grammar with this spec's keys).
     pub over: Option<Box<TaskSpec>>,
 }
@@ -88,6 +94,12 @@ fn default_member() -> String {
 }
 fn default_depth() -> usize {
     2
+}
+fn default_families() -> usize {
+    8
+}
+fn default_grammar_weight() -> f64 {
+    0.5
 }
 fn default_seq_len() -> usize {
     128
@@ -117,8 +129,8 @@ fn default_vocab() -> usize {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 9] =
-    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "corpus", "repeat", "skip"];
+pub const KINDS: [&str; 10] =
+    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "broad", "corpus", "repeat", "skip"];
 
 /// A spec key with a bad value: the key (within the task's table) and what is valid.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -173,17 +185,19 @@ impl TaskSpec {
         match self.kind.as_str() {
             "family" => Family::from_spec(self).map(drop),
             "pair" => Pair::from_spec(self).map(drop),
+            "broad" => Broad::from_spec(self).map(drop),
             _ => Ok(()),
         }
     }
 
-    /// The task object; fails only when a corpus cannot be opened, panics on a family or pair
+    /// The task object; fails only when a corpus cannot be opened, panics on a family, pair or broad
     /// spec that fails [`TaskSpec::check`].
     pub fn build(&self) -> Result<Arc<dyn Task>, CorpusError> {
         let name = self.name.clone();
         Ok(match self.kind.as_str() {
             "family" => Arc::new(Family::from_spec(self).expect("a checked family spec")),
             "pair" => Arc::new(Pair::from_spec(self).expect("a checked pair spec")),
+            "broad" => Arc::new(Broad::from_spec(self).expect("a checked broad spec")),
             "pathfinding" => {
                 let (width, height, max_moves) = (self.width, self.height, self.max_moves);
                 Arc::new(Pathfinding { name, width, height, max_moves })
