@@ -7,6 +7,7 @@ use std::sync::Arc;
 use vestige::data::corpus::{is_eval, END_OF_TEXT};
 use vestige::data::grammar::Grammar;
 use vestige::data::spec::TaskSpec;
+use vestige::data::vocab::{tokenizer_for, VocabError};
 use vestige::data::{Sample, Split, Task};
 use vestige::train::batching::batch_of;
 use vestige::train::config::RunConfig;
@@ -351,4 +352,21 @@ fn a_repeat_without_over_reads_grammar_text_and_nested_errors_name_the_key_path(
         .replace("repeat", "skip");
     let err = RunConfig::from_toml(&toml, "run.toml").unwrap_err();
     assert_eq!(err.key, "tasks[0].k", "{err}");
+}
+
+#[test]
+fn corpus_tasks_and_wrappers_over_them_keep_the_corpus_tokenizer_and_mixing_it_with_token_texts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_text(dir.path(), &documents(300, 0));
+    let corpus = task(&corpus_spec(&path, ""));
+    let skip = task(&format!("{{ kind = \"skip\", k = 2, over = {} }}", corpus_spec(&path, "")));
+    let out = dir.path().join("model");
+    let file = tokenizer_for(&out, &[corpus.clone(), skip]).unwrap();
+    assert_eq!(file, dir.path().join("corpus.txt.cache/tokenizer.json"));
+    assert!(!out.join("tokenizer.json").exists(), "a corpus tokenizer is used as is, not rebuilt");
+    let copy = task("{ kind = \"copy\", length = 6, vocab = 20 }");
+    match tokenizer_for(&out, &[copy, corpus]) {
+        Err(e @ VocabError::Sources { .. }) => assert!(e.to_string().contains("corpus.txt.cache"), "{e}"),
+        other => panic!("expected differing tokenizer sources, got {other:?}"),
+    }
 }

@@ -3,8 +3,8 @@
 //! objects they build.
 
 use super::corpus::{Corpus, CorpusError, CorpusOptions, CorpusTask, Format, TokenizerSource};
-use super::grammar::{Grammar, GrammarTask};
 use super::family::Family;
+use super::grammar::{Grammar, GrammarTask};
 use super::pair::Pair;
 use super::pathfinding::Pathfinding;
 use super::sequence::{SequenceTask, Transform};
