@@ -430,5 +430,5 @@ fn run_configs_report_bad_family_keys_with_file_line_and_key_path() {
     let e = err("kind = \"pair\"\noverlap = 0.5\nmember = \"z\"");
     assert!(e.starts_with("exp.toml:7: tasks[0].member:"), "{e}");
     let ok = RunConfig::from_toml(&config("kind = \"pair\"\noverlap = 0.5\nmember = \"b\""), "exp.toml").unwrap();
-    assert_eq!(ok.tasks[0].build().vocab_size(), 57 + 16);
+    assert_eq!(ok.tasks[0].build().unwrap().vocab_size(), 57 + 16);
 }
