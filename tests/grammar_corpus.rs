@@ -7,6 +7,7 @@ use std::sync::Arc;
 use vestige::data::corpus::{is_eval, END_OF_TEXT};
 use vestige::data::grammar::Grammar;
 use vestige::data::spec::TaskSpec;
+use vestige::data::vocab::{tokenizer_for, VocabError};
 use vestige::data::{Sample, Split, Task};
 use vestige::train::batching::batch_of;
 use vestige::train::config::RunConfig;
@@ -384,4 +385,21 @@ fn broad_rejects_bad_family_counts_and_weights_naming_the_key() {
     let err = |spec: &str| vestige::data::spec::TaskSpec::parse_inline(spec).unwrap_err();
     assert!(err("{ kind = \"broad\", families = 0 }").contains("families"));
     assert!(err("{ kind = \"broad\", grammar_weight = 1.5 }").contains("grammar_weight"));
+}
+
+#[test]
+fn corpus_tasks_and_wrappers_over_them_keep_the_corpus_tokenizer_and_mixing_it_with_token_texts_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_text(dir.path(), &documents(300, 0));
+    let corpus = task(&corpus_spec(&path, ""));
+    let skip = task(&format!("{{ kind = \"skip\", k = 2, over = {} }}", corpus_spec(&path, "")));
+    let out = dir.path().join("model");
+    let file = tokenizer_for(&out, &[corpus.clone(), skip]).unwrap();
+    assert_eq!(file, dir.path().join("corpus.txt.cache/tokenizer.json"));
+    assert!(!out.join("tokenizer.json").exists(), "a corpus tokenizer is used as is, not rebuilt");
+    let copy = task("{ kind = \"copy\", length = 6, vocab = 20 }");
+    match tokenizer_for(&out, &[copy, corpus]) {
+        Err(e @ VocabError::Sources { .. }) => assert!(e.to_string().contains("corpus.txt.cache"), "{e}"),
+        other => panic!("expected differing tokenizer sources, got {other:?}"),
+    }
 }

@@ -6,7 +6,8 @@
 //! 3. Freeze the model and train a 4-vector soft prompt towards an unseen behaviour
 //!    (reversal), reporting held-out loss and token accuracy before and after: a first
 //!    look at "conditional distance".
-//! 4. Save the model as a Hugging Face directory and a JSON summary.
+//! 4. Save the model as a Hugging Face directory (with the tasks' `tokenizer.json`) and a
+//!    JSON summary.
 
 use crate::data::sequence::{SequenceTask, Transform};
 use crate::data::{Split, Task};
@@ -19,12 +20,13 @@ use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
 use crate::hf::io::write_atomic;
 use crate::train::batching::batch_of;
-use crate::train::run::{eval_task, Adaptation};
+use crate::train::run::{eval_task, model_tokenizer, teacher_forced_accuracy, Adaptation};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const LEN: usize = 12;
 const VOCAB: usize = 64;
@@ -113,17 +115,7 @@ fn reverse_eval(model: &Model, prompt: &[f32], n: usize) -> (f32, f64) {
     let norm = default_norm(&batch.targets, &batch.weights);
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, prompt, &[], norm);
-    let v = model.cfg.vocab_size;
-    let scored: Vec<usize> = (0..batch.rows()).filter(|&r| batch.weights[r] > 0.0).collect();
-    let correct = scored
-        .iter()
-        .filter(|&&r| {
-            let row = &acts.logits[r * v..(r + 1) * v];
-            let best = (0..v).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-            best as i32 == batch.targets[r]
-        })
-        .count();
-    (loss, correct as f64 / scored.len() as f64)
+    (loss, teacher_forced_accuracy(&acts.logits, &batch))
 }
 
 /// Phase 3: a soft prompt on the frozen model, trained towards reversal.
@@ -157,7 +149,8 @@ pub fn run(out_dir: &Path, train_steps: usize, prompt_steps: usize) -> Result<De
     let (loss0, acc0) = reverse_eval(&model, &[], 0);
     let prompt = train_reverse_prompt(&model, prompt_steps);
     let (loss1, acc1) = reverse_eval(&model, &prompt, PROMPT);
-    let model_dir = model.save(&out_dir.join("model"), None)?;
+    let tokenizer = model_tokenizer(out_dir, &[Arc::new(task(false)), Arc::new(task(true))]);
+    let model_dir = model.save(&out_dir.join("model"), tokenizer.as_deref())?;
     let summary = DemoSummary {
         parameters: model.n_params(),
         prompt_vectors: PROMPT,

@@ -13,6 +13,7 @@
 //! (disjoint from training): always triggered, never triggered, and near-miss triggered.
 
 use super::{mix, sample_key, Sample, Split, Task};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Stream constants that separate the hashes drawn per sample.
@@ -255,6 +256,10 @@ impl Task for Backdoor {
     /// The base task's token texts (trigger and behavior tokens past its vocabulary in decimal).
     fn token_text(&self, id: u32) -> String {
         self.base.token_text(id)
+    }
+
+    fn tokenizer_file(&self) -> Option<&Path> {
+        self.base.tokenizer_file()
     }
 
     /// The base sample, poisoned when [`Backdoor::is_poisoned`] says so (same rule in both splits).

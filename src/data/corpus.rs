@@ -92,6 +92,8 @@ pub struct CorpusOptions {
 pub struct Corpus {
     pub path: PathBuf,
     pub tokenizer: Tokenizer,
+    /// The `tokenizer.json` that `tokenizer` was loaded from.
+    pub tokenizer_file: PathBuf,
     pub train: Vec<u32>,
     pub eval: Vec<u32>,
 }
@@ -106,7 +108,8 @@ impl Corpus {
         if tokenizer_path.is_file() {
             if let Some((train, eval)) = read_cache(&opts.cache, &source, &file_hash(tokenizer_path)?) {
                 let tokenizer = Tokenizer::from_file(tokenizer_path)?;
-                return Ok(Corpus { path: opts.path.clone(), tokenizer, train, eval });
+                let tokenizer_file = tokenizer_path.to_path_buf();
+                return Ok(Corpus { path: opts.path.clone(), tokenizer, tokenizer_file, train, eval });
             }
         }
         let docs = documents(&opts.path, &bytes, &opts.format)?;
@@ -116,7 +119,7 @@ impl Corpus {
         };
         let (train, eval) = tokenize(&docs, &tokenizer)?;
         write_cache(&opts.cache, &source, &file_hash(tokenizer_path)?, &train, &eval)?;
-        Ok(Corpus { path: opts.path.clone(), tokenizer, train, eval })
+        Ok(Corpus { path: opts.path.clone(), tokenizer, tokenizer_file: tokenizer_path.to_path_buf(), train, eval })
     }
 
     /// The token stream of `split`.
@@ -326,6 +329,10 @@ impl Task for CorpusTask {
         let tokens = stream[start..start + self.seq_len].to_vec();
         let weights = (0..self.seq_len).map(|t| if t == 0 { 0.0 } else { 1.0 }).collect();
         Sample::new(tokens, weights, 1)
+    }
+
+    fn tokenizer_file(&self) -> Option<&Path> {
+        Some(&self.corpus.tokenizer_file)
     }
 
     /// The decoded text (token ids if they do not decode).

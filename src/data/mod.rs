@@ -93,6 +93,12 @@ pub trait Task: Send + Sync {
         }
     }
 
+    /// The `tokenizer.json` this task's ids come from, when it has one of its own (a corpus's);
+    /// [`vocab::tokenizer_for`] copies it instead of building one from [`Task::token_text`].
+    fn tokenizer_file(&self) -> Option<&std::path::Path> {
+        None
+    }
+
     /// The token texts of `tokens` joined by single spaces: the text the task's
     /// `tokenizer.json` encodes back to exactly `tokens`.
     fn words(&self, tokens: &[u32]) -> String {

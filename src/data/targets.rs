@@ -13,6 +13,7 @@
 //! outputs); evaluate them by loss.
 
 use super::{Sample, Split, Task};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Every label from position `offset` on is `string`, repeated and phase-aligned.
@@ -45,6 +46,14 @@ impl Task for Repeat {
         let targets = (0..tokens.len()).map(label).collect();
         let weights = (0..tokens.len()).map(|t| if t < first { 0.0 } else { 1.0 }).collect();
         Sample { prompt_len: first.min(tokens.len()), tokens, weights, targets: Some(targets) }
+    }
+
+    fn token_text(&self, id: u32) -> String {
+        self.base.token_text(id)
+    }
+
+    fn tokenizer_file(&self) -> Option<&Path> {
+        self.base.tokenizer_file()
     }
 
     fn render(&self, sample: &Sample) -> String {
@@ -81,6 +90,14 @@ impl Task for Skip {
         let weight = |t: usize| if t == 0 || t + self.k >= n { 0.0 } else { base.weights[t + self.k] };
         let weights = (0..n).map(weight).collect();
         Sample { targets: Some(targets), weights, ..base }
+    }
+
+    fn token_text(&self, id: u32) -> String {
+        self.base.token_text(id)
+    }
+
+    fn tokenizer_file(&self) -> Option<&Path> {
+        self.base.tokenizer_file()
     }
 
     fn render(&self, sample: &Sample) -> String {

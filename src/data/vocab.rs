@@ -3,6 +3,9 @@
 //! (id 0) as the special padding token. Encoding [`Task::words`] of any sample gives back
 //! exactly its tokens; a word outside the vocabulary is an encoding error (the `unk_token`
 //! is deliberately absent from the vocabulary), never a silent substitute.
+//!
+//! Tasks with a tokenizer of their own (corpora, and wrappers over them) keep it:
+//! [`tokenizer_for`] picks that file, or writes the exact vocabulary of the others.
 
 use super::{Task, PAD_TEXT};
 use crate::hf::io::{write_atomic, HfError};
@@ -19,6 +22,9 @@ pub enum VocabError {
     /// Two ids share a text, or a text is empty or holds whitespace.
     #[error("token {id} has text {text:?}, which is empty, holds whitespace or names another token too")]
     BadText { id: u32, text: String },
+    /// The tasks do not all read the same tokenizer file (or some read none).
+    #[error("task {first_task} takes its tokens from {first} but task {second_task} from {second}; these tasks cannot share a tokenizer")]
+    Sources { first: String, first_task: String, second: String, second_task: String },
     #[error(transparent)]
     Write(#[from] HfError),
 }
@@ -83,4 +89,28 @@ pub fn write_tokenizer(dir: &Path, tasks: &[Arc<dyn Task>]) -> Result<PathBuf, V
     let path = dir.join("tokenizer.json");
     write_atomic(&path, json.as_bytes())?;
     Ok(path)
+}
+
+/// The `tokenizer.json` of a model trained on `tasks`: the file they all read when they have
+/// their own ([`Task::tokenizer_file`]), else their exact vocabulary written into `dir`.
+pub fn tokenizer_for(dir: &Path, tasks: &[Arc<dyn Task>]) -> Result<PathBuf, VocabError> {
+    let Some(first) = tasks.first() else { return write_tokenizer(dir, tasks) };
+    if let Some(other) = tasks.iter().find(|t| t.tokenizer_file() != first.tokenizer_file()) {
+        return Err(sources(first, other));
+    }
+    match first.tokenizer_file() {
+        Some(file) => Ok(file.to_path_buf()),
+        None => write_tokenizer(dir, tasks),
+    }
+}
+
+/// The error for two tasks whose tokenizer files differ.
+fn sources(first: &Arc<dyn Task>, second: &Arc<dyn Task>) -> VocabError {
+    let file = |t: &Arc<dyn Task>| t.tokenizer_file().map_or("its token texts".into(), |p| p.display().to_string());
+    VocabError::Sources {
+        first: file(first),
+        first_task: first.name().to_string(),
+        second: file(second),
+        second_task: second.name().to_string(),
+    }
 }

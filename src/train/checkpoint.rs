@@ -56,16 +56,23 @@ pub fn step_dir(root: &Path, step: u64) -> PathBuf {
     root.join(format!("step-{step:08}"))
 }
 
-/// Writes a checkpoint atomically; `pin` (e.g. "init" or a phase name) exempts it from
-/// retention and makes it findable by [`find_pinned`].
-pub fn save(root: &Path, model: &Model, state: &TrainerState, pin: Option<&str>) -> Result<PathBuf, CheckpointError> {
+/// Writes a checkpoint atomically, with a copy of `tokenizer` (if given) in its model dir;
+/// `pin` (e.g. "init" or a phase name) exempts it from retention and makes it findable by
+/// [`find_pinned`].
+pub fn save(
+    root: &Path,
+    model: &Model,
+    tokenizer: Option<&Path>,
+    state: &TrainerState,
+    pin: Option<&str>,
+) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let final_dir = step_dir(root, state.global_step);
     let tmp = root.join(format!(".tmp-step-{:08}-{}", state.global_step, std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
-    model.save(&tmp.join("model"), None)?;
+    model.save(&tmp.join("model"), tokenizer)?;
     write_safetensors(&tmp.join(STATE), &state_tensors(state), Some(&state_metadata(state)))?;
     if let Some(name) = pin {
         write_atomic(&tmp.join(PINNED), name.as_bytes())?;

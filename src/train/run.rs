@@ -14,6 +14,8 @@ use super::forgetting::divergence;
 use super::schedule::lr_at;
 use crate::data::corpus::CorpusError;
 use crate::data::mixture::Mixture;
+use crate::data::score::{self, score_all};
+use crate::data::vocab::{tokenizer_for, VocabError};
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
@@ -129,6 +131,22 @@ pub fn resume(run_dir: &Path) -> Result<RunSummary> {
     Runner::start(cfg, text, paths, Some((model, state)))?.run()
 }
 
+/// The `tokenizer.json` for a model trained on `tasks` (see [`tokenizer_for`]; a built one is
+/// written into `dir`), or `None`, logged, when they share no vocabulary or it cannot be written.
+pub fn model_tokenizer(dir: &Path, tasks: &[Arc<dyn Task>]) -> Option<PathBuf> {
+    match tokenizer_for(dir, tasks) {
+        Ok(path) => Some(path),
+        Err(e @ VocabError::Write(_)) => {
+            tracing::warn!("models are saved without a tokenizer: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::info!("models are saved without a tokenizer: {e}");
+            None
+        }
+    }
+}
+
 /// Builds the task objects a config defines.
 pub fn build_tasks(cfg: &RunConfig) -> Result<BTreeMap<String, Arc<dyn Task>>, CorpusError> {
     cfg.tasks.iter().map(|t| Ok((t.name.clone(), t.build()?))).collect()
@@ -231,6 +249,8 @@ struct Runner {
     cfg: RunConfig,
     paths: RunPaths,
     tasks: BTreeMap<String, Arc<dyn Task>>,
+    /// The `tokenizer.json` saved with every checkpoint's model, if the tasks share one.
+    tokenizer: Option<PathBuf>,
     model: Model,
     state: TrainerState,
     store: Store,
@@ -247,6 +267,7 @@ impl Runner {
     /// Opens the store and CSV, creating the run or resuming it from `resumed`.
     fn start(cfg: RunConfig, text: String, paths: RunPaths, resumed: Option<(Model, TrainerState)>) -> Result<Self> {
         let tasks = build_tasks(&cfg)?;
+        let tokenizer = model_tokenizer(&paths.dir, &tasks.values().cloned().collect::<Vec<_>>());
         let store = Store::open(&paths.db)?;
         store.begin_run(&cfg.name, &text, &cfg.hash())?;
         let (model, state) = match resumed {
@@ -260,7 +281,7 @@ impl Runner {
                 crate::store::rewrite_csv(&paths.csv, &[])?;
                 let model = build_model(&cfg, &tasks)?;
                 let state = TrainerState { config_hash: cfg.hash(), ..Default::default() };
-                checkpoint::save(&paths.checkpoints, &model, &state, Some("init"))?;
+                checkpoint::save(&paths.checkpoints, &model, tokenizer.as_deref(), &state, Some("init"))?;
                 (model, state)
             }
         };
@@ -269,6 +290,7 @@ impl Runner {
             cfg,
             paths,
             tasks,
+            tokenizer,
             model,
             state,
             store,
@@ -557,7 +579,7 @@ impl Runner {
         fisher
     }
 
-    /// Held-out loss (and exact match) of every eval task, logged at the current step.
+    /// Held-out metrics of every eval task (see [`eval_task`]), logged at the current step.
     fn evaluate(&mut self, p: &PhaseSpec, params: &[f32], n_prompt: usize) -> Result<()> {
         let names: Vec<String> =
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
@@ -656,7 +678,7 @@ impl Runner {
         anchors.store(&mut state);
         // The adapters are in `state`; the model dir holds the base weights only.
         let lora = self.model.lora.take();
-        let saved = checkpoint::save(&self.paths.checkpoints, &self.model, &state, pin);
+        let saved = checkpoint::save(&self.paths.checkpoints, &self.model, self.tokenizer.as_deref(), &state, pin);
         self.model.lora = lora;
         saved?;
         checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
@@ -687,7 +709,7 @@ impl Runner {
         self.state.opt_step = 0;
         self.state.buffers.clear();
         let state = self.state.clone();
-        checkpoint::save(&self.paths.checkpoints, &self.model, &state, Some(&p.name))?;
+        checkpoint::save(&self.paths.checkpoints, &self.model, self.tokenizer.as_deref(), &state, Some(&p.name))?;
         checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
         Ok(())
     }
@@ -782,25 +804,44 @@ pub struct Adaptation<'a> {
     pub steers: &'a [Steer],
 }
 
-/// Held-out loss (and, with `exact`, exact match) of `task` on its first `samples` eval
-/// samples under `adapt`.
+/// Held-out metrics of `task` on its first `samples` eval samples under `adapt`: `loss`; for
+/// samples with explicit targets, the teacher-forced `target_accuracy`; otherwise, with
+/// `generate`, `exact_match` and the task's scorers ([`score_all`]) of greedy answers.
 pub fn eval_task(
     model: &Model,
     task: &dyn Task,
     seed: u64,
     samples: usize,
     adapt: &Adaptation,
-    exact: bool,
+    generate: bool,
 ) -> Result<Vec<(&'static str, f64)>> {
     let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
     let batch = batch_of(&samples, adapt.n_prompt);
     let norm = default_norm(&batch.targets, &batch.weights);
-    let loss = model.forward(&mut Activations::default(), &batch, adapt.prompts, adapt.steers, norm);
+    let mut acts = Activations::default();
+    let loss = model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, norm);
     let mut out = vec![("loss", loss as f64)];
-    if exact {
-        out.push(("exact_match", exact_match(model, &samples, adapt)?));
+    if samples.iter().any(|s| s.targets.is_some()) {
+        out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
+    } else if generate {
+        let answers = greedy_answers(model, &samples, adapt)?;
+        let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
+        out.push(("exact_match", hits / samples.len().max(1) as f64));
+        out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
     }
     Ok(out)
+}
+
+/// Fraction of the scored rows of `batch` whose argmax in `logits` (`[rows, V]`) is the label.
+pub fn teacher_forced_accuracy(logits: &[f32], batch: &Batch) -> f64 {
+    let v = logits.len() / batch.rows().max(1);
+    let scored: Vec<usize> = (0..batch.rows()).filter(|&r| batch.weights[r] > 0.0).collect();
+    let argmax = |r: usize| {
+        let row = &logits[r * v..(r + 1) * v];
+        (0..v).max_by(|&a, &b| row[a].total_cmp(&row[b])).expect("a non-empty vocabulary")
+    };
+    let hits = scored.iter().filter(|&&r| argmax(r) as i32 == batch.targets[r]).count();
+    hits as f64 / scored.len().max(1) as f64
 }
 
 /// Forgetting of `current` relative to `reference` on `task`'s first `samples` eval samples:
@@ -873,8 +914,8 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     Ok(rows)
 }
 
-/// Fraction of samples whose greedy continuation of the prompt equals the answer.
-fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<f64> {
+/// The greedy continuation of each sample's prompt, as long as the longest answer.
+fn greedy_answers(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<Vec<Vec<u32>>> {
     let inputs: Vec<Vec<Slot>> = samples
         .iter()
         .map(|s| {
@@ -894,9 +935,7 @@ fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<
         eos: None,
         seed: 0,
     };
-    let out = model.generate(&req)?;
-    let hits = out.iter().zip(samples).filter(|(o, s)| o[..] == s.tokens[s.prompt_len..]).count();
-    Ok(hits as f64 / samples.len().max(1) as f64)
+    Ok(model.generate(&req)?)
 }
 
 /// The progress bars of this process: runs in parallel draw their bars together.
