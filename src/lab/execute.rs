@@ -1,6 +1,7 @@
 //! Running an experiment locally: cells run in parallel within a thread budget (each cell
 //! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
-//! count), finished cells are skipped, interrupted ones resume from their checkpoints.
+//! count), cheapest first; finished cells are skipped, interrupted ones resume from their
+//! checkpoints.
 
 use super::experiment::{Cell, Experiment};
 use super::plan::{plan, render, PlannedCell};
@@ -60,6 +61,8 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
             _ => todo.push(cell),
         }
     }
+    // Cheapest first, so that an interrupted or partial experiment covers every condition.
+    todo.sort_by(|a, b| planned[a.index].flops.total_cmp(&planned[b.index].flops));
     if !outcome.skipped.is_empty() {
         eprintln!("{} cells already finished, skipped", outcome.skipped.len());
     }
