@@ -1,4 +1,5 @@
-//! `vestige run EXPERIMENT.toml`: plan, run the cells, and say where the results are.
+//! `vestige run EXPERIMENT.toml`: plan, run the cells, write the template's report, and say
+//! where the results are.
 
 use crate::lab::execute::{run as run_cells, Options};
 use anyhow::{bail, Result};
@@ -19,6 +20,9 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
         outcome.failed.len(),
         exp.root.display()
     );
+    if exp.settings.template.as_deref() == Some("distance") {
+        println!("report: {}", crate::lab::distance_report::write(&exp)?.display());
+    }
     if !outcome.failed.is_empty() {
         let list: Vec<String> = outcome.failed.iter().map(|(c, e)| format!("  {c}: {e}")).collect();
         bail!("{} cells failed (rerun to retry them):\n{}", outcome.failed.len(), list.join("\n"));

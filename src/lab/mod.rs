@@ -6,6 +6,9 @@
 
 pub mod decay;
 pub mod decay_analysis;
+pub mod distance;
+pub mod distance_analysis;
+pub mod distance_report;
 pub mod execute;
 pub mod experiment;
 pub mod plan;
