@@ -107,11 +107,14 @@ pub fn count_stats(
     CountStats { tokens, runs, best, best_lr, worst, concerns }
 }
 
+/// An arm's evaluated task and its cells' final losses.
+type ArmRuns = (String, Vec<(Variant, f64)>);
+
 /// Reads every cell's final held-out loss from the experiment's store and analyses them.
 pub fn analyse(exp: &Experiment) -> Result<DistanceAnalysis> {
     let store = Store::open(&exp.db())?;
     let spec = spec_of(exp)?;
-    let mut groups: BTreeMap<(String, Arm), (String, Vec<(Variant, f64)>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, Arm), ArmRuns> = BTreeMap::new();
     let mut missing = Vec::new();
     for cell in &exp.cells {
         let Some(variant) = variant_of(cell) else { continue };

@@ -73,6 +73,7 @@ pub fn batch_at(samples: &[Sample], n_prompt: usize, at: &[usize]) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::embed::Slot;
 
     #[test]
     fn weights_follow_the_sample_and_padding_and_prompt_slots_are_never_scored() {
