@@ -51,6 +51,7 @@ fn write_report(exp: &Experiment) -> Result<Option<PathBuf>> {
             let analysis = decay_analysis::analyse(exp, &params)?;
             Ok(Some(decay_report::write(exp, &analysis)?))
         }
+        Some("distance") => Ok(Some(crate::lab::distance_report::write(exp)?)),
         _ => Ok(None),
     }
 }

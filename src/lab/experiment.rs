@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// `decay`, or none (the file gives `[[phases]]` itself).
+    /// `decay`, `distance`, or none (the file gives `[[phases]]` itself).
     pub template: Option<String>,
     /// Key path → values; the grid is the product.
     #[serde(default)]
@@ -57,7 +57,7 @@ impl Default for AnalysisSpec {
 const OWN_KEYS: [&str; 5] = ["template", "sweep", "threads", "threads_per_cell", "analysis"];
 
 /// The templates.
-pub const TEMPLATES: [&str; 1] = ["decay"];
+pub const TEMPLATES: [&str; 2] = ["decay", "distance"];
 
 /// One cell: a sweep point and its resolved run config.
 #[derive(Clone, Debug)]
@@ -125,7 +125,11 @@ impl Experiment {
         if settings.threads == Some(0) || settings.threads_per_cell == 0 {
             return Err(err("threads_per_cell", "threads and threads_per_cell must be at least 1".into()));
         }
-        let axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
+        let mut axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
+        if settings.template.as_deref() == Some("distance") {
+            let at = axes.iter().position(|a| a.key == "seed").unwrap_or(axes.len());
+            axes.insert(at, super::distance::axis(&base).map_err(|(k, m)| err(&k, m))?);
+        }
         let name = base.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
         let out_dir = base.get("out_dir").and_then(|n| n.as_str()).unwrap_or("runs").to_string();
         let root = PathBuf::from(out_dir).join(&name);
@@ -203,8 +207,10 @@ fn resolve(
         }
     }
     expand_scale(&mut doc)?;
-    if settings.template.as_deref() == Some("decay") {
-        expand_decay(&mut doc)?;
+    match settings.template.as_deref() {
+        Some("decay") => expand_decay(&mut doc)?,
+        Some("distance") => super::distance::expand(&mut doc)?,
+        _ => {}
     }
     doc.insert("name".into(), id.into());
     doc.insert("out_dir".into(), root.join("cells").display().to_string().into());

@@ -7,6 +7,9 @@
 pub mod decay;
 pub mod decay_analysis;
 pub mod decay_report;
+pub mod distance;
+pub mod distance_analysis;
+pub mod distance_report;
 pub mod execute;
 pub mod experiment;
 pub mod plan;

@@ -1,33 +1,69 @@
 //! Turns task samples into engine batches: right-padded to a common length (padding has
 //! weight 0, and causal attention never lets it affect real positions), optionally with
-//! soft-prompt slots prepended.
+//! soft-prompt slots prepended or spliced in at a random position.
+//!
+//! Masking with a prompt inserted before token `a` of a sample (the reference study's rule):
+//! labels before `a` are ignored, prompt slots predict nothing except the last, which
+//! predicts token `a`, and every token from `a` on predicts its successor. Token 0 is never
+//! scored (no 0-token baseline could predict it), so every prompt length, 0 included, scores
+//! exactly the labels `max(a, 1)..` of each sample.
 
-use crate::data::Sample;
+use crate::data::{mix, Sample};
 use crate::engine::batch::Batch;
+use serde::{Deserialize, Serialize};
 
 /// Padding token.
 pub const PAD: u32 = 0;
 
+/// Where a soft prompt goes in each sample.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Insert {
+    /// Before the first token.
+    #[default]
+    Prepend,
+    /// Before token `floor(U · max(0, len − 4))` for a uniform `U` drawn per sample.
+    Random,
+}
+
+impl Insert {
+    /// The insertion point of a sample of `len` tokens, drawn from `key` (0 when prepending).
+    pub fn point(self, len: usize, key: u64) -> usize {
+        match self {
+            Insert::Prepend => 0,
+            Insert::Random => ((mix(key) >> 11) as f64 / (1u64 << 53) as f64 * len.saturating_sub(4) as f64) as usize,
+        }
+    }
+}
+
 /// A batch of `samples` with `n_prompt` prompt slots prepended to each; each token slot
 /// predicts the next token with that token's sample weight.
 pub fn batch_of(samples: &[Sample], n_prompt: usize) -> Batch {
+    batch_at(samples, n_prompt, &vec![0; samples.len()])
+}
+
+/// A batch of `samples` with `n_prompt` prompt slots inserted before token `at[b]` of sample
+/// `b`, masked as the module describes.
+pub fn batch_at(samples: &[Sample], n_prompt: usize, at: &[usize]) -> Batch {
     let seq = samples.iter().map(|s| s.tokens.len()).max().unwrap_or(0);
     let mut ids = Vec::with_capacity(samples.len() * seq);
     for s in samples {
         ids.extend(&s.tokens);
         ids.extend(std::iter::repeat_n(PAD, seq - s.tokens.len()));
     }
-    let mut batch = Batch::with_prompt(&ids, samples.len(), seq, n_prompt, &vec![0; samples.len()]);
+    let mut batch = Batch::with_prompt(&ids, samples.len(), seq, n_prompt, at);
     let total = batch.seq;
+    batch.targets.fill(-1);
+    batch.weights.fill(0.0);
     for (b, s) in samples.iter().enumerate() {
-        for t in 0..seq {
-            let slot = b * total + n_prompt + t;
-            let w = s.weights.get(t + 1).copied().unwrap_or(0.0);
-            batch.weights[slot] = w;
-            if w == 0.0 {
-                batch.targets[slot] = -1;
-            } else if s.targets.is_some() {
-                batch.targets[slot] = s.label(t + 1) as i32;
+        let a = at[b].min(seq);
+        for label in a.max(1)..s.tokens.len() {
+            // Token `label` sits at slot `label + n_prompt`; the slot before it predicts it
+            // (the last prompt slot when `label == a`).
+            let before = b * total + label + n_prompt - 1;
+            if s.weights[label] != 0.0 {
+                batch.weights[before] = s.weights[label];
+                batch.targets[before] = s.label(label) as i32;
             }
         }
     }

@@ -2,12 +2,15 @@
 //! phases of a run. Unknown keys are rejected, ranges are checked before any compute, and
 //! every error names the file, the key path and its line.
 
+use super::batching::Insert;
 use super::locate::line_of;
 pub use crate::data::spec::TaskSpec;
+use crate::data::Task;
 use crate::engine::lora::Proj;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A whole run.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -107,10 +110,15 @@ fn all_projections() -> Vec<Proj> {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SoftPromptCfg {
+    /// Prompt length; 0 (with `trainable = "none"`) evaluates the frozen model under the same
+    /// insertion and masking, the 0-token baseline of a prompt-length sweep.
     pub tokens: usize,
     /// Standard deviation of the normal init (0: zero init).
     #[serde(default = "default_prompt_std")]
     pub init_std: f32,
+    /// `prepend` or `random` (see [`crate::train::batching`] for the masking).
+    #[serde(default)]
+    pub insert: Insert,
 }
 
 /// Steering-vector settings: `coef · v` is added to residual stream `layer` (the input of
@@ -224,6 +232,9 @@ impl Default for EvalCfg {
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
     pub name: String,
+    /// Seed of this phase's data order, initialisation and prompt positions (default: the
+    /// run's seed). Restarts of a phase differ here; the held-out sets follow the run's seed.
+    pub seed: Option<u64>,
     /// Length in optimizer steps (give this or `tokens`).
     #[serde(default)]
     pub steps: u64,
@@ -504,10 +515,34 @@ impl RunConfig {
         }
         for (i, p) in self.phases.iter().enumerate() {
             self.phase_problems(i, p, &names, &mut out);
+            self.prompt_fits(i, p, &built, &mut out);
         }
         match out.into_iter().next() {
             Some(p) => Err(p),
             None => Ok(built.iter().map(|(i, task)| (self.tasks[*i].name.clone(), task.seq_len() as u64)).collect()),
+        }
+    }
+
+    /// A fresh model must have positions for the longest task sample plus the soft prompt.
+    fn prompt_fits(&self, i: usize, p: &PhaseSpec, built: &[(usize, Arc<dyn Task>)], out: &mut Vec<Problem>) {
+        let tokens = p.soft_prompt.as_ref().map(|s| s.tokens).max(p.cond_prompt.as_ref().map(|c| c.tokens));
+        let Some(tokens) = tokens.filter(|_| self.model.load.is_none()) else { return };
+        let used = p.mixture.keys().chain(&p.eval.tasks);
+        let longest =
+            used.filter_map(|t| built.iter().find(|(k, _)| &self.tasks[*k].name == t)).map(|(_, t)| t.seq_len());
+        let need = longest.max().unwrap_or(0) + tokens;
+        if need > self.model.max_positions {
+            let msg = format!(
+                "{tokens} prompt tokens + the longest sample need {need} positions, above model.max_positions = {}",
+                self.model.max_positions
+            );
+            out.push(problem(
+                format!(
+                    "phases[{i}].{}",
+                    if p.soft_prompt.is_some() { "soft_prompt.tokens" } else { "cond_prompt.tokens" }
+                ),
+                msg,
+            ));
         }
     }
 
@@ -646,10 +681,18 @@ impl RunConfig {
                 out.push(problem(key("lora.rank"), "must be at least 1"));
             }
         }
-        if let Some(sp) = &p.soft_prompt {
-            if sp.tokens == 0 {
-                out.push(problem(key("soft_prompt.tokens"), "must be at least 1"));
+        match (&p.soft_prompt, p.trainable) {
+            (Some(sp), Trainable::SoftPrompt) if sp.tokens == 0 => {
+                out.push(problem(key("soft_prompt.tokens"), "must be at least 1 (0 needs trainable = \"none\")"))
             }
+            (Some(sp), t) if t != Trainable::SoftPrompt && sp.tokens > 0 => out.push(problem(
+                key("soft_prompt.tokens"),
+                "only trainable = \"soft_prompt\" trains a prompt; use tokens = 0 for the frozen baseline",
+            )),
+            (Some(sp), _) if sp.insert != Insert::Prepend && p.eval.kl_to.is_some() => {
+                out.push(problem(key("eval.kl_to"), "forgetting is measured with prepended prompts only"))
+            }
+            _ => {}
         }
         if p.eval.samples == 0 {
             out.push(problem(key("eval.samples"), "must be at least 1"));

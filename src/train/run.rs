@@ -7,7 +7,7 @@
 //! whole state of a run is its model, its optimizer buffers and its counters, which is what a
 //! checkpoint holds.
 
-use super::batching::batch_of;
+use super::batching::{batch_at, batch_of, Insert};
 use super::checkpoint::{self, TrainerState};
 use super::config::{PhaseSpec, RunConfig, Trainable};
 use super::forgetting::divergence;
@@ -325,9 +325,9 @@ impl Runner {
         })
     }
 
-    /// The seed of phase `i`'s data stream.
+    /// The seed of phase `i`'s data stream (and of its initialisations).
     fn phase_seed(&self, i: usize) -> u64 {
-        mix(self.cfg.seed ^ mix(i as u64 + 1))
+        mix(self.cfg.phases[i].seed.unwrap_or(self.cfg.seed) ^ mix(i as u64 + 1))
     }
 
     /// Runs (the rest of) the current phase and saves its pinned end checkpoint.
@@ -413,7 +413,10 @@ impl Runner {
                 loss += self.cond_prompt_step(p, &samples, &ids, params, grads, n_prompt);
                 continue;
             }
-            let batch = batch_of(&samples, n_prompt);
+            let insert = insertion(p);
+            let at: Vec<usize> =
+                samples.iter().zip(first..).map(|(s, k)| insert.point(s.tokens.len(), mix(seed ^ k))).collect();
+            let batch = batch_at(&samples, n_prompt, &at);
             let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
             let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
             let steers = steers_of(p, params);
@@ -593,7 +596,7 @@ impl Runner {
             let conditioned = self.conditioned_prompt(p, &name, params);
             let task = self.tasks[&name].as_ref();
             let prompts = conditioned.as_deref().unwrap_or(prompts);
-            let adapt = Adaptation { prompts, n_prompt, steers: &steers };
+            let adapt = Adaptation { prompts, n_prompt, steers: &steers, insert: insertion(p) };
             for (metric, value) in
                 eval_task(&self.model, task, self.cfg.seed, p.eval.samples, &adapt, p.eval.exact_match)?
             {
@@ -795,14 +798,33 @@ pub fn log_points(steps: u64, n: usize) -> Vec<u64> {
     v
 }
 
-/// What adapts a frozen model at evaluation: prepended soft-prompt vectors and steering.
+/// What adapts a frozen model at evaluation: soft-prompt vectors and steering.
 #[derive(Clone, Copy, Default)]
 pub struct Adaptation<'a> {
     /// `[n_prompt, d]`.
     pub prompts: &'a [f32],
     pub n_prompt: usize,
     pub steers: &'a [Steer],
+    /// Where the prompt goes; eval sample `k`'s point is fixed by `(seed, k)` whatever the
+    /// prompt length, so every length (0 included) scores the same labels.
+    pub insert: Insert,
 }
+
+/// The insertion mode of a phase's soft prompt (prepended when it has none).
+fn insertion(p: &PhaseSpec) -> Insert {
+    p.soft_prompt.as_ref().map_or(Insert::Prepend, |sp| sp.insert)
+}
+
+/// The first `n` held-out samples of `task` under `seed` and their insertion points: the
+/// same for every prompt length.
+pub fn held_out(task: &dyn Task, seed: u64, n: usize, insert: Insert) -> (Vec<Sample>, Vec<usize>) {
+    let samples: Vec<Sample> = (0..n as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
+    let at = (0..).zip(&samples).map(|(k, s)| insert.point(s.tokens.len(), mix(seed ^ EVAL_POINTS ^ mix(k)))).collect();
+    (samples, at)
+}
+
+/// Salt of the held-out insertion points.
+const EVAL_POINTS: u64 = 0x1e5e_7a11;
 
 /// Held-out metrics of `task` on its first `samples` eval samples under `adapt`: `loss`; for
 /// samples with explicit targets, the teacher-forced `target_accuracy`; otherwise, with
@@ -815,8 +837,8 @@ pub fn eval_task(
     adapt: &Adaptation,
     generate: bool,
 ) -> Result<Vec<(&'static str, f64)>> {
-    let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
-    let batch = batch_of(&samples, adapt.n_prompt);
+    let (samples, at) = held_out(task, seed, samples, adapt.insert);
+    let batch = batch_at(&samples, adapt.n_prompt, &at);
     let norm = default_norm(&batch.targets, &batch.weights);
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, norm);
@@ -824,7 +846,7 @@ pub fn eval_task(
     if samples.iter().any(|s| s.targets.is_some()) {
         out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
     } else if generate {
-        let answers = greedy_answers(model, &samples, adapt)?;
+        let answers = greedy_answers(model, &samples, &at, adapt)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
         out.push(("exact_match", hits / samples.len().max(1) as f64));
         out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
@@ -914,14 +936,20 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     Ok(rows)
 }
 
-/// The greedy continuation of each sample's prompt, as long as the longest answer.
-fn greedy_answers(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<Vec<Vec<u32>>> {
+/// The greedy continuation of each sample's prompt, as long as the longest answer; the soft
+/// prompt goes before input token `at[b]` (at most the input's end).
+fn greedy_answers(model: &Model, samples: &[Sample], at: &[usize], adapt: &Adaptation) -> Result<Vec<Vec<u32>>> {
     let inputs: Vec<Vec<Slot>> = samples
         .iter()
-        .map(|s| {
-            (0..adapt.n_prompt as u32)
-                .map(Slot::Prompt)
-                .chain(s.tokens[..s.prompt_len].iter().map(|&t| Slot::Token(t)))
+        .zip(at)
+        .map(|(s, &a)| {
+            let (before, after) = s.tokens[..s.prompt_len].split_at(a.min(s.prompt_len));
+            let token = |t: &u32| Slot::Token(*t);
+            before
+                .iter()
+                .map(token)
+                .chain((0..adapt.n_prompt as u32).map(Slot::Prompt))
+                .chain(after.iter().map(token))
                 .collect()
         })
         .collect();

@@ -1,0 +1,417 @@
+//! The `distance` template: how many soft-prompt tokens a frozen model needs to show a
+//! behavior (its conditional distance), next to what fine-tuning its weights reaches.
+//!
+//! The `[distance]` table names the behavior (a task) and the budgets. The run config's own
+//! `[[phases]]`, if any, are pre-training that installs what the model knows (they run in
+//! every cell, identically, since every cell has the run's seed); the template appends one
+//! measurement phase, `distance`. Each sweep point of the experiment expands into one cell
+//! per *variant*, a generated sweep axis `distance.variant` (see [`Variant`]):
+//! - for every arm (below), the frozen model under the same insertion masking (`p0`), a soft
+//!   prompt per token count × restart × learning rate, and execution fine-tuning (`full`,
+//!   `lora`) per saturation learning rate;
+//! - arms: `target` (the behavior on the model), `null_target` (a random-target behavior of
+//!   matched entropy: for a `repeat` behavior, a random string of the same length, else
+//!   `null_task`), `null_model` (the behavior on a model that never learned it: `null_model`,
+//!   or without it the same model without the pre-training phases).
+//!
+//! Every cell keeps the run's seed, so every count (0 included), restart and fine-tuning run
+//! is scored on the same held-out samples with the same insertion points; a restart changes
+//! only the phase seed (prompt init and data order). Saturation `S` is the best held-out
+//! loss of the fine-tuning cells; the conditional distance is the smallest count whose best
+//! loss is within `epsilon` of `S` (see [`super::distance_analysis`]).
+
+use crate::train::batching::Insert;
+use crate::train::config::TaskSpec;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The measurement phase's name.
+pub const PHASE: &str = "distance";
+
+/// The generated sweep axis.
+pub const AXIS: &str = "distance.variant";
+
+/// The `[distance]` table.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DistanceSpec {
+    /// The target behavior: a task name from `[[tasks]]`.
+    pub behavior: String,
+    /// The random-target null behavior (default for a `repeat` behavior: a random string of
+    /// the same length over the same inputs).
+    pub null_task: Option<String>,
+    /// A model directory that never learned the behavior (default when the config has
+    /// pre-training phases: the same model without them).
+    pub null_model: Option<PathBuf>,
+    /// Soft-prompt token counts (0: the frozen model).
+    #[serde(default = "default_counts")]
+    pub counts: Vec<usize>,
+    #[serde(default)]
+    pub insert: Insert,
+    /// Restarts per count and learning rate.
+    #[serde(default = "one")]
+    pub restarts: usize,
+    /// Soft-prompt learning rates (AdamW, constant).
+    #[serde(default = "default_lrs")]
+    pub lrs: Vec<f64>,
+    #[serde(default = "default_steps")]
+    pub steps: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Prompt init: normal with this standard deviation (0: zero init).
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Held-out samples (the same for every cell).
+    #[serde(default = "default_samples")]
+    pub eval_samples: usize,
+    /// Evaluations per measurement phase.
+    #[serde(default = "default_evals")]
+    pub evals: u64,
+    /// How close to `S` counts as saturated (in the loss's units, nats per token).
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+    #[serde(default)]
+    pub saturation: Saturation,
+    /// The cell's variant, set by the generated axis.
+    pub variant: Option<String>,
+}
+
+/// Execution fine-tuning: its budget and learning rates.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Saturation {
+    /// `full` and/or `lora`.
+    pub kinds: Vec<String>,
+    /// Steps (default: the soft prompts' steps); batch size as the soft prompts'.
+    pub steps: Option<u64>,
+    pub lrs: Vec<f64>,
+    pub lora_rank: usize,
+}
+
+impl Default for Saturation {
+    fn default() -> Self {
+        Saturation { kinds: vec!["full".into(), "lora".into()], steps: None, lrs: vec![1e-3, 3e-3], lora_rank: 8 }
+    }
+}
+
+fn default_counts() -> Vec<usize> {
+    vec![0, 1, 2, 4, 8, 16, 32, 64]
+}
+fn one() -> usize {
+    1
+}
+fn default_lrs() -> Vec<f64> {
+    vec![1e-3]
+}
+fn default_steps() -> u64 {
+    512
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_init_std() -> f64 {
+    0.1
+}
+fn default_weight_decay() -> f64 {
+    1e-4
+}
+fn default_samples() -> usize {
+    128
+}
+fn default_evals() -> u64 {
+    4
+}
+fn default_epsilon() -> f64 {
+    0.05
+}
+
+/// What the model is asked to do in a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Arm {
+    Target,
+    NullTarget,
+    NullModel,
+}
+
+impl Arm {
+    /// The arm's name in variant names and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arm::Target => "target",
+            Arm::NullTarget => "null_target",
+            Arm::NullModel => "null_model",
+        }
+    }
+}
+
+/// What a cell trains in its measurement phase.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Tuning {
+    /// The frozen model (0 prompt tokens).
+    Frozen,
+    Prompt {
+        tokens: usize,
+        restart: usize,
+        lr: f64,
+    },
+    Full {
+        lr: f64,
+    },
+    Lora {
+        lr: f64,
+    },
+}
+
+/// One cell of a sweep point: `arm/p0`, `arm/p{n}/r{k}/lr{lr}`, `arm/full/lr{lr}`, `arm/lora/lr{lr}`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Variant {
+    pub arm: Arm,
+    pub tuning: Tuning,
+}
+
+impl Variant {
+    /// The variant's name (the generated axis's value).
+    pub fn name(&self) -> String {
+        let tuning = match self.tuning {
+            Tuning::Frozen => "p0".to_string(),
+            Tuning::Prompt { tokens, restart, lr } => format!("p{tokens}/r{restart}/lr{lr}"),
+            Tuning::Full { lr } => format!("full/lr{lr}"),
+            Tuning::Lora { lr } => format!("lora/lr{lr}"),
+        };
+        format!("{}/{tuning}", self.arm.name())
+    }
+
+    /// Parses [`Variant::name`]'s form.
+    pub fn parse(name: &str) -> Option<Variant> {
+        let parts: Vec<&str> = name.split('/').collect();
+        let arm = [Arm::Target, Arm::NullTarget, Arm::NullModel].into_iter().find(|a| a.name() == parts[0])?;
+        let lr = |s: &str| s.strip_prefix("lr")?.parse::<f64>().ok();
+        let tuning = match parts[1..] {
+            ["p0"] => Tuning::Frozen,
+            ["full", l] => Tuning::Full { lr: lr(l)? },
+            ["lora", l] => Tuning::Lora { lr: lr(l)? },
+            [p, r, l] => Tuning::Prompt {
+                tokens: p.strip_prefix('p')?.parse().ok()?,
+                restart: r.strip_prefix('r')?.parse().ok()?,
+                lr: lr(l)?,
+            },
+            _ => return None,
+        };
+        Some(Variant { arm, tuning })
+    }
+}
+
+impl DistanceSpec {
+    /// Range and reference problems as `(key under distance, message)`.
+    pub fn problems(&self, tasks: &[TaskSpec], pretrained: bool) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        for (k, name) in [("behavior", Some(&self.behavior)), ("null_task", self.null_task.as_ref())] {
+            if name.is_some_and(|n| !names.contains(&n.as_str())) {
+                bad(k, format!("unknown task {name:?}; defined tasks: {names:?}"));
+            }
+        }
+        if self.counts.is_empty() || !self.counts.windows(2).all(|w| w[0] < w[1]) {
+            bad("counts", "give increasing token counts, e.g. [0, 1, 4, 16]".into());
+        }
+        for (k, v) in
+            [("restarts", self.restarts), ("batch_size", self.batch_size), ("eval_samples", self.eval_samples)]
+        {
+            if v == 0 {
+                bad(k, "must be at least 1".into());
+            }
+        }
+        if self.steps == 0 || self.evals == 0 {
+            bad("steps", "steps and evals must be at least 1".into());
+        }
+        for (k, lrs) in [("lrs", &self.lrs), ("saturation.lrs", &self.saturation.lrs)] {
+            if lrs.is_empty() || lrs.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
+                bad(k, "give at least one positive learning rate".into());
+            }
+        }
+        if let Some(k) = self.saturation.kinds.iter().find(|k| !["full", "lora"].contains(&k.as_str())) {
+            bad("saturation.kinds", format!("{k:?} is not one of \"full\", \"lora\""));
+        }
+        if self.saturation.kinds.is_empty() {
+            bad("saturation.kinds", "name at least one of \"full\", \"lora\": saturation defines the distance".into());
+        }
+        if !(self.epsilon >= 0.0 && self.epsilon.is_finite()) {
+            bad("epsilon", "must be a number ≥ 0".into());
+        }
+        if self.arms(tasks, pretrained).is_empty() {
+            bad("behavior", "no arm to run".into());
+        }
+        out
+    }
+
+    /// The arms this study runs: the target, and the null baselines it can build.
+    pub fn arms(&self, tasks: &[TaskSpec], pretrained: bool) -> Vec<Arm> {
+        let mut arms = vec![Arm::Target];
+        let behavior = tasks.iter().find(|t| t.name == self.behavior);
+        if self.null_task.is_some() || behavior.is_some_and(|t| t.kind == "repeat") {
+            arms.push(Arm::NullTarget);
+        }
+        if self.null_model.is_some() || pretrained {
+            arms.push(Arm::NullModel);
+        }
+        arms
+    }
+
+    /// Every variant of a sweep point, arm by arm.
+    pub fn variants(&self, arms: &[Arm]) -> Vec<Variant> {
+        let mut tunings = Vec::new();
+        for &tokens in &self.counts {
+            if tokens == 0 {
+                tunings.push(Tuning::Frozen);
+                continue;
+            }
+            for &lr in &self.lrs {
+                tunings.extend((0..self.restarts).map(|restart| Tuning::Prompt { tokens, restart, lr }));
+            }
+        }
+        for kind in &self.saturation.kinds {
+            for &lr in &self.saturation.lrs {
+                tunings.push(if kind == "full" { Tuning::Full { lr } } else { Tuning::Lora { lr } });
+            }
+        }
+        arms.iter().flat_map(|&arm| tunings.iter().map(move |&tuning| Variant { arm, tuning })).collect()
+    }
+
+    /// The random-target twin of a `repeat` behavior: the same spec with a random string of
+    /// the same length, drawn from the base vocabulary's ids `2..vocab`.
+    pub fn null_repeat(&self, behavior: &TaskSpec) -> Vec<u32> {
+        let vocab = behavior.base().vocab.max(3) as u64;
+        let len = behavior.string.len();
+        (0..len as u64)
+            .map(|i| 2 + crate::data::mix(0x5eed ^ (len as u64) << 32 ^ i) % (vocab - 2))
+            .map(|t| t as u32)
+            .collect()
+    }
+
+    /// The name of the auto-generated null task of `behavior`.
+    pub fn null_name(&self) -> String {
+        self.null_task.clone().unwrap_or_else(|| format!("{}-null", self.behavior))
+    }
+
+    /// The measurement phase of `variant` on task `task` for a run seeded `seed`.
+    pub fn phase(&self, variant: &Variant, task: &str, seed: i64) -> toml::Table {
+        let mut p = toml::Table::new();
+        let (trainable, steps, lr, tokens) = match variant.tuning {
+            Tuning::Frozen => ("none", 1, self.lrs[0], 0),
+            Tuning::Prompt { tokens, restart, lr } => {
+                p.insert("seed".into(), (seed + ((restart as i64) << 20)).into());
+                ("soft_prompt", self.steps, lr, tokens)
+            }
+            Tuning::Full { lr } => ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0),
+            Tuning::Lora { lr } => ("lora", self.saturation.steps.unwrap_or(self.steps), lr, 0),
+        };
+        p.insert("name".into(), PHASE.into());
+        p.insert("steps".into(), (steps as i64).into());
+        p.insert("batch_size".into(), (if steps == 1 { 1 } else { self.batch_size as i64 }).into());
+        p.insert("trainable".into(), trainable.into());
+        p.insert("mixture".into(), toml::Table::from_iter([(task.to_string(), 1.0.into())]).into());
+        let optimizer = [("lr", lr), ("weight_decay", self.weight_decay)];
+        p.insert("optimizer".into(), toml::Table::from_iter(optimizer.map(|(k, v)| (k.to_string(), v.into()))).into());
+        let mut prompt = toml::Table::new();
+        prompt.insert("tokens".into(), (tokens as i64).into());
+        prompt.insert("init_std".into(), self.init_std.into());
+        prompt.insert("insert".into(), toml::Value::try_from(self.insert).expect("a unit variant serialises"));
+        p.insert("soft_prompt".into(), prompt.into());
+        if let Tuning::Lora { .. } = variant.tuning {
+            p.insert(
+                "lora".into(),
+                toml::Table::from_iter([("rank".into(), (self.saturation.lora_rank as i64).into())]).into(),
+            );
+        }
+        let mut eval = toml::Table::new();
+        eval.insert("every".into(), ((steps / self.evals).max(1) as i64).into());
+        eval.insert("tasks".into(), toml::Value::Array(vec![task.into()]));
+        eval.insert("samples".into(), (self.eval_samples as i64).into());
+        eval.insert("exact_match".into(), false.into());
+        p.insert("eval".into(), eval.into());
+        p
+    }
+}
+
+/// The tasks and the pre-training flag of an experiment's base table.
+fn tasks_of(doc: &toml::Table) -> Result<(Vec<TaskSpec>, bool), (String, String)> {
+    let tasks = doc.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+    let specs = tasks
+        .into_iter()
+        .map(|t| t.try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string())))
+        .collect::<Result<Vec<TaskSpec>, _>>()?;
+    Ok((specs, doc.contains_key("phases")))
+}
+
+/// The `[distance]` table of `doc`, checked.
+fn spec_of(doc: &toml::Table) -> Result<DistanceSpec, (String, String)> {
+    let table = doc
+        .get("distance")
+        .cloned()
+        .ok_or(("template".to_string(), "template = \"distance\" needs a [distance] table".into()))?;
+    let spec: DistanceSpec =
+        table.try_into().map_err(|e: toml::de::Error| ("distance".to_string(), e.message().trim().to_string()))?;
+    let (tasks, pretrained) = tasks_of(doc)?;
+    match spec.problems(&tasks, pretrained).into_iter().next() {
+        Some((k, m)) => Err((format!("distance.{k}"), m)),
+        None => Ok(spec),
+    }
+}
+
+/// The generated sweep axis `distance.variant` of an experiment's base table.
+pub fn axis(base: &toml::Table) -> Result<super::sweep::Axis, (String, String)> {
+    let spec = spec_of(base)?;
+    let (tasks, pretrained) = tasks_of(base)?;
+    let values = spec.variants(&spec.arms(&tasks, pretrained)).iter().map(|v| v.name().into()).collect();
+    Ok(super::sweep::Axis { key: AXIS.into(), paths: vec![AXIS.into()], values })
+}
+
+/// Replaces the `[distance]` table of a cell by its variant's tasks, model and phases.
+pub fn expand(doc: &mut toml::Table) -> Result<(), (String, String)> {
+    let spec = spec_of(doc)?;
+    doc.remove("distance");
+    let variant = spec
+        .variant
+        .as_deref()
+        .and_then(Variant::parse)
+        .ok_or(("distance.variant".to_string(), "set by the template's sweep axis; do not write it".into()))?;
+    let seed = doc.get("seed").and_then(|s| s.as_integer()).unwrap_or(0);
+    let task = match variant.arm {
+        Arm::NullTarget => null_task(&spec, doc)?,
+        _ => spec.behavior.clone(),
+    };
+    let mut phases = match doc.remove("phases") {
+        Some(toml::Value::Array(p)) if variant.arm != Arm::NullModel => p,
+        _ => Vec::new(),
+    };
+    if let (Arm::NullModel, Some(dir)) = (variant.arm, &spec.null_model) {
+        let model = doc.entry("model").or_insert_with(|| toml::Table::new().into());
+        let model = model.as_table_mut().ok_or(("model".to_string(), "must be a table".to_string()))?;
+        model.insert("load".into(), dir.display().to_string().into());
+    }
+    phases.push(spec.phase(&variant, &task, seed).into());
+    doc.insert("phases".into(), phases.into());
+    Ok(())
+}
+
+/// The null task's name, adding the random-string twin of a `repeat` behavior to `doc`.
+fn null_task(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<String, (String, String)> {
+    if let Some(name) = &spec.null_task {
+        return Ok(name.clone());
+    }
+    let tasks =
+        doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
+    let table = tasks.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(&spec.behavior)).cloned();
+    let mut table =
+        table.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".to_string()))?;
+    let behavior: TaskSpec =
+        table.clone().try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string()))?;
+    let string = spec.null_repeat(&behavior).into_iter().map(|t| toml::Value::Integer(t as i64)).collect();
+    table.insert("name".into(), spec.null_name().into());
+    table.insert("string".into(), toml::Value::Array(string));
+    tasks.push(table.into());
+    Ok(spec.null_name())
+}

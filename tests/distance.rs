@@ -1,0 +1,289 @@
+//! The soft-prompt distance study: insertion and masking in both position modes, the
+//! 0-token baseline scoring the same held-out labels as every prompt length, the distance on
+//! synthetic curves, the template's expansion, and a tiny experiment run end to end into a
+//! report with bit-identical weights after every soft-prompt phase.
+
+use std::path::Path;
+use vestige::data::{Sample, Split};
+use vestige::engine::kernels::embed::Slot;
+use vestige::engine::model::Model;
+use vestige::lab::distance::{Arm, DistanceSpec, Tuning, Variant};
+use vestige::lab::distance_analysis::{arm_result, conditional_distance, count_stats, Distance};
+use vestige::lab::execute::{run, Options};
+use vestige::lab::experiment::Experiment;
+use vestige::store::Store;
+use vestige::train::batching::{batch_at, Insert};
+use vestige::train::checkpoint;
+use vestige::train::config::{TaskSpec, Trainable};
+use vestige::train::run::held_out;
+
+/// `(slot, target, weight)` of the scored slots of sequence `b`.
+fn scored(batch: &vestige::engine::batch::Batch, b: usize) -> Vec<(usize, i32, f32)> {
+    (0..batch.seq)
+        .map(|i| b * batch.seq + i)
+        .filter(|&r| batch.targets[r] >= 0)
+        .map(|r| (r % batch.seq, batch.targets[r], batch.weights[r]))
+        .collect()
+}
+
+#[test]
+fn a_prepended_prompt_predicts_nothing_and_tokens_predict_their_weighted_successors() {
+    let s = Sample::new(vec![10, 11, 12, 13, 14], vec![0.0, 1.0, 0.0, 1.0, 0.5], 2);
+    let batch = batch_at(&[s], 3, &[0]);
+    assert_eq!(batch.seq, 8);
+    assert!((0..3).all(|i| batch.slots[i] == Slot::Prompt(i as u32)));
+    // Token 0 is never scored (no 0-token baseline can predict it); token 10 → 11 (weight 1),
+    // 11 → 12 has weight 0, 12 → 13, 13 → 14 (0.5).
+    assert_eq!(scored(&batch, 0), vec![(3, 11, 1.0), (5, 13, 1.0), (6, 14, 0.5)]);
+}
+
+#[test]
+fn a_random_insertion_ignores_labels_before_it_and_its_last_slot_predicts_the_first_token_after_it() {
+    let s = Sample::new((10..18).collect(), vec![1.0; 8], 1);
+    let batch = batch_at(&[s], 2, &[3]);
+    // Slots: 10 11 12 P0 P1 13 14 15 16 17.
+    assert_eq!(batch.slots[3], Slot::Prompt(0));
+    assert_eq!(batch.slots[5], Slot::Token(13));
+    let want: Vec<(usize, i32, f32)> = [(4, 13), (5, 14), (6, 15), (7, 16), (8, 17)].map(|(i, t)| (i, t, 1.0)).to_vec();
+    assert_eq!(scored(&batch, 0), want, "labels 11, 12 (before the prompt) and the first prompt slot are unscored");
+}
+
+#[test]
+fn explicit_repeat_targets_survive_a_mid_sequence_prompt() {
+    let mut s = Sample::new(vec![20, 21, 22, 23, 24, 25], vec![0.0, 0.0, 1.0, 1.0, 1.0, 1.0], 2);
+    s.targets = Some(vec![0, 0, 5, 9, 5, 9]);
+    let batch = batch_at(&[s], 1, &[4]);
+    // Slots: 20 21 22 23 P 24 25 — labels 22, 23 lie before the prompt; P predicts label 4.
+    assert_eq!(scored(&batch, 0), vec![(4, 5, 1.0), (5, 9, 1.0)]);
+}
+
+#[test]
+fn random_insertion_points_stay_in_the_reference_range_and_cover_it() {
+    let points: Vec<usize> = (0..2000).map(|k| Insert::Random.point(20, k)).collect();
+    assert!(points.iter().all(|&p| p < 16), "floor(U·(20 − 4)) < 16");
+    assert!((0..16).all(|p| points.contains(&p)));
+    assert_eq!(Insert::Random.point(3, 7), 0, "short samples get the prompt first");
+    assert!((0..50).all(|k| Insert::Prepend.point(20, k) == 0));
+}
+
+#[test]
+fn every_prompt_length_including_zero_scores_the_same_held_out_labels() {
+    let spec = TaskSpec::parse_inline("{ kind = \"repeat\", string = [5, 9, 7], vocab = 40, seq_len = 20 }").unwrap();
+    let task = spec.build().unwrap();
+    for insert in [Insert::Prepend, Insert::Random] {
+        let (samples, at) = held_out(task.as_ref(), 3, 16, insert);
+        let (again, at_again) = held_out(task.as_ref(), 3, 16, insert);
+        assert_eq!((&samples, &at), (&again, &at_again), "the held-out set is fixed");
+        let labels = |n: usize| {
+            let batch = batch_at(&samples, n, &at);
+            (0..samples.len())
+                .map(|b| scored(&batch, b).into_iter().map(|(_, t, w)| (t, w)).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        let base = labels(0);
+        assert!(base.iter().map(Vec::len).sum::<usize>() > 0);
+        for n in [1, 4, 16] {
+            assert_eq!(labels(n), base, "{insert:?}, {n} tokens");
+        }
+        if insert == Insert::Random {
+            assert!(at.iter().any(|&a| a > 0), "random insertion moves the prompt");
+        }
+    }
+    assert_ne!(task.sample(3, Split::Eval, 0).tokens, task.sample(3, Split::Train, 0).tokens);
+}
+
+#[test]
+fn the_distance_is_the_smallest_count_within_epsilon_of_saturation() {
+    let curve = [(0, 3.0), (1, 2.0), (4, 1.08), (16, 1.02), (64, 0.9)];
+    assert_eq!(conditional_distance(&curve, Some(1.0), 0.1), Distance::Reached(4));
+    assert_eq!(conditional_distance(&curve, Some(1.0), 0.05), Distance::Reached(16));
+    assert_eq!(conditional_distance(&curve, Some(0.5), 0.05), Distance::Beyond(64));
+    assert_eq!(conditional_distance(&curve, Some(3.5), 0.0), Distance::Reached(0));
+    assert_eq!(conditional_distance(&curve, None, 0.1), Distance::Unknown);
+}
+
+#[test]
+fn a_count_is_flagged_for_more_tuning_when_its_ensemble_spreads_or_it_loses_to_fewer_tokens() {
+    let lrs = [1e-3, 1e-2];
+    let settled = count_stats(4, vec![(0, 1e-3, 1.00), (1, 1e-3, 1.01)], &lrs, 0.05, Some(2.0));
+    assert!(settled.concerns.is_empty(), "{:?}", settled.concerns);
+    assert_eq!((settled.best, settled.worst, settled.best_lr), (1.00, 1.01, 1e-3));
+    let spread = count_stats(4, vec![(0, 1e-3, 1.0), (1, 1e-3, 1.5)], &lrs, 0.05, None);
+    assert!(spread.concerns[0].contains("disagree"), "{:?}", spread.concerns);
+    let edge = count_stats(4, vec![(0, 1e-3, 1.2), (0, 1e-2, 1.19)], &lrs, 0.05, None);
+    assert!(edge.concerns.iter().any(|c| c.contains("largest")), "{:?}", edge.concerns);
+    let worse = count_stats(16, vec![(0, 1e-3, 1.3)], &lrs, 0.05, Some(1.0));
+    assert!(worse.concerns.iter().any(|c| c.contains("shorter prompt")), "{:?}", worse.concerns);
+}
+
+#[test]
+fn an_arms_saturation_is_its_best_fine_tuning_loss_and_sets_its_distance() {
+    let spec: DistanceSpec = toml::from_str("behavior = \"r\"\nepsilon = 0.1\nlrs = [0.001]").unwrap();
+    let v = |tuning| Variant { arm: Arm::Target, tuning };
+    let p = |tokens, restart| Tuning::Prompt { tokens, restart, lr: 1e-3 };
+    let runs = [
+        (v(Tuning::Frozen), 4.0),
+        (v(p(2, 0)), 2.5),
+        (v(p(2, 1)), 2.0),
+        (v(p(8, 0)), 0.75),
+        (v(Tuning::Full { lr: 1e-3 }), 0.9),
+        (v(Tuning::Full { lr: 3e-3 }), 0.7),
+        (v(Tuning::Lora { lr: 1e-3 }), 0.8),
+    ];
+    let r = arm_result(&spec, "all".into(), Arm::Target, "r".into(), &runs);
+    assert_eq!((r.s_full, r.s_lora, r.saturation()), (Some(0.7), Some(0.8), Some(0.7)));
+    assert_eq!(r.counts.iter().map(|c| (c.tokens, c.best)).collect::<Vec<_>>(), vec![(0, 4.0), (2, 2.0), (8, 0.75)]);
+    assert_eq!(r.distance, Distance::Reached(8));
+}
+
+#[test]
+fn variant_names_round_trip() {
+    for v in [
+        Variant { arm: Arm::Target, tuning: Tuning::Frozen },
+        Variant { arm: Arm::NullTarget, tuning: Tuning::Prompt { tokens: 16, restart: 2, lr: 0.003 } },
+        Variant { arm: Arm::NullModel, tuning: Tuning::Lora { lr: 0.01 } },
+        Variant { arm: Arm::Target, tuning: Tuning::Full { lr: 1e-3 } },
+    ] {
+        assert_eq!(Variant::parse(&v.name()), Some(v), "{}", v.name());
+    }
+    assert_eq!(Variant::parse("target/p4"), None);
+}
+
+const TINY: &str = r#"name = "distance-tiny"
+template = "distance"
+seed = 3
+threads = 2
+
+[model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+max_positions = 32
+
+[[tasks]]
+name = "text"
+kind = "grammar"
+vocab = 24
+seq_len = 16
+
+[[tasks]]
+name = "repeat"
+kind = "repeat"
+string = [7, 9, 11]
+over = { kind = "grammar", vocab = 24, seq_len = 16 }
+
+[[phases]]
+name = "pretrain"
+steps = 30
+batch_size = 8
+mixture = { text = 1.0 }
+optimizer = { lr = 3e-3 }
+eval = { every = 30, samples = 8, exact_match = false }
+
+[distance]
+behavior = "repeat"
+counts = [0, 4]
+insert = "random"
+restarts = 2
+lrs = [0.03]
+steps = 25
+batch_size = 8
+eval_samples = 16
+saturation = { kinds = ["full", "lora"], lrs = [0.003], lora_rank = 2 }
+"#;
+
+fn experiment(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("exp.toml");
+    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_template_expands_every_arm_into_frozen_prompted_and_fine_tuned_cells_on_one_held_out_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&experiment(tmp.path(), TINY)).unwrap();
+    // 3 arms × (p0 + p4 × 2 restarts + full + lora).
+    assert_eq!(exp.cells.len(), 15);
+    let cell =
+        |name: &str| exp.cells.iter().find(|c| c.point[0].1.as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(cell("target/p4/r1/lr0.03").id, "c002_variant-target_p4_r1_lr0.03");
+    for c in &exp.cells {
+        assert_eq!(c.config.seed, 3, "every cell keeps the run seed and so the held-out set");
+        let last = c.config.phases.last().unwrap();
+        assert_eq!((last.name.as_str(), last.eval.samples), ("distance", 16));
+        assert_eq!(last.soft_prompt.as_ref().unwrap().insert, Insert::Random, "{}", c.id);
+    }
+    let p4 = &cell("target/p4/r1/lr0.03").config;
+    assert_eq!(p4.phases.len(), 2, "pre-training, then the prompt");
+    let phase = &p4.phases[1];
+    assert_eq!(
+        (phase.trainable, phase.soft_prompt.as_ref().unwrap().tokens, phase.optimizer.lr),
+        (Trainable::SoftPrompt, 4, 0.03)
+    );
+    assert_eq!((phase.optimizer.weight_decay, phase.eval.tasks.as_slice()), (1e-4, ["repeat".to_string()].as_slice()));
+    assert_ne!(phase.seed, cell("target/p4/r0/lr0.03").config.phases[1].seed, "restarts differ in their phase seed");
+    let p0 = &cell("target/p0").config.phases[1];
+    assert_eq!((p0.trainable, p0.soft_prompt.as_ref().unwrap().tokens), (Trainable::None, 0));
+    assert_eq!(cell("target/lora/lr0.003").config.phases[1].lora.as_ref().unwrap().rank, 2);
+    assert_eq!(cell("target/full/lr0.003").config.phases[1].trainable, Trainable::All);
+    let null_model = &cell("null_model/p4/r0/lr0.03").config;
+    assert_eq!(null_model.phases.len(), 1, "the null model never learns the text");
+    let null_target = &cell("null_target/p4/r0/lr0.03").config;
+    let twin = null_target.tasks.iter().find(|t| t.name == "repeat-null").unwrap();
+    assert_eq!(null_target.phases[1].eval.tasks, ["repeat-null"]);
+    assert_eq!(twin.string.len(), 3);
+    assert_ne!(twin.string, vec![7, 9, 11]);
+    assert_eq!(twin.over, null_target.tasks[1].over, "the same inputs");
+}
+
+#[test]
+fn the_template_refuses_an_unknown_behavior_and_prompts_longer_than_the_model_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Experiment::load(&experiment(tmp.path(), &TINY.replace("behavior = \"repeat\"", "behavior = \"nope\"")))
+        .unwrap_err();
+    assert_eq!(e.key, "distance.behavior", "{e}");
+    let e =
+        Experiment::load(&experiment(tmp.path(), &TINY.replace("counts = [0, 4]", "counts = [0, 40]"))).unwrap_err();
+    assert!(e.message.contains("max_positions"), "{e}");
+}
+
+#[test]
+fn a_tiny_distance_study_runs_into_a_report_and_leaves_weights_bit_identical_under_soft_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = experiment(tmp.path(), TINY);
+    let (exp, outcome) = run(&path, &Options::default()).unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let store = Store::open(&exp.db()).unwrap();
+    for c in exp.cells.iter().filter(|c| c.config.phases.last().unwrap().trainable == Trainable::SoftPrompt) {
+        let ckpts = exp.cells_dir().join(&c.id).join("checkpoints");
+        let before =
+            checkpoint::find_pinned(&ckpts, if c.config.phases.len() == 2 { "pretrain" } else { "init" }).unwrap();
+        let after = checkpoint::find_pinned(&ckpts, "distance").unwrap();
+        let w = |d: &Path| Model::load(&d.join("model")).unwrap().model.weights;
+        let (w0, w1) = (w(&before), w(&after));
+        assert!(w0.iter().zip(&w1).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: weights moved", c.id);
+        let phase = c.config.phases.len() as u32 - 1;
+        let losses: Vec<f64> = store
+            .metrics(&c.id)
+            .unwrap()
+            .iter()
+            .filter(|r| r.phase == phase && r.metric == "loss" && r.task != "train")
+            .map(|r| r.value)
+            .collect();
+        assert!(losses.last().unwrap() < losses.first().unwrap(), "{}: the prompt learned nothing: {losses:?}", c.id);
+    }
+    vestige::lab::distance_report::write(&exp).unwrap();
+    let report = exp.root.join("report");
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains("Conditional distance") && html.contains("null_target") && html.contains("<svg"));
+    let csv = std::fs::read_to_string(report.join("distance.csv")).unwrap();
+    // Header + 3 arms × 2 counts, every loss finite.
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    for line in csv.lines().skip(1) {
+        let best: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
+        assert!(best.is_finite() && best > 0.0, "{line}");
+    }
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("| distance |"), "{summary}");
+}
