@@ -577,6 +577,9 @@ impl Runner {
             {
                 rows.push((name.clone(), metric, value));
             }
+            for (metric, value) in eval_probes(&self.model, task, self.cfg.seed, p.eval.samples, &adapt)? {
+                rows.push((name.clone(), metric, value));
+            }
             if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
                 let (kl, ce) = forgetting(reference, &self.model, task, self.cfg.seed, p.eval.samples, &adapt);
                 rows.push((name.clone(), "forgetting_kl", kl));
@@ -793,14 +796,38 @@ pub fn eval_task(
     exact: bool,
 ) -> Result<Vec<(&'static str, f64)>> {
     let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
-    let batch = batch_of(&samples, adapt.n_prompt);
-    let norm = default_norm(&batch.targets, &batch.weights);
-    let loss = model.forward(&mut Activations::default(), &batch, adapt.prompts, adapt.steers, norm);
-    let mut out = vec![("loss", loss as f64)];
+    let mut out = vec![("loss", mean_loss(model, &samples, adapt))];
     if exact {
         out.push(("exact_match", exact_match(model, &samples, adapt)?));
     }
     Ok(out)
+}
+
+/// The hit rate (and loss, where the probe names one) of each probe set of `task`
+/// ([`Task::probes`]), `samples` held-out samples each, under `adapt`.
+pub fn eval_probes(
+    model: &Model,
+    task: &dyn Task,
+    seed: u64,
+    samples: usize,
+    adapt: &Adaptation,
+) -> Result<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for probe in task.probes(seed, samples) {
+        let generated = greedy_answers(model, &probe.samples, adapt, probe.max_target_len())?;
+        out.push((probe.hits, probe.hit_rate(&generated)));
+        if let Some(metric) = probe.loss {
+            out.push((metric, mean_loss(model, &probe.samples, adapt)));
+        }
+    }
+    Ok(out)
+}
+
+/// The mean weighted loss of `model` on `samples` under `adapt`.
+fn mean_loss(model: &Model, samples: &[Sample], adapt: &Adaptation) -> f64 {
+    let batch = batch_of(samples, adapt.n_prompt);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    model.forward(&mut Activations::default(), &batch, adapt.prompts, adapt.steers, norm) as f64
 }
 
 /// Forgetting of `current` relative to `reference` on `task`'s first `samples` eval samples:
@@ -866,7 +893,10 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     let model = Model::load(&dir.join("model"))?.model;
     let mut rows = Vec::new();
     for (name, task) in build_tasks(&cfg)? {
-        for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &Adaptation::default(), true)? {
+        let adapt = Adaptation::default();
+        let metrics = eval_task(&model, task.as_ref(), cfg.seed, samples, &adapt, true)?;
+        for (metric, value) in metrics.into_iter().chain(eval_probes(&model, task.as_ref(), cfg.seed, samples, &adapt)?)
+        {
             rows.push((name.clone(), metric.to_string(), value));
         }
     }
@@ -875,6 +905,14 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
 
 /// Fraction of samples whose greedy continuation of the prompt equals the answer.
 fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<f64> {
+    let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
+    let out = greedy_answers(model, samples, adapt, answer_len)?;
+    let hits = out.iter().zip(samples).filter(|(o, s)| o[..] == s.tokens[s.prompt_len..]).count();
+    Ok(hits as f64 / samples.len().max(1) as f64)
+}
+
+/// The greedy continuation (`max_new` tokens) of each sample's prompt under `adapt`.
+fn greedy_answers(model: &Model, samples: &[Sample], adapt: &Adaptation, max_new: usize) -> Result<Vec<Vec<u32>>> {
     let inputs: Vec<Vec<Slot>> = samples
         .iter()
         .map(|s| {
@@ -884,19 +922,16 @@ fn exact_match(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Result<
                 .collect()
         })
         .collect();
-    let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
     let req = GenerateRequest {
         inputs: &inputs,
         prompt_vectors: adapt.prompts,
         steers: adapt.steers,
-        max_new_tokens: answer_len,
+        max_new_tokens: max_new,
         sampling: Sampling::Greedy,
         eos: None,
         seed: 0,
     };
-    let out = model.generate(&req)?;
-    let hits = out.iter().zip(samples).filter(|(o, s)| o[..] == s.tokens[s.prompt_len..]).count();
-    Ok(hits as f64 / samples.len().max(1) as f64)
+    Ok(model.generate(&req)?)
 }
 
 /// The progress bars of this process: runs in parallel draw their bars together.
