@@ -4,6 +4,7 @@
 //!
 //! What runs inside a cell lives in [`crate::train`]; curve fitting in [`crate::analysis`].
 
+pub mod backdoor;
 pub mod decay;
 pub mod decay_analysis;
 pub mod execute;
