@@ -45,6 +45,10 @@ enum Command {
         /// Print and save the plan without running anything.
         #[arg(long)]
         plan: bool,
+        /// Run a budgeted search of the [search] table's axes instead of the whole grid,
+        /// e.g. --search maximize=backdoor.half_life.
+        #[arg(long)]
+        search: Option<String>,
     },
     /// Run a training config: phases, evals, checkpoints, metrics (SQLite + CSV).
     Train {
@@ -207,8 +211,8 @@ fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
 
 fn run(command: Command, threads: Option<usize>) -> Result<()> {
     match command {
-        Command::Run { experiment, cell, plan } => {
-            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads };
+        Command::Run { experiment, cell, plan, search } => {
+            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads, search };
             vestige::commands::experiment::run(&experiment, &opts)?
         }
         Command::Forward { model, input, out, soft_prompt } => {

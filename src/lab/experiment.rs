@@ -1,6 +1,6 @@
 //! Experiment files: a run config (model, tasks, phases or a template table such as
 //! `[decay]`) plus the experiment's own keys — `template`, `[sweep]`, `threads`,
-//! `threads_per_cell` and `[analysis]` — expanded into one resolved run config per cell.
+//! `threads_per_cell`, `[analysis]` and `[search]` — expanded into one resolved run config per cell.
 //!
 //! Sweeps live in their own `[sweep]` table rather than making any list-valued key an axis,
 //! because many keys are lists by nature (`eval.tasks`, `lora.targets`, `betas`).
@@ -8,6 +8,7 @@
 use super::backdoor::BackdoorSpec;
 use super::decay::DecaySpec;
 use super::scales::scale;
+use super::search::SearchSpec;
 use super::sweep::{axes, grid, set_path, slug, Axis};
 use crate::train::config::{ConfigError, RunConfig};
 use crate::train::locate::line_of;
@@ -30,6 +31,8 @@ pub struct Settings {
     pub threads_per_cell: usize,
     #[serde(default)]
     pub analysis: AnalysisSpec,
+    /// What `vestige run --search` samples, within which budget.
+    pub search: Option<SearchSpec>,
 }
 
 fn one() -> usize {
@@ -55,7 +58,7 @@ impl Default for AnalysisSpec {
 }
 
 /// The experiment-level keys (everything else belongs to the cells' run config).
-const OWN_KEYS: [&str; 5] = ["template", "sweep", "threads", "threads_per_cell", "analysis"];
+const OWN_KEYS: [&str; 6] = ["template", "sweep", "threads", "threads_per_cell", "analysis", "search"];
 
 /// The templates.
 pub const TEMPLATES: [&str; 2] = ["decay", "backdoor"];
