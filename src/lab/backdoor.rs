@@ -104,7 +104,9 @@ impl BackdoorSpec {
             bad("clean", format!("unknown task {:?}; defined tasks: {names:?}", self.clean));
         }
         match self.plant.as_str() {
-            "mixed" if self.pretrain_steps == 0 => bad("pretrain_steps", "mixed planting poisons pretraining".into()),
+            "mixed" if self.pretrain_steps == 0 => {
+                bad("pretrain_steps", "mixed planting poisons pretraining: give at least 1 step".into())
+            }
             "finetune" if self.plant_steps == 0 => bad("plant_steps", "a fine-tune needs at least 1 step".into()),
             "mixed" | "finetune" => {}
             p => bad("plant", format!("{p:?} is not one of mixed, finetune")),
