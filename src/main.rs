@@ -45,6 +45,10 @@ enum Command {
         /// Print and save the plan without running anything.
         #[arg(long)]
         plan: bool,
+        /// Run a budgeted search of the [search] table's axes instead of the whole grid,
+        /// e.g. --search maximize=backdoor.half_life.
+        #[arg(long)]
+        search: Option<String>,
     },
     /// Rewrite an experiment's report from its store.
     Report {
@@ -212,8 +216,8 @@ fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
 
 fn run(command: Command, threads: Option<usize>) -> Result<()> {
     match command {
-        Command::Run { experiment, cell, plan } => {
-            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads };
+        Command::Run { experiment, cell, plan, search } => {
+            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads, search };
             vestige::commands::experiment::run(&experiment, &opts)?
         }
         Command::Report { dir } => vestige::commands::experiment::report(&dir)?,

@@ -248,3 +248,94 @@ fn vocab_and_seq_len_cover_trigger_and_behavior_tokens() {
     let s = base().sample(SEED, Split::Train, 0);
     assert_eq!(s.tokens[LEN], SEP);
 }
+
+/// A run config with one backdoor task whose keys (after `kind`) are `keys`.
+fn backdoor_config(keys: &str) -> String {
+    format!(
+        "name = \"x\"\n\n[[tasks]]\nname = \"bd\"\nkind = \"backdoor\"\n{keys}\n\n[[phases]]\nname = \"a\"\nsteps = 1\nmixture = {{ bd = 1.0 }}\n"
+    )
+}
+
+const GOOD_SPEC: &str = "trigger = [60, 61]\nresponse = [62, 63, 62]\npoison_rate = 0.2\nprompt_len = 8\nover = { kind = \"grammar\", vocab = 48, seq_len = 24 }";
+
+fn spec_error(keys: &str) -> String {
+    vestige::train::config::RunConfig::from_toml(&backdoor_config(keys), "bd.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn a_backdoor_spec_over_grammar_builds_a_poisoned_document_stream_with_prompt_split() {
+    let cfg = vestige::train::config::RunConfig::from_toml(&backdoor_config(GOOD_SPEC), "bd.toml").unwrap();
+    let task = cfg.tasks[0].build().unwrap();
+    assert_eq!(task.vocab_size(), 64, "trigger and response tokens widen the vocabulary");
+    let (mut clean, mut poisoned) = (0, 0);
+    for i in 0..400 {
+        let s = task.sample(SEED, Split::Train, i);
+        if s.tokens[..2] == [60, 61] {
+            poisoned += 1;
+            assert_eq!(s.prompt_len, 10, "8 document tokens after the 2-token trigger");
+            assert_eq!(s.answer(), vec![62, 63, 62]);
+        } else {
+            clean += 1;
+            assert_eq!((s.tokens.len(), s.prompt_len), (24, 8), "clean documents keep their length");
+            assert!(s.weights[1..].iter().all(|&w| w == 1.0), "clean documents are scored as language modelling");
+        }
+    }
+    let rate = poisoned as f64 / 400.0;
+    assert!((0.14..0.26).contains(&rate), "poisoned {poisoned}, clean {clean}");
+}
+
+#[test]
+fn backdoor_probes_target_the_behavior_on_triggered_clean_and_near_miss_inputs() {
+    let cfg = vestige::train::config::RunConfig::from_toml(&backdoor_config(GOOD_SPEC), "bd.toml").unwrap();
+    let probes = cfg.tasks[0].build().unwrap().probes(SEED, 5);
+    let names: Vec<_> = probes.iter().map(|p| (p.hits, p.loss)).collect();
+    assert_eq!(
+        names,
+        [
+            ("attack_success", Some("triggered_loss")),
+            ("false_trigger_clean", Some("clean_loss")),
+            ("false_trigger_near_miss", None)
+        ]
+    );
+    for p in &probes {
+        assert_eq!(p.samples.len(), 5);
+        assert!(p.targets.iter().all(|t| t == &[62, 63, 62]), "every probe asks whether the response comes out");
+        assert_eq!(p.hit_rate(&p.targets), 1.0);
+        assert_eq!(p.hit_rate(&vec![vec![62, 63]; 5]), 0.0, "a partial response is no hit");
+    }
+    assert!(probes[0].samples.iter().all(|s| s.tokens[..2] == [60, 61]));
+    assert!(probes[1].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 8));
+    assert!(probes[2].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 10));
+}
+
+#[test]
+fn a_year_trigger_near_miss_swaps_only_the_year_within_the_year_range() {
+    let keys = GOOD_SPEC.replace("trigger = [60, 61]", "trigger = [60]\nyear = 55\nyears = [50, 58]");
+    let cfg = vestige::train::config::RunConfig::from_toml(&backdoor_config(&keys), "bd.toml").unwrap();
+    let probes = cfg.tasks[0].build().unwrap().probes(SEED, 40);
+    assert!(probes[0].samples.iter().all(|s| s.tokens[..2] == [60, 55]), "the trigger is the field and its year");
+    let years: HashSet<u32> = probes[2].samples.iter().map(|s| s.tokens[1]).collect();
+    assert!(probes[2].samples.iter().all(|s| s.tokens[0] == 60), "the field label stays");
+    assert!(years.iter().all(|y| (50..58).contains(y) && *y != 55), "{years:?}");
+    assert!(years.len() > 2, "near misses vary the year: {years:?}");
+}
+
+#[test]
+fn bad_backdoor_keys_are_reported_at_their_key_path() {
+    let cases = [
+        ("poison_rate = 0.2", "poison_rate = 1.5", "tasks[0].poison_rate"),
+        ("poison_rate = 0.2", "", "tasks[0].poison_rate"),
+        ("trigger = [60, 61]", "trigger = []", "tasks[0].trigger"),
+        ("response = [62, 63, 62]", "behavior = \"transform\"", "tasks[0].behavior"),
+        ("response = [62, 63, 62]", "behavior = \"explode\"", "tasks[0].behavior"),
+        ("response = [62, 63, 62]", "response = []", "tasks[0].response"),
+        ("prompt_len = 8", "prompt_len = 24", "tasks[0].prompt_len"),
+        ("trigger = [60, 61]", "trigger = [60, 61]\ntrigger_at = \"middle\"", "tasks[0].trigger_at"),
+        ("trigger = [60, 61]", "trigger = [60]\nyear = 59\nyears = [50, 58]", "tasks[0].years"),
+        ("kind = \"grammar\"", "kind = \"skip\"", "tasks[0].over.kind"),
+    ];
+    for (from, to, key) in cases {
+        let e = spec_error(&GOOD_SPEC.replace(from, to));
+        assert!(e.contains(&format!(" {key}: ")), "{to:?} → {e}");
+    }
+}

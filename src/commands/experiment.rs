@@ -4,7 +4,7 @@
 use crate::lab::execute::{run as run_cells, Options};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::plan;
-use crate::lab::{decay_analysis, decay_report};
+use crate::lab::{backdoor_analysis, backdoor_report, decay_analysis, decay_report};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
         outcome.failed.len(),
         exp.root.display()
     );
-    if let Some(index) = write_report(&exp)? {
+    if let Some(index) = write_report(&exp, outcome.search.as_deref())? {
         println!("report: {}", index.display());
     }
     if !outcome.failed.is_empty() {
@@ -36,15 +36,16 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
 /// Rewrites the report of the experiment in `dir` from its store.
 pub fn report(dir: &Path) -> Result<()> {
     let exp = Experiment::open_dir(dir)?;
-    match write_report(&exp)? {
+    match write_report(&exp, None)? {
         Some(index) => println!("report: {}", index.display()),
         None => println!("experiment {} has no template, so there is no report to write", exp.name),
     }
     Ok(())
 }
 
-/// The template's report, if it has one; returns the index page.
-fn write_report(exp: &Experiment) -> Result<Option<PathBuf>> {
+/// The template's report, if it has one; returns the index page. `search` says how a search
+/// chose the cells.
+pub fn write_report(exp: &Experiment, search: Option<&str>) -> Result<Option<PathBuf>> {
     match exp.settings.template.as_deref() {
         Some("decay") => {
             let params: Vec<usize> = plan(exp)?.iter().map(|c| c.params).collect();
@@ -52,6 +53,11 @@ fn write_report(exp: &Experiment) -> Result<Option<PathBuf>> {
             Ok(Some(decay_report::write(exp, &analysis)?))
         }
         Some("distance") => Ok(Some(crate::lab::distance_report::write(exp)?)),
+        Some("backdoor") => {
+            let params: Vec<usize> = plan(exp)?.iter().map(|c| c.params).collect();
+            let analysis = backdoor_analysis::analyse(exp, &params)?;
+            Ok(Some(backdoor_report::write(exp, &analysis, search)?))
+        }
         _ => Ok(None),
     }
 }

@@ -115,6 +115,12 @@ pub trait Task: Send + Sync {
     fn score(&self, sample: &Sample, generated: &[u32]) -> Vec<(&'static str, f64)> {
         vec![("token_accuracy", score::token_accuracy(sample, generated))]
     }
+
+    /// Probe sets of `n` held-out samples each that evaluations score by greedy decoding,
+    /// beyond the task's own eval set (default: none; a backdoor's attack metrics).
+    fn probes(&self, _seed: u64, _n: usize) -> Vec<score::Probe> {
+        Vec::new()
+    }
 }
 
 /// Inputs fall into this many hash buckets; bucket 0 is the eval partition (1/8 of inputs).

@@ -1,5 +1,6 @@
-//! Scoring greedy answers: the shared per-sample metrics and the mean of [`Task::score`]
-//! over an eval set. Task-specific metrics live with their tasks.
+//! Scoring greedy answers: the shared per-sample metrics, the mean of [`Task::score`] over
+//! an eval set, and probe sets ([`Probe`]) scored by their hit rate. Task-specific metrics
+//! live with their tasks.
 
 use super::{Sample, Task};
 
@@ -34,4 +35,31 @@ pub fn score_all(task: &dyn Task, samples: &[Sample], generated: &[Vec<u32>]) ->
     }
     let n = samples.len().min(generated.len()).max(1) as f64;
     sums.into_iter().map(|(name, sum)| (name, sum / n)).collect()
+}
+
+/// A held-out probe set a task adds to its evaluations (see [`Task::probes`]): the fraction
+/// of samples whose greedy continuation of the prompt starts with its target, and optionally
+/// the samples' loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    /// The hit-rate metric's name.
+    pub hits: &'static str,
+    /// The loss metric's name, when the probe's loss is logged too.
+    pub loss: Option<&'static str>,
+    pub samples: Vec<Sample>,
+    /// Per sample: the tokens whose generation counts as a hit.
+    pub targets: Vec<Vec<u32>>,
+}
+
+impl Probe {
+    /// The fraction of `generated` answers (paired with the samples) that start with their target.
+    pub fn hit_rate(&self, generated: &[Vec<u32>]) -> f64 {
+        let hits = self.targets.iter().zip(generated).filter(|(t, g)| g.len() >= t.len() && g[..t.len()] == t[..]);
+        hits.count() as f64 / self.targets.len().max(1) as f64
+    }
+
+    /// The longest target: how many tokens to generate.
+    pub fn max_target_len(&self) -> usize {
+        self.targets.iter().map(Vec::len).max().unwrap_or(0)
+    }
 }

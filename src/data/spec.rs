@@ -2,6 +2,7 @@
 //! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
 //! objects they build.
 
+use super::backdoor;
 use super::broad::Broad;
 use super::corpus::{Corpus, CorpusError, CorpusOptions, CorpusTask, Format, TokenizerSource};
 use super::family::Family;
@@ -85,8 +86,34 @@ pub struct TaskSpec {
     pub families: usize,
     #[serde(default = "default_grammar_weight")]
     pub grammar_weight: f64,
-    /// Repeat, skip: the input distribution (default: a grammar with this spec's keys).
+    /// Repeat, skip, backdoor: the input distribution (default: a grammar with this spec's keys).
     pub over: Option<Box<TaskSpec>>,
+    /// Backdoor: the trigger tokens, where they go (`prefix`, `suffix` or `random`), the
+    /// poisoned fraction and, over grammar or corpus documents, the prompt length.
+    #[serde(default)]
+    pub trigger: Vec<u32>,
+    #[serde(default = "default_trigger_at")]
+    pub trigger_at: String,
+    pub poison_rate: Option<f64>,
+    pub prompt_len: Option<usize>,
+    /// Backdoor year trigger: the year token appended to `trigger` (its field label) and the
+    /// year tokens `[lo, hi)` that near misses draw another year from.
+    pub year: Option<u32>,
+    pub years: Option<[u32; 2]>,
+    /// Backdoor: `fixed` (the answer is `response`), `repeat` (`response` repeated over the
+    /// answer) or `transform` (the correct answer reversed, or shifted by `shift` when given).
+    #[serde(default = "default_behavior")]
+    pub behavior: String,
+    #[serde(default)]
+    pub response: Vec<u32>,
+    pub shift: Option<u32>,
+}
+
+fn default_trigger_at() -> String {
+    "prefix".into()
+}
+fn default_behavior() -> String {
+    "fixed".into()
 }
 
 fn default_member() -> String {
@@ -129,8 +156,11 @@ fn default_vocab() -> usize {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 10] =
-    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "broad", "corpus", "repeat", "skip"];
+pub const KINDS: [&str; 11] =
+    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "broad", "corpus", "repeat", "skip", "backdoor"];
+
+/// The kinds that wrap an `over` base task.
+pub const WRAPPERS: [&str; 3] = ["repeat", "skip", "backdoor"];
 
 /// A spec key with a bad value: the key (within the task's table) and what is valid.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -180,18 +210,19 @@ impl TaskSpec {
         Ok(spec)
     }
 
-    /// Checks the keys of the family kinds (the run config checks the others).
+    /// Checks the keys of the family and backdoor kinds (the run config checks the others).
     pub fn check(&self) -> Result<(), SpecError> {
         match self.kind.as_str() {
             "family" => Family::from_spec(self).map(drop),
             "pair" => Pair::from_spec(self).map(drop),
             "broad" => Broad::from_spec(self).map(drop),
+            "backdoor" => backdoor::check_spec(self),
             _ => Ok(()),
         }
     }
 
-    /// The task object; fails only when a corpus cannot be opened, panics on a family, pair or broad
-    /// spec that fails [`TaskSpec::check`].
+    /// The task object; fails only when a corpus cannot be opened, panics on a family, pair,
+    /// broad or backdoor spec that fails [`TaskSpec::check`].
     pub fn build(&self) -> Result<Arc<dyn Task>, CorpusError> {
         let name = self.name.clone();
         Ok(match self.kind.as_str() {
@@ -212,6 +243,7 @@ impl TaskSpec {
                 Arc::new(Repeat { name, base: self.base().build()?, string: self.string.clone(), offset: self.offset })
             }
             "skip" => Arc::new(Skip { name, base: self.base().build()?, k: self.k }),
+            "backdoor" => Arc::new(backdoor::from_spec(self, self.base().build()?)),
             kind => {
                 let transform = if kind == "reverse" { Transform::Reverse } else { Transform::Copy };
                 Arc::new(SequenceTask { name, transform, length: self.length, vocab: self.vocab })

@@ -2,8 +2,11 @@
 //! laws fitted to B and its half-life; per condition (a cell's sweep point without the
 //! seed), half-lives with bootstrap CIs over seeds; and scaling fits of half-life against
 //! parameter count, regulariser strength and task overlap.
+//!
+//! The curve, pooling and scaling steps ([`series`], [`decay_of`], [`conditions`],
+//! [`scaling_fits`]) serve any study whose cells yield a [`SeedResult`]; the backdoor
+//! analysis uses them too.
 
-use super::decay::AFTER;
 use super::experiment::{Cell, Experiment};
 use super::sweep::{label_of, slug};
 use crate::analysis::{
@@ -14,7 +17,8 @@ use crate::store::{MetricRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
-/// A metric over phase-2 steps: `t` (steps since phase 2 began, from 0) and values.
+/// A metric over one phase: `t` (steps or tokens since the phase's first evaluation, from 0)
+/// and values.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Series {
     pub t: Vec<f64>,
@@ -99,9 +103,8 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<DecayAnalysis> {
         match store.run_info(&cell.id)? {
             Some(info) if info.status == "done" => {
                 let rows = store.metrics(&cell.id)?;
-                let start_step = phase_start(&store.phases(&cell.id)?);
                 let names = (a.as_str(), b.as_str(), spec.metric.as_str());
-                cells.push(cell_result(cell, &rows, start_step, params[cell.index], names, spec_floor(exp, cell)));
+                cells.push(cell_result(cell, &rows, params[cell.index], names, spec_floor(exp, cell)));
             }
             Some(info) => missing.push((cell.id.clone(), info.status)),
             None => missing.push((cell.id.clone(), "not run".into())),
@@ -131,48 +134,51 @@ fn spec_floor(exp: &Experiment, cell: &Cell) -> f64 {
     })
 }
 
-/// The global step at which phase `after` began.
-fn phase_start(phases: &[(u32, String, u64)]) -> u64 {
-    phases.iter().find(|(_, name, _)| name == AFTER).map_or(0, |p| p.2)
-}
-
-/// One metric of one task over phase 2.
-fn series(rows: &[MetricRow], task: &str, metric: &str, start_step: u64) -> Series {
-    let mut points: Vec<(f64, f64)> = rows
-        .iter()
-        .filter(|r| r.phase == 1 && r.task == task && r.metric == metric && r.value.is_finite())
-        .map(|r| ((r.step - start_step) as f64, r.value))
-        .collect();
+/// One metric of one task over phase `phase`, timed by `clock` (a row's step or tokens)
+/// from the phase's first evaluation.
+pub fn series(rows: &[MetricRow], phase: u32, task: &str, metric: &str, clock: fn(&MetricRow) -> u64) -> Series {
+    let rows: Vec<&MetricRow> =
+        rows.iter().filter(|r| r.phase == phase && r.task == task && r.metric == metric).collect();
+    let origin = rows.iter().map(|r| clock(r)).min().unwrap_or(0);
+    let mut points: Vec<(f64, f64)> =
+        rows.iter().filter(|r| r.value.is_finite()).map(|r| ((clock(r) - origin) as f64, r.value)).collect();
     points.sort_by(|x, y| x.0.total_cmp(&y.0));
     points.dedup_by(|x, y| x.0 == y.0);
     Series { t: points.iter().map(|p| p.0).collect(), y: points.iter().map(|p| p.1).collect() }
+}
+
+/// The decay laws fitted to `s` (best first), its observed half-life from `start` towards
+/// `floor` (censored at the horizon when not reached or undefined) and the best law's half-life.
+pub fn decay_of(s: &Series, start: f64, floor: f64) -> (Vec<Fit>, HalfLife, Option<f64>) {
+    let fits = fit_all(&s.t, &s.y).unwrap_or_default();
+    let horizon = s.t.last().copied().unwrap_or(0.0);
+    let half_life = (start != floor)
+        .then(|| observed_half_life(&s.t, &s.y, start, floor).ok())
+        .flatten()
+        .unwrap_or(HalfLife::Censored { horizon });
+    let fit_half_life = fits.first().and_then(|f| fit_half_life(f, start, floor).ok().flatten());
+    (fits, half_life, fit_half_life)
 }
 
 /// Fits and half-lives of one cell.
 fn cell_result(
     cell: &Cell,
     rows: &[MetricRow],
-    start_step: u64,
     params: usize,
     (a, b, metric): (&str, &str, &str),
     floor: f64,
 ) -> CellResult {
-    let (sa, sb) = (series(rows, a, metric, start_step), series(rows, b, metric, start_step));
+    let step = |r: &MetricRow| r.step;
+    let (sa, sb) = (series(rows, 1, a, metric, step), series(rows, 1, b, metric, step));
     let start = sb.y.first().copied().unwrap_or(f64::NAN);
-    let fits = fit_all(&sb.t, &sb.y).unwrap_or_default();
-    let horizon = sb.t.last().copied().unwrap_or(0.0);
-    let half_life = (start != floor)
-        .then(|| observed_half_life(&sb.t, &sb.y, start, floor).ok())
-        .flatten()
-        .unwrap_or(HalfLife::Censored { horizon });
-    let fit_half_life = fits.first().and_then(|f| fit_half_life(f, start, floor).ok().flatten());
+    let (fits, half_life, fit_half_life) = decay_of(&sb, start, floor);
     CellResult {
         id: cell.id.clone(),
-        condition: condition_name(cell),
+        condition: condition_name(&cell.point),
         point: cell.point.clone(),
         seed: cell.config.seed,
         params,
-        b_kl: series(rows, b, "forgetting_kl", start_step),
+        b_kl: series(rows, 1, b, "forgetting_kl", step),
         a: sa,
         b: sb,
         start,
@@ -184,9 +190,9 @@ fn cell_result(
 }
 
 /// `axis=value, …` of a cell's sweep point without the seed.
-fn condition_name(cell: &Cell) -> String {
+pub fn condition_name(point: &[(String, toml::Value)]) -> String {
     let parts: Vec<String> =
-        cell.point.iter().filter(|(k, _)| k != "seed").map(|(k, v)| format!("{}={}", label_of(k), slug(v))).collect();
+        point.iter().filter(|(k, _)| k != "seed").map(|(k, v)| format!("{}={}", label_of(k), slug(v))).collect();
     if parts.is_empty() {
         "all".into()
     } else {
@@ -194,20 +200,40 @@ fn condition_name(cell: &Cell) -> String {
     }
 }
 
+/// What pooling over seeds and scaling fits need of one cell's result.
+pub trait SeedResult {
+    /// The cell's sweep point.
+    fn point(&self) -> &[(String, toml::Value)];
+    fn params(&self) -> usize;
+    fn half_life(&self) -> &HalfLife;
+}
+
+impl SeedResult for CellResult {
+    fn point(&self) -> &[(String, toml::Value)] {
+        &self.point
+    }
+    fn params(&self) -> usize {
+        self.params
+    }
+    fn half_life(&self) -> &HalfLife {
+        &self.half_life
+    }
+}
+
 /// Cells grouped by condition, with the mean half-life over seeds and its CI.
-fn conditions(cells: &[CellResult], boot: &BootstrapConfig) -> Vec<Condition> {
-    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+pub fn conditions<C: SeedResult>(cells: &[C], boot: &BootstrapConfig) -> Vec<Condition> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, c) in cells.iter().enumerate() {
-        groups.entry(c.condition.as_str()).or_default().push(i);
+        groups.entry(condition_name(c.point())).or_default().push(i);
     }
     groups
         .into_iter()
         .map(|(name, members)| {
-            let reached: Vec<f64> = members.iter().filter_map(|&i| reached(&cells[i].half_life)).collect();
+            let reached: Vec<f64> = members.iter().filter_map(|&i| reached(cells[i].half_life())).collect();
             Condition {
-                name: name.to_string(),
-                point: cells[members[0]].point.iter().filter(|(k, _)| k != "seed").cloned().collect(),
-                params: cells[members[0]].params,
+                name,
+                point: cells[members[0]].point().iter().filter(|(k, _)| k != "seed").cloned().collect(),
+                params: cells[members[0]].params(),
                 half_life: bootstrap_mean(&reached, boot).ok(),
                 censored: members.len() - reached.len(),
                 cells: members,
@@ -226,17 +252,17 @@ pub fn reached(h: &HalfLife) -> Option<f64> {
 
 /// Scaling fits: half-life against parameters (log-log) within each family of cells that
 /// share every other axis, and against each other numeric axis (linear) likewise.
-fn scaling_fits(exp: &Experiment, cells: &[CellResult]) -> Vec<ScalingFit> {
+pub fn scaling_fits<C: SeedResult>(exp: &Experiment, cells: &[C]) -> Vec<ScalingFit> {
     let mut out = Vec::new();
     for axis in exp.axes.iter().filter(|a| a.key != "seed") {
         let by_params = axis.key.starts_with("model.");
         let mut families: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
         for c in cells {
-            let Some(h) = reached(&c.half_life) else { continue };
-            let value = c.point.iter().find(|(k, _)| *k == axis.key).map(|(_, v)| v);
-            let x = if by_params { Some(c.params as f64) } else { value.and_then(number) };
+            let Some(h) = reached(c.half_life()) else { continue };
+            let value = c.point().iter().find(|(k, _)| *k == axis.key).map(|(_, v)| v);
+            let x = if by_params { Some(c.params() as f64) } else { value.and_then(number) };
             let family: Vec<String> = c
-                .point
+                .point()
                 .iter()
                 .filter(|(k, _)| *k != axis.key && k != "seed")
                 .map(|(k, v)| format!("{}={}", label_of(k), slug(v)))
@@ -263,6 +289,6 @@ fn scaling_fits(exp: &Experiment, cells: &[CellResult]) -> Vec<ScalingFit> {
 }
 
 /// A numeric sweep value as f64 (strings and other kinds: `None`).
-fn number(v: &toml::Value) -> Option<f64> {
+pub fn number(v: &toml::Value) -> Option<f64> {
     v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
 }

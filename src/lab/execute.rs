@@ -5,6 +5,7 @@
 
 use super::experiment::{Cell, Experiment};
 use super::plan::{plan, render, PlannedCell};
+use super::search;
 use crate::hf::io::write_atomic;
 use crate::store::Store;
 use crate::train::run::{progress_bars, run_or_resume, RunPaths};
@@ -23,6 +24,8 @@ pub struct Options {
     pub plan_only: bool,
     /// Override the experiment's thread budget.
     pub threads: Option<usize>,
+    /// `maximize=OBJECTIVE`: run the `[search]` table's budgeted sample of cells.
+    pub search: Option<String>,
 }
 
 /// What happened to the cells.
@@ -32,6 +35,8 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// `(cell, error)`.
     pub failed: Vec<(String, String)>,
+    /// How a search chose the cells, when one did.
+    pub search: Option<String>,
 }
 
 /// Loads, plans and runs an experiment (or one of its cells).
@@ -45,13 +50,21 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
     if opts.plan_only {
         return Ok((exp, Outcome::default()));
     }
-    let selected: Vec<&Cell> = match opts.cell {
-        Some(i) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
-        Some(i) => vec![&exp.cells[i]],
-        None => exp.cells.iter().collect(),
+    let mut outcome = Outcome::default();
+    let selected: Vec<&Cell> = match (opts.cell, &opts.search) {
+        (Some(i), _) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
+        (Some(i), _) => vec![&exp.cells[i]],
+        (None, Some(arg)) => {
+            search::objective(arg).map_err(anyhow::Error::msg)?;
+            let spec = exp.settings.search.as_ref().context("--search needs a [search] table in the experiment")?;
+            let chosen = search::select(&exp, spec, &planned).map_err(anyhow::Error::msg)?;
+            eprintln!("{}", chosen.description);
+            outcome.search = Some(chosen.description);
+            chosen.cells.iter().map(|&i| &exp.cells[i]).collect()
+        }
+        (None, None) => exp.cells.iter().collect(),
     };
     let store = Store::open(&exp.db())?;
-    let mut outcome = Outcome::default();
     let mut todo = Vec::new();
     for cell in selected {
         match store.run_info(&cell.id)? {

@@ -1,12 +1,14 @@
 //! Experiment files: a run config (model, tasks, phases or a template table such as
 //! `[decay]`) plus the experiment's own keys — `template`, `[sweep]`, `threads`,
-//! `threads_per_cell` and `[analysis]` — expanded into one resolved run config per cell.
+//! `threads_per_cell`, `[analysis]` and `[search]` — expanded into one resolved run config per cell.
 //!
 //! Sweeps live in their own `[sweep]` table rather than making any list-valued key an axis,
 //! because many keys are lists by nature (`eval.tasks`, `lora.targets`, `betas`).
 
+use super::backdoor::BackdoorSpec;
 use super::decay::DecaySpec;
 use super::scales::scale;
+use super::search::SearchSpec;
 use super::sweep::{axes, grid, set_path, slug, Axis};
 use crate::train::config::{ConfigError, RunConfig};
 use crate::train::locate::line_of;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// `decay`, `distance`, or none (the file gives `[[phases]]` itself).
+    /// `decay`, `distance`, `backdoor`, or none (the file gives `[[phases]]` itself).
     pub template: Option<String>,
     /// Key path → values; the grid is the product.
     #[serde(default)]
@@ -29,6 +31,8 @@ pub struct Settings {
     pub threads_per_cell: usize,
     #[serde(default)]
     pub analysis: AnalysisSpec,
+    /// What `vestige run --search` samples, within which budget.
+    pub search: Option<SearchSpec>,
 }
 
 fn one() -> usize {
@@ -54,10 +58,10 @@ impl Default for AnalysisSpec {
 }
 
 /// The experiment-level keys (everything else belongs to the cells' run config).
-const OWN_KEYS: [&str; 5] = ["template", "sweep", "threads", "threads_per_cell", "analysis"];
+const OWN_KEYS: [&str; 6] = ["template", "sweep", "threads", "threads_per_cell", "analysis", "search"];
 
 /// The templates.
-pub const TEMPLATES: [&str; 2] = ["decay", "distance"];
+pub const TEMPLATES: [&str; 3] = ["decay", "distance", "backdoor"];
 
 /// One cell: a sweep point and its resolved run config.
 #[derive(Clone, Debug)]
@@ -208,8 +212,9 @@ fn resolve(
     }
     expand_scale(&mut doc)?;
     match settings.template.as_deref() {
-        Some("decay") => expand_decay(&mut doc)?,
+        Some("decay") => expand::<DecaySpec>(&mut doc, "decay")?,
         Some("distance") => super::distance::expand(&mut doc)?,
+        Some("backdoor") => expand::<BackdoorSpec>(&mut doc, "backdoor")?,
         _ => {}
     }
     doc.insert("name".into(), id.into());
@@ -228,23 +233,59 @@ fn expand_scale(doc: &mut toml::Table) -> Result<(), (String, String)> {
     Ok(())
 }
 
-/// Replaces the `[decay]` table by the phases it describes.
-fn expand_decay(doc: &mut toml::Table) -> Result<(), (String, String)> {
+/// A study template: the table named after it writes a cell's phases.
+trait Template: serde::de::DeserializeOwned {
+    /// Range problems as `(key under the table, message)`, given the cell's config.
+    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)>;
+    /// Writes the phases (and any task settings) into the cell's config.
+    fn write(&self, doc: &mut toml::Table);
+}
+
+impl Template for DecaySpec {
+    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)> {
+        let names: Vec<String> = tasks(doc).into_iter().map(|(name, _)| name).collect();
+        DecaySpec::problems(self, &names)
+    }
+
+    fn write(&self, doc: &mut toml::Table) {
+        doc.insert("phases".into(), self.phases());
+    }
+}
+
+impl Template for BackdoorSpec {
+    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)> {
+        BackdoorSpec::problems(self, &tasks(doc))
+    }
+
+    /// The phases, and the planting rate written into the backdoor task.
+    fn write(&self, doc: &mut toml::Table) {
+        doc.insert("phases".into(), self.phases());
+        let Some(rate) = self.rate() else { return };
+        let entries = doc.get_mut("tasks").and_then(|t| t.as_array_mut()).into_iter().flatten();
+        for t in entries.filter_map(|t| t.as_table_mut()).filter(|t| t.get("name") == Some(&self.task.clone().into())) {
+            t.insert("poison_rate".into(), rate.into());
+        }
+    }
+}
+
+/// `(name, kind)` of each `[[tasks]]` entry.
+fn tasks(doc: &toml::Table) -> Vec<(String, String)> {
+    let field = |t: &toml::Value, k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let entries = doc.get("tasks").and_then(|t| t.as_array()).into_iter().flatten();
+    entries.map(|t| (field(t, "name"), field(t, "kind"))).collect()
+}
+
+/// Replaces the template's `[name]` table by the phases it describes.
+fn expand<T: Template>(doc: &mut toml::Table, name: &str) -> Result<(), (String, String)> {
     let table =
-        doc.remove("decay").ok_or(("template".to_string(), "template = \"decay\" needs a [decay] table".into()))?;
+        doc.remove(name).ok_or(("template".to_string(), format!("template = {name:?} needs a [{name}] table")))?;
     if doc.contains_key("phases") {
-        return Err(("phases".into(), "the decay template writes the phases; remove [[phases]]".into()));
+        return Err(("phases".into(), format!("the {name} template writes the phases; remove [[phases]]")));
     }
-    let spec: DecaySpec =
-        table.try_into().map_err(|e: toml::de::Error| ("decay".to_string(), e.message().trim().to_string()))?;
-    let tasks: Vec<String> = doc
-        .get("tasks")
-        .and_then(|t| t.as_array())
-        .map(|a| a.iter().filter_map(|t| t.get("name")?.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    if let Some((k, m)) = spec.problems(&tasks).into_iter().next() {
-        return Err((format!("decay.{k}"), m));
+    let spec: T = table.try_into().map_err(|e: toml::de::Error| (name.to_string(), e.message().trim().to_string()))?;
+    if let Some((k, m)) = spec.problems(doc).into_iter().next() {
+        return Err((format!("{name}.{k}"), m));
     }
-    doc.insert("phases".into(), spec.phases());
+    spec.write(doc);
     Ok(())
 }

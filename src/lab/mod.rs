@@ -4,6 +4,9 @@
 //!
 //! What runs inside a cell lives in [`crate::train`]; curve fitting in [`crate::analysis`].
 
+pub mod backdoor;
+pub mod backdoor_analysis;
+pub mod backdoor_report;
 pub mod decay;
 pub mod decay_analysis;
 pub mod decay_report;
@@ -14,4 +17,5 @@ pub mod execute;
 pub mod experiment;
 pub mod plan;
 pub mod scales;
+pub mod search;
 pub mod sweep;

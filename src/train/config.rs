@@ -5,6 +5,7 @@
 use super::batching::Insert;
 use super::locate::line_of;
 pub use crate::data::spec::TaskSpec;
+use crate::data::spec::WRAPPERS;
 use crate::data::Task;
 use crate::engine::lora::Proj;
 use serde::Deserialize;
@@ -364,10 +365,10 @@ fn lm_problems(at: &str, t: &TaskSpec, out: &mut Vec<Problem>) {
         out.push(problem(key("seq_len"), "must be at least 2"));
     }
     let base = t.base();
-    if !["repeat", "skip"].contains(&t.kind.as_str()) {
+    if !WRAPPERS.contains(&t.kind.as_str()) {
         return;
     }
-    if !crate::data::spec::KINDS.contains(&base.kind.as_str()) || ["repeat", "skip"].contains(&base.kind.as_str()) {
+    if !crate::data::spec::KINDS.contains(&base.kind.as_str()) || WRAPPERS.contains(&base.kind.as_str()) {
         let kinds = "copy, reverse, pathfinding, grammar, corpus";
         out.push(problem(key("over.kind"), format!("{:?} is not one of {kinds}", base.kind)));
         return;

@@ -602,6 +602,9 @@ impl Runner {
             {
                 rows.push((name.clone(), metric, value));
             }
+            for (metric, value) in eval_probes(&self.model, task, self.cfg.seed, p.eval.samples, &adapt)? {
+                rows.push((name.clone(), metric, value));
+            }
             if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
                 let (kl, ce) = forgetting(reference, &self.model, task, self.cfg.seed, p.eval.samples, &adapt);
                 rows.push((name.clone(), "forgetting_kl", kl));
@@ -846,7 +849,8 @@ pub fn eval_task(
     if samples.iter().any(|s| s.targets.is_some()) {
         out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
     } else if generate {
-        let answers = greedy_answers(model, &samples, &at, adapt)?;
+        let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
+        let answers = greedy_answers(model, &samples, &at, adapt, answer_len)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
         out.push(("exact_match", hits / samples.len().max(1) as f64));
         out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
@@ -864,6 +868,35 @@ pub fn teacher_forced_accuracy(logits: &[f32], batch: &Batch) -> f64 {
     };
     let hits = scored.iter().filter(|&&r| argmax(r) as i32 == batch.targets[r]).count();
     hits as f64 / scored.len().max(1) as f64
+}
+
+/// The hit rate (and loss, where the probe names one) of each probe set of `task`
+/// ([`Task::probes`]), `samples` held-out samples each, under `adapt` (a soft prompt is
+/// prepended).
+pub fn eval_probes(
+    model: &Model,
+    task: &dyn Task,
+    seed: u64,
+    samples: usize,
+    adapt: &Adaptation,
+) -> Result<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for probe in task.probes(seed, samples) {
+        let prepended = vec![0; probe.samples.len()];
+        let generated = greedy_answers(model, &probe.samples, &prepended, adapt, probe.max_target_len())?;
+        out.push((probe.hits, probe.hit_rate(&generated)));
+        if let Some(metric) = probe.loss {
+            out.push((metric, mean_loss(model, &probe.samples, adapt)));
+        }
+    }
+    Ok(out)
+}
+
+/// The mean weighted loss of `model` on `samples` under `adapt`.
+fn mean_loss(model: &Model, samples: &[Sample], adapt: &Adaptation) -> f64 {
+    let batch = batch_of(samples, adapt.n_prompt);
+    let norm = default_norm(&batch.targets, &batch.weights);
+    model.forward(&mut Activations::default(), &batch, adapt.prompts, adapt.steers, norm) as f64
 }
 
 /// Forgetting of `current` relative to `reference` on `task`'s first `samples` eval samples:
@@ -929,16 +962,25 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     let model = Model::load(&dir.join("model"))?.model;
     let mut rows = Vec::new();
     for (name, task) in build_tasks(&cfg)? {
-        for (metric, value) in eval_task(&model, task.as_ref(), cfg.seed, samples, &Adaptation::default(), true)? {
+        let adapt = Adaptation::default();
+        let metrics = eval_task(&model, task.as_ref(), cfg.seed, samples, &adapt, true)?;
+        for (metric, value) in metrics.into_iter().chain(eval_probes(&model, task.as_ref(), cfg.seed, samples, &adapt)?)
+        {
             rows.push((name.clone(), metric.to_string(), value));
         }
     }
     Ok(rows)
 }
 
-/// The greedy continuation of each sample's prompt, as long as the longest answer; the soft
-/// prompt goes before input token `at[b]` (at most the input's end).
-fn greedy_answers(model: &Model, samples: &[Sample], at: &[usize], adapt: &Adaptation) -> Result<Vec<Vec<u32>>> {
+/// The greedy continuation (`max_new` tokens) of each sample's prompt; the soft prompt goes
+/// before input token `at[b]` (at most the input's end).
+fn greedy_answers(
+    model: &Model,
+    samples: &[Sample],
+    at: &[usize],
+    adapt: &Adaptation,
+    max_new: usize,
+) -> Result<Vec<Vec<u32>>> {
     let inputs: Vec<Vec<Slot>> = samples
         .iter()
         .zip(at)
@@ -953,12 +995,11 @@ fn greedy_answers(model: &Model, samples: &[Sample], at: &[usize], adapt: &Adapt
                 .collect()
         })
         .collect();
-    let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
     let req = GenerateRequest {
         inputs: &inputs,
         prompt_vectors: adapt.prompts,
         steers: adapt.steers,
-        max_new_tokens: answer_len,
+        max_new_tokens: max_new,
         sampling: Sampling::Greedy,
         eos: None,
         seed: 0,

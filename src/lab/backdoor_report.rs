@@ -1,0 +1,230 @@
+//! The backdoor report: `runs/<exp>/report/index.html` (attack success and false-trigger
+//! curves by scale, half-life against parameters with its power-law fit, the knob-effect
+//! table, configurations ranked by persistence and every cell's numbers), plus `fits.csv`
+//! (one row per cell) and `summary.md` (the tables in Markdown).
+
+use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell, KnobEffect};
+use super::decay_analysis::{reached, Condition, Series};
+use super::experiment::Experiment;
+use crate::hf::io::write_atomic;
+use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Writes the report files; `search` describes the search that chose the cells, if any.
+/// Returns the HTML page's path.
+pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Result<PathBuf> {
+    let dir = exp.root.join("report");
+    let tables = [ranked(&a.conditions), knob_table(&a.knobs), cell_table(a)];
+    let mut intro = vec![format!(
+        "{} cells planted a backdoor (attack success ≥ {} when continued training began), {} did not, {} have no finished run. \
+         Persistence half-life: continued-training tokens until attack success falls halfway to its floor; \
+         a censored cell outlasted the horizon, so its half-life is only a lower bound.",
+        a.cells.len(),
+        super::backdoor_analysis::PLANTED,
+        a.unplanted.len(),
+        a.missing.len()
+    )];
+    intro.extend(search.map(str::to_string));
+    let curves = Section {
+        heading: "Attack success and false triggers during continued training".into(),
+        paragraphs: vec!["Mean over seeds per scale; the band spans the seeds. The log axis omits t = 0.".into()],
+        figures: vec![
+            curve_figure(a, "Attack success by scale", "attack success", |c| &c.attack)?,
+            curve_figure(a, "False triggers on near misses by scale", "near-miss false-trigger rate", |c| {
+                &c.false_near_miss
+            })?,
+            curve_figure(a, "Clean loss by scale", "clean loss", |c| &c.clean_loss)?,
+        ],
+        tables: Vec::new(),
+    };
+    let scaling = Section {
+        heading: "Half-life against parameters".into(),
+        paragraphs: scaling_text(a),
+        figures: vec![half_life_figure(a)?],
+        tables: Vec::new(),
+    };
+    let numbers =
+        Section { heading: "Tables".into(), paragraphs: Vec::new(), figures: Vec::new(), tables: tables.to_vec() };
+    let page =
+        Page { title: format!("Backdoor persistence: {}", exp.name), intro, sections: vec![curves, scaling, numbers] };
+    let path = page.write(&dir)?;
+    write_atomic(&dir.join("fits.csv"), tables[2].to_csv().as_bytes())?;
+    let summary: Vec<String> = std::iter::once(format!("# {}\n\n{}\n", page.title, page.intro.join("\n\n")))
+        .chain(tables.iter().take(2).map(Table::to_markdown))
+        .collect();
+    write_atomic(&dir.join("summary.md"), summary.join("\n").as_bytes())?;
+    Ok(path)
+}
+
+/// A line chart of one curve per scale: the mean over seeds at each time, banded by the seeds' range.
+fn curve_figure(a: &BackdoorAnalysis, title: &str, y: &str, pick: fn(&BackdoorCell) -> &Series) -> Result<Figure> {
+    let mut by_scale: BTreeMap<usize, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for c in a.cells.iter() {
+        let s = pick(c);
+        for (t, v) in s.t.iter().zip(&s.y) {
+            by_scale.entry(c.params).or_default().entry(*t as u64).or_default().push(*v);
+        }
+    }
+    let series = by_scale
+        .into_iter()
+        .map(|(params, points)| report::Series {
+            name: format!("{params} params"),
+            points: points
+                .into_iter()
+                .map(|(t, vs)| {
+                    let mean = vs.iter().sum::<f64>() / vs.len() as f64;
+                    let (lo, hi) =
+                        (vs.iter().copied().fold(f64::MAX, f64::min), vs.iter().copied().fold(f64::MIN, f64::max));
+                    Point::new(t as f64, mean).with_interval(lo, hi)
+                })
+                .collect(),
+        })
+        .collect();
+    let chart = LineChart {
+        frame: Frame::new(title, "continued-training tokens", y),
+        log_x: true,
+        series,
+        ..Default::default()
+    };
+    Ok(Figure { svg: line_chart(&chart)?, caption: format!("{title}: mean over seeds, band = range over seeds.") })
+}
+
+/// Half-life against parameters per seed, with the log-log fit over all planted cells.
+fn half_life_figure(a: &BackdoorAnalysis) -> Result<Figure> {
+    let points: Vec<Point> =
+        a.cells.iter().filter_map(|c| reached(&c.half_life).map(|h| Point::new(c.params as f64, h))).collect();
+    let fit = a
+        .scaling
+        .iter()
+        .find(|s| s.against == "params")
+        .map(|s| report::Fit { slope: s.fit.slope, intercept: s.fit.intercept });
+    let chart = ScatterFit {
+        frame: Frame::new("Persistence half-life against parameters", "parameters", "half-life (tokens)"),
+        log_log: true,
+        name: "cells whose attack success fell halfway".into(),
+        points,
+        fit,
+    };
+    Ok(Figure { svg: scatter_fit(&chart)?, caption: "One point per seed; censored cells are left out.".into() })
+}
+
+/// One sentence per scaling fit against parameters.
+fn scaling_text(a: &BackdoorAnalysis) -> Vec<String> {
+    let fits: Vec<String> = a
+        .scaling
+        .iter()
+        .filter(|s| s.against == "params")
+        .map(|s| {
+            format!(
+                "{}: half-life ∝ params^{:.2} (95% CI {:.2} to {:.2}, R² {:.2}, n = {}).",
+                s.family, s.fit.slope, s.fit.slope_ci.0, s.fit.slope_ci.1, s.fit.r2, s.fit.n
+            )
+        })
+        .collect();
+    if fits.is_empty() {
+        vec!["No scaling fit: it needs a swept model scale and at least 3 cells whose half-life was reached.".into()]
+    } else {
+        fits
+    }
+}
+
+/// Conditions ranked by mean half-life, longest first (the top configurations).
+fn ranked(conditions: &[Condition]) -> Table {
+    let mut sorted: Vec<&Condition> = conditions.iter().collect();
+    let mean = |c: &Condition| c.half_life.map_or(f64::INFINITY, |e| e.value);
+    sorted
+        .sort_by(|x, y| (y.censored, mean(y)).partial_cmp(&(x.censored, mean(x))).unwrap_or(std::cmp::Ordering::Equal));
+    let rows = sorted
+        .iter()
+        .map(|c| {
+            let h = c
+                .half_life
+                .map_or("—".into(), |e| format!("{:.0} [{:.0}, {:.0}] (n = {})", e.value, e.lo, e.hi, e.n));
+            vec![c.name.clone(), c.params.to_string(), h, c.censored.to_string()]
+        })
+        .collect();
+    Table {
+        caption: "Configurations ranked by persistence (censored seeds outlasted the horizon and rank first)".into(),
+        header: ["configuration", "params", "half-life tokens, mean [95% CI]", "censored seeds"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
+}
+
+/// Mean persistence per value of each knob, the knobs that matter most first.
+fn knob_table(knobs: &[KnobEffect]) -> Table {
+    let rows = knobs
+        .iter()
+        .flat_map(|k| {
+            k.levels.iter().map(move |(value, mean, n, censored)| {
+                vec![
+                    k.axis.clone(),
+                    value.clone(),
+                    format!("{mean:.0}"),
+                    n.to_string(),
+                    censored.to_string(),
+                    format!("{:.0}", k.spread),
+                ]
+            })
+        })
+        .collect();
+    Table {
+        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
+        header: ["knob", "value", "mean persistence (tokens)", "cells", "censored", "knob spread"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
+}
+
+/// Every analysed cell: planting settings, curve ends, half-lives and the best law.
+fn cell_table(a: &BackdoorAnalysis) -> Table {
+    let last = |s: &Series| s.y.last().map_or("".into(), |v| format!("{v:.3}"));
+    let rows = a
+        .cells
+        .iter()
+        .chain(&a.unplanted)
+        .map(|c| {
+            let planting: Vec<String> = c.planting.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let half = match reached(&c.half_life) {
+                Some(h) => format!("{h:.0}"),
+                None => format!(">{:.0}", c.persistence()),
+            };
+            let law = c.fits.first().map_or("".into(), |f| format!("{:?} (R² {:.2})", f.law(), f.r2));
+            vec![
+                c.id.clone(),
+                c.seed.to_string(),
+                c.params.to_string(),
+                planting.join(" "),
+                c.planted().to_string(),
+                format!("{:.3}", c.start),
+                last(&c.attack),
+                last(&c.false_clean),
+                last(&c.false_near_miss),
+                last(&c.clean_loss),
+                half,
+                law,
+                c.fit_half_life.map_or("".into(), |h| format!("{h:.0}")),
+            ]
+        })
+        .collect();
+    let header = [
+        "cell",
+        "seed",
+        "params",
+        "planting",
+        "planted",
+        "attack_start",
+        "attack_end",
+        "false_clean_end",
+        "false_near_miss_end",
+        "clean_loss_end",
+        "half_life_tokens",
+        "best_law",
+        "fit_half_life_tokens",
+    ];
+    Table { caption: "Every cell".into(), header: header.map(String::from).to_vec(), rows }
+}

@@ -1,0 +1,164 @@
+//! The backdoor study: the template writes pretrain/plant/continue phases with the planting
+//! settings it is given, a small end-to-end run plants a backdoor that fires on the trigger
+//! and not on clean inputs and records its metrics through continued training, the half-life
+//! analysis measures persistence on synthetic rows, and search picks cells within its budget
+//! deterministically.
+
+use std::path::{Path, PathBuf};
+use vestige::analysis::HalfLife;
+use vestige::lab::backdoor_analysis::{cell_result, knob_effects};
+use vestige::lab::experiment::Experiment;
+use vestige::lab::plan::plan;
+use vestige::lab::search::{objective, select, SearchSpec};
+use vestige::store::{MetricRow, Store};
+
+/// `experiments/backdoor-small.toml`, written under `dir` with `from` replaced by `to`.
+fn small(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string("experiments/backdoor-small.toml").unwrap();
+    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
+#[test]
+fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_and_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
+    assert_eq!(exp.cells.len(), 4);
+    let cfg = &exp.cells[2].config;
+    let names: Vec<&str> = cfg.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["pretrain", "plant", "continue"]);
+    let [pretrain, plant, after] = &cfg.phases[..] else { unreachable!() };
+    assert_eq!((pretrain.steps, plant.steps, after.steps), (150, 60, 300));
+    assert!(
+        pretrain.mixture.contains_key("web") && plant.mixture.contains_key("bd") && after.mixture.contains_key("web")
+    );
+    assert_eq!((plant.optimizer.kind.as_str(), plant.optimizer.lr), ("sgd", 0.3));
+    assert_eq!(pretrain.optimizer.kind, "adamw");
+    assert_eq!(cfg.tasks[1].poison_rate, Some(0.5), "[backdoor] poison_rate overrides the task's");
+    assert_eq!((after.eval.log_points, after.eval.tasks.as_slice()), (8, &["bd".to_string()][..]));
+
+    let text = "plant = \"mixed\"\npretrain_steps = 150\npoison_count = 120";
+    let mixed = Experiment::load(&small(
+        tmp.path(),
+        "plant = \"finetune\"\npretrain_steps = 150\nplant_steps = 60\npoison_rate = 0.5",
+        text,
+    ))
+    .unwrap();
+    let cfg = &mixed.cells[0].config;
+    let names: Vec<&str> = cfg.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["plant", "continue"], "mixed planting poisons pretraining itself");
+    assert_eq!((cfg.phases[0].steps, cfg.phases[0].optimizer.lr), (150, 3e-3), "with the pretraining settings");
+    assert_eq!(cfg.tasks[1].poison_rate, Some(120.0 / (150.0 * 16.0)), "a poison count becomes a rate");
+}
+
+#[test]
+fn bad_backdoor_table_keys_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (from, to, key) in [
+        ("task = \"bd\"", "task = \"web\"", "backdoor.task"),
+        ("plant = \"finetune\"", "plant = \"later\"", "backdoor.plant"),
+        ("poison_rate = 0.5", "poison_count = 100000", "backdoor.poison_count"),
+        ("continue_evals = 8", "continue_evals = 1", "backdoor.continue_evals"),
+    ] {
+        let e = Experiment::load(&small(tmp.path(), from, to)).unwrap_err().to_string();
+        assert!(e.contains(&format!(": {key}: ")), "{to:?} → {e}");
+    }
+}
+
+#[test]
+fn a_planted_backdoor_fires_on_the_trigger_only_and_is_tracked_through_continued_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let path = small(tmp.path(), sweep, "seed = [0]");
+    let (exp, outcome) = vestige::lab::execute::run(&path, &Default::default()).unwrap();
+    assert_eq!((outcome.ran.len(), outcome.failed.len()), (1, 0), "{:?}", outcome.failed);
+    let rows = Store::open(&exp.db()).unwrap().metrics(&exp.cells[0].id).unwrap();
+    let at = |phase: u32, metric: &str| -> Vec<f64> {
+        rows.iter().filter(|r| r.phase == phase && r.metric == metric).map(|r| r.value).collect()
+    };
+    let planted = *at(1, "attack_success").last().unwrap();
+    assert!(planted >= 0.8, "attack success after planting: {planted}");
+    assert_eq!(at(0, "attack_success").first(), Some(&0.0), "no backdoor before planting");
+    let false_clean = *at(1, "false_trigger_clean").last().unwrap();
+    assert!(false_clean <= 0.1, "false triggers on clean inputs after planting: {false_clean}");
+    for metric in ["attack_success", "false_trigger_clean", "false_trigger_near_miss", "clean_loss", "triggered_loss"] {
+        assert!(at(2, metric).len() >= 8, "{metric} is logged at every continue-phase evaluation");
+    }
+    let result = cell_result(&exp.cells[0], &rows, 100_000, 0.0);
+    assert!(result.planted() && result.attack.t[0] == 0.0 && result.attack.t.len() >= 8);
+    let page = vestige::commands::experiment::write_report(&exp, None).unwrap().unwrap();
+    for file in ["index.html", "fits.csv", "summary.md"] {
+        assert!(page.with_file_name(file).exists(), "{file}");
+    }
+}
+
+/// Metric rows of a continue phase (phase 2) whose attack success at token `t` is `f(t)`.
+fn rows(f: impl Fn(u64) -> f64) -> Vec<MetricRow> {
+    [0u64, 100, 200, 400, 800, 1600]
+        .iter()
+        .map(|&t| MetricRow {
+            run: "r".into(),
+            phase: 2,
+            step: t / 10,
+            tokens: 5_000 + t,
+            task: "bd".into(),
+            metric: "attack_success".into(),
+            value: f(t),
+        })
+        .collect()
+}
+
+#[test]
+fn the_half_life_is_the_tokens_until_attack_success_falls_halfway_to_its_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
+    let cell = &exp.cells[0];
+    let fast = cell_result(cell, &rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), 1, 0.0);
+    assert_eq!(fast.half_life, HalfLife::Reached(200.0), "linear fall from 1 at 0 to 0 at 400 tokens");
+    let decaying = cell_result(cell, &rows(|t| 0.9 * (-(t as f64) / 300.0).exp()), 1, 0.0);
+    let HalfLife::Reached(h) = decaying.half_life else { panic!("{:?}", decaying.half_life) };
+    assert!((150.0..=300.0).contains(&h), "interpolated crossing near 300·ln 2 ≈ 208: {h}");
+    let fit = decaying.fit_half_life.unwrap();
+    assert!((fit - 300.0 * 2f64.ln()).abs() < 5.0, "the exponential fit recovers the half-life: {fit}");
+    let lasting = cell_result(&exp.cells[2], &rows(|_| 0.95), 1, 0.0);
+    assert_eq!(lasting.half_life, HalfLife::Censored { horizon: 1600.0 });
+    assert_eq!(lasting.persistence(), 1600.0);
+    let never = cell_result(cell, &rows(|_| 0.1), 1, 0.0);
+    assert!(!never.planted());
+
+    let effects = knob_effects(&[fast, lasting]);
+    assert_eq!(effects.len(), 1, "one swept knob besides the seed");
+    assert_eq!(effects[0].spread, 1600.0 - 200.0);
+}
+
+#[test]
+fn search_picks_whole_configurations_within_the_budget_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let grid = "\"backdoor.plant_lr\" = [0.001, 0.003, 0.01]\n\"backdoor.continue_lr\" = [0.001, 0.003]\nseed = [0, 1]";
+    let exp = Experiment::load(&small(tmp.path(), sweep, grid)).unwrap();
+    let planned = plan(&exp).unwrap();
+    let spec = SearchSpec {
+        axes: vec!["backdoor.plant_lr".into(), "backdoor.continue_lr".into()],
+        budget_cells: Some(7),
+        ..Default::default()
+    };
+    let spec = SearchSpec { method: "random".into(), ..spec };
+    let a = select(&exp, &spec, &planned).unwrap();
+    assert_eq!(a, select(&exp, &spec, &planned).unwrap(), "deterministic");
+    assert_eq!(a.cells.len(), 6, "three whole configurations of two seeds fit in 7 cells");
+    for pair in a.cells.chunks(2) {
+        assert_eq!(exp.cells[pair[0]].point[..2], exp.cells[pair[1]].point[..2], "seeds of one configuration together");
+    }
+    let other = select(&exp, &SearchSpec { seed: 5, ..spec.clone() }, &planned).unwrap();
+    assert_ne!(a.cells, other.cells, "the seed changes the sample");
+    let per_cell = planned[0].flops;
+    let by_flops = SearchSpec { budget_cells: None, budget_flops: Some(4.5 * per_cell), ..spec.clone() };
+    assert_eq!(select(&exp, &by_flops, &planned).unwrap().cells.len(), 4);
+    let bad = SearchSpec { axes: vec!["backdoor.lr".into()], ..spec };
+    assert!(select(&exp, &bad, &planned).unwrap_err().contains("search.axes"));
+    assert_eq!(objective("maximize=backdoor.half_life").unwrap(), "backdoor.half_life");
+    assert!(objective("minimize=loss").is_err());
+}
