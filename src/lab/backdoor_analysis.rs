@@ -7,7 +7,7 @@
 
 use super::backdoor::{CONTINUE, PLANT};
 use super::decay_analysis::{
-    conditions, decay_of, reached, scaling_fits, series, Condition, ScalingFit, SeedResult, Series,
+    conditions, decay_of, finished_rows, reached, scaling_fits, series, Condition, ScalingFit, SeedResult, Series,
 };
 use super::experiment::{Cell, Experiment};
 use super::sweep::slug;
@@ -100,17 +100,16 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<BackdoorAnalysis> {
     let floor = exp.settings.analysis.floor.unwrap_or(0.0);
     let (mut cells, mut unplanted, mut missing) = (Vec::new(), Vec::new(), Vec::new());
     for cell in &exp.cells {
-        match store.run_info(&cell.id)? {
-            Some(info) if info.status == "done" => {
-                let result = cell_result(cell, &store.metrics(&cell.id)?, params[cell.index], floor);
+        match finished_rows(&store, cell)? {
+            Ok(rows) => {
+                let result = cell_result(cell, &rows, params[cell.index], floor);
                 if result.planted() {
                     cells.push(result)
                 } else {
                     unplanted.push(result)
                 }
             }
-            Some(info) => missing.push((cell.id.clone(), info.status)),
-            None => missing.push((cell.id.clone(), "not run".into())),
+            Err(status) => missing.push((cell.id.clone(), status)),
         }
     }
     let boot = BootstrapConfig { n_resamples: exp.settings.analysis.resamples, ..Default::default() };

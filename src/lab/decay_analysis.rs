@@ -100,20 +100,27 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<DecayAnalysis> {
     let mut cells = Vec::new();
     let mut missing = Vec::new();
     for cell in &exp.cells {
-        match store.run_info(&cell.id)? {
-            Some(info) if info.status == "done" => {
-                let rows = store.metrics(&cell.id)?;
+        match finished_rows(&store, cell)? {
+            Ok(rows) => {
                 let names = (a.as_str(), b.as_str(), spec.metric.as_str());
                 cells.push(cell_result(cell, &rows, params[cell.index], names, spec_floor(exp, cell)));
             }
-            Some(info) => missing.push((cell.id.clone(), info.status)),
-            None => missing.push((cell.id.clone(), "not run".into())),
+            Err(status) => missing.push((cell.id.clone(), status)),
         }
     }
     let boot = BootstrapConfig { n_resamples: spec.resamples, ..Default::default() };
     let conditions = conditions(&cells, &boot);
     let scaling = scaling_fits(exp, &cells);
     Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, conditions, scaling, missing })
+}
+
+/// A finished cell's metric rows, or why there are none (`not run`, or the cell's status).
+pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>, String>> {
+    Ok(match store.run_info(&cell.id)? {
+        Some(info) if info.status == "done" => Ok(store.metrics(&cell.id)?),
+        Some(info) => Err(info.status),
+        None => Err("not run".into()),
+    })
 }
 
 /// The chance level of the analysed metric: configured, or ln(vocab) for a loss, else 0.

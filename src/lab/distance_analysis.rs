@@ -3,6 +3,7 @@
 //! rates), saturation `S` from execution fine-tuning, the conditional distance, and a verdict
 //! per count on whether more tuning would likely help.
 
+use super::decay_analysis::finished_rows;
 use super::distance::{Arm, DistanceSpec, Tuning, Variant, AXIS, PHASE};
 use super::experiment::{Cell, Experiment};
 use crate::store::{MetricRow, Store};
@@ -120,15 +121,12 @@ pub fn analyse(exp: &Experiment) -> Result<DistanceAnalysis> {
         let Some(variant) = variant_of(cell) else { continue };
         let task = cell.config.phases.last().and_then(|p| p.eval.tasks.first()).cloned().unwrap_or_default();
         let entry = groups.entry((point_name(cell), variant.arm)).or_insert_with(|| (task.clone(), Vec::new()));
-        match store.run_info(&cell.id)? {
-            Some(info) if info.status == "done" => {
-                match final_loss(&store.metrics(&cell.id)?, &task, phase_index(cell)) {
-                    Some(loss) => entry.1.push((variant, loss)),
-                    None => missing.push((cell.id.clone(), "no final held-out loss".into())),
-                }
-            }
-            Some(info) => missing.push((cell.id.clone(), info.status)),
-            None => missing.push((cell.id.clone(), "not run".into())),
+        match finished_rows(&store, cell)? {
+            Ok(rows) => match final_loss(&rows, &task, phase_index(cell)) {
+                Some(loss) => entry.1.push((variant, loss)),
+                None => missing.push((cell.id.clone(), "no final held-out loss".into())),
+            },
+            Err(status) => missing.push((cell.id.clone(), status)),
         }
     }
     let arms =

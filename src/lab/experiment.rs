@@ -93,14 +93,7 @@ impl Experiment {
     /// Reads and expands an experiment file; every cell's config is validated, and errors
     /// name the file, key and line.
     pub fn load(path: &Path) -> Result<Experiment, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            line: 0,
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&ConfigError::read(path)?, path)
     }
 
     /// Expands experiment TOML `text` read from `path`.

@@ -319,6 +319,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The text of the config file at `path`, or an error naming it.
+    pub fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })
+    }
+}
+
 /// A range or reference problem found after parsing.
 struct Problem {
     key: String,
@@ -379,14 +391,7 @@ fn lm_problems(at: &str, t: &TaskSpec, out: &mut Vec<Problem>) {
 impl RunConfig {
     /// Reads, parses and validates a config file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            line: 0,
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
-        Self::from_toml(&text, &file)
+        Self::from_toml(&ConfigError::read(path)?, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `file` names it in errors.
