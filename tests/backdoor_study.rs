@@ -6,7 +6,8 @@
 
 use std::path::{Path, PathBuf};
 use vestige::analysis::HalfLife;
-use vestige::lab::backdoor_analysis::{cell_result, knob_effects};
+use vestige::lab::backdoor_analysis::cell_result;
+use vestige::lab::decay_analysis::knob_effects;
 use vestige::lab::experiment::Experiment;
 use vestige::lab::plan::plan;
 use vestige::lab::search::{objective, select, SearchSpec};

@@ -7,14 +7,13 @@
 
 use super::backdoor::{CONTINUE, PLANT};
 use super::decay_analysis::{
-    conditions, decay_of, finished_rows, reached, scaling_fits, series, Condition, ScalingFit, SeedResult, Series,
+    conditions, decay_of, finished_rows, knob_effects, persistence, scaling_fits, series, Condition, KnobEffect,
+    ScalingFit, SeedResult, Series,
 };
 use super::experiment::{Cell, Experiment};
-use super::sweep::slug;
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
-use std::collections::BTreeMap;
 
 /// The metric whose decay defines persistence.
 pub const METRIC: &str = "attack_success";
@@ -64,21 +63,8 @@ impl BackdoorCell {
 
     /// The half-life when reached, else the horizon it outlasted (a lower bound).
     pub fn persistence(&self) -> f64 {
-        match self.half_life {
-            HalfLife::Reached(t) => t,
-            HalfLife::Censored { horizon } => horizon,
-        }
+        persistence(&self.half_life)
     }
-}
-
-/// The mean half-life at each value of one swept knob.
-#[derive(Clone, Debug)]
-pub struct KnobEffect {
-    pub axis: String,
-    /// `(value, mean persistence over planted cells, cells, censored cells)`.
-    pub levels: Vec<(String, f64, usize, usize)>,
-    /// The largest minus the smallest level mean: how much the knob matters.
-    pub spread: f64,
 }
 
 /// Everything the report shows.
@@ -159,32 +145,4 @@ fn planting(cell: &Cell) -> Vec<(String, String)> {
     let settings = [("optimizer", p.optimizer.kind.clone()), ("lr", p.optimizer.lr.to_string())];
     let counts = [("steps", p.steps.to_string()), ("poison_rate", rate.to_string())];
     settings.into_iter().chain(counts).map(|(k, v)| (k.to_string(), v)).collect()
-}
-
-/// Mean persistence per value of every swept axis but the seed, most influential axis first.
-pub fn knob_effects(cells: &[BackdoorCell]) -> Vec<KnobEffect> {
-    let mut by_axis: BTreeMap<&str, BTreeMap<String, Vec<&BackdoorCell>>> = BTreeMap::new();
-    for c in cells {
-        for (k, v) in c.point.iter().filter(|(k, _)| k != "seed") {
-            by_axis.entry(k).or_default().entry(slug(v)).or_default().push(c);
-        }
-    }
-    let mut out: Vec<KnobEffect> = by_axis
-        .into_iter()
-        .map(|(axis, values)| {
-            let levels: Vec<(String, f64, usize, usize)> = values
-                .into_iter()
-                .map(|(value, members)| {
-                    let mean = members.iter().map(|c| c.persistence()).sum::<f64>() / members.len() as f64;
-                    let censored = members.iter().filter(|c| reached(&c.half_life).is_none()).count();
-                    (value, mean, members.len(), censored)
-                })
-                .collect();
-            let means = levels.iter().map(|l| l.1);
-            let spread = means.clone().fold(f64::MIN, f64::max) - means.fold(f64::MAX, f64::min);
-            KnobEffect { axis: axis.to_string(), levels, spread }
-        })
-        .collect();
-    out.sort_by(|a, b| b.spread.total_cmp(&a.spread));
-    out
 }

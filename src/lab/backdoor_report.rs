@@ -3,8 +3,9 @@
 //! table, configurations ranked by persistence and every cell's numbers), plus `fits.csv`
 //! (one row per cell) and `summary.md` (the tables in Markdown).
 
-use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell, KnobEffect};
+use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell};
 use super::decay_analysis::{reached, Condition, Series};
+use super::decay_report::knob_table;
 use super::experiment::Experiment;
 use crate::hf::io::write_atomic;
 use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 /// Returns the HTML page's path.
 pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let tables = [ranked(&a.conditions), knob_table(&a.knobs), cell_table(a)];
+    let tables = [ranked(&a.conditions), knob_table("tokens", &a.knobs), cell_table(a)];
     let mut intro = vec![format!(
         "{} cells planted a backdoor (attack success ≥ {} when continued training began), {} did not, {} have no finished run. \
          Persistence half-life: continued-training tokens until attack success falls halfway to its floor; \
@@ -148,32 +149,6 @@ fn ranked(conditions: &[Condition]) -> Table {
     Table {
         caption: "Configurations ranked by persistence (censored seeds outlasted the horizon and rank first)".into(),
         header: ["configuration", "params", "half-life tokens, mean [95% CI]", "censored seeds"]
-            .map(String::from)
-            .to_vec(),
-        rows,
-    }
-}
-
-/// Mean persistence per value of each knob, the knobs that matter most first.
-fn knob_table(knobs: &[KnobEffect]) -> Table {
-    let rows = knobs
-        .iter()
-        .flat_map(|k| {
-            k.levels.iter().map(move |(value, mean, n, censored)| {
-                vec![
-                    k.axis.clone(),
-                    value.clone(),
-                    format!("{mean:.0}"),
-                    n.to_string(),
-                    censored.to_string(),
-                    format!("{:.0}", k.spread),
-                ]
-            })
-        })
-        .collect();
-    Table {
-        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
-        header: ["knob", "value", "mean persistence (tokens)", "cells", "censored", "knob spread"]
             .map(String::from)
             .to_vec(),
         rows,

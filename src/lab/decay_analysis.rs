@@ -249,6 +249,52 @@ pub fn conditions<C: SeedResult>(cells: &[C], boot: &BootstrapConfig) -> Vec<Con
         .collect()
 }
 
+/// The half-life when reached, else the horizon it outlasted (a lower bound).
+pub fn persistence(h: &HalfLife) -> f64 {
+    match h {
+        HalfLife::Reached(t) => *t,
+        HalfLife::Censored { horizon } => *horizon,
+    }
+}
+
+/// The mean half-life at each value of one swept knob.
+#[derive(Clone, Debug)]
+pub struct KnobEffect {
+    pub axis: String,
+    /// `(value, mean persistence over planted cells, cells, censored cells)`.
+    pub levels: Vec<(String, f64, usize, usize)>,
+    /// The largest minus the smallest level mean: how much the knob matters.
+    pub spread: f64,
+}
+
+/// Mean persistence per value of every swept axis but the seed, most influential axis first.
+pub fn knob_effects<C: SeedResult>(cells: &[C]) -> Vec<KnobEffect> {
+    let mut by_axis: BTreeMap<&str, BTreeMap<String, Vec<&C>>> = BTreeMap::new();
+    for c in cells {
+        for (k, v) in c.point().iter().filter(|(k, _)| k != "seed") {
+            by_axis.entry(k).or_default().entry(slug(v)).or_default().push(c);
+        }
+    }
+    let mut out: Vec<KnobEffect> = by_axis
+        .into_iter()
+        .map(|(axis, values)| {
+            let levels: Vec<(String, f64, usize, usize)> = values
+                .into_iter()
+                .map(|(value, members)| {
+                    let mean = members.iter().map(|c| persistence(c.half_life())).sum::<f64>() / members.len() as f64;
+                    let censored = members.iter().filter(|c| reached(c.half_life()).is_none()).count();
+                    (value, mean, members.len(), censored)
+                })
+                .collect();
+            let means = levels.iter().map(|l| l.1);
+            let spread = means.clone().fold(f64::MIN, f64::max) - means.fold(f64::MAX, f64::min);
+            KnobEffect { axis: axis.to_string(), levels, spread }
+        })
+        .collect();
+    out.sort_by(|a, b| b.spread.total_cmp(&a.spread));
+    out
+}
+
 /// The half-life when reached.
 pub fn reached(h: &HalfLife) -> Option<f64> {
     match h {

@@ -2,7 +2,7 @@
 //! half-life against parameters with its log-log fit, a heatmap over the two other swept
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
-use super::decay_analysis::{reached, CellResult, Condition, DecayAnalysis, Series};
+use super::decay_analysis::{knob_effects, reached, CellResult, Condition, DecayAnalysis, KnobEffect, Series};
 use super::experiment::Experiment;
 use super::sweep::{label_of, slug};
 use crate::analysis::HalfLife;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 /// Writes the report files under `root/report`; returns the index page's path.
 pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let tables = [conditions_table(a), cells_table(a), scaling_table(a)];
+    let tables = [conditions_table(a), cells_table(a), scaling_table(a), knob_table("steps", &knob_effects(&a.cells))];
     let page = Page {
         title: format!("Capability decay: {}", exp.name),
         intro: intro(exp, a),
@@ -315,6 +315,32 @@ fn cells_table(a: &DecayAnalysis) -> Table {
         "aic_shifted_power_law",
     ];
     Table { caption: "Per-cell fits".into(), header: header.map(String::from).to_vec(), rows }
+}
+
+/// Mean persistence (in `unit`) per value of each knob, the knobs that matter most first.
+pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
+    let rows = knobs
+        .iter()
+        .flat_map(|k| {
+            k.levels.iter().map(move |(value, mean, n, censored)| {
+                vec![
+                    k.axis.clone(),
+                    value.clone(),
+                    format!("{mean:.0}"),
+                    n.to_string(),
+                    censored.to_string(),
+                    format!("{:.0}", k.spread),
+                ]
+            })
+        })
+        .collect();
+    Table {
+        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
+        header: ["knob", "value", &format!("mean persistence ({unit})"), "cells", "censored", "knob spread"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
 }
 
 /// One row per scaling fit.
