@@ -215,3 +215,17 @@ fn the_decay_report_draws_curves_fits_and_tables_from_the_runs_and_can_be_rewrit
         "the report is a function of the store"
     );
 }
+
+#[test]
+fn a_finished_cell_whose_config_changed_is_reported_and_kept_not_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = EXPERIMENT.replace("\"decay.b_fraction\" = [0.0, 0.25]\n", "");
+    let path = experiment(tmp.path(), &text);
+    let (_, first) = run(&path, &Options { cell: Some(0), ..Default::default() }).unwrap();
+    assert_eq!(first.ran, ["c000_seed-0"]);
+    experiment(tmp.path(), &text.replace("eval_samples = 8", "eval_samples = 9"));
+    let (_, again) = run(&path, &Options { cell: Some(0), ..Default::default() }).unwrap();
+    assert!(again.ran.is_empty());
+    assert_eq!(again.failed.len(), 1);
+    assert!(again.failed[0].1.contains("finished under config hash"), "{}", again.failed[0].1);
+}

@@ -71,6 +71,16 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
             Some(info) if info.status == "done" && info.config_hash == cell.config.hash() => {
                 outcome.skipped.push(cell.id.clone())
             }
+            Some(info) if info.status == "done" => outcome.failed.push((
+                cell.id.clone(),
+                format!(
+                    "finished under config hash {}, but the experiment now gives {} (the experiment file or \
+                     vestige's config format changed); its results stay in the store and the report — give the \
+                     experiment a new name to rerun it",
+                    info.config_hash,
+                    cell.config.hash()
+                ),
+            )),
             _ => todo.push(cell),
         }
     }
