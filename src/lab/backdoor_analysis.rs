@@ -7,8 +7,8 @@
 
 use super::backdoor::{CONTINUE, PLANT};
 use super::decay_analysis::{
-    conditions, decay_of, finished_rows, knob_effects, persistence, scaling_fits, series, Condition, KnobEffect,
-    ScalingFit, SeedResult, Series,
+    conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits, series, Condition,
+    KnobEffect, ScalingFit, SeedResult, Series,
 };
 use super::experiment::{Cell, Experiment};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
@@ -52,6 +52,9 @@ impl SeedResult for BackdoorCell {
     }
     fn half_life(&self) -> &HalfLife {
         &self.half_life
+    }
+    fn moved(&self) -> f64 {
+        moved_toward(&self.attack, self.start, self.floor)
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Condition {
     pub half_life: Option<Estimate>,
     /// Seeds still above halfway at the horizon (their half-life is only a lower bound).
     pub censored: usize,
+    /// Mean over seeds of the fraction of the way to the floor covered by the horizon.
+    pub moved: Option<Estimate>,
     pub cells: Vec<usize>,
 }
 
@@ -213,6 +215,15 @@ pub trait SeedResult {
     fn point(&self) -> &[(String, toml::Value)];
     fn params(&self) -> usize;
     fn half_life(&self) -> &HalfLife;
+    /// How far the metric moved from its start toward the floor by the last evaluation, as a
+    /// fraction of the way (0: unchanged, 1: at the floor); informative where every seed is
+    /// censored.
+    fn moved(&self) -> f64;
+}
+
+/// The fraction of the way from `start` to `floor` that the last value of `s` has covered.
+pub fn moved_toward(s: &Series, start: f64, floor: f64) -> f64 {
+    s.y.last().map_or(f64::NAN, |y| (y - start) / (floor - start))
 }
 
 impl SeedResult for CellResult {
@@ -224,6 +235,9 @@ impl SeedResult for CellResult {
     }
     fn half_life(&self) -> &HalfLife {
         &self.half_life
+    }
+    fn moved(&self) -> f64 {
+        moved_toward(&self.b, self.start, self.floor)
     }
 }
 
@@ -243,6 +257,7 @@ pub fn conditions<C: SeedResult>(cells: &[C], boot: &BootstrapConfig) -> Vec<Con
                 params: cells[members[0]].params(),
                 half_life: bootstrap_mean(&reached, boot).ok(),
                 censored: members.len() - reached.len(),
+                moved: bootstrap_mean(&members.iter().map(|&i| cells[i].moved()).collect::<Vec<_>>(), boot).ok(),
                 cells: members,
             }
         })

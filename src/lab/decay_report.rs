@@ -239,6 +239,9 @@ fn conditions_table(a: &DecayAnalysis) -> Table {
                 c.cells.len().to_string(),
                 interval(c),
                 c.censored.to_string(),
+                c.moved.map_or("—".into(), |e| {
+                    format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)
+                }),
                 most_common(&laws),
             ]
         })
