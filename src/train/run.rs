@@ -88,7 +88,6 @@ pub struct RunSummary {
 /// Starts a run from a config file (refusing to overwrite a run that has checkpoints).
 pub fn train(config_path: &Path) -> Result<RunSummary> {
     let cfg = RunConfig::from_file(config_path)?;
-    let text = std::fs::read_to_string(config_path)?;
     let paths = RunPaths::new(&cfg);
     if !checkpoint::list(&paths.checkpoints).is_empty() {
         bail!(
@@ -97,9 +96,7 @@ pub fn train(config_path: &Path) -> Result<RunSummary> {
             paths.dir.display()
         );
     }
-    std::fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
-    crate::hf::io::write_atomic(&paths.config, text.as_bytes())?;
-    Runner::start(cfg, text, paths, None)?.run()
+    run_or_resume(cfg, std::fs::read_to_string(config_path)?, paths)
 }
 
 /// Runs `cfg` (whose TOML source is `text`) into `paths`: continues from the newest
@@ -119,16 +116,14 @@ pub fn run_or_resume(cfg: RunConfig, text: String, paths: RunPaths) -> Result<Ru
 pub fn resume(run_dir: &Path) -> Result<RunSummary> {
     let config_path = run_dir.join("config.toml");
     let cfg = RunConfig::from_file(&config_path)?;
-    let text = std::fs::read_to_string(&config_path)?;
     let paths = RunPaths::new(&cfg);
-    let Some((_, latest)) = checkpoint::list(&paths.checkpoints).pop() else {
+    if checkpoint::list(&paths.checkpoints).is_empty() {
         bail!(
             "{} has no complete checkpoint to resume from; start it with `vestige train`",
             paths.checkpoints.display()
         );
-    };
-    let (model, state) = checkpoint::load(&latest, &cfg.hash())?;
-    Runner::start(cfg, text, paths, Some((model, state)))?.run()
+    }
+    run_or_resume(cfg, std::fs::read_to_string(&config_path)?, paths)
 }
 
 /// The `tokenizer.json` for a model trained on `tasks` (see [`tokenizer_for`]; a built one is
@@ -900,8 +895,8 @@ fn mean_loss(model: &Model, samples: &[Sample], adapt: &Adaptation) -> f64 {
 }
 
 /// Forgetting of `current` relative to `reference` on `task`'s first `samples` eval samples:
-/// mean `(KL(p_ref ‖ p_cur), CE(p_ref, p_cur))` over scored tokens; `adapt` applies to the
-/// current model only.
+/// mean `(KL(p_ref ‖ p_cur), CE(p_ref, p_cur))` over scored tokens, on the same held-out
+/// samples and insertion points as [`eval_task`]; `adapt` applies to the current model only.
 fn forgetting(
     reference: &Model,
     current: &Model,
@@ -910,16 +905,19 @@ fn forgetting(
     samples: usize,
     adapt: &Adaptation,
 ) -> (f64, f64) {
-    let samples: Vec<Sample> = (0..samples as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
-    let plain = batch_of(&samples, 0);
-    let adapted = batch_of(&samples, adapt.n_prompt);
+    let (samples, at) = held_out(task, seed, samples, adapt.insert);
+    let plain = batch_at(&samples, 0, &at);
+    let adapted = batch_at(&samples, adapt.n_prompt, &at);
     let ref_logits = logits_of(reference, &plain, &Adaptation::default());
     let cur_logits = logits_of(current, &adapted, adapt);
     let v = current.cfg.vocab_size;
-    // Drop the prompt slots so that rows line up with the reference's.
-    let (seq, total) = (plain.seq, adapted.seq);
+    // Skip the prompt slots so that rows line up with the reference's: from the insertion
+    // point on, the row predicting token t + 1 sits n_prompt slots later.
+    let (seq, total, n) = (plain.seq, adapted.seq, adapt.n_prompt);
+    let row = |b: usize, t: usize| b * total + t + if t + 1 >= at[b] { n } else { 0 };
     let cur_logits: Vec<f32> = (0..samples.len())
-        .flat_map(|b| cur_logits[(b * total + adapt.n_prompt) * v..(b * total + adapt.n_prompt + seq) * v].to_vec())
+        .flat_map(|b| (0..seq).map(move |t| (b, t)))
+        .flat_map(|(b, t)| cur_logits[row(b, t) * v..(row(b, t) + 1) * v].iter().copied())
         .collect();
     divergence(&ref_logits, &cur_logits, &plain.targets)
 }
