@@ -48,8 +48,7 @@ pub fn report(dir: &Path) -> Result<()> {
 pub fn write_report(exp: &Experiment, search: Option<&str>) -> Result<Option<PathBuf>> {
     match exp.settings.template.as_deref() {
         Some("decay") => {
-            let params: Vec<usize> = plan(exp)?.iter().map(|c| c.params).collect();
-            let analysis = decay_analysis::analyse(exp, &params)?;
+            let analysis = decay_analysis::analyse(exp, &plan(exp)?)?;
             Ok(Some(decay_report::write(exp, &analysis)?))
         }
         Some("distance") => Ok(Some(crate::lab::distance_report::write(exp)?)),

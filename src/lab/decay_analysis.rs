@@ -7,7 +7,8 @@
 //! [`scaling_fits`]) serve any study whose cells yield a [`SeedResult`]; the backdoor
 //! analysis uses them too.
 
-use super::experiment::{Cell, Experiment};
+use super::experiment::{AnalysisSpec, Cell, Experiment};
+use super::plan::PlannedCell;
 use super::sweep::{label_of, slug};
 use crate::analysis::{
     bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate, Fit,
@@ -91,7 +92,7 @@ pub struct DecayAnalysis {
 }
 
 /// Reads every cell's metrics from the experiment's store and analyses them.
-pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<DecayAnalysis> {
+pub fn analyse(exp: &Experiment, planned: &[PlannedCell]) -> Result<DecayAnalysis> {
     let store = Store::open(&exp.db())?;
     let spec = &exp.settings.analysis;
     let first = exp.cells.first().map(|c| &c.config);
@@ -105,7 +106,8 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<DecayAnalysis> {
         match finished_rows(&store, cell)? {
             Ok(rows) => {
                 let names = (a.as_str(), b.as_str(), spec.metric.as_str());
-                cells.push(cell_result(cell, &rows, params[cell.index], names, spec_floor(exp, cell)));
+                let plan = &planned[cell.index];
+                cells.push(cell_result(cell, &rows, plan.params, names, floor(spec, plan.vocab)));
             }
             Err(status) => missing.push((cell.id.clone(), status)),
         }
@@ -126,21 +128,8 @@ pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>
 }
 
 /// The chance level of the analysed metric: configured, or ln(vocab) for a loss, else 0.
-fn spec_floor(exp: &Experiment, cell: &Cell) -> f64 {
-    let spec = &exp.settings.analysis;
-    spec.floor.unwrap_or_else(|| {
-        if spec.metric == "loss" {
-            let tasks = crate::train::run::build_tasks(&cell.config).unwrap_or_default();
-            let vocab = cell
-                .config
-                .model
-                .vocab_size
-                .unwrap_or_else(|| tasks.values().map(|t| t.vocab_size()).max().unwrap_or(2));
-            (vocab as f64).ln()
-        } else {
-            0.0
-        }
-    })
+fn floor(spec: &AnalysisSpec, vocab: usize) -> f64 {
+    spec.floor.unwrap_or(if spec.metric == "loss" { (vocab as f64).ln() } else { 0.0 })
 }
 
 /// One metric of one task over phase `phase`, timed by `clock` (a row's step or tokens)

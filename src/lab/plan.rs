@@ -18,6 +18,8 @@ pub struct PlannedCell {
     /// `axis key = value` for each sweep axis.
     pub point: Vec<(String, String)>,
     pub params: usize,
+    /// The model's vocabulary size.
+    pub vocab: usize,
     pub tokens: u64,
     /// Estimated training FLOPs (evaluations not counted).
     pub flops: f64,
@@ -29,10 +31,11 @@ pub fn plan(exp: &Experiment) -> Result<Vec<PlannedCell>> {
         .iter()
         .map(|c| {
             let tasks = build_tasks(&c.config)?;
-            let params = Layout::new(&model_config(&c.config, &tasks)?).total;
+            let model = model_config(&c.config, &tasks)?;
+            let params = Layout::new(&model).total;
             let (tokens, flops) = compute(&c.config, &tasks, params);
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-            Ok(PlannedCell { index: c.index, id: c.id.clone(), point, params, tokens, flops })
+            Ok(PlannedCell { index: c.index, id: c.id.clone(), point, params, vocab: model.vocab_size, tokens, flops })
         })
         .collect()
 }
