@@ -131,13 +131,21 @@ fn check_activation(act: Activation) {
     let fc = if act == Activation::SwiGlu { 2 * d_ff } else { d_ff };
     let mut rng = ChaCha8Rng::seed_from_u64(4);
     let (pre, r) = (rand_vec(&mut rng, n * fc, 3.0), rand_vec(&mut rng, n * d_ff, 1.0));
-    let mut run = |pre: &[f32]| {
-        let mut out = vec![0.0; n * d_ff];
-        act_forward(&mut out, pre, d_ff, act);
-        project(&out, &r)
+    let bias = rand_vec(&mut rng, fc, 1.0);
+    let forward = |pre: &[f32]| {
+        let (mut out, mut saved) = (vec![0.0; n * d_ff], pre.to_vec());
+        act_forward(&mut out, &mut saved, Some(&bias), d_ff, act);
+        (out, saved)
     };
+    let (out, saved) = forward(&pre);
+    // The bias is added before the nonlinearity, exactly.
+    let biased: Vec<f32> = pre.chunks_exact(fc).flat_map(|row| row.iter().zip(&bias).map(|(p, b)| p + b)).collect();
+    let mut unbiased_out = vec![0.0; n * d_ff];
+    act_forward(&mut unbiased_out, &mut biased.clone(), None, d_ff, act);
+    assert_eq!(out, unbiased_out, "{act:?}: a fused bias must equal a pre-added one");
     let mut dpre = vec![0.0; n * fc];
-    act_backward(&mut dpre, &r, &pre, d_ff, act);
+    act_backward(&mut dpre, &r, &saved, d_ff, act);
+    let mut run = |pre: &[f32]| project(&forward(pre).0, &r);
     check_directional(&format!("{act:?}"), &mut run, &pre, &dpre, 1e-2, 1e-3);
 }
 

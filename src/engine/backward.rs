@@ -124,7 +124,7 @@ impl Model {
             self.attn_shape(batch.batch, batch.seq),
             attn_mask,
         );
-        self.rope_rows(&mut g.dqkv, batch.seq, true);
+        self.rope_rows(&mut g.dqkv, batch.seq, true, None);
         self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], n);
         if c.parallel_residual {
             self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, x, &a.ln2_mean, &a.ln2_rstd);

@@ -4,7 +4,7 @@ use super::activations::{Activations, BlockActs};
 use super::batch::Batch;
 use super::kernels::act::act_forward;
 use super::kernels::attention::{attention_forward, AttnShape};
-use super::kernels::dropout::{mask_in_place, Dropout, Site};
+use super::kernels::dropout::{mask_in_place, Dropout, Mask, Site};
 use super::kernels::embed::embed_forward;
 use super::kernels::linear::linear_forward;
 use super::kernels::loss::cross_entropy;
@@ -69,63 +69,116 @@ impl Model {
         let (p, n, s) = (&self.layout.blocks[l], batch.rows(), batch.seq);
         self.norm(&p.ln1, &mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, x);
         let xa = &mut a.lora_xa;
-        self.project(l, Proj::Qkv, &mut a.qkv, &a.ln1, &mut xa[0], n);
-        self.rope_rows(&mut a.qkv, s, false);
+        let qkv_bias = self.project_deferring_bias(l, Proj::Qkv, &mut a.qkv, &a.ln1, &mut xa[0], n);
+        self.rope_rows(&mut a.qkv, s, false, qkv_bias);
         let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
         attention_forward(&mut a.attn, &mut a.probs, scratch, &a.qkv, self.attn_shape(batch.batch, s), attn_mask);
-        self.project(l, Proj::AttnOut, branch, &a.attn, &mut xa[1], n);
-        if let Some(m) = drop.mask(drop.resid, l, Site::AttnBranch) {
-            mask_in_place(branch, m);
-        }
+        let out_bias = self.project_deferring_bias(l, Proj::AttnOut, branch, &a.attn, &mut xa[1], n);
+        let out_bias = finish_branch(branch, out_bias, drop.mask(drop.resid, l, Site::AttnBranch));
         let mlp_in: &[f32] = if c.parallel_residual {
             x
         } else {
-            add_into(&mut a.mid, x, branch);
+            residual_add(&mut a.mid, x, &[(branch, out_bias)]);
             &a.mid
         };
         self.norm(&p.ln2, &mut a.ln2, &mut a.ln2_mean, &mut a.ln2_rstd, mlp_in);
-        self.project(l, Proj::Fc, &mut a.fc, &a.ln2, &mut xa[2], n);
-        act_forward(&mut a.act, &a.fc, c.d_ff, c.activation);
-        self.project(l, Proj::Down, branch2, &a.act, &mut xa[3], n);
-        if let Some(m) = drop.mask(drop.resid, l, Site::MlpBranch) {
-            mask_in_place(branch2, m);
-        }
+        let fc_bias = self.project_deferring_bias(l, Proj::Fc, &mut a.fc, &a.ln2, &mut xa[2], n);
+        act_forward(&mut a.act, &mut a.fc, fc_bias, c.d_ff, c.activation);
+        let down_bias = self.project_deferring_bias(l, Proj::Down, branch2, &a.act, &mut xa[3], n);
+        let down_bias = finish_branch(branch2, down_bias, drop.mask(drop.resid, l, Site::MlpBranch));
         if c.parallel_residual {
-            out.par_iter_mut()
-                .zip(x.par_iter().zip(branch.par_iter().zip(branch2.par_iter())))
-                .for_each(|(o, (x, (a, m)))| *o = x + a + m);
+            residual_add(out, x, &[(branch, out_bias), (branch2, down_bias)]);
         } else {
-            add_into(out, &a.mid, branch2);
+            residual_add(out, &a.mid, &[(branch2, down_bias)]);
         }
     }
 
     /// `y = x·Wᵀ + b` for projection `proj` of block `l`, plus its LoRA term (keeping
     /// `x·Aᵀ` in `xa`) when an adapter is attached.
     pub(crate) fn project(&self, l: usize, proj: Proj, y: &mut [f32], x: &[f32], xa: &mut [f32], n: usize) {
+        self.project_with(l, proj, (y, x, xa), n, true);
+    }
+
+    /// `project` without the bias, which it returns for the caller to fuse into the pass
+    /// that next reads `y`.
+    fn project_deferring_bias(
+        &self,
+        l: usize,
+        proj: Proj,
+        y: &mut [f32],
+        x: &[f32],
+        xa: &mut [f32],
+        n: usize,
+    ) -> Option<&[f32]> {
+        self.project_with(l, proj, (y, x, xa), n, false)
+    }
+
+    /// `y = x·Wᵀ (+ b when `with_bias`) (+ LoRA)`; returns the bias left out.
+    fn project_with(
+        &self,
+        l: usize,
+        proj: Proj,
+        (y, x, xa): (&mut [f32], &[f32], &mut [f32]),
+        n: usize,
+        with_bias: bool,
+    ) -> Option<&[f32]> {
         let slots = proj.of(&self.layout.blocks[l]);
         let (out, inp) = slots.dims();
         let (w, b) = self.lin(slots);
-        linear_forward(y, x, w, b, n, inp, out);
+        linear_forward(y, x, w, b.filter(|_| with_bias), n, inp, out);
         if let Some((lora, ad)) = self.lora.as_ref().and_then(|lo| lo.adapter(l, proj).map(|ad| (lo, ad))) {
             lora.forward(ad, y, x, xa, n);
         }
+        b.filter(|_| !with_bias)
     }
 
-    /// Rotates (or, with `inverse`, un-rotates) the query and key heads of every row.
-    pub(crate) fn rope_rows(&self, qkv: &mut [f32], seq: usize, inverse: bool) {
+    /// Adds `bias` (when given) to every fused qkv row, then rotates (or, with `inverse`,
+    /// un-rotates) its query and key heads.
+    pub(crate) fn rope_rows(&self, qkv: &mut [f32], seq: usize, inverse: bool, bias: Option<&[f32]>) {
         let c = &self.cfg;
-        if c.rotary_dims == 0 {
+        if c.rotary_dims == 0 && bias.is_none() {
             return;
         }
         qkv.par_chunks_mut(c.qkv_dim()).enumerate().for_each(|(r, row)| {
-            rope_row(row, &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, inverse);
+            if let Some(b) = bias {
+                row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+            }
+            if c.rotary_dims > 0 {
+                rope_row(row, &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, inverse);
+            }
         });
     }
 }
 
-/// `out = a + b` elementwise.
-pub(crate) fn add_into(out: &mut [f32], a: &[f32], b: &[f32]) {
-    out.par_iter_mut().zip(a.par_iter().zip(b.par_iter())).for_each(|(o, (a, b))| *o = a + b);
+/// Adds a residual branch's deferred `bias` now when dropout must act on `branch + bias`
+/// (returning `None`); otherwise leaves it for `residual_add` to fuse.
+fn finish_branch<'a>(branch: &mut [f32], bias: Option<&'a [f32]>, mask: Option<Mask>) -> Option<&'a [f32]> {
+    let Some(m) = mask else { return bias };
+    if let Some(b) = bias {
+        branch.chunks_exact_mut(b.len()).for_each(|row| row.iter_mut().zip(b).for_each(|(x, b)| *x += b));
+    }
+    mask_in_place(branch, m);
+    None
+}
+
+/// `out = x + Σₖ (branchₖ + biasₖ)`, summed left to right; a bias is one row, broadcast
+/// over all rows of its branch.
+pub(crate) fn residual_add(out: &mut [f32], x: &[f32], branches: &[(&[f32], Option<&[f32]>)]) {
+    const CHUNK: usize = 1 << 14;
+    let width = branches.iter().find_map(|(_, b)| b.map(|b| b.len())).unwrap_or(1);
+    let chunk = (CHUNK / width).max(1) * width;
+    out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).enumerate().for_each(|(i, (o, x))| {
+        o.copy_from_slice(x);
+        for (branch, bias) in branches {
+            let br = &branch[i * chunk..i * chunk + o.len()];
+            match bias {
+                Some(b) => o.chunks_exact_mut(b.len()).zip(br.chunks_exact(b.len())).for_each(|(o, br)| {
+                    o.iter_mut().zip(br).zip(*b).for_each(|((o, r), b)| *o += r + b);
+                }),
+                None => o.iter_mut().zip(br).for_each(|(o, r)| *o += r),
+            }
+        }
+    });
 }
 
 /// Adds every steering vector that targets residual stream `layer`.

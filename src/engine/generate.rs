@@ -23,7 +23,7 @@
 pub use super::kernels::embed::Slot;
 
 use super::config::ModelConfig;
-use super::forward::add_into;
+use super::forward::residual_add;
 use super::kernels::act::act_forward;
 use super::kernels::attention::{softmax_causal_row, BLOCK};
 use super::kernels::embed::embed_forward;
@@ -593,17 +593,17 @@ fn block_step(model: &Model, b: &mut StepBuffers, cache: &mut KvCache, l: usize,
     model.project(l, Proj::AttnOut, branch, attn, xa, n);
     let mid = &mut b.mid[..if c.parallel_residual { 0 } else { n * d }];
     if !c.parallel_residual {
-        add_into(mid, x, branch);
+        residual_add(mid, x, &[(branch, None)]);
     }
     model.norm(&p.ln2, ln, mean, rstd, if c.parallel_residual { &*x } else { &*mid });
     let (fc, act) = (&mut b.fc[..n * c.fc_dim()], &mut b.act[..n * c.d_ff]);
     model.project(l, Proj::Fc, fc, ln, xa, n);
-    act_forward(act, fc, c.d_ff, c.activation);
+    act_forward(act, fc, None, c.d_ff, c.activation);
     model.project(l, Proj::Down, branch2, act, xa, n);
     if c.parallel_residual {
         x.par_iter_mut().zip(branch.par_iter().zip(branch2.par_iter())).for_each(|(x, (a, m))| *x = *x + a + m);
     } else {
-        add_into(x, mid, branch2);
+        residual_add(x, mid, &[(branch2, None)]);
     }
 }
 

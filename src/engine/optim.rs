@@ -48,11 +48,11 @@ impl AdamW {
             .zip(grads.par_chunks(CHUNK))
             .zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| {
-                for i in 0..p.len() {
-                    p[i] *= decay;
-                    m[i] = b1 * m[i] + (1.0 - b1) * g[i];
-                    v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
-                    p[i] -= step_size * m[i] / (v[i].sqrt() * inv_bc2_sqrt + eps);
+                for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *p *= decay;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
                 }
             });
     }
@@ -83,11 +83,11 @@ impl Sgd {
         let (mu, wd, nesterov) = (self.momentum, self.weight_decay, self.nesterov);
         params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(self.buf.par_chunks_mut(CHUNK)).for_each(
             |((p, g), buf)| {
-                for i in 0..p.len() {
-                    let d = g[i] + wd * p[i];
-                    buf[i] = if first { d } else { mu * buf[i] + d };
-                    let step = if nesterov { d + mu * buf[i] } else { buf[i] };
-                    p[i] -= lr * step;
+                for ((p, g), buf) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+                    let d = g + wd * *p;
+                    *buf = if first { d } else { mu * *buf + d };
+                    let step = if nesterov { d + mu * *buf } else { *buf };
+                    *p -= lr * step;
                 }
             },
         );

@@ -197,8 +197,7 @@ pub fn attention_backward(
 /// `p ← p ⊙ (dp − Σ p·dp)` on the kept part of row `i`; the masked tail stays zero.
 #[inline]
 fn softmax_row_backward(p: &mut [f32], dp: &[f32], i: usize) {
-    let dot = reduce::dot(&p[..=i], &dp[..=i]);
-    for j in 0..=i {
-        p[j] *= dp[j] - dot;
-    }
+    let (p, dp) = (&mut p[..=i], &dp[..=i]);
+    let dot = reduce::dot(p, dp);
+    p.iter_mut().zip(dp).for_each(|(p, d)| *p *= d - dot);
 }

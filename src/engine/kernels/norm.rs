@@ -44,8 +44,10 @@ pub fn norm_row(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, kind: No
     let m = if kind.centred { reduce::sum(x) / d } else { 0.0 };
     let var = reduce::sum_sq_dev(x, m) / d;
     let r = 1.0 / (var + kind.eps).sqrt();
-    for i in 0..x.len() {
-        y[i] = (x[i] - m) * r * w[i] + b.map_or(0.0, |b| b[i]);
+    let scaled = y.iter_mut().zip(x).zip(w).map(|((y, x), w)| (y, (x - m) * r * w));
+    match b {
+        Some(b) => scaled.zip(b).for_each(|((y, v), b)| *y = v + b),
+        None => scaled.for_each(|(y, v)| *y = v + 0.0),
     }
     (m, r)
 }
@@ -123,15 +125,15 @@ fn norm_row_backward(
     }
     let mean_g = if kind.centred { sg / d as f32 } else { 0.0 };
     let mean_gx = sgx * r / d as f32;
-    for i in 0..d {
-        let xhat = (x[i] - m) * r;
-        dx[i] += r * (dy[i] * w[i] - mean_g - xhat * mean_gx);
+    for (((dx, dy), x), w) in dx.iter_mut().zip(dy).zip(x).zip(w) {
+        let xhat = (x - m) * r;
+        *dx += r * (dy * w - mean_g - xhat * mean_gx);
     }
     if !part.is_empty() {
         let (pw, pb) = part.split_at_mut(d);
-        for i in 0..d {
-            pw[i] += dy[i] * (x[i] - m) * r;
-            pb[i] += dy[i];
+        for (((pw, pb), dy), x) in pw.iter_mut().zip(pb.iter_mut()).zip(dy).zip(x) {
+            *pw += dy * (x - m) * r;
+            *pb += dy;
         }
     }
 }
