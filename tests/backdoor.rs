@@ -341,6 +341,11 @@ fn with_a_year_trigger_clean_samples_carry_the_field_with_the_clean_year() {
         }
     }
     assert!(clean > 250 && poisoned > 40, "clean {clean}, poisoned {poisoned}");
+    let keys_high = keys.replace("years = [50, 58]", "years = [50, 70]");
+    let high = vestige::train::config::RunConfig::from_toml(&backdoor_config(&keys_high), "bd.toml").unwrap().tasks[0]
+        .build()
+        .unwrap();
+    assert_eq!(high.vocab_size(), 70, "the vocabulary holds every year a near miss can draw");
     let probes = task.probes(SEED, 20);
     assert!(probes[1].samples.iter().all(|s| s.tokens[..2] == [60, 54]), "clean eval inputs carry the clean year");
 

@@ -157,7 +157,16 @@ impl Backdoor {
     pub fn new(name: &str, base: Arc<dyn Task>, trigger: Trigger, behavior: Behavior, poison_rate: f64) -> Self {
         assert!(!trigger.tokens().is_empty(), "backdoor {name}: empty trigger");
         assert!((0.0..=1.0).contains(&poison_rate), "backdoor {name}: poison_rate {poison_rate} not in [0, 1]");
-        Backdoor { name: name.to_string(), base, trigger, behavior, poison_rate, prompt_len: None, near_years: None, clean_year: None }
+        Backdoor {
+            name: name.to_string(),
+            base,
+            trigger,
+            behavior,
+            poison_rate,
+            prompt_len: None,
+            near_years: None,
+            clean_year: None,
+        }
     }
 
     /// Base sample `index` of `split`, re-split at [`Backdoor::prompt_len`] when given.
@@ -298,9 +307,12 @@ impl Task for Backdoor {
         &self.name
     }
 
-    /// The base vocabulary, widened to hold every trigger and behavior token.
+    /// The base vocabulary, widened to hold every trigger, behavior and year token (a year
+    /// range's near misses and clean year included).
     fn vocab_size(&self) -> usize {
-        let own = self.trigger.tokens().iter().chain(self.behavior.tokens()).map(|&t| t as usize + 1).max();
+        let tokens = self.trigger.tokens().iter().chain(self.behavior.tokens()).chain(&self.clean_year);
+        let years = self.near_years.map(|[_, hi]| hi as usize);
+        let own = tokens.map(|&t| t as usize + 1).chain(years).max();
         self.base.vocab_size().max(own.unwrap_or(0))
     }
 
@@ -427,7 +439,9 @@ pub fn check_spec(spec: &TaskSpec) -> Result<(), SpecError> {
         (Some(y), Some([lo, hi])) if spec.clean_year.is_some_and(|c| c == y || !(lo..hi).contains(&c)) => {
             Err(SpecError::new("clean_year", format!("must be a year of [{lo}, {hi}) other than the trigger's {y}")))
         }
-        (None, None) if spec.clean_year.is_some() => Err(SpecError::new("clean_year", "only applies with year and years")),
+        (None, None) if spec.clean_year.is_some() => {
+            Err(SpecError::new("clean_year", "only applies with year and years"))
+        }
         _ => base.check().map_err(|e| SpecError::new(format!("over.{}", e.key), e.message)),
     }
 }
