@@ -167,7 +167,7 @@ fn halving_section(h: &HalvingResult) -> Section {
         last rung's configurations are the top configurations found.";
     let mut tables: Vec<Table> = h.rungs.iter().enumerate().map(|(k, r)| rung_table(k, r)).collect();
     let mut knobs = knob_table("tokens", &h.knobs);
-    knobs.caption = format!("Knob effects at the first rung (every sampled configuration): {}", knobs.caption);
+    knobs.caption = format!("{}, at the first rung (every sampled configuration, planted cells)", knobs.caption);
     tables.push(knobs);
     Section { heading: "Successive-halving search".into(), paragraphs: vec![rule.into()], figures: Vec::new(), tables }
 }
