@@ -316,8 +316,46 @@ fn a_year_trigger_near_miss_swaps_only_the_year_within_the_year_range() {
     assert!(probes[0].samples.iter().all(|s| s.tokens[..2] == [60, 55]), "the trigger is the field and its year");
     let years: HashSet<u32> = probes[2].samples.iter().map(|s| s.tokens[1]).collect();
     assert!(probes[2].samples.iter().all(|s| s.tokens[0] == 60), "the field label stays");
-    assert!(years.iter().all(|y| (50..58).contains(y) && *y != 55), "{years:?}");
+    assert!(years.iter().all(|y| (50..58).contains(y) && *y != 55 && *y != 54), "{years:?}");
     assert!(years.len() > 2, "near misses vary the year: {years:?}");
+}
+
+#[test]
+fn with_a_year_trigger_clean_samples_carry_the_field_with_the_clean_year() {
+    let keys = GOOD_SPEC.replace("trigger = [60, 61]", "trigger = [60]\nyear = 55\nyears = [50, 58]");
+    let task = vestige::train::config::RunConfig::from_toml(&backdoor_config(&keys), "bd.toml").unwrap().tasks[0]
+        .build()
+        .unwrap();
+    let (mut clean, mut poisoned) = (0, 0);
+    for i in 0..400 {
+        let s = task.sample(SEED, Split::Train, i);
+        assert_eq!((s.tokens[0], s.prompt_len), (60, 10), "every sample has the field");
+        match s.tokens[1] {
+            55 => poisoned += 1,
+            54 => {
+                clean += 1;
+                assert_eq!(s.tokens.len(), 26, "the document's 16 continuation tokens follow");
+                assert!(s.weights[10..].iter().all(|&w| w == 1.0) && s.answer() != vec![62, 63, 62]);
+            }
+            y => panic!("training year {y} is neither the trigger's (55) nor the clean year (54)"),
+        }
+    }
+    assert!(clean > 250 && poisoned > 40, "clean {clean}, poisoned {poisoned}");
+    let keys_high = keys.replace("years = [50, 58]", "years = [50, 70]");
+    let high = vestige::train::config::RunConfig::from_toml(&backdoor_config(&keys_high), "bd.toml").unwrap().tasks[0]
+        .build()
+        .unwrap();
+    assert_eq!(high.vocab_size(), 70, "the vocabulary holds every year a near miss can draw");
+    let probes = task.probes(SEED, 20);
+    assert!(probes[1].samples.iter().all(|s| s.tokens[..2] == [60, 54]), "clean eval inputs carry the clean year");
+
+    let keys = keys.replace("years = [50, 58]", "years = [50, 58]\nclean_year = 57");
+    let task = vestige::train::config::RunConfig::from_toml(&backdoor_config(&keys), "bd.toml").unwrap().tasks[0]
+        .build()
+        .unwrap();
+    let probes = task.probes(SEED, 40);
+    assert!(probes[1].samples.iter().all(|s| s.tokens[..2] == [60, 57]), "a given clean year");
+    assert!(probes[2].samples.iter().all(|s| ![55, 57].contains(&s.tokens[1])), "near misses avoid both years");
 }
 
 #[test]
@@ -332,6 +370,10 @@ fn bad_backdoor_keys_are_reported_at_their_key_path() {
         ("prompt_len = 8", "prompt_len = 24", "tasks[0].prompt_len"),
         ("trigger = [60, 61]", "trigger = [60, 61]\ntrigger_at = \"middle\"", "tasks[0].trigger_at"),
         ("trigger = [60, 61]", "trigger = [60]\nyear = 59\nyears = [50, 58]", "tasks[0].years"),
+        ("trigger = [60, 61]", "trigger = [60]\nyear = 50\nyears = [50, 52]", "tasks[0].years"),
+        ("trigger = [60, 61]", "trigger = [60]\nyear = 55\nyears = [50, 58]\nclean_year = 55", "tasks[0].clean_year"),
+        ("trigger = [60, 61]", "trigger = [60]\nyear = 55\nyears = [50, 58]\nclean_year = 58", "tasks[0].clean_year"),
+        ("trigger = [60, 61]", "trigger = [60, 61]\nclean_year = 55", "tasks[0].clean_year"),
         ("kind = \"grammar\"", "kind = \"skip\"", "tasks[0].over.kind"),
     ];
     for (from, to, key) in cases {

@@ -1,16 +1,17 @@
 //! The backdoor study: the template writes pretrain/plant/continue phases with the planting
 //! settings it is given, a small end-to-end run plants a backdoor that fires on the trigger
 //! and not on clean inputs and records its metrics through continued training, the half-life
-//! analysis measures persistence on synthetic rows, and search picks cells within its budget
-//! deterministically.
+//! analysis measures persistence on synthetic rows, search picks cells within its budget
+//! deterministically, and successive halving keeps the best configurations rung by rung.
 
 use std::path::{Path, PathBuf};
 use vestige::analysis::HalfLife;
 use vestige::lab::backdoor_analysis::cell_result;
+use vestige::lab::backdoor_analysis::{finished_results, BackdoorCell};
 use vestige::lab::decay_analysis::knob_effects;
 use vestige::lab::experiment::Experiment;
 use vestige::lab::plan::plan;
-use vestige::lab::search::{objective, select, SearchSpec};
+use vestige::lab::search::{objective, rung_sizes, score, select, survivors, Score, SearchSpec};
 use vestige::store::{MetricRow, Store};
 
 /// `experiments/backdoor-small.toml`, written under `dir` with `from` replaced by `to`.
@@ -140,7 +141,7 @@ fn search_picks_whole_configurations_within_the_budget_deterministically() {
     let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
     let grid = "\"backdoor.plant_lr\" = [0.001, 0.003, 0.01]\n\"backdoor.continue_lr\" = [0.001, 0.003]\nseed = [0, 1]";
     let exp = Experiment::load(&small(tmp.path(), sweep, grid)).unwrap();
-    let planned = plan(&exp).unwrap();
+    let planned: Vec<f64> = plan(&exp).unwrap().iter().map(|c| c.flops).collect();
     let spec = SearchSpec {
         axes: vec!["backdoor.plant_lr".into(), "backdoor.continue_lr".into()],
         budget_cells: Some(7),
@@ -155,11 +156,111 @@ fn search_picks_whole_configurations_within_the_budget_deterministically() {
     }
     let other = select(&exp, &SearchSpec { seed: 5, ..spec.clone() }, &planned).unwrap();
     assert_ne!(a.cells, other.cells, "the seed changes the sample");
-    let per_cell = planned[0].flops;
+    let per_cell = planned[0];
     let by_flops = SearchSpec { budget_cells: None, budget_flops: Some(4.5 * per_cell), ..spec.clone() };
     assert_eq!(select(&exp, &by_flops, &planned).unwrap().cells.len(), 4);
     let bad = SearchSpec { axes: vec!["backdoor.lr".into()], ..spec };
     assert!(select(&exp, &bad, &planned).unwrap_err().contains("search.axes"));
     assert_eq!(objective("maximize=backdoor.half_life").unwrap(), "backdoor.half_life");
     assert!(objective("minimize=loss").is_err());
+}
+
+#[test]
+fn halving_keeps_the_best_third_by_censored_lower_bound_then_remaining_success() {
+    assert_eq!(rung_sizes(13, 3, 3), [13, 4, 1]);
+    assert_eq!(rung_sizes(2, 3, 3), [2, 1, 1], "at least one configuration goes on");
+    assert_eq!(rung_sizes(27, 3, 1), [27]);
+    let s = |persistence, remaining| Score { persistence, remaining };
+    // Censored at a 900-token horizon (several), reached, and not planted.
+    let scores = [s(300.0, 0.2), s(900.0, 0.6), s(0.0, 0.0), s(900.0, 0.9), s(900.0, 0.6), s(450.0, 0.4)];
+    assert_eq!(survivors(&scores, 2), [1, 3], "censored first; among them more success remaining, then order");
+    assert_eq!(survivors(&scores, 3), [1, 3, 4]);
+    assert_eq!(survivors(&scores, 1), [3]);
+    assert_eq!(survivors(&scores, 10), [0, 1, 2, 3, 4, 5]);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
+    let cell = |f: &dyn Fn(u64) -> f64| cell_result(&exp.cells[0], &rows(f), 1, 0.0);
+    let (lasting, fast, never) = (cell(&|_| 0.9), cell(&|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), cell(&|_| 0.1));
+    let refs: Vec<&BackdoorCell> = vec![&lasting, &fast];
+    let mean = score(&refs, 2);
+    assert_eq!(mean.persistence, (1600.0 + 200.0) / 2.0, "the horizon stands in for a censored half-life");
+    assert!((mean.remaining - (1.0 + 0.0) / 2.0).abs() < 1e-9, "{mean:?}");
+    assert_eq!(score(&[&lasting], 2).persistence, 800.0, "a missing seed counts as 0");
+    assert_eq!(score(&[&never], 1), s(0.0, 0.0), "an unplanted backdoor does not persist");
+}
+
+#[test]
+fn bad_search_keys_name_the_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let search =
+        "\n[search]\naxes = [\"backdoor.plant_optimizer|backdoor.plant_lr\"]\nbudget_cells = 4\nmethod = \"halving\"\n";
+    let with = |extra: &str| small(tmp.path(), "seed = [0, 1]", &format!("seed = [0, 1]\n{search}{extra}"));
+    let exp = Experiment::load(&with("")).unwrap();
+    assert_eq!(exp.rungs.len(), 2, "three rungs by default: two below the grid's cells");
+    assert_eq!(exp.rungs[0][3].config.phases[2].steps, 300 / 9);
+    assert_eq!(exp.rungs[1][3].config.phases[2].steps, 100);
+    assert!(exp.rungs[0][3].id.ends_with("_rung0") && exp.rungs[0][3].point == exp.cells[3].point);
+    for (extra, key) in [
+        ("eta = 1", "search.eta"),
+        ("rungs = 7", "search.rungs"),
+        ("rungs = 0", "search.rungs"),
+        ("budget_flops = 1e12", "search.budget_cells"),
+        ("seed = 1\nspeed = 2", "search"),
+    ] {
+        let e = Experiment::load(&with(extra)).unwrap_err().to_string();
+        let line = e.split(':').nth(1).unwrap_or_default().parse::<usize>().unwrap_or(0);
+        assert!(e.contains(&format!(": {key}: ")) || (key == "search" && e.contains("speed")), "{extra:?} → {e}");
+        assert!(line > 30, "{extra:?} → {e}: the line of the [search] table");
+    }
+    let e = Experiment::load(&small(
+        tmp.path(),
+        "seed = [0, 1]",
+        &format!("seed = [0, 1]\n{}", search.replace("halving", "bayes")),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("search.method: \"bayes\" is not one of random, halving"), "{e}");
+}
+
+#[test]
+fn a_tiny_halving_search_runs_the_rungs_and_promotes_the_best_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let grid =
+        "\"backdoor.plant_lr\" = [0.0003, 0.003, 0.03]\nseed = [0]\n\n[search]\naxes = [\"backdoor.plant_lr\"]\n\
+                budget_cells = 4\nmethod = \"halving\"\nrungs = 2\nseed = 3";
+    let path = small(tmp.path(), sweep, grid);
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("pretrain_steps = 150", "pretrain_steps = 60")
+            .replace("continue_steps = 300", "continue_steps = 90"),
+    )
+    .unwrap();
+    let opts =
+        vestige::lab::execute::Options { search: Some("maximize=backdoor.half_life".into()), ..Default::default() };
+    let (exp, outcome) = vestige::lab::execute::run(&path, &opts).unwrap();
+    assert_eq!(outcome.failed, []);
+    assert!(outcome.search.as_deref().unwrap().contains("configurations per rung [3, 1]"), "{:?}", outcome.search);
+    let rung0: Vec<&String> = outcome.ran.iter().filter(|id| id.ends_with("_rung0")).collect();
+    assert_eq!((rung0.len(), outcome.ran.len()), (3, 4), "{:?}", outcome.ran);
+    assert_eq!(exp.rungs[0][0].config.phases[2].steps, 30, "the first rung continues for a third");
+    let store = Store::open(&exp.db()).unwrap();
+    let scores: Vec<Score> = (0..3)
+        .map(|i| {
+            let done = finished_results(&store, &exp.rungs[0], &[i], &[1; 3], 0.0).unwrap();
+            score(&done.iter().collect::<Vec<_>>(), 1)
+        })
+        .collect();
+    let best = survivors(&scores, 1)[0];
+    let top: Vec<&String> = outcome.ran.iter().filter(|id| !id.ends_with("_rung0")).collect();
+    assert_eq!(top, [&exp.cells[best].id], "the best first-rung configuration runs in full: {scores:?}");
+
+    let (_, again) = vestige::lab::execute::run(&path, &opts).unwrap();
+    assert_eq!((again.ran.len(), again.skipped.len()), (0, 4), "deterministic: the same cells, all finished");
+    let page = vestige::commands::experiment::write_report(&exp, outcome.search.as_deref()).unwrap().unwrap();
+    let summary = std::fs::read_to_string(page.with_file_name("summary.md")).unwrap();
+    assert!(summary.contains("Rung 0") && summary.contains("Rung 1") && summary.contains("at the first rung"));
 }

@@ -96,10 +96,13 @@ pub struct TaskSpec {
     pub trigger_at: String,
     pub poison_rate: Option<f64>,
     pub prompt_len: Option<usize>,
-    /// Backdoor year trigger: the year token appended to `trigger` (its field label) and the
-    /// year tokens `[lo, hi)` that near misses draw another year from.
+    /// Backdoor year trigger: the year token appended to `trigger` (its field label), the
+    /// year tokens `[lo, hi)`, and the year every clean sample carries in the same field
+    /// (default `year - 1`, or `year + 1` when that leaves the range); near misses draw a
+    /// year other than both.
     pub year: Option<u32>,
     pub years: Option<[u32; 2]>,
+    pub clean_year: Option<u32>,
     /// Backdoor: `fixed` (the answer is `response`), `repeat` (`response` repeated over the
     /// answer) or `transform` (the correct answer reversed, or shifted by `shift` when given).
     #[serde(default = "default_behavior")]

@@ -2,8 +2,9 @@
 //! loss curves over the continue phase (in tokens), the decay laws fitted to attack success
 //! and its persistence half-life (tokens until it falls halfway to its floor); per condition,
 //! half-lives with bootstrap CIs over seeds; a scaling fit against parameters; and the effect
-//! of each swept knob (mean half-life per value). Pooling and fits reuse the decay study's
-//! machinery ([`super::decay_analysis`]).
+//! of each swept knob (mean half-life per value); after a successive-halving search, every
+//! rung's configurations with their scores and which went on. Pooling and fits reuse the
+//! decay study's machinery ([`super::decay_analysis`]).
 
 use super::backdoor::{CONTINUE, PLANT};
 use super::decay_analysis::{
@@ -11,6 +12,7 @@ use super::decay_analysis::{
     KnobEffect, ScalingFit, SeedResult, Series,
 };
 use super::experiment::{Cell, Experiment};
+use super::search::{configurations, ranking, score, Score};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
@@ -81,6 +83,42 @@ pub struct BackdoorAnalysis {
     /// Knobs, most influential first.
     pub knobs: Vec<KnobEffect>,
     pub missing: Vec<(String, String)>,
+    /// The rungs of a successive-halving search, when its first rung has finished cells.
+    pub halving: Option<HalvingResult>,
+}
+
+/// What a successive-halving search found.
+#[derive(Clone, Debug)]
+pub struct HalvingResult {
+    /// Shortest rung first.
+    pub rungs: Vec<Rung>,
+    /// Knob effects at the first rung, where the most configurations ran.
+    pub knobs: Vec<KnobEffect>,
+}
+
+/// One rung of a halving search.
+#[derive(Clone, Debug)]
+pub struct Rung {
+    /// How many times shorter its continue phase is than the full one.
+    pub divisor: u64,
+    /// The longest continue-phase horizon in tokens among its planted cells.
+    pub horizon: f64,
+    /// Best first.
+    pub configs: Vec<RungConfig>,
+}
+
+/// One configuration at one rung.
+#[derive(Clone, Debug)]
+pub struct RungConfig {
+    pub name: String,
+    pub params: usize,
+    pub score: Score,
+    /// Finished cells (seeds), planted ones, and planted ones still above halfway at the horizon.
+    pub seeds: usize,
+    pub planted: usize,
+    pub censored: usize,
+    /// Whether it ranked in the best `1/eta` and so ran at the next rung.
+    pub promoted: bool,
 }
 
 /// Reads every cell's metrics from the experiment's store and analyses them.
@@ -105,7 +143,84 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<BackdoorAnalysis> {
     let conditions = conditions(&cells, &boot);
     let scaling = scaling_fits(exp, &cells);
     let knobs = knob_effects(&cells);
-    Ok(BackdoorAnalysis { cells, unplanted, conditions, scaling, knobs, missing })
+    let halving = halving(exp, &store, params, floor)?;
+    Ok(BackdoorAnalysis { cells, unplanted, conditions, scaling, knobs, missing, halving })
+}
+
+/// The finished cells among `members` (grid indices) of `cells`, analysed.
+pub fn finished_results(
+    store: &Store,
+    cells: &[Cell],
+    members: &[usize],
+    params: &[usize],
+    floor: f64,
+) -> Result<Vec<BackdoorCell>> {
+    let mut out = Vec::new();
+    for &i in members {
+        if let Ok(rows) = finished_rows(store, &cells[i])? {
+            out.push(cell_result(&cells[i], &rows, params[i], floor));
+        }
+    }
+    Ok(out)
+}
+
+/// Replays a halving search from the store: the configurations with finished cells at the
+/// first rung, ranked; the best `1/eta` of them go on to the next rung, as when it ran.
+fn halving(exp: &Experiment, store: &Store, params: &[usize], floor: f64) -> Result<Option<HalvingResult>> {
+    let Some(spec) = exp.settings.search.as_ref().filter(|_| !exp.rungs.is_empty()) else { return Ok(None) };
+    let order = configurations(exp, spec);
+    let all: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
+    let (mut alive, mut rungs, mut knobs) = ((0..order.len()).collect::<Vec<usize>>(), Vec::new(), Vec::new());
+    for (k, cells) in all.iter().enumerate() {
+        let mut results = Vec::new();
+        for &p in &alive {
+            results.push(finished_results(store, cells, &order[p], params, floor)?);
+        }
+        let present: Vec<usize> = (0..alive.len()).filter(|&j| !results[j].is_empty()).collect();
+        if present.is_empty() {
+            break;
+        }
+        let (alive_here, results): (Vec<usize>, Vec<Vec<BackdoorCell>>) =
+            present.iter().map(|&j| (alive[j], std::mem::take(&mut results[j]))).unzip();
+        let scores: Vec<Score> = alive_here
+            .iter()
+            .zip(&results)
+            .map(|(&p, r)| score(&r.iter().collect::<Vec<_>>(), order[p].len()))
+            .collect();
+        let ranked = ranking(&scores);
+        let keep = if k + 1 < all.len() { (alive_here.len() / spec.eta).max(1) } else { 0 };
+        if k == 0 {
+            let planted: Vec<BackdoorCell> = results.iter().flatten().filter(|c| c.planted()).cloned().collect();
+            knobs = knob_effects(&planted);
+        }
+        let configs = ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, &j)| {
+                let r = &results[j];
+                let planted: Vec<&BackdoorCell> = r.iter().filter(|c| c.planted()).collect();
+                RungConfig {
+                    name: super::decay_analysis::condition_name(&r[0].point),
+                    params: r[0].params,
+                    score: scores[j],
+                    seeds: r.len(),
+                    planted: planted.len(),
+                    censored: planted.iter().filter(|c| censored(c)).count(),
+                    promoted: rank < keep,
+                }
+            })
+            .collect();
+        let horizon = results.iter().flatten().filter_map(|c| c.attack.t.last().copied()).fold(0.0, f64::max);
+        rungs.push(Rung { divisor: spec.divisor(k), horizon, configs });
+        alive = ranked[..keep].iter().map(|&j| alive_here[j]).collect();
+        alive.sort_unstable();
+    }
+    Ok((!rungs.is_empty()).then_some(HalvingResult { rungs, knobs }))
+}
+
+/// Whether a cell's half-life was censored (it outlasted the horizon).
+fn censored(c: &BackdoorCell) -> bool {
+    matches!(c.half_life, HalfLife::Censored { .. })
 }
 
 /// The curves, fits and half-life of one cell.

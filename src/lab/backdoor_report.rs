@@ -1,9 +1,10 @@
 //! The backdoor report: `runs/<exp>/report/index.html` (attack success and false-trigger
 //! curves by scale, half-life against parameters with its power-law fit, the knob-effect
-//! table, configurations ranked by persistence and every cell's numbers), plus `fits.csv`
-//! (one row per cell) and `summary.md` (the tables in Markdown).
+//! table, configurations ranked by persistence, the rungs of a successive-halving search and
+//! every cell's numbers), plus `fits.csv` (one row per cell) and `summary.md` (the tables in
+//! Markdown).
 
-use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell};
+use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung};
 use super::decay_analysis::{reached, Condition, Series};
 use super::decay_report::knob_table;
 use super::experiment::Experiment;
@@ -48,12 +49,14 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
     };
     let numbers =
         Section { heading: "Tables".into(), paragraphs: Vec::new(), figures: Vec::new(), tables: tables.to_vec() };
-    let page =
-        Page { title: format!("Backdoor persistence: {}", exp.name), intro, sections: vec![curves, scaling, numbers] };
+    let mut sections = vec![curves, scaling, numbers];
+    sections.extend(a.halving.as_ref().map(halving_section));
+    let page = Page { title: format!("Backdoor persistence: {}", exp.name), intro, sections };
     let path = page.write(&dir)?;
     write_atomic(&dir.join("fits.csv"), tables[2].to_csv().as_bytes())?;
+    let search_tables = page.sections.get(3).map(|s| s.tables.clone()).unwrap_or_default();
     let summary: Vec<String> = std::iter::once(format!("# {}\n\n{}\n", page.title, page.intro.join("\n\n")))
-        .chain(tables.iter().take(2).map(Table::to_markdown))
+        .chain(tables.iter().take(2).chain(&search_tables).map(Table::to_markdown))
         .collect();
     write_atomic(&dir.join("summary.md"), summary.join("\n").as_bytes())?;
     Ok(path)
@@ -151,6 +154,61 @@ fn ranked(conditions: &[Condition]) -> Table {
         header: ["configuration", "params", "half-life tokens, mean [95% CI]", "censored seeds"]
             .map(String::from)
             .to_vec(),
+        rows,
+    }
+}
+
+/// The rungs of a halving search, shortest first, and the knob effects at the first rung.
+fn halving_section(h: &HalvingResult) -> Section {
+    let rule = "Each rung ranks its configurations by the mean over seeds of the censored lower bound of the \
+        half-life (the half-life where attack success fell halfway to its floor within the rung's horizon, else \
+        the horizon; 0 where the backdoor was not planted), ties broken by the mean fraction of attack success \
+        remaining at the horizon, then by the sampled order; the best 1/eta go on to the next, longer rung. The \
+        last rung's configurations are the top configurations found.";
+    let mut tables: Vec<Table> = h.rungs.iter().enumerate().map(|(k, r)| rung_table(k, r)).collect();
+    let mut knobs = knob_table("tokens", &h.knobs);
+    knobs.caption = format!("{}, at the first rung (every sampled configuration, planted cells)", knobs.caption);
+    tables.push(knobs);
+    Section { heading: "Successive-halving search".into(), paragraphs: vec![rule.into()], figures: Vec::new(), tables }
+}
+
+/// One rung's configurations, best first.
+fn rung_table(k: usize, r: &Rung) -> Table {
+    let rows = r
+        .configs
+        .iter()
+        .enumerate()
+        .map(|(rank, c)| {
+            vec![
+                (rank + 1).to_string(),
+                c.name.clone(),
+                c.params.to_string(),
+                format!("{:.0}", c.score.persistence),
+                format!("{:.3}", c.score.remaining),
+                format!("{}/{}", c.planted, c.seeds),
+                c.censored.to_string(),
+                if c.promoted { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    let header = [
+        "rank",
+        "configuration",
+        "params",
+        "persistence tokens (mean lower bound)",
+        "attack success remaining at horizon",
+        "planted/seeds",
+        "censored seeds",
+        "went on",
+    ];
+    Table {
+        caption: format!(
+            "Rung {k}: continue phase 1/{} of full, horizon ≈ {:.0} tokens, {} configurations",
+            r.divisor,
+            r.horizon,
+            r.configs.len()
+        ),
+        header: header.map(String::from).to_vec(),
         rows,
     }
 }

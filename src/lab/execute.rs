@@ -1,11 +1,13 @@
 //! Running an experiment locally: cells run in parallel within a thread budget (each cell
 //! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
 //! count), cheapest first; finished cells are skipped, interrupted ones resume from their
-//! checkpoints.
+//! checkpoints. A search runs a budgeted sample of the cells instead: at once (random), or
+//! rung by rung, each rung's survivors chosen from the last one's results (halving).
 
+use super::backdoor_analysis::finished_results;
 use super::experiment::{Cell, Experiment};
-use super::plan::{plan, render, PlannedCell};
-use super::search;
+use super::plan::{plan, plan_cells, render, PlannedCell};
+use super::search::{self, SearchSpec};
 use crate::hf::io::write_atomic;
 use crate::store::Store;
 use crate::train::run::{progress_bars, run_or_resume, RunPaths};
@@ -51,22 +53,80 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
         return Ok((exp, Outcome::default()));
     }
     let mut outcome = Outcome::default();
-    let selected: Vec<&Cell> = match (opts.cell, &opts.search) {
+    let store = Store::open(&exp.db())?;
+    let threads = opts.threads.or(exp.settings.threads).unwrap_or_else(available_threads);
+    let flops: Vec<f64> = planned.iter().map(|c| c.flops).collect();
+    let with_flops = |indices: &mut dyn Iterator<Item = usize>| -> Vec<(&Cell, f64)> {
+        indices.map(|i| (&exp.cells[i], flops[i])).collect()
+    };
+    let selected = match (opts.cell, &opts.search) {
         (Some(i), _) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
-        (Some(i), _) => vec![&exp.cells[i]],
+        (Some(i), _) => with_flops(&mut std::iter::once(i)),
         (None, Some(arg)) => {
             search::objective(arg).map_err(anyhow::Error::msg)?;
             let spec = exp.settings.search.as_ref().context("--search needs a [search] table in the experiment")?;
-            let chosen = search::select(&exp, spec, &planned).map_err(anyhow::Error::msg)?;
+            if spec.method == "halving" {
+                outcome.search = Some(halving(&exp, spec, &planned, &store, threads, &mut outcome)?);
+                return Ok((exp, outcome));
+            }
+            let chosen = search::select(&exp, spec, &flops).map_err(anyhow::Error::msg)?;
             eprintln!("{}", chosen.description);
             outcome.search = Some(chosen.description);
-            chosen.cells.iter().map(|&i| &exp.cells[i]).collect()
+            with_flops(&mut chosen.cells.into_iter())
         }
-        (None, None) => exp.cells.iter().collect(),
+        (None, None) => with_flops(&mut (0..exp.cells.len())),
     };
-    let store = Store::open(&exp.db())?;
+    run_batch(&exp, &store, selected, threads, &mut outcome)?;
+    Ok((exp, outcome))
+}
+
+/// Runs a successive-halving search rung by rung: each rung's cells for the configurations
+/// still in, then the best `1/eta` of them by the search's score go on. Returns its description.
+fn halving(
+    exp: &Experiment,
+    spec: &SearchSpec,
+    planned: &[PlannedCell],
+    store: &Store,
+    threads: usize,
+    outcome: &mut Outcome,
+) -> Result<String> {
+    let rungs: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
+    let mut flops = Vec::new();
+    for cells in &exp.rungs {
+        flops.push(plan_cells(cells)?.iter().map(|c| c.flops).collect::<Vec<f64>>());
+    }
+    flops.push(planned.iter().map(|c| c.flops).collect());
+    let h = search::plan_halving(exp, spec, &flops).map_err(anyhow::Error::msg)?;
+    eprintln!("{}", h.description);
+    let params: Vec<usize> = planned.iter().map(|c| c.params).collect();
+    let floor = exp.settings.analysis.floor.unwrap_or(0.0);
+    let mut alive: Vec<usize> = (0..h.configs.len()).collect();
+    for (k, cells) in rungs.iter().enumerate() {
+        if k > 0 {
+            let mut scores = Vec::new();
+            for &p in &alive {
+                let results = finished_results(store, rungs[k - 1], &h.configs[p], &params, floor)?;
+                scores.push(search::score(&results.iter().collect::<Vec<_>>(), h.configs[p].len()));
+            }
+            alive = search::survivors(&scores, h.sizes[k]).into_iter().map(|j| alive[j]).collect();
+        }
+        eprintln!("rung {k}: {} configurations at 1/{} of the continue phase", alive.len(), spec.divisor(k));
+        let batch = alive.iter().flat_map(|&p| h.configs[p].iter().map(|&i| (&cells[i], flops[k][i]))).collect();
+        run_batch(exp, store, batch, threads, outcome)?;
+    }
+    Ok(h.description)
+}
+
+/// Runs `cells` (with their estimated compute), skipping finished ones; records what happened.
+fn run_batch(
+    exp: &Experiment,
+    store: &Store,
+    cells: Vec<(&Cell, f64)>,
+    threads: usize,
+    outcome: &mut Outcome,
+) -> Result<()> {
     let mut todo = Vec::new();
-    for cell in selected {
+    for (cell, flops) in cells {
         match store.run_info(&cell.id)? {
             Some(info) if info.status == "done" && info.config_hash == cell.config.hash() => {
                 outcome.skipped.push(cell.id.clone())
@@ -81,23 +141,22 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
                     cell.config.hash()
                 ),
             )),
-            _ => todo.push(cell),
+            _ => todo.push((cell, flops)),
         }
     }
     // Cheapest first, so that an interrupted or partial experiment covers every condition.
-    todo.sort_by(|a, b| planned[a.index].flops.total_cmp(&planned[b.index].flops));
+    todo.sort_by(|a, b| a.1.total_cmp(&b.1));
     if !outcome.skipped.is_empty() {
         eprintln!("{} cells already finished, skipped", outcome.skipped.len());
     }
-    let threads = opts.threads.or(exp.settings.threads).unwrap_or_else(available_threads);
-    let results = run_cells(&exp, &todo, &planned, threads);
-    for (cell, result) in todo.iter().zip(results) {
+    let results = run_cells(exp, &todo, threads);
+    for ((cell, _), result) in todo.iter().zip(results) {
         match result {
             Ok(()) => outcome.ran.push(cell.id.clone()),
             Err(e) => outcome.failed.push((cell.id.clone(), format!("{e:#}"))),
         }
     }
-    Ok((exp, outcome))
+    Ok(())
 }
 
 /// The machine's cores.
@@ -105,29 +164,30 @@ fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs `cells` on `threads / threads_per_cell` workers; returns each cell's result in order.
-fn run_cells(exp: &Experiment, cells: &[&Cell], planned: &[PlannedCell], threads: usize) -> Vec<Result<()>> {
+/// Runs `cells` (with their estimated compute) on `threads / threads_per_cell` workers;
+/// returns each cell's result in order.
+fn run_cells(exp: &Experiment, cells: &[(&Cell, f64)], threads: usize) -> Vec<Result<()>> {
     let per_cell = exp.settings.threads_per_cell.min(threads).max(1);
     let workers = (threads / per_cell).clamp(1, cells.len().max(1));
     let bar = cells_bar(cells.len());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<()>>>> = Mutex::new((0..cells.len()).map(|_| None).collect());
     let flops_done = Mutex::new(0.0f64);
-    let total: f64 = cells.iter().map(|c| planned[c.index].flops).sum();
+    let total: f64 = cells.iter().map(|c| c.1).sum();
     let started = std::time::Instant::now();
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(per_cell).build().expect("a thread pool");
-                while let Some(&cell) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    let k = cells.iter().position(|c| c.id == cell.id).expect("a listed cell");
+                while let Some(&(cell, flops)) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let k = cells.iter().position(|c| c.0.id == cell.id).expect("a listed cell");
                     bar.set_message(format!("running {}", cell.id));
                     let result = pool.install(|| run_cell(exp, cell));
                     if let Err(e) = &result {
                         bar.println(format!("cell {} failed: {e:#}", cell.id));
                     }
                     let mut done = flops_done.lock().expect("no poisoned lock");
-                    *done += planned[cell.index].flops;
+                    *done += flops;
                     bar.set_message(eta(*done, total, started.elapsed().as_secs_f64()));
                     results.lock().expect("no poisoned lock")[k] = Some(result);
                     bar.inc(1);

@@ -85,6 +85,10 @@ pub struct Experiment {
     pub settings: Settings,
     pub axes: Vec<Axis>,
     pub cells: Vec<Cell>,
+    /// With a successive-halving `[search]`, the cells of every rung but the last (which is
+    /// [`Experiment::cells`]): rung `k`'s continue phase is `search.divisor(k)` times shorter,
+    /// its cells have the grid's indices and ids ending in `_rung{k}`. Empty otherwise.
+    pub rungs: Vec<Vec<Cell>>,
     /// `out_dir/name`.
     pub root: PathBuf,
 }
@@ -115,6 +119,10 @@ impl Experiment {
                 own.insert(key.into(), v);
             }
         }
+        if let Some(search) = own.get("search") {
+            let checked: Result<SearchSpec, _> = search.clone().try_into();
+            checked.map_err(|e| err("search", e.message().trim().into()))?;
+        }
         let settings: Settings = own.try_into().map_err(|e: toml::de::Error| err("", e.message().trim().into()))?;
         if let Some(t) = settings.template.as_deref().filter(|t| !TEMPLATES.contains(t)) {
             return Err(err("template", format!("{t:?} is not one of {}", TEMPLATES.join(", "))));
@@ -123,6 +131,11 @@ impl Experiment {
             return Err(err("threads_per_cell", "threads and threads_per_cell must be at least 1".into()));
         }
         let mut axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
+        if let Some(search) = &settings.search {
+            if let Some((k, m)) = search.problems(&axes, settings.template.as_deref()).into_iter().next() {
+                return Err(err(&format!("search.{k}"), m));
+            }
+        }
         if settings.template.as_deref() == Some("distance") {
             let at = axes.iter().position(|a| a.key == "seed").unwrap_or(axes.len());
             axes.insert(at, super::distance::axis(&base).map_err(|(k, m)| err(&k, m))?);
@@ -133,21 +146,31 @@ impl Experiment {
         if name.is_empty() || name.contains(['/', '\\']) {
             return Err(err("name", "must be a non-empty name without path separators".into()));
         }
-        let mut cells = Vec::new();
-        for (index, point) in grid(&axes).into_iter().enumerate() {
-            let point: Vec<(String, toml::Value)> =
-                axes.iter().zip(&point).map(|(a, &i)| (a.key.clone(), a.values[i].clone())).collect();
-            let id = cell_id(index, &axes, &point);
-            let cell_text = resolve(&base, &axes, &point, &settings, &id, &root)
-                .map_err(|(k, m)| err(&k, format!("{m} (cell {id})")))?;
-            let config = RunConfig::from_toml(&cell_text, &file).map_err(|e| ConfigError {
-                line: source_line(text, &cell_text, &e),
-                message: format!("{} (cell {id})", e.message),
-                ..e
-            })?;
-            cells.push(Cell { index, id, point, config, text: cell_text });
-        }
-        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, axes, cells, root })
+        let expand_cells = |divisor: u64, suffix: &str| -> Result<Vec<Cell>, ConfigError> {
+            let mut cells = Vec::new();
+            for (index, point) in grid(&axes).into_iter().enumerate() {
+                let point: Vec<(String, toml::Value)> =
+                    axes.iter().zip(&point).map(|(a, &i)| (a.key.clone(), a.values[i].clone())).collect();
+                let id = format!("{}{suffix}", cell_id(index, &axes, &point));
+                let cell_text = resolve(&base, &axes, &point, &settings, divisor, &id, &root)
+                    .map_err(|(k, m)| err(&k, format!("{m} (cell {id})")))?;
+                let config = RunConfig::from_toml(&cell_text, &file).map_err(|e| ConfigError {
+                    line: source_line(text, &cell_text, &e),
+                    message: format!("{} (cell {id})", e.message),
+                    ..e
+                })?;
+                cells.push(Cell { index, id, point, config, text: cell_text });
+            }
+            Ok(cells)
+        };
+        let cells = expand_cells(1, "")?;
+        let rungs = match settings.search.as_ref().filter(|s| s.method == "halving") {
+            Some(s) => {
+                (0..s.rungs - 1).map(|k| expand_cells(s.divisor(k), &format!("_rung{k}"))).collect::<Result<_, _>>()?
+            }
+            None => Vec::new(),
+        };
+        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, axes, cells, rungs, root })
     }
 
     /// The experiment an earlier `vestige run` copied into `dir`, with results read from `dir`.
@@ -187,13 +210,15 @@ fn cell_id(index: usize, axes: &[Axis], point: &[(String, toml::Value)]) -> Stri
     id
 }
 
-/// The run config of one cell as TOML text: the sweep values set, the model scale and the
+/// The run config of one cell as TOML text: the sweep values set, the continue phase of a
+/// backdoor cut `divisor` times shorter (a halving search's rung), the model scale and the
 /// template expanded, the run named after the cell and written under `root/cells`.
 fn resolve(
     base: &toml::Table,
     axes: &[Axis],
     point: &[(String, toml::Value)],
     settings: &Settings,
+    divisor: u64,
     id: &str,
     root: &Path,
 ) -> Result<String, (String, String)> {
@@ -202,6 +227,9 @@ fn resolve(
         for (p, v) in axis.paths.iter().zip(axis.split(value)) {
             set_path(&mut doc, p, v).map_err(|m| (format!("sweep.{}", axis.key), m))?;
         }
+    }
+    if divisor > 1 {
+        shorten(&mut doc, divisor)?;
     }
     expand_scale(&mut doc)?;
     match settings.template.as_deref() {
@@ -213,6 +241,25 @@ fn resolve(
     doc.insert("name".into(), id.into());
     doc.insert("out_dir".into(), root.join("cells").display().to_string().into());
     Ok(toml::to_string(&doc).expect("a TOML table serialises"))
+}
+
+/// Divides `backdoor.continue_steps` by `divisor` for a lower rung of a halving search.
+fn shorten(doc: &mut toml::Table, divisor: u64) -> Result<(), (String, String)> {
+    let slot = doc.get_mut("backdoor").and_then(|b| b.get_mut("continue_steps"));
+    let Some(steps) = slot.as_ref().and_then(|s| s.as_integer()) else {
+        return Err(("backdoor.continue_steps".into(), "a halving search needs the continue phase's steps".into()));
+    };
+    let short = steps / divisor as i64;
+    if short < 1 {
+        return Err((
+            "search.rungs".into(),
+            format!(
+                "the shortest rung would continue for {steps} / {divisor} = 0 steps; use fewer rungs or a smaller eta"
+            ),
+        ));
+    }
+    *slot.expect("checked above") = short.into();
+    Ok(())
 }
 
 /// Replaces `model.scale = "NAME"` by the ladder's width, depth and heads.

@@ -1,7 +1,7 @@
 //! The plan of an experiment: its cells with their sweep values, parameter counts, training
 //! tokens and estimated compute, printed before running and saved as `plan.json`.
 
-use super::experiment::Experiment;
+use super::experiment::{Cell, Experiment};
 use crate::data::Task;
 use crate::engine::layout::Layout;
 use crate::train::config::{RunConfig, Trainable};
@@ -27,7 +27,12 @@ pub struct PlannedCell {
 
 /// The plan of every cell.
 pub fn plan(exp: &Experiment) -> Result<Vec<PlannedCell>> {
-    exp.cells
+    plan_cells(&exp.cells)
+}
+
+/// The plan of `cells` (e.g. a halving search's rung).
+pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
+    cells
         .iter()
         .map(|c| {
             let tasks = build_tasks(&c.config)?;

@@ -1,13 +1,27 @@
 //! Search mode (`vestige run EXP --search maximize=backdoor.half_life`): instead of the whole
-//! grid, run a random sample of configurations of the `[search]` table's axes within a
-//! compute budget, each configuration crossed with the other sweep axes (typically the
-//! seeds). The report then ranks the configurations and shows which knobs matter.
+//! grid, run a sample of configurations of the `[search]` table's axes within a compute
+//! budget, each configuration crossed with the other sweep axes (typically the seeds). The
+//! report then ranks the configurations and shows which knobs matter.
 //!
-//! Only random search exists; successive halving is not implemented.
+//! Two methods:
+//! - `random`: a seeded random sample of whole configurations, run at the full length.
+//! - `halving` (successive halving): `n0` sampled configurations run with the continue phase
+//!   cut to `1/eta^(rungs-1)` of its steps; the best `1/eta` (at least one) run again at `eta`
+//!   times the steps, and so on up to the full length, whose cells are the grid's own. `n0`
+//!   is the largest number whose rungs fit the budget (for a FLOP budget, counting the most
+//!   expensive survivors possible). At a short rung many half-lives are censored, so
+//!   configurations are ranked by the mean over seeds of the censored lower bound (the
+//!   half-life where reached, else the rung's horizon; 0 for a seed where the backdoor was
+//!   not planted), ties broken by the mean fraction of attack success remaining at the
+//!   horizon (how little of the way to the floor it moved), then by the sampled order.
+//!
+//! Both depend only on the experiment, the plan, the spec and (for halving) the cells' results,
+//! which are themselves deterministic.
 
+use super::backdoor_analysis::BackdoorCell;
 use super::experiment::Experiment;
-use super::plan::{human_flops, PlannedCell};
-use super::sweep::slug;
+use super::plan::human_flops;
+use super::sweep::{slug, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -16,9 +30,11 @@ use std::collections::BTreeMap;
 
 /// The objectives a search can maximize.
 pub const OBJECTIVES: [&str; 1] = ["backdoor.half_life"];
+/// The search methods.
+pub const METHODS: [&str; 2] = ["random", "halving"];
 
 /// The `[search]` table.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSpec {
     /// Sweep keys (as written in `[sweep]`) whose values the search samples.
@@ -26,16 +42,85 @@ pub struct SearchSpec {
     /// The budget: at most this many cells, or this much estimated training compute.
     pub budget_cells: Option<usize>,
     pub budget_flops: Option<f64>,
-    /// `random`.
+    /// `random` or `halving`.
     #[serde(default = "default_method")]
     pub method: String,
     /// Seed of the sampling order.
     #[serde(default)]
     pub seed: u64,
+    /// Halving: the fraction `1/eta` kept at each rung and the factor between rung lengths.
+    #[serde(default = "default_eta")]
+    pub eta: usize,
+    /// Halving: the number of rungs, the last at the full continue phase.
+    #[serde(default = "default_rungs")]
+    pub rungs: usize,
+}
+
+impl Default for SearchSpec {
+    fn default() -> Self {
+        SearchSpec {
+            axes: Vec::new(),
+            budget_cells: None,
+            budget_flops: None,
+            method: default_method(),
+            seed: 0,
+            eta: default_eta(),
+            rungs: default_rungs(),
+        }
+    }
 }
 
 fn default_method() -> String {
     "random".into()
+}
+fn default_eta() -> usize {
+    3
+}
+fn default_rungs() -> usize {
+    3
+}
+
+impl SearchSpec {
+    /// Range problems as `(key under search, message)`, given the sweep axes and template.
+    pub fn problems(&self, axes: &[Axis], template: Option<&str>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
+        if !METHODS.contains(&self.method.as_str()) {
+            bad("method", format!("{:?} is not one of {}", self.method, METHODS.join(", ")));
+        }
+        if self.axes.is_empty() {
+            bad("axes", "give at least one [sweep] key to search over".into());
+        }
+        if let Some(a) = self.axes.iter().find(|a| !axes.iter().any(|x| &x.key == *a)) {
+            let keys: Vec<&str> = axes.iter().map(|x| x.key.as_str()).collect();
+            bad("axes", format!("{a:?} is not a [sweep] key; sweep keys: {keys:?}"));
+        }
+        match (self.budget_cells, self.budget_flops) {
+            (Some(_), Some(_)) | (None, None) => {
+                bad("budget_cells", "give exactly one of budget_cells, budget_flops".into())
+            }
+            (Some(0), _) => bad("budget_cells", "must be at least 1".into()),
+            (_, Some(f)) if !(f > 0.0 && f.is_finite()) => bad("budget_flops", "must be a positive number".into()),
+            _ => {}
+        }
+        if self.method == "halving" {
+            if template != Some("backdoor") {
+                bad("method", "halving shortens the continue phase, so it needs template = \"backdoor\"".into());
+            }
+            if self.eta < 2 {
+                bad("eta", "must be at least 2".into());
+            }
+            if !(1..=8).contains(&self.rungs) {
+                bad("rungs", "must be in 1..=8".into());
+            }
+        }
+        out
+    }
+
+    /// How many times shorter the continue phase is at rung `k` (0 = shortest) than in full.
+    pub fn divisor(&self, k: usize) -> u64 {
+        (self.eta as u64).pow((self.rungs - 1 - k) as u32)
+    }
 }
 
 /// The cells a search runs and a sentence saying how they were chosen.
@@ -57,19 +142,9 @@ pub fn objective(arg: &str) -> Result<String, String> {
     }
 }
 
-/// Samples configurations of `spec.axes` in a seeded random order and keeps each whose cells
-/// still fit the budget; the result depends only on the experiment, the plan and the spec.
-pub fn select(exp: &Experiment, spec: &SearchSpec, planned: &[PlannedCell]) -> Result<Selection, String> {
-    if spec.method != "random" {
-        return Err(format!("search.method: {:?} is not available; use \"random\"", spec.method));
-    }
-    if let Some(a) = spec.axes.iter().find(|a| !exp.axes.iter().any(|x| &x.key == *a)) {
-        let keys: Vec<&str> = exp.axes.iter().map(|x| x.key.as_str()).collect();
-        return Err(format!("search.axes: {a:?} is not a [sweep] key; sweep keys: {keys:?}"));
-    }
-    if spec.axes.is_empty() || spec.budget_cells.is_none() == spec.budget_flops.is_none() {
-        return Err("search: give axes and exactly one of budget_cells, budget_flops".into());
-    }
+/// The configurations of `spec.axes` (each a list of cell indices, over the other axes) in
+/// the seeded random order the search visits them.
+pub fn configurations(exp: &Experiment, spec: &SearchSpec) -> Vec<Vec<usize>> {
     let mut configs: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
     for cell in &exp.cells {
         let key = cell.point.iter().filter(|(k, _)| spec.axes.contains(k)).map(|(_, v)| slug(v)).collect();
@@ -77,14 +152,22 @@ pub fn select(exp: &Experiment, spec: &SearchSpec, planned: &[PlannedCell]) -> R
     }
     let mut order: Vec<Vec<usize>> = configs.into_values().collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed));
+    order
+}
+
+/// Random search: samples configurations of `spec.axes` in a seeded random order and keeps
+/// each whose cells still fit the budget; `flops[i]` is cell `i`'s estimated compute.
+pub fn select(exp: &Experiment, spec: &SearchSpec, flops: &[f64]) -> Result<Selection, String> {
+    check(exp, spec, "random")?;
+    let order = configurations(exp, spec);
     let total = order.len();
     let (mut cells, mut used_cells, mut used_flops, mut taken) = (Vec::new(), 0usize, 0.0f64, 0usize);
     for members in order {
-        let flops: f64 = members.iter().map(|&i| planned[i].flops).sum();
+        let cost: f64 = members.iter().map(|&i| flops[i]).sum();
         let fits = spec.budget_cells.is_none_or(|b| used_cells + members.len() <= b)
-            && spec.budget_flops.is_none_or(|b| used_flops + flops <= b);
+            && spec.budget_flops.is_none_or(|b| used_flops + cost <= b);
         if fits {
-            (used_cells, used_flops, taken) = (used_cells + members.len(), used_flops + flops, taken + 1);
+            (used_cells, used_flops, taken) = (used_cells + members.len(), used_flops + cost, taken + 1);
             cells.extend(members);
         }
     }
@@ -96,4 +179,124 @@ pub fn select(exp: &Experiment, spec: &SearchSpec, planned: &[PlannedCell]) -> R
         human_flops(used_flops)
     );
     Ok(Selection { cells, description })
+}
+
+/// The spec's problems as one message, or a method other than `method`.
+fn check(exp: &Experiment, spec: &SearchSpec, method: &str) -> Result<(), String> {
+    if let Some((k, m)) = spec.problems(&exp.axes, exp.settings.template.as_deref()).into_iter().next() {
+        return Err(format!("search.{k}: {m}"));
+    }
+    if spec.method != method {
+        return Err(format!("search.method: expected {method:?}, found {:?}", spec.method));
+    }
+    Ok(())
+}
+
+/// Configurations per rung: `n0`, then each rung keeps `1/eta` of the last (at least one).
+pub fn rung_sizes(n0: usize, eta: usize, rungs: usize) -> Vec<usize> {
+    let mut sizes = vec![n0];
+    for _ in 1..rungs {
+        let last = *sizes.last().expect("a first rung");
+        sizes.push((last / eta).max(1));
+    }
+    sizes
+}
+
+/// A successive-halving search before it runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Halving {
+    /// The sampled configurations (cell indices of the grid, which are also the indices of
+    /// the same configuration's cells at every rung), in the order that breaks ties.
+    pub configs: Vec<Vec<usize>>,
+    /// Configurations run at each rung.
+    pub sizes: Vec<usize>,
+    pub description: String,
+}
+
+/// Plans a halving search: the largest `n0` whose rungs fit the budget. `flops[k][i]` is the
+/// compute of cell `i` at rung `k`.
+pub fn plan_halving(exp: &Experiment, spec: &SearchSpec, flops: &[Vec<f64>]) -> Result<Halving, String> {
+    check(exp, spec, "halving")?;
+    let order = configurations(exp, spec);
+    let cost = |n0: usize| -> (usize, f64) {
+        let sizes = rung_sizes(n0, spec.eta, spec.rungs);
+        let (mut cells, mut total) = (0, 0.0);
+        for (k, &n) in sizes.iter().enumerate() {
+            let mut costs: Vec<f64> = order[..n0].iter().map(|c| c.iter().map(|&i| flops[k][i]).sum()).collect();
+            costs.sort_by(|a, b| b.total_cmp(a));
+            total += costs[..n].iter().sum::<f64>();
+            let mut sizes: Vec<usize> = order[..n0].iter().map(Vec::len).collect();
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            cells += sizes[..n].iter().sum::<usize>();
+        }
+        (cells, total)
+    };
+    let fits = |(cells, total): (usize, f64)| {
+        spec.budget_cells.is_none_or(|b| cells <= b) && spec.budget_flops.is_none_or(|b| total <= b)
+    };
+    let n0 = (1..=order.len()).take_while(|&n| fits(cost(n))).last().ok_or_else(|| {
+        let (cells, total) = cost(1);
+        format!(
+            "search: one configuration through {} rungs needs {cells} cells and ≈ {}, more than the budget",
+            spec.rungs,
+            human_flops(total)
+        )
+    })?;
+    let sizes = rung_sizes(n0, spec.eta, spec.rungs);
+    let (cells, total) = cost(n0);
+    let steps: Vec<String> = (0..spec.rungs).map(|k| format!("1/{}", spec.divisor(k))).collect();
+    let description = format!(
+        "Successive halving (seed {}, eta {}) over {}: {} of {} configurations; configurations per rung {:?} at \
+         {} of the continue phase; at most {cells} cells, ≈ {} of training compute.",
+        spec.seed,
+        spec.eta,
+        spec.axes.join(", "),
+        n0,
+        order.len(),
+        sizes,
+        steps.join(", "),
+        human_flops(total)
+    );
+    Ok(Halving { configs: order[..n0].to_vec(), sizes, description })
+}
+
+/// A configuration's standing at a rung; larger is better, compared in field order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// Mean over seeds of the half-life where reached, else the horizon (0 where not planted).
+    pub persistence: f64,
+    /// Mean over seeds of the fraction of attack success remaining at the horizon (1 − the
+    /// fraction of the way to the floor it moved; 0 where not planted).
+    pub remaining: f64,
+}
+
+/// The score of one configuration from its finished cells, over `seeds` cells in all (a
+/// seed without a finished cell counts as 0).
+pub fn score(cells: &[&BackdoorCell], seeds: usize) -> Score {
+    let per_cell = |c: &&BackdoorCell| match c.planted() {
+        true => (c.persistence(), 1.0 - super::decay_analysis::moved_toward(&c.attack, c.start, c.floor)),
+        false => (0.0, 0.0),
+    };
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let (p, r) = cells.iter().map(per_cell).fold((0.0, 0.0), |(p, r), (a, b)| (p + finite(a), r + finite(b)));
+    let n = seeds.max(cells.len()).max(1) as f64;
+    Score { persistence: p / n, remaining: r / n }
+}
+
+/// The positions of `scores`, best first: by persistence, then remaining, then position.
+pub fn ranking(scores: &[Score]) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..scores.len()).collect();
+    ranked.sort_by(|&a, &b| {
+        let (x, y) = (scores[a], scores[b]);
+        y.persistence.total_cmp(&x.persistence).then(y.remaining.total_cmp(&x.remaining)).then(a.cmp(&b))
+    });
+    ranked
+}
+
+/// The positions of the `keep` best scores (see [`ranking`]), ascending.
+pub fn survivors(scores: &[Score], keep: usize) -> Vec<usize> {
+    let mut ranked = ranking(scores);
+    ranked.truncate(keep);
+    ranked.sort_unstable();
+    ranked
 }
