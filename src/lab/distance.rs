@@ -101,7 +101,7 @@ pub struct Conditional {
     #[serde(default)]
     pub seen: Vec<[i64; 2]>,
     /// Hidden width per prompt token of the condition MLP.
-    #[serde(default = "default_hidden")]
+    #[serde(default = "crate::train::config::default_hidden")]
     pub hidden: usize,
     /// Conditions are multiplied by this before the MLP.
     #[serde(default = "default_scale")]
@@ -112,9 +112,6 @@ pub struct Conditional {
     pub temperature: f64,
 }
 
-fn default_hidden() -> usize {
-    128
-}
 fn default_scale() -> f64 {
     0.25
 }

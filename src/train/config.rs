@@ -164,7 +164,8 @@ pub enum CondSource {
     Sample,
 }
 
-fn default_hidden() -> usize {
+/// The conditional prompt MLP's default hidden width per token (the reference study's).
+pub fn default_hidden() -> usize {
     128
 }
 
