@@ -74,14 +74,17 @@ pub struct TuningResult {
 }
 
 impl TuningResult {
-    /// Means of `(loss, extra_gap + invalid_gap)` over the held-out (or seen) conditions.
-    pub fn mean_over(&self, held_out: bool) -> Option<(f64, f64)> {
+    /// Means over the held-out (or seen) conditions of the loss, the per-path gap
+    /// `|extra gap| + |invalid gap|`, and the error of the means `|mean extra − extra| +
+    /// |mean invalid − invalid|` (which per-path sampling noise does not inflate).
+    pub fn mean_over(&self, held_out: bool) -> Option<Means> {
         let picked: Vec<&ConditionResult> = self.conditions.iter().filter(|c| c.held_out == held_out).collect();
         let n = picked.len() as f64;
-        (n > 0.0).then(|| {
-            let loss = picked.iter().map(|c| c.loss).sum::<f64>() / n;
-            let gap = picked.iter().map(|c| c.extra_gap + c.invalid_gap).sum::<f64>() / n;
-            (loss, gap)
+        let mean = |f: &dyn Fn(&ConditionResult) -> f64| picked.iter().map(|c| f(c)).sum::<f64>() / n;
+        (n > 0.0).then(|| Means {
+            loss: mean(&|c| c.loss),
+            gap: mean(&|c| c.extra_gap + c.invalid_gap),
+            error: mean(&|c| (c.extra - c.condition[0] as f64).abs() + (c.invalid - c.condition[1] as f64).abs()),
         })
     }
 
@@ -90,6 +93,14 @@ impl TuningResult {
     pub fn extra_slope(&self) -> Option<f64> {
         slope(&self.conditions.iter().map(|c| (c.condition[0] as f64, c.extra)).collect::<Vec<_>>())
     }
+}
+
+/// A tuning's means over a set of conditions (see [`TuningResult::mean_over`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Means {
+    pub loss: f64,
+    pub gap: f64,
+    pub error: f64,
 }
 
 /// The slope of `y` on `x` (`None` when `x` does not vary).
@@ -107,13 +118,16 @@ pub struct Verdict {
     pub point: String,
     pub arm: Arm,
     pub tokens: usize,
-    /// `(loss, gap)` means over the held-out conditions.
-    pub soft: (f64, f64),
-    pub cond: (f64, f64),
+    /// Means over the held-out conditions.
+    pub soft: Means,
+    pub cond: Means,
     pub soft_slope: Option<f64>,
     pub cond_slope: Option<f64>,
-    /// The conditional prompt has both the lower held-out loss and the lower held-out gap.
-    pub follows: bool,
+    /// The conditional prompt has the lower held-out loss and its mean moves are nearer the
+    /// requested ones.
+    pub follows_on_average: bool,
+    /// ... and its paths are also nearer one by one (the lower per-path gap).
+    pub follows_per_path: bool,
 }
 
 /// The conditional study's results.
@@ -180,7 +194,8 @@ pub fn verdicts(tunings: &[TuningResult]) -> Vec<Verdict> {
             cond: c,
             soft_slope: soft.extra_slope(),
             cond_slope: cond.extra_slope(),
-            follows: c.0 < s.0 && c.1 < s.1,
+            follows_on_average: c.loss < s.loss && c.error < s.error,
+            follows_per_path: c.loss < s.loss && c.error < s.error && c.gap < s.gap,
         });
     }
     out
@@ -193,7 +208,8 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
         "arm",
         "tokens",
         "held-out loss soft / cond",
-        "held-out |gap| soft / cond",
+        "error of mean moves soft / cond",
+        "per-path |gap| soft / cond",
         "extra slope soft / cond",
         "follows held-out conditions",
     ]
@@ -208,17 +224,24 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
                 v.point.clone(),
                 v.arm.name().into(),
                 v.tokens.to_string(),
-                format!("{:.4} / {:.4}", v.soft.0, v.cond.0),
-                format!("{:.2} / {:.2}", v.soft.1, v.cond.1),
+                format!("{:.4} / {:.4}", v.soft.loss, v.cond.loss),
+                format!("{:.2} / {:.2}", v.soft.error, v.cond.error),
+                format!("{:.2} / {:.2}", v.soft.gap, v.cond.gap),
                 format!("{} / {}", slope(v.soft_slope), slope(v.cond_slope)),
-                if v.follows { "yes".into() } else { "no".into() },
+                match (v.follows_on_average, v.follows_per_path) {
+                    (true, true) => "yes, per path too".into(),
+                    (true, false) => "on average, not per path".into(),
+                    _ => "no".into(),
+                },
             ]
         })
         .collect();
     Table {
-        caption: "Conditional versus unconditional prompts of the same length on the held-out conditions: mean \
-                  loss, mean |extra gap| + |invalid gap| of sampled paths, and the slope of generated against \
-                  requested extra moves over every evaluated condition"
+        caption: "Conditional versus unconditional prompts of the same length on the held-out conditions (means \
+                  over them): loss; |mean extra − requested| + |mean invalid − requested|; the per-path |extra \
+                  gap| + |invalid gap| of sampled paths; and the slope of mean generated against requested extra \
+                  moves over every evaluated condition. A prompt follows on average with the lower loss and the \
+                  lower error of its means, per path when its per-path gap is lower too"
             .into(),
         header,
         rows,

@@ -110,7 +110,14 @@ fn conditions_section(c: &super::distance::Conditional, cond: &CondAnalysis) -> 
     Section {
         heading: "Conditioning on pathfinding conditions".into(),
         paragraphs: vec![format!(
-            "Conditional prompts map each sample's (extra moves, invalid moves) through an MLP (hidden width {},              conditions × {}) to its prompt; they train on boards whose path has any condition except the held-out              {} and are scored on boards with exactly one condition each: seen {} and held out {}. Paths are              sampled at temperature {} (greedy decoding gives the optimal path whatever the prompt). An              unconditional prompt of the same length sees the same data and cannot know the condition: a              conditional prompt follows the held-out conditions when it beats it on both held-out loss and the              mean gap between generated and requested moves.",
+            "Conditional prompts map each sample's (extra moves, invalid moves) through an MLP (hidden width {}, \
+             conditions × {}) to its prompt; they train on boards whose path has any condition except the held-out \
+             {} and are scored on boards with exactly one condition each: seen {} and held out {}. Paths are \
+             sampled at temperature {} (greedy decoding gives the optimal path whatever the prompt). An \
+             unconditional prompt of the same length sees the same data and cannot know the condition: a \
+             conditional prompt follows the held-out conditions on average when it beats it on held-out loss and \
+             its mean generated moves are nearer the requested ones, and per path when each sampled path is \
+             nearer too.",
             c.hidden,
             c.scale,
             pairs(&c.held_out),
