@@ -58,6 +58,22 @@ fn explicit_repeat_targets_survive_a_mid_sequence_prompt() {
 }
 
 #[test]
+fn a_repeated_string_starts_at_the_first_label_after_the_prompt_wherever_it_is_inserted() {
+    let spec = TaskSpec::parse_inline("{ kind = \"repeat\", string = [5, 9, 7], vocab = 40, seq_len = 20 }").unwrap();
+    let task = spec.build().unwrap();
+    let s = task.sample(0, Split::Train, 0);
+    for (at, n) in [(0, 0), (0, 2), (1, 2), (4, 3), (5, 1), (9, 2)] {
+        let batch = batch_at(std::slice::from_ref(&s), n, &[at]);
+        let labels: Vec<i32> = scored(&batch, 0).into_iter().map(|(_, t, _)| t).collect();
+        // The string's phase follows the prompt, not the absolute position: a prompt cannot
+        // know where it was inserted, so the reference aligns the string with it.
+        let want: Vec<i32> = [5, 9, 7].iter().cycle().take(labels.len()).copied().collect();
+        assert_eq!(labels, want, "prompt of {n} before token {at}");
+        assert_eq!(labels.len(), s.tokens.len() - at.max(1));
+    }
+}
+
+#[test]
 fn random_insertion_points_stay_in_the_reference_range_and_cover_it() {
     let points: Vec<usize> = (0..2000).map(|k| Insert::Random.point(20, k)).collect();
     assert!(points.iter().all(|&p| p < 16), "floor(U·(20 − 4)) < 16");
@@ -286,4 +302,148 @@ fn a_tiny_distance_study_runs_into_a_report_and_leaves_weights_bit_identical_und
     }
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(summary.contains("| distance |"), "{summary}");
+}
+
+const COND: &str = r#"name = "distance-cond-tiny"
+template = "distance"
+seed = 5
+threads = 2
+
+[model]
+d_model = 32
+n_layers = 1
+n_heads = 2
+max_positions = 40
+
+[[tasks]]
+name = "pf"
+kind = "pathfinding"
+width = 3
+height = 3
+max_moves = 8
+
+[[phases]]
+name = "pretrain"
+steps = 30
+batch_size = 16
+mixture = { pf = 1.0 }
+optimizer = { lr = 3e-3 }
+eval = { every = 30, samples = 8, exact_match = false }
+
+[distance]
+behavior = "pf"
+counts = [0, 2]
+insert = "prepend"
+lrs = [0.01]
+steps = 20
+batch_size = 8
+eval_samples = 8
+evals = 1
+saturation = { kinds = ["lora"], lrs = [0.003], lora_rank = 2 }
+
+[distance.conditional]
+held_out = [[2, 0]]
+seen = [[0, 0]]
+hidden = 8
+"#;
+
+#[test]
+fn each_sample_reaches_the_condition_mlp_with_its_own_conditions() {
+    use vestige::engine::cond_prompt::{CondPrompt, CondPromptShape};
+    use vestige::train::config::{CondPromptCfg, CondSource};
+    let task = TaskSpec::parse_inline("{ kind = \"pathfinding\", width = 5, height = 5, max_moves = 16 }").unwrap();
+    let task = task.build().unwrap();
+    let samples: Vec<_> = (0..200).map(|k| task.sample(1, Split::Train, k)).collect();
+    let (a, b) = (&samples[0], samples.iter().find(|s| s.conditions != samples[0].conditions).unwrap());
+    let cfg = CondPromptCfg { tokens: 3, hidden: 4, condition: CondSource::Sample, scale: 0.5 };
+    let rows = vestige::train::run::condition_rows(&cfg, &[a.clone(), b.clone()], &[0, 0], 2);
+    let scaled = |s: &vestige::data::Sample| s.conditions.iter().map(|c| c * 0.5).collect::<Vec<f32>>();
+    assert_eq!(rows, [scaled(a), scaled(b)].concat(), "each sample's own conditions, scaled, in order");
+    let mut mlp = CondPrompt::new(CondPromptShape { conditions: 2, tokens: 3, hidden: 4, d_model: 6 }, 9);
+    let mut prompts = vec![0.0; 2 * 3 * 6];
+    mlp.forward(&rows, &mut prompts);
+    assert_ne!(prompts[..18], prompts[18..], "two conditions give two prompts");
+    let mut twice = vec![0.0; 2 * 3 * 6];
+    mlp.forward(&[rows[..2].to_vec(), rows[..2].to_vec()].concat(), &mut twice);
+    assert_eq!(twice[..18], twice[18..], "the same condition gives the same prompt");
+    let by_task = CondPromptCfg { condition: CondSource::Task, ..cfg };
+    assert_eq!(vestige::train::run::condition_rows(&by_task, &[a.clone(), b.clone()], &[1, 0], 2), [0., 1., 1., 0.]);
+}
+
+#[test]
+fn held_out_conditions_never_reach_prompt_training_by_construction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = Experiment::load(&experiment(tmp.path(), COND)).unwrap();
+    // 2 arms × (p0 + p2 + c2 + lora).
+    assert_eq!(exp.cells.len(), 8);
+    let cell = exp.cells.iter().find(|c| c.point[0].1.as_str() == Some("target/c2/r0/lr0.01")).unwrap();
+    let phase = cell.config.phases.last().unwrap();
+    assert_eq!(phase.trainable, Trainable::CondPrompt);
+    assert_eq!(phase.mixture.keys().collect::<Vec<_>>(), ["pf-prompt"]);
+    assert_eq!(phase.eval.tasks, ["pf-prompt", "pf-e0i0", "pf-e2i0"]);
+    assert!(phase.eval.exact_match && phase.eval.temperature == 1.0, "sampled paths are scored");
+    let task = |name: &str| cell.config.tasks.iter().find(|t| t.name == name).unwrap().build().unwrap();
+    let (prompt, held, plain) = (task("pf-prompt"), task("pf-e2i0"), task("pf"));
+    let conditions = |t: &dyn vestige::data::Task, split| -> Vec<Vec<f32>> {
+        (0..400).map(|k| t.sample(0, split, k).conditions).collect()
+    };
+    assert!(conditions(plain.as_ref(), Split::Train).contains(&vec![2.0, 0.0]), "the behavior has (2, 0) paths");
+    for split in [Split::Train, Split::Eval] {
+        assert!(conditions(prompt.as_ref(), split).iter().all(|c| c != &[2.0, 0.0]), "{split:?}: held out");
+        assert!(conditions(held.as_ref(), split).iter().all(|c| c == &[2.0, 0.0]), "{split:?}: only the held-out one");
+    }
+    let soft = exp.cells.iter().find(|c| c.point[0].1.as_str() == Some("null_model/p2/r0/lr0.01")).unwrap();
+    assert_eq!(soft.config.phases.len(), 1);
+    assert_eq!(soft.config.phases[0].mixture.keys().collect::<Vec<_>>(), ["pf-prompt"], "both prompt kinds alike");
+}
+
+#[test]
+fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let line = |text: &str, pat: &str| text.lines().position(|l| l.starts_with(pat)).unwrap() + 1;
+    for (from, to, key, says) in [
+        ("hidden = 8", "hidden = 8\ncolour = 3", "distance.conditional.colour", "unknown field `colour`"),
+        ("held_out = [[2, 0]]", "held_out = [[2, -1]]", "distance.conditional.held_out", "0 ≤ invalid"),
+        ("held_out = [[2, 0]]", "held_out = []", "distance.conditional.held_out", "at least one"),
+        ("seen = [[0, 0]]", "seen = [[0, 0], [2, 0]]", "distance.conditional.seen", "held out"),
+        ("seen = [[0, 0]]", "seen = [[0, 0], [0, 0]]", "distance.conditional.seen", "twice"),
+        ("hidden = 8", "hidden = 0", "distance.conditional.hidden", "at least 1"),
+        ("hidden = 8", "hidden = 8\ntemperature = 0.0", "distance.conditional.temperature", "positive"),
+        ("hidden = 8", "hidden = 8\nscale = -1.0", "distance.conditional.scale", "positive"),
+        ("insert = \"prepend\"", "insert = \"random\"", "distance.insert", "prepend"),
+    ] {
+        let path = experiment(tmp.path(), &COND.replace(from, to));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let e = Experiment::load(&path).unwrap_err();
+        assert_eq!(e.key, key, "{to}: {e}");
+        assert!(e.message.contains(says), "{to}: {e}");
+        assert!(e.file.ends_with("exp.toml"), "{e}");
+        assert_eq!(e.line, line(&text, key.rsplit('.').next().unwrap()), "{to}: {e}");
+    }
+    let grammar = COND.replace("kind = \"pathfinding\"", "kind = \"grammar\"");
+    let e = Experiment::load(&experiment(tmp.path(), &grammar)).unwrap_err();
+    assert_eq!(e.key, "distance.conditional", "{e}");
+    let on_copy = "{ kind = \"copy\", only_conditions = [[1, 1]] }";
+    assert!(TaskSpec::parse_inline(on_copy).unwrap_err().contains("only pathfinding"));
+    let too_many = "{ kind = \"pathfinding\", max_moves = 4, exclude_conditions = [[9, 0]] }";
+    assert!(TaskSpec::parse_inline(too_many).unwrap_err().contains("|extra| ≤ 4"));
+}
+
+#[test]
+fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (exp, outcome) = run(&experiment(tmp.path(), COND), &Options::default()).unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    let a = vestige::lab::distance_cond::analyse(&exp).unwrap();
+    // 2 arms × (frozen, soft 2, cond 2, lora), each on both conditions.
+    assert_eq!(a.tunings.len(), 8);
+    for t in &a.tunings {
+        assert_eq!(t.conditions.len(), 2);
+        assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.extra.is_finite() && c.invalid_gap >= 0.0));
+    }
+    assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
+    vestige::lab::distance_report::write(&exp).unwrap();
+    let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
+    assert!(summary.contains("follows held-out conditions") && summary.contains("| cond 2 |"), "{summary}");
+    assert!(summary.contains("| conditional |"), "{summary}");
 }

@@ -196,7 +196,8 @@ fn a_tiny_input_space_still_splits_train_and_eval_without_overlap() {
         Arc::new(SequenceTask { name: "tiny".into(), transform: Transform::Copy, length: 2, vocab: 5 });
     let fam: Arc<dyn Task> =
         Arc::new(family("{ kind = \"family\", primitives = [\"reverse\"], length = 2, alphabet = [43, 46] }"));
-    let board: Arc<dyn Task> = Arc::new(Pathfinding { name: "tiny-board".into(), width: 2, height: 2, max_moves: 4 });
+    let board: Arc<dyn Task> =
+        Arc::new(Pathfinding { name: "tiny-board".into(), width: 2, height: 2, max_moves: 4, ..Default::default() });
     for task in [copy, fam, board] {
         let inputs = |split| (0..2000).map(|i| task.sample(7, split, i).input().to_vec()).collect::<HashSet<_>>();
         let (train, eval) = (inputs(Split::Train), inputs(Split::Eval));

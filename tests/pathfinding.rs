@@ -12,8 +12,8 @@ use vestige::data::{Split, Task};
 fn tasks() -> Vec<Pathfinding> {
     vec![
         Pathfinding::default(),
-        Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64 },
-        Pathfinding { name: "pf-capped".into(), width: 8, height: 8, max_moves: 6 },
+        Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64, ..Default::default() },
+        Pathfinding { name: "pf-capped".into(), width: 8, height: 8, max_moves: 6, ..Default::default() },
     ]
 }
 
@@ -222,7 +222,10 @@ fn decode_reproduces_text_rendering() {
 
 #[test]
 fn p_and_m_are_drawn_from_their_stated_ranges() {
-    for task in [Pathfinding::default(), Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64 }] {
+    for task in [
+        Pathfinding::default(),
+        Pathfinding { name: "pf-wide".into(), width: 5, height: 3, max_moves: 64, ..Default::default() },
+    ] {
         let max_m = 3 * task.width * task.height / 4 + 1;
         let mut ps = [0usize; 8];
         let mut ms = vec![0usize; max_m + 1];
@@ -255,7 +258,7 @@ fn p_and_m_are_drawn_from_their_stated_ranges() {
 fn seq_len_bounds_every_sample() {
     let task = Pathfinding::default();
     assert_eq!(task.seq_len(), 64 + 8 + 2 + 64 + 1);
-    let capped = Pathfinding { name: "c".into(), width: 4, height: 4, max_moves: 3 };
+    let capped = Pathfinding { name: "c".into(), width: 4, height: 4, max_moves: 3, ..Default::default() };
     let longest = (0..2000).map(|i| capped.sample(0, Split::Train, i).tokens.len()).max().unwrap();
     assert!(longest <= capped.seq_len());
     assert!(longest >= capped.seq_len() - 1);

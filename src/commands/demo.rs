@@ -15,6 +15,7 @@ use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
 use crate::engine::batch::Batch;
 use crate::engine::config::ModelConfig;
+use crate::engine::generate::Sampling;
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
@@ -105,7 +106,7 @@ fn train_copy(model: &mut Model, steps: usize) -> f32 {
 
 /// Fraction of held-out inputs whose greedy continuation is the exact copy.
 fn copy_accuracy(model: &Model) -> Result<f64> {
-    let metrics = eval_task(model, &task(false), SEED, EVAL, &Adaptation::default(), true)?;
+    let metrics = eval_task(model, &task(false), SEED, EVAL, &Adaptation::default(), Some(Sampling::Greedy))?;
     Ok(metrics.iter().find(|(m, _)| *m == "exact_match").map_or(0.0, |(_, v)| *v))
 }
 

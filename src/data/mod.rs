@@ -39,17 +39,38 @@ pub struct Sample {
     /// Explicit labels, when position `t - 1` must predict `targets[t]` rather than the next
     /// token `tokens[t]` (skip-k, repetition); same length as `tokens`.
     pub targets: Option<Vec<u32>>,
+    /// Repetition: the scored labels are this string repeated from its first token at the
+    /// first scored label, wherever a soft prompt is inserted (see [`Sample::label_from`]);
+    /// `targets` holds the labels of a prepended prompt.
+    pub cycle: Option<Vec<u32>>,
+    /// What a conditional soft prompt is conditioned on (pathfinding: `[extra_moves,
+    /// invalid_moves]` of the sample's own path); empty for tasks without conditions.
+    pub conditions: Vec<f32>,
 }
 
 impl Sample {
     /// A next-token sample: position `t - 1` predicts `tokens[t]` with weight `weights[t]`.
     pub fn new(tokens: Vec<u32>, weights: Vec<f32>, prompt_len: usize) -> Sample {
-        Sample { tokens, weights, prompt_len, targets: None }
+        Sample { tokens, weights, prompt_len, targets: None, cycle: None, conditions: Vec::new() }
     }
 
     /// The label scored at token `t` (`targets[t]`, or `tokens[t]` without explicit targets).
     pub fn label(&self, t: usize) -> u32 {
         self.targets.as_ref().map_or(self.tokens[t], |l| l[t])
+    }
+
+    /// The label scored at token `t` when a soft prompt goes before token `at`: [`label`],
+    /// except that a [`cycle`] restarts at the first label that can be scored, token
+    /// `max(at, prompt_len, 1)`, so the token after the prompt is always the string's first
+    /// (the reference study's phase alignment).
+    ///
+    /// [`label`]: Sample::label
+    /// [`cycle`]: Sample::cycle
+    pub fn label_from(&self, t: usize, at: usize) -> u32 {
+        match &self.cycle {
+            Some(c) if !c.is_empty() => c[(t - at.max(self.prompt_len).max(1).min(t)) % c.len()],
+            _ => self.label(t),
+        }
     }
 
     /// The input: the prompt tokens, which decide the sample's split (see [`split_of`]).
@@ -76,6 +97,11 @@ pub trait Task: Send + Sync {
     fn seq_len(&self) -> usize;
     /// Sample `index` of `split` under `seed`.
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample;
+
+    /// The length of every sample's [`Sample::conditions`] (default 0: the task has none).
+    fn condition_width(&self) -> usize {
+        0
+    }
 
     /// Task-specific fields of a sample for inspection (default: none).
     fn fields(&self, _seed: u64, _split: Split, _index: u64) -> serde_json::Value {

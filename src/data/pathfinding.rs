@@ -30,7 +30,7 @@
 //! [`Grid`] reads a board back from a prompt and walks any move tokens on it, which scores a
 //! generated path ([`Task::score`]) against the board and the sample's own conditions.
 
-use super::{sample_in_split, score, Sample, Split, Task};
+use super::{mix, sample_in_split, score, Sample, Split, Task};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -239,12 +239,18 @@ impl Board {
     }
 
     /// The training sample: weight 1 on move tokens only; `prompt_len` is the index of the
-    /// first move token (the whole length if there is none).
+    /// first move token (the whole length if there is none); its conditions are
+    /// [`Board::conditions`].
     pub fn sample(&self) -> Sample {
         let tokens = self.tokens();
         let weights: Vec<f32> = tokens.iter().map(|&id| if is_move_token(id) { 1.0 } else { 0.0 }).collect();
         let prompt_len = tokens.iter().position(|&id| is_move_token(id)).unwrap_or(tokens.len());
-        Sample::new(tokens, weights, prompt_len)
+        Sample { conditions: self.conditions().to_vec(), ..Sample::new(tokens, weights, prompt_len) }
+    }
+
+    /// `(extra_moves, invalid_moves)`.
+    pub fn condition_pair(&self) -> [i64; 2] {
+        [self.extra_moves, self.invalid_moves as i64]
     }
 }
 
@@ -325,14 +331,31 @@ pub struct Pathfinding {
     pub height: usize,
     /// Cap on emitted directions (the walk is truncated there).
     pub max_moves: usize,
+    /// Keep only boards whose path has one of these `(extra_moves, invalid_moves)` (empty:
+    /// any), and never one of `except`: a board that fails is redrawn from the next key, so
+    /// a filtered stream holds no other condition by construction.
+    pub only: Vec<[i64; 2]>,
+    pub except: Vec<[i64; 2]>,
 }
 
 impl Default for Pathfinding {
-    /// `pathfinding`, 8×8, at most 64 moves.
+    /// `pathfinding`, 8×8, at most 64 moves, every condition.
     fn default() -> Self {
-        Pathfinding { name: "pathfinding".into(), width: 8, height: 8, max_moves: 64 }
+        Pathfinding {
+            name: "pathfinding".into(),
+            width: 8,
+            height: 8,
+            max_moves: 64,
+            only: Vec::new(),
+            except: Vec::new(),
+        }
     }
 }
+
+/// Draws per sample before a condition filter is declared unsatisfiable.
+const MAX_CONDITION_DRAWS: u64 = 1 << 20;
+/// Salt of the redraws of a condition filter.
+const CONDITION_SALT: u64 = 0xc0de_f11e;
 
 impl Pathfinding {
     /// An 8×8 task with at most 64 moves named `name`.
@@ -348,7 +371,27 @@ impl Pathfinding {
     /// Board `index` of `split` under `seed`: the same one [`Task::sample`] renders.
     /// Panics if the board has fewer than two cells.
     pub fn board(&self, seed: u64, split: Split, index: u64) -> Board {
-        sample_in_split(seed, &self.name, split, index, |key| self.draw(key), |b| b.sample().input().to_vec())
+        sample_in_split(seed, &self.name, split, index, |key| self.draw_kept(key), |b| b.sample().input().to_vec())
+    }
+
+    /// Whether a path with `conditions` `(extra_moves, invalid_moves)` passes the filter.
+    pub fn keeps(&self, conditions: [i64; 2]) -> bool {
+        (self.only.is_empty() || self.only.contains(&conditions)) && !self.except.contains(&conditions)
+    }
+
+    /// The first board from `key` (then its redraws) that passes the condition filter.
+    /// Panics when none does in 2²⁰ draws (a condition the generator almost never makes).
+    fn draw_kept(&self, key: u64) -> Board {
+        for attempt in 0..MAX_CONDITION_DRAWS {
+            let b = self.draw(if attempt == 0 { key } else { mix(key ^ CONDITION_SALT ^ mix(attempt)) });
+            if self.keeps(b.condition_pair()) {
+                return b;
+            }
+        }
+        panic!(
+            "task {}: no board with (extra_moves, invalid_moves) in {:?} and not in {:?} in {MAX_CONDITION_DRAWS} draws",
+            self.name, self.only, self.except
+        )
     }
 
     /// The board drawn from the random stream `key`.
@@ -441,6 +484,11 @@ impl Task for Pathfinding {
 
     fn vocab_size(&self) -> usize {
         VOCAB_SIZE
+    }
+
+    /// `[extra_moves, invalid_moves]`.
+    fn condition_width(&self) -> usize {
+        2
     }
 
     /// The longest possible sample: `W·H` cells, `H` newlines, `Moves:` and its newline,

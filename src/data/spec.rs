@@ -39,6 +39,12 @@ pub struct TaskSpec {
     /// Pathfinding: longest path emitted.
     #[serde(default = "default_max_moves")]
     pub max_moves: usize,
+    /// Pathfinding: keep only paths with one of these `[extra_moves, invalid_moves]`, and
+    /// never one of `exclude_conditions` (see [`Pathfinding::only`]).
+    #[serde(default)]
+    pub only_conditions: Vec<[i64; 2]>,
+    #[serde(default)]
+    pub exclude_conditions: Vec<[i64; 2]>,
     /// Family: the pipeline of primitive names, applied left to right.
     #[serde(default)]
     pub primitives: Vec<String>,
@@ -220,8 +226,34 @@ impl TaskSpec {
             "pair" => Pair::from_spec(self).map(drop),
             "broad" => Broad::from_spec(self).map(drop),
             "backdoor" => backdoor::check_spec(self),
-            _ => Ok(()),
+            _ => self.check_conditions(),
         }
+    }
+
+    /// The condition filters: pathfinding only, `invalid_moves ≥ 0`, `|extra_moves| ≤ max_moves`.
+    fn check_conditions(&self) -> Result<(), SpecError> {
+        for (key, list) in
+            [("only_conditions", &self.only_conditions), ("exclude_conditions", &self.exclude_conditions)]
+        {
+            if list.is_empty() {
+                continue;
+            }
+            if self.kind != "pathfinding" {
+                return Err(SpecError::new(key, "only pathfinding tasks have conditions"));
+            }
+            let max = self.max_moves as i64;
+            if let Some([e, i]) = list.iter().find(|[e, i]| *i < 0 || *i > max || e.abs() > max) {
+                return Err(SpecError::new(
+                    key,
+                    format!("[{e}, {i}]: give [extra_moves, invalid_moves] with 0 ≤ invalid ≤ {max} and |extra| ≤ {max} (max_moves)"),
+                ));
+            }
+        }
+        if self.only_conditions.iter().all(|c| self.exclude_conditions.contains(c)) && !self.only_conditions.is_empty()
+        {
+            return Err(SpecError::new("exclude_conditions", "excludes every condition only_conditions keeps"));
+        }
+        Ok(())
     }
 
     /// The task object; fails only when a corpus cannot be opened, panics on a family, pair,
@@ -234,7 +266,8 @@ impl TaskSpec {
             "broad" => Arc::new(Broad::from_spec(self).expect("a checked broad spec")),
             "pathfinding" => {
                 let (width, height, max_moves) = (self.width, self.height, self.max_moves);
-                Arc::new(Pathfinding { name, width, height, max_moves })
+                let (only, except) = (self.only_conditions.clone(), self.exclude_conditions.clone());
+                Arc::new(Pathfinding { name, width, height, max_moves, only, except })
             }
             "grammar" => {
                 let [lo, hi] = self.token_range.unwrap_or([2, self.vocab as u32]);

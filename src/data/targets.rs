@@ -4,7 +4,10 @@
 //! Positions follow the reference study: *position* `p` is the token slot that predicts,
 //! so in [`Sample`] terms position `p` predicts `targets[p + 1]` with weight `weights[p + 1]`.
 //! - [`Repeat`]: from position `offset` on, position `p` predicts `string[(p - offset) mod
-//!   len]` whatever the input (phase-aligned repetition; the input is unrelated text).
+//!   len]` whatever the input (the input is unrelated text). The phase follows a soft prompt:
+//!   with the prompt inserted before token `a`, the first scored label is `string[0]` (see
+//!   [`Sample::label_from`]), as in the reference study, so a prompt need not know its
+//!   absolute position to emit the string in phase.
 //! - [`Skip`]: position `p` predicts token `p + k + 1`, so `k = 0` is plain next-token
 //!   prediction; positions whose target lies past the end have weight 0, and the others keep
 //!   the base weight of their target token.
@@ -45,7 +48,14 @@ impl Task for Repeat {
         let label = |t: usize| if t < first { tokens[t] } else { self.string[(t - first) % self.string.len()] };
         let targets = (0..tokens.len()).map(label).collect();
         let weights = (0..tokens.len()).map(|t| if t < first { 0.0 } else { 1.0 }).collect();
-        Sample { prompt_len: first.min(tokens.len()), tokens, weights, targets: Some(targets) }
+        Sample {
+            prompt_len: first.min(tokens.len()),
+            tokens,
+            weights,
+            targets: Some(targets),
+            cycle: Some(self.string.clone()),
+            conditions: Vec::new(),
+        }
     }
 
     fn token_text(&self, id: u32) -> String {
@@ -89,7 +99,7 @@ impl Task for Skip {
         let targets = (0..n).map(|t| base.tokens[if t + self.k < n { t + self.k } else { t }]).collect();
         let weight = |t: usize| if t == 0 || t + self.k >= n { 0.0 } else { base.weights[t + self.k] };
         let weights = (0..n).map(weight).collect();
-        Sample { targets: Some(targets), weights, ..base }
+        Sample { targets: Some(targets), weights, cycle: None, ..base }
     }
 
     fn token_text(&self, id: u32) -> String {

@@ -19,6 +19,15 @@
 //! only the phase seed (prompt init and data order). Saturation `S` is the best held-out
 //! loss of the fine-tuning cells; the conditional distance is the smallest count whose best
 //! loss is within `epsilon` of `S` (see [`super::distance_analysis`]).
+//!
+//! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
+//! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
+//! sample's own `(extra_moves, invalid_moves)` to its prompt. Prompts train on
+//! `{behavior}-prompt`, the behavior without the `held_out` conditions (a filtered stream, so
+//! they never occur in training by construction), and every cell is scored on that task and
+//! on one task per evaluated condition, `{behavior}-e{extra}i{invalid}` (only that condition),
+//! with sampled generations whose extra and invalid moves show whether the prompt follows the
+//! condition it is given (see [`super::distance_cond`]).
 
 use crate::train::batching::Insert;
 use crate::train::config::TaskSpec;
@@ -74,8 +83,86 @@ pub struct DistanceSpec {
     pub epsilon: f64,
     #[serde(default)]
     pub saturation: Saturation,
+    /// Conditional prompts on pathfinding conditions (absent: unconditional prompts only).
+    pub conditional: Option<Conditional>,
     /// The cell's variant, set by the generated axis.
     pub variant: Option<String>,
+}
+
+/// The `[distance.conditional]` table: conditional soft prompts on a pathfinding behavior's
+/// path conditions `(extra_moves, invalid_moves)`, next to unconditional prompts of the same
+/// lengths (which cannot follow a condition, so the comparison can fail).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Conditional {
+    /// Conditions `[extra_moves, invalid_moves]` the prompts never train on; evaluated.
+    pub held_out: Vec<[i64; 2]>,
+    /// Training conditions also evaluated one by one.
+    #[serde(default)]
+    pub seen: Vec<[i64; 2]>,
+    /// Hidden width per prompt token of the condition MLP.
+    #[serde(default = "crate::train::config::default_hidden")]
+    pub hidden: usize,
+    /// Conditions are multiplied by this before the MLP.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Generations are sampled at this temperature (greedy decoding would give the mode, the
+    /// optimal path, whatever the condition).
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+}
+
+fn default_scale() -> f64 {
+    0.25
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+
+impl Conditional {
+    /// Every evaluated condition, seen first, and whether it is held out.
+    pub fn evaluated(&self) -> Vec<([i64; 2], bool)> {
+        self.seen.iter().map(|c| (*c, false)).chain(self.held_out.iter().map(|c| (*c, true))).collect()
+    }
+
+    /// The name of the task that holds only condition `c` of `behavior`.
+    pub fn task_name(behavior: &str, c: [i64; 2]) -> String {
+        format!("{behavior}-e{}i{}", c[0], c[1])
+    }
+
+    /// The name of the prompts' training task (the behavior without the held-out conditions).
+    pub fn prompt_task(behavior: &str) -> String {
+        format!("{behavior}-prompt")
+    }
+
+    /// Range problems as `(key under distance.conditional, message)`.
+    fn problems(&self, max_moves: i64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |k: &str, m: String| out.push((format!("conditional.{k}"), m));
+        if self.held_out.is_empty() {
+            bad("held_out", "give at least one [extra_moves, invalid_moves] pair the prompts never see".into());
+        }
+        for (k, list) in [("held_out", &self.held_out), ("seen", &self.seen)] {
+            if let Some([e, i]) = list.iter().find(|[e, i]| *i < 0 || *i > max_moves || e.abs() > max_moves) {
+                bad(k, format!("[{e}, {i}]: need 0 ≤ invalid ≤ {max_moves} and |extra| ≤ {max_moves} (max_moves)"));
+            }
+            if list.iter().enumerate().any(|(j, c)| list[..j].contains(c)) {
+                bad(k, "lists a condition twice".into());
+            }
+        }
+        if let Some([e, i]) = self.seen.iter().find(|c| self.held_out.contains(c)) {
+            bad("seen", format!("[{e}, {i}] is held out: a condition is either seen or held out"));
+        }
+        if self.hidden == 0 {
+            bad("hidden", "must be at least 1".into());
+        }
+        for (k, v) in [("scale", self.scale), ("temperature", self.temperature)] {
+            if !(v > 0.0 && v.is_finite()) {
+                bad(k, "must be a positive number".into());
+            }
+        }
+        out
+    }
 }
 
 /// Execution fine-tuning: its budget and learning rates.
@@ -156,6 +243,12 @@ pub enum Tuning {
         restart: usize,
         lr: f64,
     },
+    /// A conditional prompt (`[distance.conditional]`).
+    CondPrompt {
+        tokens: usize,
+        restart: usize,
+        lr: f64,
+    },
     Full {
         lr: f64,
     },
@@ -164,7 +257,8 @@ pub enum Tuning {
     },
 }
 
-/// One cell of a sweep point: `arm/p0`, `arm/p{n}/r{k}/lr{lr}`, `arm/full/lr{lr}`, `arm/lora/lr{lr}`.
+/// One cell of a sweep point: `arm/p0`, `arm/p{n}/r{k}/lr{lr}`, `arm/c{n}/r{k}/lr{lr}`
+/// (conditional), `arm/full/lr{lr}`, `arm/lora/lr{lr}`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Variant {
     pub arm: Arm,
@@ -177,6 +271,7 @@ impl Variant {
         let tuning = match self.tuning {
             Tuning::Frozen => "p0".to_string(),
             Tuning::Prompt { tokens, restart, lr } => format!("p{tokens}/r{restart}/lr{lr}"),
+            Tuning::CondPrompt { tokens, restart, lr } => format!("c{tokens}/r{restart}/lr{lr}"),
             Tuning::Full { lr } => format!("full/lr{lr}"),
             Tuning::Lora { lr } => format!("lora/lr{lr}"),
         };
@@ -192,11 +287,14 @@ impl Variant {
             ["p0"] => Tuning::Frozen,
             ["full", l] => Tuning::Full { lr: lr(l)? },
             ["lora", l] => Tuning::Lora { lr: lr(l)? },
-            [p, r, l] => Tuning::Prompt {
-                tokens: p.strip_prefix('p')?.parse().ok()?,
-                restart: r.strip_prefix('r')?.parse().ok()?,
-                lr: lr(l)?,
-            },
+            [p, r, l] => {
+                let (restart, lr) = (r.strip_prefix('r')?.parse().ok()?, lr(l)?);
+                match (p.strip_prefix('p'), p.strip_prefix('c')) {
+                    (Some(n), _) => Tuning::Prompt { tokens: n.parse().ok()?, restart, lr },
+                    (_, Some(n)) => Tuning::CondPrompt { tokens: n.parse().ok()?, restart, lr },
+                    _ => return None,
+                }
+            }
             _ => return None,
         };
         Some(Variant { arm, tuning })
@@ -244,6 +342,26 @@ impl DistanceSpec {
         if self.arms(tasks, pretrained).is_empty() {
             bad("behavior", "no arm to run".into());
         }
+        if let Some(c) = &self.conditional {
+            match tasks.iter().find(|t| t.name == self.behavior) {
+                Some(t) if t.kind != "pathfinding" => bad(
+                    "conditional",
+                    format!(
+                        "conditions are pathfinding's (extra, invalid moves); behavior {:?} is {:?}",
+                        t.name, t.kind
+                    ),
+                ),
+                Some(t) => out.extend(c.problems(t.max_moves as i64)),
+                None => {}
+            }
+            if self.insert != Insert::Prepend {
+                out.push((
+                    "insert".into(),
+                    "conditional prompts are prepended: use insert = \"prepend\" so both prompt kinds score alike"
+                        .into(),
+                ));
+            }
+        }
         out
     }
 
@@ -271,6 +389,11 @@ impl DistanceSpec {
             for &lr in &self.lrs {
                 tunings.extend((0..self.restarts).map(|restart| Tuning::Prompt { tokens, restart, lr }));
             }
+            if self.conditional.is_some() {
+                for &lr in &self.lrs {
+                    tunings.extend((0..self.restarts).map(|restart| Tuning::CondPrompt { tokens, restart, lr }));
+                }
+            }
         }
         for kind in &self.saturation.kinds {
             for &lr in &self.saturation.lrs {
@@ -296,14 +419,26 @@ impl DistanceSpec {
         self.null_task.clone().unwrap_or_else(|| format!("{}-null", self.behavior))
     }
 
-    /// The measurement phase of `variant` on task `task` for a run seeded `seed`.
-    pub fn phase(&self, variant: &Variant, task: &str, seed: i64) -> toml::Table {
+    /// The measurement phase of `variant` trained on task `task` and scored on `evals` (its
+    /// first is the distance's task) for a run seeded `seed`.
+    pub fn phase(&self, variant: &Variant, task: &str, evals: &[String], seed: i64) -> toml::Table {
         let mut p = toml::Table::new();
         let (trainable, steps, lr, tokens) = match variant.tuning {
             Tuning::Frozen => ("none", 1, self.lrs[0], 0),
             Tuning::Prompt { tokens, restart, lr } => {
                 p.insert("seed".into(), (seed + ((restart as i64) << 20)).into());
                 ("soft_prompt", self.steps, lr, tokens)
+            }
+            Tuning::CondPrompt { tokens, restart, lr } => {
+                p.insert("seed".into(), (seed + ((restart as i64) << 20)).into());
+                let c = self.conditional.as_ref().expect("conditional variants come from [distance.conditional]");
+                let mut cond = toml::Table::new();
+                cond.insert("tokens".into(), (tokens as i64).into());
+                cond.insert("hidden".into(), (c.hidden as i64).into());
+                cond.insert("condition".into(), "sample".into());
+                cond.insert("scale".into(), c.scale.into());
+                p.insert("cond_prompt".into(), cond.into());
+                ("cond_prompt", self.steps, lr, 0)
             }
             Tuning::Full { lr } => ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0),
             Tuning::Lora { lr } => ("lora", self.saturation.steps.unwrap_or(self.steps), lr, 0),
@@ -328,9 +463,12 @@ impl DistanceSpec {
         }
         let mut eval = toml::Table::new();
         eval.insert("every".into(), ((steps / self.evals).max(1) as i64).into());
-        eval.insert("tasks".into(), toml::Value::Array(vec![task.into()]));
+        eval.insert("tasks".into(), toml::Value::Array(evals.iter().map(|t| t.as_str().into()).collect()));
         eval.insert("samples".into(), (self.eval_samples as i64).into());
-        eval.insert("exact_match".into(), false.into());
+        eval.insert("exact_match".into(), self.conditional.is_some().into());
+        if let Some(c) = &self.conditional {
+            eval.insert("temperature".into(), c.temperature.into());
+        }
         p.insert("eval".into(), eval.into());
         p
     }
@@ -352,13 +490,26 @@ fn spec_of(doc: &toml::Table) -> Result<DistanceSpec, (String, String)> {
         .get("distance")
         .cloned()
         .ok_or(("template".to_string(), "template = \"distance\" needs a [distance] table".into()))?;
-    let spec: DistanceSpec =
-        table.try_into().map_err(|e: toml::de::Error| ("distance".to_string(), e.message().trim().to_string()))?;
+    let spec: DistanceSpec = table.clone().try_into().map_err(|e: toml::de::Error| {
+        let message = e.message().trim().to_string();
+        (unknown_key(&table, &message).unwrap_or_else(|| "distance".into()), message)
+    })?;
     let (tasks, pretrained) = tasks_of(doc)?;
     match spec.problems(&tasks, pretrained).into_iter().next() {
         Some((k, m)) => Err((format!("distance.{k}"), m)),
         None => Ok(spec),
     }
+}
+
+/// The key path of the unknown field an error `message` names, when it lies in `[distance]`
+/// or one of its sub-tables, so that the error points at its line.
+fn unknown_key(table: &toml::Value, message: &str) -> Option<String> {
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    if table.get(field).is_some() {
+        return Some(format!("distance.{field}"));
+    }
+    let sub = table.as_table()?.iter().find(|(_, v)| v.get(field).is_some())?.0;
+    Some(format!("distance.{sub}.{field}"))
 }
 
 /// The generated sweep axis `distance.variant` of an experiment's base table.
@@ -383,6 +534,10 @@ pub fn expand(doc: &mut toml::Table) -> Result<(), (String, String)> {
         Arm::NullTarget => null_task(&spec, doc)?,
         _ => spec.behavior.clone(),
     };
+    let (task, evals) = match &spec.conditional {
+        Some(c) => condition_tasks(&spec.behavior, c, &task, doc)?,
+        None => (task.clone(), vec![task]),
+    };
     let mut phases = match doc.remove("phases") {
         Some(toml::Value::Array(p)) if variant.arm != Arm::NullModel => p,
         _ => Vec::new(),
@@ -392,9 +547,40 @@ pub fn expand(doc: &mut toml::Table) -> Result<(), (String, String)> {
         let model = model.as_table_mut().ok_or(("model".to_string(), "must be a table".to_string()))?;
         model.insert("load".into(), dir.display().to_string().into());
     }
-    phases.push(spec.phase(&variant, &task, seed).into());
+    phases.push(spec.phase(&variant, &task, &evals, seed).into());
     doc.insert("phases".into(), phases.into());
     Ok(())
+}
+
+/// The tasks of a conditional study of `task` (a copy of pathfinding `behavior` or its null
+/// task), added to `doc`: the prompts' training task without the held-out conditions, and one
+/// task per evaluated condition. Returns the training task and the eval tasks (it first).
+fn condition_tasks(
+    behavior: &str,
+    c: &Conditional,
+    task: &str,
+    doc: &mut toml::Table,
+) -> Result<(String, Vec<String>), (String, String)> {
+    let tasks =
+        doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
+    let base = tasks.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(task)).cloned();
+    let base = base.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".into()))?;
+    let pairs = |list: &[[i64; 2]]| {
+        toml::Value::Array(list.iter().map(|[e, i]| toml::Value::Array(vec![(*e).into(), (*i).into()])).collect())
+    };
+    let mut derived = |name: String, key: &str, list: &[[i64; 2]]| {
+        let mut t = base.clone();
+        t.insert("name".into(), name.clone().into());
+        t.insert(key.into(), pairs(list));
+        tasks.push(t.into());
+        name
+    };
+    let prompt = derived(Conditional::prompt_task(behavior), "exclude_conditions", &c.held_out);
+    let mut evals = vec![prompt.clone()];
+    for (cond, _) in c.evaluated() {
+        evals.push(derived(Conditional::task_name(behavior, cond), "only_conditions", &[cond]));
+    }
+    Ok((prompt, evals))
 }
 
 /// The null task's name, adding the random-string twin of a `repeat` behavior to `doc`.

@@ -46,10 +46,15 @@ pub struct ArmResult {
     pub task: String,
     /// Counts in increasing order.
     pub counts: Vec<CountStats>,
+    /// The conditional prompts' counts (`[distance.conditional]`; empty otherwise), with the
+    /// frozen model as their 0.
+    pub cond_counts: Vec<CountStats>,
     /// Best final loss of full-weight and LoRA fine-tuning.
     pub s_full: Option<f64>,
     pub s_lora: Option<f64>,
     pub distance: Distance,
+    /// The conditional prompts' distance (`None` without conditional prompts).
+    pub cond_distance: Option<Distance>,
 }
 
 impl ArmResult {
@@ -137,28 +142,52 @@ pub fn analyse(exp: &Experiment) -> Result<DistanceAnalysis> {
 /// The curve, saturation and distance of one arm from its cells' final losses.
 pub fn arm_result(spec: &DistanceSpec, point: String, arm: Arm, task: String, runs: &[(Variant, f64)]) -> ArmResult {
     let mut by_count: BTreeMap<usize, Vec<(usize, f64, f64)>> = BTreeMap::new();
+    let mut by_cond_count: BTreeMap<usize, Vec<(usize, f64, f64)>> = BTreeMap::new();
     let (mut s_full, mut s_lora) = (None::<f64>, None::<f64>);
     for (v, loss) in runs {
         match v.tuning {
-            Tuning::Frozen => by_count.entry(0).or_default().push((0, 0.0, *loss)),
+            Tuning::Frozen => {
+                by_count.entry(0).or_default().push((0, 0.0, *loss));
+                by_cond_count.entry(0).or_default().push((0, 0.0, *loss));
+            }
             Tuning::Prompt { tokens, restart, lr } => by_count.entry(tokens).or_default().push((restart, lr, *loss)),
+            Tuning::CondPrompt { tokens, restart, lr } => {
+                by_cond_count.entry(tokens).or_default().push((restart, lr, *loss))
+            }
             Tuning::Full { .. } => s_full = Some(s_full.map_or(*loss, |s| s.min(*loss))),
             Tuning::Lora { .. } => s_lora = Some(s_lora.map_or(*loss, |s| s.min(*loss))),
         }
     }
+    let s = [s_full, s_lora].into_iter().flatten().reduce(f64::min);
+    let (counts, distance) = curve_of(spec, by_count, s);
+    let (cond_counts, cond_distance) = match spec.conditional {
+        Some(_) => {
+            let (c, d) = curve_of(spec, by_cond_count, s);
+            (c, Some(d))
+        }
+        None => (Vec::new(), None),
+    };
+    ArmResult { point, arm, task, counts, cond_counts, s_full, s_lora, distance, cond_distance }
+}
+
+/// The per-count ensembles of one prompt kind and its distance against saturation `s`.
+fn curve_of(
+    spec: &DistanceSpec,
+    by_count: BTreeMap<usize, Vec<(usize, f64, f64)>>,
+    s: Option<f64>,
+) -> (Vec<CountStats>, Distance) {
     let mut counts: Vec<CountStats> = Vec::new();
     for (tokens, runs) in by_count {
         let fewer = counts.iter().map(|c| c.best).reduce(f64::min);
         counts.push(count_stats(tokens, runs, &spec.lrs, spec.epsilon, fewer));
     }
     let curve: Vec<(usize, f64)> = counts.iter().map(|c| (c.tokens, c.best)).collect();
-    let s = [s_full, s_lora].into_iter().flatten().reduce(f64::min);
     let distance = conditional_distance(&curve, s, spec.epsilon);
-    ArmResult { point, arm, task, counts, s_full, s_lora, distance }
+    (counts, distance)
 }
 
 /// The `[distance]` table of the experiment's first cell's source.
-fn spec_of(exp: &Experiment) -> Result<DistanceSpec> {
+pub fn spec_of(exp: &Experiment) -> Result<DistanceSpec> {
     let base: toml::Table = toml::from_str(&exp.text)?;
     let table =
         base.get("distance").cloned().ok_or_else(|| anyhow::anyhow!("the experiment has no [distance] table"))?;
@@ -166,12 +195,12 @@ fn spec_of(exp: &Experiment) -> Result<DistanceSpec> {
 }
 
 /// The cell's variant (from its sweep point).
-fn variant_of(cell: &Cell) -> Option<Variant> {
+pub fn variant_of(cell: &Cell) -> Option<Variant> {
     cell.point.iter().find(|(k, _)| k == AXIS).and_then(|(_, v)| Variant::parse(v.as_str()?))
 }
 
 /// `axis=value, …` of a cell's sweep point without the variant axis.
-fn point_name(cell: &Cell) -> String {
+pub fn point_name(cell: &Cell) -> String {
     let parts: Vec<String> =
         cell.point.iter().filter(|(k, _)| k != AXIS).map(|(k, v)| format!("{k}={}", super::sweep::slug(v))).collect();
     if parts.is_empty() {
@@ -182,14 +211,19 @@ fn point_name(cell: &Cell) -> String {
 }
 
 /// The index of the measurement phase.
-fn phase_index(cell: &Cell) -> u32 {
+pub fn phase_index(cell: &Cell) -> u32 {
     cell.config.phases.iter().position(|p| p.name == PHASE).unwrap_or(0) as u32
 }
 
 /// The last held-out loss of `task` logged in phase `phase`.
 fn final_loss(rows: &[MetricRow], task: &str, phase: u32) -> Option<f64> {
+    final_metric(rows, task, "loss", phase)
+}
+
+/// The last finite value of `task`'s `metric` logged in phase `phase`.
+pub fn final_metric(rows: &[MetricRow], task: &str, metric: &str, phase: u32) -> Option<f64> {
     rows.iter()
-        .filter(|r| r.phase == phase && r.task == task && r.metric == "loss" && r.value.is_finite())
+        .filter(|r| r.phase == phase && r.task == task && r.metric == metric && r.value.is_finite())
         .max_by_key(|r| r.step)
         .map(|r| r.value)
 }

@@ -3,7 +3,8 @@
 //! per-count verdicts, written as `report/index.html`, `distance.csv` and `summary.md`.
 
 use super::distance::Arm;
-use super::distance_analysis::{analyse, ArmResult, Distance, DistanceAnalysis};
+use super::distance_analysis::{analyse, ArmResult, CountStats, Distance, DistanceAnalysis};
+use super::distance_cond::{self, CondAnalysis};
 use super::experiment::Experiment;
 use crate::hf::io::write_atomic;
 use crate::report::{
@@ -16,23 +17,29 @@ use std::path::PathBuf;
 /// Analyses the experiment and writes its report; returns the page's path.
 pub fn write(exp: &Experiment) -> Result<PathBuf> {
     let a = analyse(exp)?;
+    let cond = distance_cond::analyse(exp)?;
     let dir = exp.root.join("report");
-    let page = page(&exp.name, &a)?;
+    let page = page(&exp.name, &a, &cond)?;
     let path = page.write(&dir)?;
     write_atomic(&dir.join("distance.csv"), counts_table(&a).to_csv().as_bytes())?;
-    let summary = format!(
+    let mut summary = format!(
         "# {}\n\n{}\n\n{}\n{}\n",
         page.title,
         page.intro.join("\n\n"),
         comparison_table(&a).to_markdown(),
         counts_table(&a).to_markdown()
     );
+    if a.spec.conditional.is_some() {
+        let tables = [distance_cond::verdict_table(&cond), distance_cond::condition_table(&cond)];
+        write_atomic(&dir.join("conditions.csv"), tables[1].to_csv().as_bytes())?;
+        summary.push_str(&format!("\n{}\n{}\n", tables[0].to_markdown(), tables[1].to_markdown()));
+    }
     write_atomic(&dir.join("summary.md"), summary.as_bytes())?;
     Ok(path)
 }
 
 /// The whole page.
-pub fn page(name: &str, a: &DistanceAnalysis) -> Result<Page> {
+pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Page> {
     let s = &a.spec;
     let sat_steps = s.saturation.steps.unwrap_or(s.steps);
     let mut intro = vec![
@@ -90,7 +97,37 @@ pub fn page(name: &str, a: &DistanceAnalysis) -> Result<Page> {
         tables: vec![counts_table(a)],
         ..Default::default()
     };
-    Ok(Page { title: format!("Conditional distance: {name}"), intro, sections: vec![curves, bars, verdicts] })
+    let mut sections = vec![curves, bars, verdicts];
+    if let Some(c) = &s.conditional {
+        sections.push(conditions_section(c, cond));
+    }
+    Ok(Page { title: format!("Conditional distance: {name}"), intro, sections })
+}
+
+/// Whether conditional prompts follow pathfinding conditions they never trained on.
+fn conditions_section(c: &super::distance::Conditional, cond: &CondAnalysis) -> Section {
+    let pairs = |l: &[[i64; 2]]| l.iter().map(|[e, i]| format!("({e}, {i})")).collect::<Vec<_>>().join(", ");
+    Section {
+        heading: "Conditioning on pathfinding conditions".into(),
+        paragraphs: vec![format!(
+            "Conditional prompts map each sample's (extra moves, invalid moves) through an MLP (hidden width {}, \
+             conditions × {}) to its prompt; they train on boards whose path has any condition except the held-out \
+             {} and are scored on boards with exactly one condition each: seen {} and held out {}. Paths are \
+             sampled at temperature {} (greedy decoding gives the optimal path whatever the prompt). An \
+             unconditional prompt of the same length sees the same data and cannot know the condition: a \
+             conditional prompt follows the held-out conditions on average when it beats it on held-out loss and \
+             its mean generated moves are nearer the requested ones, and per path when each sampled path is \
+             nearer too.",
+            c.hidden,
+            c.scale,
+            pairs(&c.held_out),
+            if c.seen.is_empty() { "none".into() } else { pairs(&c.seen) },
+            pairs(&c.held_out),
+            c.temperature
+        )],
+        tables: vec![distance_cond::verdict_table(cond), distance_cond::condition_table(cond)],
+        ..Default::default()
+    }
 }
 
 /// Loss against tokens + 1 for each arm of a point, with S as a flat line.
@@ -99,6 +136,11 @@ fn curve_chart(point: &str, arms: &[&ArmResult]) -> LineChart {
     for r in arms {
         let pts = r.counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.best, c.worst));
         series.push(Series { name: format!("{} ({})", r.arm.name(), r.task), points: pts.collect() });
+        if !r.cond_counts.is_empty() {
+            let pts =
+                r.cond_counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.best, c.worst));
+            series.push(Series { name: format!("{} conditional", r.arm.name()), points: pts.collect() });
+        }
         if let Some(sat) = r.saturation() {
             let flat = r.counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, sat)).collect();
             series.push(Series { name: format!("S {}", r.arm.name()), points: flat });
@@ -153,19 +195,19 @@ pub fn distance_text(d: Distance) -> String {
 /// Input versus execution: behavior × (fine-tune loss, best prompt loss per count, distance).
 pub fn comparison_table(a: &DistanceAnalysis) -> Table {
     let counts: Vec<usize> = a.spec.counts.clone();
-    let mut header: Vec<String> = ["point", "arm", "task", "S full", "S lora"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["point", "arm", "task", "prompt", "S full", "S lora"].map(String::from).to_vec();
     header.extend(counts.iter().map(|n| format!("{n} tok")));
     header.push("distance".into());
-    let rows = a
-        .arms
-        .iter()
-        .map(|r| {
-            let mut row = vec![r.point.clone(), r.arm.name().into(), r.task.clone(), num(r.s_full), num(r.s_lora)];
-            row.extend(counts.iter().map(|n| num(r.counts.iter().find(|c| c.tokens == *n).map(|c| c.best))));
-            row.push(distance_text(r.distance));
-            row
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for r in &a.arms {
+        for (prompt, stats, distance) in curves(r) {
+            let mut row =
+                vec![r.point.clone(), r.arm.name().into(), r.task.clone(), prompt.into(), num(r.s_full), num(r.s_lora)];
+            row.extend(counts.iter().map(|n| num(stats.iter().find(|c| c.tokens == *n).map(|c| c.best))));
+            row.push(distance_text(distance));
+            rows.push(row);
+        }
+    }
     Table {
         caption: "Input versus execution: fine-tuning loss (S), best soft-prompt loss per count, distance".into(),
         header,
@@ -175,25 +217,38 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
 
 /// One row per arm and count: the ensemble and its verdict.
 pub fn counts_table(a: &DistanceAnalysis) -> Table {
-    let header = ["point", "arm", "tokens", "runs", "best", "worst", "best_lr", "verdict"].map(String::from).to_vec();
+    let header =
+        ["point", "arm", "tokens", "runs", "best", "worst", "best_lr", "verdict", "prompt"].map(String::from).to_vec();
     let mut rows = Vec::new();
     for r in &a.arms {
-        for c in &r.counts {
-            let verdict = if c.concerns.is_empty() { "settled".to_string() } else { c.concerns.join("; ") };
-            let lr = if c.tokens == 0 { "-".to_string() } else { format!("{}", c.best_lr) };
-            rows.push(vec![
-                r.point.clone(),
-                r.arm.name().into(),
-                c.tokens.to_string(),
-                c.runs.len().to_string(),
-                format!("{:.4}", c.best),
-                format!("{:.4}", c.worst),
-                lr,
-                verdict,
-            ]);
+        for (prompt, stats, _) in curves(r) {
+            for c in stats {
+                let verdict = if c.concerns.is_empty() { "settled".to_string() } else { c.concerns.join("; ") };
+                let lr = if c.tokens == 0 { "-".to_string() } else { format!("{}", c.best_lr) };
+                rows.push(vec![
+                    r.point.clone(),
+                    r.arm.name().into(),
+                    c.tokens.to_string(),
+                    c.runs.len().to_string(),
+                    format!("{:.4}", c.best),
+                    format!("{:.4}", c.worst),
+                    lr,
+                    verdict,
+                    prompt.into(),
+                ]);
+            }
         }
     }
     Table { caption: "Per-count ensembles (final held-out loss)".into(), header, rows }
+}
+
+/// An arm's curves: `soft`, and `conditional` when it has conditional prompts.
+fn curves(r: &ArmResult) -> Vec<(&'static str, &[CountStats], Distance)> {
+    let mut out = vec![("soft", r.counts.as_slice(), r.distance)];
+    if let Some(d) = r.cond_distance {
+        out.push(("conditional", r.cond_counts.as_slice(), d));
+    }
+    out
 }
 
 /// A loss with 4 decimals, or `-`.

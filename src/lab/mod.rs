@@ -12,6 +12,7 @@ pub mod decay_analysis;
 pub mod decay_report;
 pub mod distance;
 pub mod distance_analysis;
+pub mod distance_cond;
 pub mod distance_report;
 pub mod execute;
 pub mod experiment;

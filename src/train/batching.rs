@@ -6,7 +6,8 @@
 //! labels before `a` are ignored, prompt slots predict nothing except the last, which
 //! predicts token `a`, and every token from `a` on predicts its successor. Token 0 is never
 //! scored (no 0-token baseline could predict it), so every prompt length, 0 included, scores
-//! exactly the labels `max(a, 1)..` of each sample.
+//! exactly the labels `max(a, 1)..` of each sample. A repetition sample's string restarts at
+//! the first scored label ([`Sample::label_from`]).
 
 use crate::data::{mix, Sample};
 use crate::engine::batch::Batch;
@@ -63,7 +64,7 @@ pub fn batch_at(samples: &[Sample], n_prompt: usize, at: &[usize]) -> Batch {
             let before = b * total + label + n_prompt - 1;
             if s.weights[label] != 0.0 {
                 batch.weights[before] = s.weights[label];
-                batch.targets[before] = s.label(label) as i32;
+                batch.targets[before] = s.label_from(label, a) as i32;
             }
         }
     }

@@ -84,8 +84,8 @@ pub enum Trainable {
     SoftPrompt,
     /// A steering vector added to one residual stream.
     Steering,
-    /// A conditional soft prompt: an MLP maps the one-hot id of each sample's task (its
-    /// position in the phase's `mixture`, sorted by name) to the prompt vectors.
+    /// A conditional soft prompt: an MLP maps each sample's condition vector (see
+    /// [`CondSource`]) to its own prompt vectors, prepended.
     CondPrompt,
 }
 
@@ -144,9 +144,28 @@ pub struct CondPromptCfg {
     /// Hidden width per prompt token (the reference study used 128).
     #[serde(default = "default_hidden")]
     pub hidden: usize,
+    #[serde(default)]
+    pub condition: CondSource,
+    /// `sample` conditions are multiplied by this before the MLP.
+    #[serde(default = "one_f32")]
+    pub scale: f32,
 }
 
-fn default_hidden() -> usize {
+/// What a conditional prompt is conditioned on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CondSource {
+    /// The one-hot id of each sample's task (its position in the phase's `mixture`, sorted
+    /// by name; all zeros for a task outside it).
+    #[default]
+    Task,
+    /// Each sample's own [`crate::data::Sample::conditions`] (pathfinding: extra and invalid
+    /// moves of its path), times `scale`.
+    Sample,
+}
+
+/// The conditional prompt MLP's default hidden width per token (the reference study's).
+pub fn default_hidden() -> usize {
     128
 }
 
@@ -214,8 +233,11 @@ pub struct EvalCfg {
     pub tasks: Vec<String>,
     /// Held-out samples per task.
     pub samples: usize,
-    /// Also measure exact match by greedy decoding.
+    /// Also measure exact match and the task's scorers on generated answers.
     pub exact_match: bool,
+    /// Generate those answers by sampling at this temperature (seeded by the run seed, the
+    /// same for every cell); 0: greedy decoding.
+    pub temperature: f32,
     /// Measure forgetting against the model as it was at the end of this earlier phase:
     /// `forgetting_kl` (KL from that model's next-token distribution to the current one) and
     /// `forgetting_ce` (cross-entropy of the current model against it), per scored token.
@@ -224,7 +246,15 @@ pub struct EvalCfg {
 
 impl Default for EvalCfg {
     fn default() -> Self {
-        EvalCfg { every: 0, log_points: 0, tasks: Vec::new(), samples: 64, exact_match: true, kl_to: None }
+        EvalCfg {
+            every: 0,
+            log_points: 0,
+            tasks: Vec::new(),
+            samples: 64,
+            exact_match: true,
+            temperature: 0.0,
+            kl_to: None,
+        }
     }
 }
 
@@ -667,7 +697,26 @@ impl RunConfig {
             (Some(c), _) if c.tokens == 0 || c.hidden == 0 => {
                 out.push(problem(key("cond_prompt"), "tokens and hidden must be at least 1"))
             }
+            (Some(c), _) if !(positive(c.scale) && c.scale.is_finite()) => {
+                out.push(problem(key("cond_prompt.scale"), "must be a positive number"))
+            }
+            (Some(c), Trainable::CondPrompt) if c.condition == CondSource::Sample => {
+                let plain = p
+                    .mixture
+                    .keys()
+                    .chain(&p.eval.tasks)
+                    .find(|t| self.tasks.iter().find(|s| &&s.name == t).is_some_and(|s| s.kind != "pathfinding"));
+                if let Some(t) = plain {
+                    out.push(problem(
+                        key("cond_prompt.condition"),
+                        format!("task {t:?} has no per-sample conditions (only pathfinding tasks do); use condition = \"task\""),
+                    ));
+                }
+            }
             _ => {}
+        }
+        if !(non_negative(p.eval.temperature) && p.eval.temperature.is_finite()) {
+            out.push(problem(key("eval.temperature"), "must be a number ≥ 0 (0: greedy)"));
         }
         match (&p.steering, p.trainable) {
             (None, Trainable::Steering) => {

@@ -9,7 +9,7 @@
 
 use super::batching::{batch_at, batch_of, Insert};
 use super::checkpoint::{self, TrainerState};
-use super::config::{PhaseSpec, RunConfig, Trainable};
+use super::config::{CondPromptCfg, CondSource, PhaseSpec, RunConfig, Trainable};
 use super::forgetting::divergence;
 use super::schedule::lr_at;
 use crate::data::corpus::CorpusError;
@@ -432,8 +432,8 @@ impl Runner {
         Ok(loss)
     }
 
-    /// One micro-batch of a conditional-prompt phase: the MLP maps each sample's task id to
-    /// its prompt, and the prompt gradient flows back into the MLP's parameters.
+    /// One micro-batch of a conditional-prompt phase: the MLP maps each sample's condition
+    /// vector to its prompt, and the prompt gradient flows back into the MLP's parameters.
     fn cond_prompt_step(
         &mut self,
         p: &PhaseSpec,
@@ -446,7 +446,8 @@ impl Runner {
         let d = self.model.cfg.d_model;
         let cond = self.cond.as_mut().expect("created at phase start");
         cond.params.copy_from_slice(params);
-        let conditions = one_hot(ids, p.mixture.len());
+        let c = p.cond_prompt.as_ref().expect("validated: cond_prompt phases have a [cond_prompt] table");
+        let conditions = condition_rows(c, samples, ids, cond.shape.conditions);
         let mut prompts = vec![0.0; samples.len() * n * d];
         cond.forward(&conditions, &mut prompts);
         let batch = batch_of(samples, n).per_sequence_prompts(n);
@@ -477,12 +478,14 @@ impl Runner {
             }
             Trainable::CondPrompt => {
                 let c = p.cond_prompt.as_ref().expect("validated: cond_prompt phases have a [cond_prompt] table");
-                let shape = CondPromptShape {
-                    conditions: p.mixture.len(),
-                    tokens: c.tokens,
-                    hidden: c.hidden,
-                    d_model: self.model.cfg.d_model,
+                let conditions = match c.condition {
+                    CondSource::Task => p.mixture.len(),
+                    CondSource::Sample => {
+                        p.mixture.keys().map(|t| self.tasks[t].condition_width()).max().unwrap_or(0).max(1)
+                    }
                 };
+                let shape =
+                    CondPromptShape { conditions, tokens: c.tokens, hidden: c.hidden, d_model: self.model.cfg.d_model };
                 let mut mlp = CondPrompt::new(shape, seed);
                 if let Some(saved) = self.state.buffers.get("cond_prompt") {
                     mlp.params.clone_from(saved);
@@ -587,14 +590,14 @@ impl Runner {
             self.load_reference(anchor)?;
         }
         let mut rows = Vec::new();
+        let generate = p.eval.exact_match.then(|| sampling(p.eval.temperature));
         for name in names {
             let conditioned = self.conditioned_prompt(p, &name, params);
             let task = self.tasks[&name].as_ref();
-            let prompts = conditioned.as_deref().unwrap_or(prompts);
-            let adapt = Adaptation { prompts, n_prompt, steers: &steers, insert: insertion(p) };
-            for (metric, value) in
-                eval_task(&self.model, task, self.cfg.seed, p.eval.samples, &adapt, p.eval.exact_match)?
-            {
+            let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
+            let prompts = conditioned.as_ref().map_or(prompts, |(c, _)| c.as_slice());
+            let adapt = Adaptation { prompts, n_prompt, steers: &steers, insert: insertion(p), per_sequence };
+            for (metric, value) in eval_task(&self.model, task, self.cfg.seed, p.eval.samples, &adapt, generate)? {
                 rows.push((name.clone(), metric, value));
             }
             for (metric, value) in eval_probes(&self.model, task, self.cfg.seed, p.eval.samples, &adapt)? {
@@ -620,18 +623,27 @@ impl Runner {
         Ok(())
     }
 
-    /// In a conditional-prompt phase, the prompt for `task` (its one-hot id in the phase's
-    /// mixture, or all zeros for a task outside it); `None` in other phases.
-    fn conditioned_prompt(&mut self, p: &PhaseSpec, task: &str, params: &[f32]) -> Option<Vec<f32>> {
+    /// In a conditional-prompt phase, the prompt vectors for `task`'s held-out samples and
+    /// whether they are per sample: one prompt for the task's one-hot id in the phase's
+    /// mixture (all zeros for a task outside it), or one per held-out sample for its own
+    /// conditions (the samples [`eval_task`] scores); `None` in other phases.
+    fn conditioned_prompt(&mut self, p: &PhaseSpec, task: &str, params: &[f32]) -> Option<(Vec<f32>, bool)> {
         let cond = self.cond.as_mut().filter(|_| p.trainable == Trainable::CondPrompt)?;
+        let c = p.cond_prompt.as_ref()?;
         cond.params.copy_from_slice(params);
-        let mut condition = vec![0.0; p.mixture.len()];
-        if let Some(k) = p.mixture.keys().position(|t| t == task) {
-            condition[k] = 1.0;
-        }
-        let mut prompt = vec![0.0; cond.shape.tokens * cond.shape.d_model];
-        cond.forward(&condition, &mut prompt);
-        Some(prompt)
+        let (conditions, per_sequence) = match c.condition {
+            CondSource::Task => {
+                let id = p.mixture.keys().position(|t| t == task);
+                (id.map_or(vec![0.0; p.mixture.len()], |k| one_hot(&[k], p.mixture.len())), false)
+            }
+            CondSource::Sample => {
+                let (samples, _) = held_out(self.tasks[task].as_ref(), self.cfg.seed, p.eval.samples, insertion(p));
+                (condition_rows(c, &samples, &[], cond.shape.conditions), true)
+            }
+        };
+        let mut prompt = vec![0.0; conditions.len() / cond.shape.conditions * cond.shape.tokens * cond.shape.d_model];
+        cond.forward(&conditions, &mut prompt);
+        Some((prompt, per_sequence))
     }
 
     /// Logs `(task, metric, value)` rows for the current phase and step.
@@ -752,6 +764,26 @@ impl Anchors {
     }
 }
 
+/// The `[samples, k]` condition rows of a conditional prompt: each sample's task id one-hot
+/// (`ids`), or its own conditions times `scale` (zero-padded or cut to `k`).
+pub fn condition_rows(c: &CondPromptCfg, samples: &[Sample], ids: &[usize], k: usize) -> Vec<f32> {
+    match c.condition {
+        CondSource::Task => one_hot(ids, k),
+        CondSource::Sample => {
+            samples.iter().flat_map(|s| (0..k).map(move |j| s.conditions.get(j).map_or(0.0, |v| v * c.scale))).collect()
+        }
+    }
+}
+
+/// How evaluations generate: greedy at temperature 0, else plain sampling.
+fn sampling(temperature: f32) -> Sampling {
+    if temperature > 0.0 {
+        Sampling::TopP { temperature, top_p: 1.0 }
+    } else {
+        Sampling::Greedy
+    }
+}
+
 /// `[ids.len(), n]` one-hot rows.
 fn one_hot(ids: &[usize], n: usize) -> Vec<f32> {
     let mut out = vec![0.0; ids.len() * n];
@@ -806,6 +838,9 @@ pub struct Adaptation<'a> {
     /// Where the prompt goes; eval sample `k`'s point is fixed by `(seed, k)` whatever the
     /// prompt length, so every length (0 included) scores the same labels.
     pub insert: Insert,
+    /// `prompts` holds `n_prompt` rows per held-out sample (conditional prompts): sample `b`
+    /// reads rows `b·n_prompt..`.
+    pub per_sequence: bool,
 }
 
 /// The insertion mode of a phase's soft prompt (prepended when it has none).
@@ -826,26 +861,35 @@ const EVAL_POINTS: u64 = 0x1e5e_7a11;
 
 /// Held-out metrics of `task` on its first `samples` eval samples under `adapt`: `loss`; for
 /// samples with explicit targets, the teacher-forced `target_accuracy`; otherwise, with
-/// `generate`, `exact_match` and the task's scorers ([`score_all`]) of greedy answers.
+/// `generate`, `exact_match` and the task's scorers ([`score_all`]) of answers generated so
+/// (seeded by `seed`). Answers run to the reference answer's length, or, for a task with
+/// conditions (path quality), to the longest answer the task can have, so that a longer
+/// generated path is scored whole.
 pub fn eval_task(
     model: &Model,
     task: &dyn Task,
     seed: u64,
     samples: usize,
     adapt: &Adaptation,
-    generate: bool,
+    generate: Option<Sampling>,
 ) -> Result<Vec<(&'static str, f64)>> {
     let (samples, at) = held_out(task, seed, samples, adapt.insert);
-    let batch = batch_at(&samples, adapt.n_prompt, &at);
+    let mut batch = batch_at(&samples, adapt.n_prompt, &at);
+    if adapt.per_sequence {
+        batch = batch.per_sequence_prompts(adapt.n_prompt);
+    }
     let norm = default_norm(&batch.targets, &batch.weights);
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, norm);
     let mut out = vec![("loss", loss as f64)];
     if samples.iter().any(|s| s.targets.is_some()) {
         out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
-    } else if generate {
-        let answer_len = samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0);
-        let answers = greedy_answers(model, &samples, &at, adapt, answer_len)?;
+    } else if let Some(sampling) = generate {
+        let answer_len = match task.condition_width() {
+            0 => samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0),
+            _ => task.seq_len() - samples.iter().map(|s| s.prompt_len).min().unwrap_or(0),
+        };
+        let answers = generated_answers(model, &samples, &at, adapt, answer_len, sampling, seed)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
         out.push(("exact_match", hits / samples.len().max(1) as f64));
         out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
@@ -867,7 +911,7 @@ pub fn teacher_forced_accuracy(logits: &[f32], batch: &Batch) -> f64 {
 
 /// The hit rate (and loss, where the probe names one) of each probe set of `task`
 /// ([`Task::probes`]), `samples` held-out samples each, under `adapt` (a soft prompt is
-/// prepended).
+/// prepended); none under per-sample prompts, which belong to the task's own samples.
 pub fn eval_probes(
     model: &Model,
     task: &dyn Task,
@@ -876,9 +920,13 @@ pub fn eval_probes(
     adapt: &Adaptation,
 ) -> Result<Vec<(&'static str, f64)>> {
     let mut out = Vec::new();
+    if adapt.per_sequence {
+        return Ok(out);
+    }
     for probe in task.probes(seed, samples) {
         let prepended = vec![0; probe.samples.len()];
-        let generated = greedy_answers(model, &probe.samples, &prepended, adapt, probe.max_target_len())?;
+        let generated =
+            generated_answers(model, &probe.samples, &prepended, adapt, probe.max_target_len(), Sampling::Greedy, 0)?;
         out.push((probe.hits, probe.hit_rate(&generated)));
         if let Some(metric) = probe.loss {
             out.push((metric, mean_loss(model, &probe.samples, adapt)));
@@ -907,7 +955,10 @@ fn forgetting(
 ) -> (f64, f64) {
     let (samples, at) = held_out(task, seed, samples, adapt.insert);
     let plain = batch_at(&samples, 0, &at);
-    let adapted = batch_at(&samples, adapt.n_prompt, &at);
+    let mut adapted = batch_at(&samples, adapt.n_prompt, &at);
+    if adapt.per_sequence {
+        adapted = adapted.per_sequence_prompts(adapt.n_prompt);
+    }
     let ref_logits = logits_of(reference, &plain, &Adaptation::default());
     let cur_logits = logits_of(current, &adapted, adapt);
     let v = current.cfg.vocab_size;
@@ -961,7 +1012,7 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     let mut rows = Vec::new();
     for (name, task) in build_tasks(&cfg)? {
         let adapt = Adaptation::default();
-        let metrics = eval_task(&model, task.as_ref(), cfg.seed, samples, &adapt, true)?;
+        let metrics = eval_task(&model, task.as_ref(), cfg.seed, samples, &adapt, Some(Sampling::Greedy))?;
         for (metric, value) in metrics.into_iter().chain(eval_probes(&model, task.as_ref(), cfg.seed, samples, &adapt)?)
         {
             rows.push((name.clone(), metric.to_string(), value));
@@ -970,25 +1021,28 @@ pub fn evaluate_checkpoint(run_dir: &Path, step: Option<u64>, samples: usize) ->
     Ok(rows)
 }
 
-/// The greedy continuation (`max_new` tokens) of each sample's prompt; the soft prompt goes
-/// before input token `at[b]` (at most the input's end).
-fn greedy_answers(
+/// The continuation (`max_new` tokens, by `sampling` seeded with `seed`) of each sample's
+/// prompt; the soft prompt goes before input token `at[b]` (at most the input's end).
+fn generated_answers(
     model: &Model,
     samples: &[Sample],
     at: &[usize],
     adapt: &Adaptation,
     max_new: usize,
+    sampling: Sampling,
+    seed: u64,
 ) -> Result<Vec<Vec<u32>>> {
-    let inputs: Vec<Vec<Slot>> = samples
-        .iter()
-        .zip(at)
-        .map(|(s, &a)| {
+    let n = adapt.n_prompt as u32;
+    let inputs: Vec<Vec<Slot>> = (0..)
+        .zip(samples.iter().zip(at))
+        .map(|(b, (s, &a))| {
             let (before, after) = s.tokens[..s.prompt_len].split_at(a.min(s.prompt_len));
             let token = |t: &u32| Slot::Token(*t);
+            let first = if adapt.per_sequence { b * n } else { 0 };
             before
                 .iter()
                 .map(token)
-                .chain((0..adapt.n_prompt as u32).map(Slot::Prompt))
+                .chain((first..first + n).map(Slot::Prompt))
                 .chain(after.iter().map(token))
                 .collect()
         })
@@ -998,9 +1052,9 @@ fn greedy_answers(
         prompt_vectors: adapt.prompts,
         steers: adapt.steers,
         max_new_tokens: max_new,
-        sampling: Sampling::Greedy,
+        sampling,
         eos: None,
-        seed: 0,
+        seed,
     };
     Ok(model.generate(&req)?)
 }

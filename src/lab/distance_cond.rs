@@ -1,0 +1,292 @@
+//! Whether conditional soft prompts follow pathfinding conditions (`[distance.conditional]`):
+//! per sweep point, arm and tuning (the frozen model, unconditional and conditional prompts
+//! per count, fine-tuning), the final metrics of the best run on every evaluated condition —
+//! loss, and the mean extra and invalid moves of sampled paths against the requested ones —
+//! and, per count, the verdict of conditional against unconditional prompts on the held-out
+//! conditions, which the conditional prompts never trained on.
+
+use super::decay_analysis::finished_rows;
+use super::distance::{Arm, Conditional, Tuning};
+use super::distance_analysis::{final_metric, phase_index, point_name, spec_of, variant_of};
+use super::experiment::Experiment;
+use crate::report::Table;
+use crate::store::Store;
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+/// The metrics of one tuning on one evaluated condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConditionResult {
+    /// `(extra_moves, invalid_moves)` asked for.
+    pub condition: [i64; 2],
+    pub held_out: bool,
+    pub loss: f64,
+    /// Means over the sampled paths.
+    pub extra: f64,
+    pub invalid: f64,
+    /// Mean absolute differences from the requested condition.
+    pub extra_gap: f64,
+    pub invalid_gap: f64,
+}
+
+/// What a cell's measurement phase trained, for grouping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Frozen,
+    Soft(usize),
+    Cond(usize),
+    Full,
+    Lora,
+}
+
+impl Kind {
+    fn of(t: Tuning) -> Kind {
+        match t {
+            Tuning::Frozen => Kind::Frozen,
+            Tuning::Prompt { tokens, .. } => Kind::Soft(tokens),
+            Tuning::CondPrompt { tokens, .. } => Kind::Cond(tokens),
+            Tuning::Full { .. } => Kind::Full,
+            Tuning::Lora { .. } => Kind::Lora,
+        }
+    }
+
+    /// `frozen`, `soft 16`, `cond 16`, `full`, `lora`.
+    pub fn name(self) -> String {
+        match self {
+            Kind::Frozen => "frozen".into(),
+            Kind::Soft(n) => format!("soft {n}"),
+            Kind::Cond(n) => format!("cond {n}"),
+            Kind::Full => "full".into(),
+            Kind::Lora => "lora".into(),
+        }
+    }
+}
+
+/// The best run (lowest final loss on the prompts' training task) of one tuning.
+#[derive(Clone, Debug)]
+pub struct TuningResult {
+    pub point: String,
+    pub arm: Arm,
+    pub kind: Kind,
+    /// Its final loss on the training conditions' held-out boards.
+    pub loss: f64,
+    pub conditions: Vec<ConditionResult>,
+}
+
+impl TuningResult {
+    /// Means over the held-out (or seen) conditions of the loss, the per-path gap
+    /// `|extra gap| + |invalid gap|`, and the error of the means `|mean extra − extra| +
+    /// |mean invalid − invalid|` (which per-path sampling noise does not inflate).
+    pub fn mean_over(&self, held_out: bool) -> Option<Means> {
+        let picked: Vec<&ConditionResult> = self.conditions.iter().filter(|c| c.held_out == held_out).collect();
+        let n = picked.len() as f64;
+        let mean = |f: &dyn Fn(&ConditionResult) -> f64| picked.iter().map(|c| f(c)).sum::<f64>() / n;
+        (n > 0.0).then(|| Means {
+            loss: mean(&|c| c.loss),
+            gap: mean(&|c| c.extra_gap + c.invalid_gap),
+            error: mean(&|c| (c.extra - c.condition[0] as f64).abs() + (c.invalid - c.condition[1] as f64).abs()),
+        })
+    }
+
+    /// Least-squares slope of the mean generated extra moves against the requested ones over
+    /// every evaluated condition: near 1 when the condition is followed, near 0 when ignored.
+    pub fn extra_slope(&self) -> Option<f64> {
+        slope(&self.conditions.iter().map(|c| (c.condition[0] as f64, c.extra)).collect::<Vec<_>>())
+    }
+}
+
+/// A tuning's means over a set of conditions (see [`TuningResult::mean_over`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Means {
+    pub loss: f64,
+    pub gap: f64,
+    pub error: f64,
+}
+
+/// The slope of `y` on `x` (`None` when `x` does not vary).
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// Conditional against unconditional prompts of one count on the held-out conditions.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    pub point: String,
+    pub arm: Arm,
+    pub tokens: usize,
+    /// Means over the held-out conditions.
+    pub soft: Means,
+    pub cond: Means,
+    pub soft_slope: Option<f64>,
+    pub cond_slope: Option<f64>,
+    /// The conditional prompt has the lower held-out loss and its mean moves are nearer the
+    /// requested ones.
+    pub follows_on_average: bool,
+    /// ... and its paths are also nearer one by one (the lower per-path gap).
+    pub follows_per_path: bool,
+}
+
+/// The conditional study's results.
+#[derive(Clone, Debug, Default)]
+pub struct CondAnalysis {
+    pub tunings: Vec<TuningResult>,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Reads every cell's final per-condition metrics (empty without `[distance.conditional]`).
+pub fn analyse(exp: &Experiment) -> Result<CondAnalysis> {
+    let spec = spec_of(exp)?;
+    let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
+    let store = Store::open(&exp.db())?;
+    let mut best: BTreeMap<(String, Arm, Kind), TuningResult> = BTreeMap::new();
+    for cell in &exp.cells {
+        let Some(variant) = variant_of(cell) else { continue };
+        let Ok(rows) = finished_rows(&store, cell)? else { continue };
+        let phase = phase_index(cell);
+        let Some(loss) = final_metric(&rows, &Conditional::prompt_task(&spec.behavior), "loss", phase) else {
+            continue;
+        };
+        let metric = |task: &str, m: &str| final_metric(&rows, task, m, phase).unwrap_or(f64::NAN);
+        let conditions = c
+            .evaluated()
+            .into_iter()
+            .map(|(condition, held_out)| {
+                let task = Conditional::task_name(&spec.behavior, condition);
+                ConditionResult {
+                    condition,
+                    held_out,
+                    loss: metric(&task, "loss"),
+                    extra: metric(&task, "extra_moves"),
+                    invalid: metric(&task, "invalid_moves"),
+                    extra_gap: metric(&task, "extra_moves_gap"),
+                    invalid_gap: metric(&task, "invalid_moves_gap"),
+                }
+            })
+            .collect();
+        let kind = Kind::of(variant.tuning);
+        let result = TuningResult { point: point_name(cell), arm: variant.arm, kind, loss, conditions };
+        let key = (result.point.clone(), variant.arm, kind);
+        if best.get(&key).is_none_or(|b| loss < b.loss) {
+            best.insert(key, result);
+        }
+    }
+    let tunings: Vec<TuningResult> = best.into_values().collect();
+    Ok(CondAnalysis { verdicts: verdicts(&tunings), tunings })
+}
+
+/// Per point, arm and count: conditional against unconditional prompts.
+pub fn verdicts(tunings: &[TuningResult]) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for cond in tunings {
+        let Kind::Cond(n) = cond.kind else { continue };
+        let soft = tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == Kind::Soft(n));
+        let (Some(soft), Some(c)) = (soft, cond.mean_over(true)) else { continue };
+        let Some(s) = soft.mean_over(true) else { continue };
+        out.push(Verdict {
+            point: cond.point.clone(),
+            arm: cond.arm,
+            tokens: n,
+            soft: s,
+            cond: c,
+            soft_slope: soft.extra_slope(),
+            cond_slope: cond.extra_slope(),
+            follows_on_average: c.loss < s.loss && c.error < s.error,
+            follows_per_path: c.loss < s.loss && c.error < s.error && c.gap < s.gap,
+        });
+    }
+    out
+}
+
+/// One row per point, arm and count: the verdict.
+pub fn verdict_table(a: &CondAnalysis) -> Table {
+    let header = [
+        "point",
+        "arm",
+        "tokens",
+        "held-out loss soft / cond",
+        "error of mean moves soft / cond",
+        "per-path |gap| soft / cond",
+        "extra slope soft / cond",
+        "follows held-out conditions",
+    ]
+    .map(String::from)
+    .to_vec();
+    let slope = |s: Option<f64>| s.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let rows = a
+        .verdicts
+        .iter()
+        .map(|v| {
+            vec![
+                v.point.clone(),
+                v.arm.name().into(),
+                v.tokens.to_string(),
+                format!("{:.4} / {:.4}", v.soft.loss, v.cond.loss),
+                format!("{:.2} / {:.2}", v.soft.error, v.cond.error),
+                format!("{:.2} / {:.2}", v.soft.gap, v.cond.gap),
+                format!("{} / {}", slope(v.soft_slope), slope(v.cond_slope)),
+                match (v.follows_on_average, v.follows_per_path) {
+                    (true, true) => "yes, per path too".into(),
+                    (true, false) => "on average, not per path".into(),
+                    _ => "no".into(),
+                },
+            ]
+        })
+        .collect();
+    Table {
+        caption: "Conditional versus unconditional prompts of the same length on the held-out conditions (means \
+                  over them): loss; |mean extra − requested| + |mean invalid − requested|; the per-path |extra \
+                  gap| + |invalid gap| of sampled paths; and the slope of mean generated against requested extra \
+                  moves over every evaluated condition. A prompt follows on average with the lower loss and the \
+                  lower error of its means, per path when its per-path gap is lower too"
+            .into(),
+        header,
+        rows,
+    }
+}
+
+/// One row per point, arm, tuning and evaluated condition.
+pub fn condition_table(a: &CondAnalysis) -> Table {
+    let header = [
+        "point",
+        "arm",
+        "tuning",
+        "condition (extra, invalid)",
+        "set",
+        "loss",
+        "mean extra",
+        "mean invalid",
+        "|extra gap|",
+        "|invalid gap|",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for t in &a.tunings {
+        for c in &t.conditions {
+            rows.push(vec![
+                t.point.clone(),
+                t.arm.name().into(),
+                t.kind.name(),
+                format!("({}, {})", c.condition[0], c.condition[1]),
+                if c.held_out { "held out".into() } else { "seen".into() },
+                format!("{:.4}", c.loss),
+                format!("{:.2}", c.extra),
+                format!("{:.2}", c.invalid),
+                format!("{:.2}", c.extra_gap),
+                format!("{:.2}", c.invalid_gap),
+            ]);
+        }
+    }
+    Table {
+        caption: "Per evaluated condition: the best run of each tuning (by loss on the training conditions), its \
+                  held-out loss on boards whose path has that condition, and the mean extra and invalid moves of \
+                  its sampled paths"
+            .into(),
+        header,
+        rows,
+    }
+}
