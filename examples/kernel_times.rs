@@ -9,14 +9,17 @@ use vestige::engine::kernels::linear::{linear_backward_input, linear_backward_pa
 use vestige::engine::kernels::loss::cross_entropy;
 use vestige::engine::kernels::norm::{norm_backward, norm_forward, partials_len, NormKind};
 
-/// Mean milliseconds of `f` over `reps` runs after one warm-up.
+/// Fastest of `reps` runs of `f` (after one warm-up), in milliseconds. On a shared machine
+/// contention only ever slows a run, so the fastest is the least disturbed figure.
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let t = Instant::now();
-    for _ in 0..reps {
-        f();
-    }
-    t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn main() {

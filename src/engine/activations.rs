@@ -3,6 +3,7 @@
 //! allocates nothing in steady state.
 
 use super::kernels::dropout::Dropout;
+use super::kernels::embed::Slot;
 use super::kernels::norm::partials_len;
 use super::lora::Proj;
 use super::model::Model;
@@ -51,6 +52,26 @@ pub struct GradScratch {
     pub dxa: Vec<f32>,
 }
 
+/// The slots whose input gradient a prompt-only backward pass needs: their row indices
+/// (ascending) and what occupies each.
+#[derive(Default)]
+pub struct PromptRows {
+    pub rows: Vec<usize>,
+    pub slots: Vec<Slot>,
+}
+
+impl PromptRows {
+    /// Selects the prompt slots of `slots` (reusing the buffers).
+    pub fn select(&mut self, slots: &[Slot]) {
+        self.rows.clear();
+        self.slots.clear();
+        for (r, slot) in slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Prompt(_))) {
+            self.rows.push(r);
+            self.slots.push(*slot);
+        }
+    }
+}
+
 /// All buffers of one pass.
 #[derive(Default)]
 pub struct Activations {
@@ -75,6 +96,7 @@ pub struct Activations {
     pub logits: Vec<f32>,
     pub row_loss: Vec<f32>,
     pub grad: GradScratch,
+    pub prompt_rows: PromptRows,
 }
 
 /// Resizes `v` to `n` zeroed floats only when its length differs.

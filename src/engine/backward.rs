@@ -11,6 +11,7 @@ use super::kernels::embed::embed_backward;
 use super::kernels::linear::{linear_backward_input, linear_backward_params};
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_backward;
+use super::kernels::rope::rope_row;
 use super::layout::{LinearSlots, NormSlots, Slot};
 use super::lora::Proj;
 use super::model::{Model, Steer};
@@ -35,6 +36,11 @@ impl GradSinks<'_> {
             return Some(0);
         }
         self.steers.as_ref().and_then(|_| steers.iter().map(|s| s.layer).min())
+    }
+
+    /// Only prompt vectors train, so the input gradient is needed at prompt slots alone.
+    fn prompts_only(&self) -> bool {
+        self.prompts.is_some() && self.weights.is_none() && self.lora.is_none() && self.steers.is_none()
     }
 }
 
@@ -68,7 +74,12 @@ impl Model {
             &acts.lnf_rstd,
         );
         steer_grads(&mut sinks, steers, last, &g.dres, s, d);
+        let prompt_rows = self.lora.is_none() && sinks.prompts_only();
+        if prompt_rows {
+            acts.prompt_rows.select(&batch.slots);
+        }
         for l in (lowest..last).rev() {
+            let rows = (prompt_rows && l == 0).then_some(&acts.prompt_rows.rows[..]);
             self.block_backward(
                 l,
                 &mut acts.blocks[l],
@@ -77,19 +88,23 @@ impl Model {
                 &mut sinks,
                 batch,
                 &acts.dropout,
+                rows,
             );
             steer_grads(&mut sinks, steers, l, &g.dres, s, d);
         }
         if lowest == 0 {
             let dwte = slot_mut(&mut sinks.weights, &self.layout.wte);
-            embed_backward(dwte, sinks.prompts.as_deref_mut(), None, &g.dres, &batch.slots, s);
+            let slots = if prompt_rows { &acts.prompt_rows.slots } else { &batch.slots };
+            embed_backward(dwte, sinks.prompts.as_deref_mut(), None, &g.dres[..slots.len() * d], slots, s);
             if let Some(wpe) = &self.layout.wpe {
                 embed_backward(None, None, slot_mut(&mut sinks.weights, wpe), &g.dres, &batch.slots, s);
             }
         }
     }
 
-    /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`.
+    /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`. With `rows` (sorted),
+    /// only those rows of `∂L/∂x` are computed, left compacted at the front of `g.dres`;
+    /// the block's saved activations are then consumed.
     #[allow(clippy::too_many_arguments)]
     fn block_backward(
         &self,
@@ -100,18 +115,17 @@ impl Model {
         sinks: &mut GradSinks,
         batch: &Batch,
         drop: &Dropout,
+        rows: Option<&[usize]>,
     ) {
         let (c, p, n) = (&self.cfg, &self.layout.blocks[l], batch.rows());
-        let xa = &a.lora_xa;
-        // MLP branch: dropout ← down ← act ← fc ← ln2.
-        let dy = branch_grad(&mut g.dbranch, &g.dres, drop.mask(drop.resid, l, Site::MlpBranch));
-        self.lin_back(l, Proj::Down, sinks, (&mut g.dact, &mut g.dxa), dy, &a.act, &xa[3], n);
-        act_backward(&mut g.dfc, &g.dact, &a.fc, c.d_ff, c.activation);
-        self.lin_back(l, Proj::Fc, sinks, (&mut g.dln2, &mut g.dxa), &g.dfc, &a.ln2, &xa[2], n);
+        let mlp_mask = drop.mask(drop.resid, l, Site::MlpBranch);
         if !c.parallel_residual {
+            let dy = branch_grad(&mut g.dbranch, &g.dres, mlp_mask);
+            self.mlp_backward(l, a, sinks, (&mut g.dact, &mut g.dfc, &mut g.dln2, &mut g.dxa), dy, n);
             self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, &a.mid, &a.ln2_mean, &a.ln2_rstd);
         }
-        // Attention branch: dropout ← out ← attention ← qkv ← ln1.
+        // Attention branch, over every row (later queries read earlier rows' keys and
+        // values): dropout ← out ← attention.
         let dy = branch_grad(&mut g.dbranch, &g.dres, drop.mask(drop.resid, l, Site::AttnBranch));
         self.lin_back(l, Proj::AttnOut, sinks, (&mut g.dattn, &mut g.dxa), dy, &a.attn, &a.lora_xa[1], n);
         let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
@@ -124,12 +138,78 @@ impl Model {
             self.attn_shape(batch.batch, batch.seq),
             attn_mask,
         );
-        self.rope_rows(&mut g.dqkv, batch.seq, true, None);
-        self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], n);
+        // Each row is independent from here on: qkv ← ln1, and the MLP of parallel blocks.
+        let (x, m) = match rows {
+            Some(r) => {
+                self.keep_rows(r, a, g, x, mlp_mask, batch.seq);
+                (&a.ln1[..], r.len())
+            }
+            None => {
+                self.rope_rows(&mut g.dqkv, batch.seq, true, None);
+                (x, n)
+            }
+        };
+        self.lin_back(l, Proj::Qkv, sinks, (&mut g.dln1, &mut g.dxa), &g.dqkv, &a.ln1, &a.lora_xa[0], m);
         if c.parallel_residual {
-            self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, x, &a.ln2_mean, &a.ln2_rstd);
+            let dy = match rows {
+                Some(_) => &a.ln2[..],
+                None => branch_grad(&mut g.dbranch, &g.dres, mlp_mask),
+            };
+            self.mlp_backward(l, a, sinks, (&mut g.dact, &mut g.dfc, &mut g.dln2, &mut g.dxa), dy, m);
+            self.norm_back(&p.ln2, &mut sinks.weights, g, Dln::Two, x, &a.ln2_mean[..m], &a.ln2_rstd[..m]);
         }
-        self.norm_back(&p.ln1, &mut sinks.weights, g, Dln::One, x, &a.ln1_mean, &a.ln1_rstd);
+        self.norm_back(&p.ln1, &mut sinks.weights, g, Dln::One, x, &a.ln1_mean[..m], &a.ln1_rstd[..m]);
+    }
+
+    /// MLP branch of `m` rows in reverse, from the branch gradient `dy` to `dln2`:
+    /// down ← act ← fc.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp_backward(
+        &self,
+        l: usize,
+        a: &BlockActs,
+        sinks: &mut GradSinks,
+        (dact, dfc, dln2, dxa): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+        dy: &[f32],
+        m: usize,
+    ) {
+        let c = &self.cfg;
+        self.lin_back(l, Proj::Down, sinks, (dact, dxa), dy, &a.act, &a.lora_xa[3], m);
+        let fc = m * c.fc_dim();
+        act_backward(&mut dfc[..fc], &dact[..m * c.d_ff], &a.fc[..fc], c.d_ff, c.activation);
+        self.lin_back(l, Proj::Fc, sinks, (dln2, dxa), dfc, &a.ln2, &a.lora_xa[2], m);
+    }
+
+    /// Prepares the row-independent tail of `block_backward` for `rows` alone: their
+    /// gradients, statistics and pre-activations are compacted to the front of their
+    /// buffers, the block input's rows are gathered into `a.ln1` and (parallel blocks) the
+    /// MLP branch gradient's into `a.ln2`, and the rows of `g.dqkv` are un-rotated.
+    #[allow(clippy::too_many_arguments)]
+    fn keep_rows(
+        &self,
+        rows: &[usize],
+        a: &mut BlockActs,
+        g: &mut GradScratch,
+        x: &[f32],
+        mlp_mask: Option<Mask>,
+        seq: usize,
+    ) {
+        let (c, d) = (&self.cfg, self.cfg.d_model);
+        if c.parallel_residual {
+            gather_rows(&mut a.ln2, branch_grad(&mut g.dbranch, &g.dres, mlp_mask), d, rows);
+            compact_rows(&mut a.fc, c.fc_dim(), rows);
+        }
+        gather_rows(&mut a.ln1, x, d, rows);
+        let w = c.qkv_dim();
+        for &r in rows {
+            rope_row(&mut g.dqkv[r * w..(r + 1) * w], &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, true);
+        }
+        for (buf, width) in [(&mut g.dqkv, w), (&mut g.dres, d)] {
+            compact_rows(buf, width, rows);
+        }
+        for buf in [&mut a.ln1_mean, &mut a.ln1_rstd, &mut a.ln2_mean, &mut a.ln2_rstd] {
+            compact_rows(buf, 1, rows);
+        }
     }
 
     /// `dx = dy · W` and, when weights train, `dW += dyᵀ · x`, `db += Σ dy`; plus the
@@ -188,6 +268,20 @@ fn branch_grad<'a>(buf: &'a mut [f32], dres: &'a [f32], mask: Option<Mask>) -> &
             buf
         }
         None => dres,
+    }
+}
+
+/// Copies rows `rows` of `src` (`width` floats each) to the front of `dst`, in order.
+fn gather_rows(dst: &mut [f32], src: &[f32], width: usize, rows: &[usize]) {
+    for (k, &r) in rows.iter().enumerate() {
+        dst[k * width..(k + 1) * width].copy_from_slice(&src[r * width..(r + 1) * width]);
+    }
+}
+
+/// Moves rows `rows` (ascending) of `buf` to its front, in order.
+fn compact_rows(buf: &mut [f32], width: usize, rows: &[usize]) {
+    for (k, &r) in rows.iter().enumerate() {
+        buf.copy_within(r * width..(r + 1) * width, k * width);
     }
 }
 
