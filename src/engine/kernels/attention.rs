@@ -7,8 +7,9 @@
 
 use super::dropout::Mask;
 use super::fastmath::exp;
-use super::matmul::{matmul, Mat, MatMut, Threads};
+use super::matmul::{Mat, MatMut};
 use super::reduce;
+use super::tile::small_matmul;
 use rayon::prelude::*;
 
 /// Query rows per block.
@@ -40,9 +41,13 @@ impl AttnShape {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
+    /// Scratch floats per sequence: two `[BLOCK, S]` blocks and two `[hd, S]` transposes.
+    fn seq_scratch(&self) -> usize {
+        2 * (BLOCK + self.head_dim) * self.seq
+    }
     /// Scratch floats the forward and backward passes need.
     pub fn scratch_len(&self) -> usize {
-        self.batch * 2 * BLOCK * self.seq
+        self.batch * self.seq_scratch()
     }
     /// Index of probability `(b, h, i, 0)` in `[B, H, S, S]`, which keys dropout masks.
     fn prob_index(&self, b: usize, h: usize, i: usize) -> u64 {
@@ -63,6 +68,26 @@ fn cols(buf: &[f32], w: usize, col: usize, r0: usize, r1: usize, hd: usize) -> M
 /// Same, mutably.
 fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usize) -> MatMut<'_> {
     MatMut::strided(&mut buf[r0 * w + col..], r1 - r0, hd, w)
+}
+
+/// Writes the transpose of columns `[col, col+hd)` of the first `rows` rows of a
+/// row-major buffer of width `w` into `dst` as `[hd, rows]` (row stride `seq`), so keys
+/// or values run along contiguous rows for `small_matmul`.
+fn transpose_head<'a>(
+    dst: &'a mut [f32],
+    buf: &[f32],
+    w: usize,
+    col: usize,
+    rows: usize,
+    hd: usize,
+    seq: usize,
+) -> &'a [f32] {
+    for (j, src) in buf.chunks_exact(w).take(rows).enumerate() {
+        for (d, v) in src[col..col + hd].iter().enumerate() {
+            dst[d * seq + j] = *v;
+        }
+    }
+    dst
 }
 
 /// Copies rows `i0..i1` (first `width` columns) of `p` into `dst` with the dropout mask
@@ -98,32 +123,27 @@ pub fn attention_forward(
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     out.par_chunks_mut(s * a)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
-        .zip(scratch.par_chunks_mut(2 * BLOCK * s))
+        .zip(scratch.par_chunks_mut(sh.seq_scratch()))
         .zip(qkv.par_chunks(s * w))
         .enumerate()
         .for_each(|(b, (((out, probs), scratch), qkv))| {
+            let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
+                let kt = transpose_head(kt, qkv, w, sh.k_col(h), s, hd, s);
                 for (i0, i1) in blocks(s) {
                     let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                    let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
-                    matmul(
-                        MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s),
-                        q,
-                        k.t(),
-                        sh.scale(),
-                        false,
-                        Threads::One,
-                    );
+                    let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
+                    small_matmul(scores, q, Mat::strided(kt, hd, i1, s), sh.scale(), false);
                     for i in i0..i1 {
                         softmax_causal_row(&mut p[i * s..i * s + i1], i);
                     }
                     let pb = match &mask {
-                        Some(m) => dropped_rows(scratch, p, m, &sh, (b, h), (i0, i1), i1),
+                        Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), i1),
                         None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
                     };
                     let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
-                    matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false, Threads::One);
+                    small_matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false);
                 }
             }
         });
@@ -156,14 +176,16 @@ pub fn attention_backward(
     let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
     dqkv.par_chunks_mut(s * w)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
-        .zip(scratch.par_chunks_mut(2 * BLOCK * s))
+        .zip(scratch.par_chunks_mut(sh.seq_scratch()))
         .zip(dout.par_chunks(s * a).zip(qkv.par_chunks(s * w)))
         .enumerate()
         .for_each(|(b, (((dqkv, probs), scratch), (dout, qkv)))| {
-            let (dropped, dp) = scratch.split_at_mut(BLOCK * s);
+            let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
+            let (dp, vt) = rest.split_at_mut(BLOCK * s);
             dqkv.fill(0.0);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
+                let vt = transpose_head(vt, qkv, w, sh.v_col(h), s, hd, s);
                 for (i0, i1) in blocks(s) {
                     let (rows, pw) = (i1 - i0, i1);
                     let dout_b = cols(dout, a, h * hd, i0, i1, hd);
@@ -172,10 +194,9 @@ pub fn attention_backward(
                         Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
                         None => Mat::strided(&p[i0 * s..], rows, pw, s),
                     };
-                    matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, true, Threads::One);
+                    small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, true);
                     // dP = (dout · Vᵀ) ⊙ mask
-                    let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
-                    matmul(MatMut::strided(dp, rows, pw, s), dout_b, v.t(), 1.0, false, Threads::One);
+                    small_matmul(MatMut::strided(dp, rows, pw, s), dout_b, Mat::strided(vt, hd, pw, s), 1.0, false);
                     for i in i0..i1 {
                         let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
                         if let Some(m) = &mask {
@@ -186,9 +207,9 @@ pub fn attention_backward(
                     let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
                     // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
                     let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
-                    matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false, Threads::One);
+                    small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
                     let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                    matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), true, Threads::One);
+                    small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), true);
                 }
             }
         });

@@ -25,6 +25,11 @@ impl<'a> Mat<'a> {
         m
     }
 
+    /// `(row stride, column stride)` in elements.
+    pub fn strides(&self) -> (usize, usize) {
+        (self.rs, self.cs)
+    }
+
     /// The transpose (a view; nothing moves).
     pub fn t(self) -> Self {
         Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
@@ -58,6 +63,11 @@ impl<'a> MatMut<'a> {
             assert!((rows - 1) * row_stride + cols <= data.len(), "destination view exceeds its buffer");
         }
         MatMut { data, rows, cols, rs: row_stride }
+    }
+
+    /// Row stride in elements (columns are contiguous).
+    pub fn row_stride(&self) -> usize {
+        self.rs
     }
 }
 

@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod norm;
 pub mod reduce;
 pub mod rope;
+pub mod tile;
 
 /// Rows per parallel work item for row-wise kernels; fixed so results never depend on
 /// the thread count or on scheduling.
