@@ -42,9 +42,27 @@ pub fn act_forward(out: &mut [f32], pre: &mut [f32], bias: Option<&[f32]>, d_ff:
     });
 }
 
-/// One row of the forward pass, leaving the backward pass's input in `p`.
-#[inline]
+/// One row of the forward pass, leaving the backward pass's input in `p`: compiled a
+/// second time for AVX-512 (twice the lanes of the baseline build), chosen at run time.
+/// Both builds evaluate the same element-wise expressions, so they give the same bits.
 fn act_row(o: &mut [f32], p: &mut [f32], act: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F.
+        return unsafe { act_row_avx512(o, p, act) };
+    }
+    act_row_portable(o, p, act)
+}
+
+/// `act_row_portable` vectorised with AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn act_row_avx512(o: &mut [f32], p: &mut [f32], act: Activation) {
+    act_row_portable(o, p, act)
+}
+
+#[inline(always)]
+fn act_row_portable(o: &mut [f32], p: &mut [f32], act: Activation) {
     match act {
         Activation::GeluExact => o.iter_mut().zip(p).for_each(|(o, x)| (*o, *x) = gelu_exact(*x)),
         Activation::GeluTanh => o.iter_mut().zip(p).for_each(|(o, x)| (*o, *x) = gelu_tanh(*x)),
