@@ -104,3 +104,28 @@ fn act_row_backward(dp: &mut [f32], d: &[f32], p: &[f32], act: Activation) {
         }
     }
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx512_build_of_the_activation_row_gives_the_baseline_bits() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: this CPU has no AVX-512F, so only the baseline build runs");
+            return;
+        }
+        let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
+        for act in [Activation::GeluExact, Activation::GeluTanh, Activation::SwiGlu] {
+            let width = if act == Activation::SwiGlu { 500 } else { 1000 };
+            let (mut o1, mut p1) = (vec![0.0; width], x.clone());
+            let (mut o2, mut p2) = (vec![0.0; width], x.clone());
+            act_row_portable(&mut o1, &mut p1, act);
+            // SAFETY: checked above that the CPU supports AVX-512F.
+            unsafe { act_row_avx512(&mut o2, &mut p2, act) };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&o1), bits(&o2), "{act:?} outputs");
+            assert_eq!(bits(&p1), bits(&p2), "{act:?} saved derivatives");
+        }
+    }
+}
