@@ -12,12 +12,12 @@ use super::pathfinding::Pathfinding;
 use super::sequence::{SequenceTask, Transform};
 use super::targets::{Repeat, Skip};
 use super::Task;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A task the run can train or evaluate on.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// Defaults to the kind in inline and nested (`over`) specs.

@@ -127,18 +127,18 @@ fn run_batch(
 ) -> Result<()> {
     let mut todo = Vec::new();
     for (cell, flops) in cells {
+        let hash = cell.config.hash();
+        // A cell an older build recorded for this config counts (see `RunConfig::legacy_hash`).
+        store.rehash_run(&cell.id, &cell.config.legacy_hash(), &hash)?;
         match store.run_info(&cell.id)? {
-            Some(info) if info.status == "done" && info.config_hash == cell.config.hash() => {
-                outcome.skipped.push(cell.id.clone())
-            }
+            Some(info) if info.status == "done" && info.config_hash == hash => outcome.skipped.push(cell.id.clone()),
             Some(info) if info.status == "done" => outcome.failed.push((
                 cell.id.clone(),
                 format!(
                     "finished under config hash {}, but the experiment now gives {} (the experiment file or \
                      vestige's config format changed); its results stay in the store and the report — give the \
                      experiment a new name to rerun it",
-                    info.config_hash,
-                    cell.config.hash()
+                    info.config_hash, hash
                 ),
             )),
             _ => todo.push((cell, flops)),

@@ -361,6 +361,17 @@ impl Store {
         })
     }
 
+    /// Re-records run `run` under config hash `new` if it is stored under `old` (the same
+    /// config hashed another way); otherwise changes nothing.
+    pub fn rehash_run(&self, run: &str, old: &str, new: &str) -> Result<(), StoreError> {
+        self.retry(|| {
+            let tx = self.write_tx()?;
+            tx.execute("UPDATE runs SET config_hash = ?3 WHERE run = ?1 AND config_hash = ?2", [run, old, new])
+                .map_err(|e| self.err("re-recording the config hash", e))?;
+            tx.commit().map_err(|e| self.err("committing rehash_run", e))
+        })
+    }
+
     /// Sets the status of an existing run: `running`, `done`, `failed: <reason>`, `diverged`
     /// or any other text. An unknown run is [`StoreError::UnknownRun`].
     pub fn set_status(&self, run: &str, status: &str) -> Result<(), StoreError> {

@@ -160,8 +160,9 @@ pub fn prune(root: &Path, keep_last: usize) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// Loads and verifies a checkpoint written for the config hashing to `expected_hash`.
-pub fn load(dir: &Path, expected_hash: &str) -> Result<(Model, TrainerState), CheckpointError> {
+/// Loads and verifies a checkpoint written for the config hashing to `expected_hash`, or
+/// to `legacy_hash` by an older build; the state returned carries `expected_hash`.
+pub fn load(dir: &Path, expected_hash: &str, legacy_hash: &str) -> Result<(Model, TrainerState), CheckpointError> {
     verify(dir)?;
     let state_path = dir.join(STATE);
     let meta = crate::hf::io::read_safetensors_metadata(&state_path)?;
@@ -177,12 +178,12 @@ pub fn load(dir: &Path, expected_hash: &str) -> Result<(Model, TrainerState), Ch
         })
     };
     let found = field("config_hash")?;
-    if found != expected_hash {
+    if found != expected_hash && found != legacy_hash {
         return Err(CheckpointError::ConfigChanged { path: dir.to_path_buf(), expected: expected_hash.into(), found });
     }
     let buffers = read_safetensors(&state_path)?.into_iter().map(|(k, t)| (k, t.data)).collect();
     let state = TrainerState {
-        config_hash: found,
+        config_hash: expected_hash.into(),
         phase: num("phase")? as usize,
         step_in_phase: num("step_in_phase")?,
         global_step: num("global_step")?,

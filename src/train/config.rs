@@ -3,18 +3,19 @@
 //! every error names the file, the key path and its line.
 
 use super::batching::Insert;
+use super::canonical::canonical_json;
 use super::locate::line_of;
 pub use crate::data::spec::TaskSpec;
 use crate::data::spec::WRAPPERS;
 use crate::data::Task;
 use crate::engine::lora::Proj;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A whole run.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Run name (the directory under `out_dir`).
@@ -40,7 +41,7 @@ fn default_out_dir() -> PathBuf {
 }
 
 /// The model: loaded from a Hugging Face directory, or initialised fresh.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSpec {
     /// A local HF model directory to start from (the other keys are then ignored).
@@ -75,7 +76,7 @@ impl Default for ModelSpec {
 }
 
 /// What a phase trains.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Trainable {
     All,
@@ -90,7 +91,7 @@ pub enum Trainable {
 }
 
 /// LoRA settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LoraCfg {
     pub rank: usize,
@@ -108,7 +109,7 @@ fn all_projections() -> Vec<Proj> {
 }
 
 /// Soft-prompt settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SoftPromptCfg {
     /// Prompt length; 0 (with `trainable = "none"`) evaluates the frozen model under the same
@@ -124,7 +125,7 @@ pub struct SoftPromptCfg {
 
 /// Steering-vector settings: `coef · v` is added to residual stream `layer` (the input of
 /// block `layer`; `n_layers` is the final norm's input) at slots `start..end`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SteeringCfg {
     pub layer: usize,
@@ -137,7 +138,7 @@ pub struct SteeringCfg {
 }
 
 /// Conditional soft-prompt settings.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CondPromptCfg {
     pub tokens: usize,
@@ -152,7 +153,7 @@ pub struct CondPromptCfg {
 }
 
 /// What a conditional prompt is conditioned on.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CondSource {
     /// The one-hot id of each sample's task (its position in the phase's `mixture`, sorted
@@ -178,7 +179,7 @@ fn default_prompt_std() -> f32 {
 }
 
 /// The optimizer.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerCfg {
     /// `adamw` or `sgd`.
@@ -205,7 +206,7 @@ impl Default for OptimizerCfg {
 }
 
 /// The learning-rate schedule: linear warm-up, then constant, cosine or linear decay.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleCfg {
     /// `constant`, `cosine` or `linear`.
@@ -222,7 +223,7 @@ impl Default for ScheduleCfg {
 }
 
 /// When and what to evaluate.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalCfg {
     /// Evaluate every N steps (linear schedule); 0 disables unless `log_points` is set.
@@ -259,7 +260,7 @@ impl Default for EvalCfg {
 }
 
 /// One phase of a run.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
     pub name: String,
@@ -324,7 +325,7 @@ fn default_ewc_samples() -> usize {
 }
 
 /// Checkpointing.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CheckpointSpec {
     /// Save every N steps (0: only at phase ends, which are always saved and pinned).
@@ -759,12 +760,26 @@ impl RunConfig {
         }
     }
 
-    /// A stable hash of the configuration's meaning (its canonical JSON form), used to
-    /// refuse resuming a run with a different config.
+    /// A stable hash of the configuration's meaning, used to refuse resuming a run with a
+    /// different config: 24 hex digits of the SHA-256 of its [`canonical_json`] form. The
+    /// rule: a key whose value equals the value it takes when absent from the TOML (a
+    /// default, an unset option) does not count, so writing a default out, the order of keys
+    /// and tables, and a field added later with a default leave the hash as it is; any
+    /// other value changes it.
     pub fn hash(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let canonical = format!("{self:?}");
-        let digest = Sha256::digest(canonical.as_bytes());
-        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+        short_sha256(&canonical_json(self))
     }
+
+    /// The hash that builds before [`RunConfig::hash`] recorded: of the `Debug` form. It
+    /// recognises a run they stored only while this struct's `Debug` form is what it was
+    /// then, i.e. no config field has been added, removed, renamed or reordered since.
+    pub fn legacy_hash(&self) -> String {
+        short_sha256(&format!("{self:?}"))
+    }
+}
+
+/// The first 12 bytes of the SHA-256 of `text`, in hex.
+fn short_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
 }

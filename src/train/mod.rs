@@ -2,6 +2,7 @@
 //! checkpoints that resume bit-exactly.
 
 pub mod batching;
+pub mod canonical;
 pub mod checkpoint;
 pub mod config;
 pub mod forgetting;

@@ -105,7 +105,7 @@ pub fn run_or_resume(cfg: RunConfig, text: String, paths: RunPaths) -> Result<Ru
     std::fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
     crate::hf::io::write_atomic(&paths.config, text.as_bytes())?;
     let resumed = match checkpoint::list(&paths.checkpoints).pop() {
-        Some((_, latest)) => Some(checkpoint::load(&latest, &cfg.hash())?),
+        Some((_, latest)) => Some(checkpoint::load(&latest, &cfg.hash(), &cfg.legacy_hash())?),
         None => None,
     };
     Runner::start(cfg, text, paths, resumed)?.run()
@@ -264,7 +264,10 @@ impl Runner {
         let tasks = build_tasks(&cfg)?;
         let tokenizer = model_tokenizer(&paths.dir, &tasks.values().cloned().collect::<Vec<_>>());
         let store = Store::open(&paths.db)?;
-        store.begin_run(&cfg.name, &text, &cfg.hash())?;
+        let hash = cfg.hash();
+        // A run an older build recorded for this config resumes (see `RunConfig::legacy_hash`).
+        store.rehash_run(&cfg.name, &cfg.legacy_hash(), &hash)?;
+        store.begin_run(&cfg.name, &text, &hash)?;
         let (model, state) = match resumed {
             Some((model, state)) => {
                 store.truncate_after(&cfg.name, state.global_step)?;
@@ -275,7 +278,7 @@ impl Runner {
                 store.truncate_after(&cfg.name, 0)?;
                 crate::store::rewrite_csv(&paths.csv, &[])?;
                 let model = build_model(&cfg, &tasks)?;
-                let state = TrainerState { config_hash: cfg.hash(), ..Default::default() };
+                let state = TrainerState { config_hash: hash, ..Default::default() };
                 checkpoint::save(&paths.checkpoints, &model, tokenizer.as_deref(), &state, Some("init"))?;
                 (model, state)
             }
