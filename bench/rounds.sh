@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Interleaved side-by-side rounds: for each round and workload, `vestige bench` then the
 # PyTorch eager baseline (bench/pytorch_baseline.py), so slow phases of a noisy shared
-# machine hit both sides alike. Prints every JSON line to stderr and a markdown table of
-# per-round tokens/s, medians over rounds and their ratio to stdout.
+# machine hit both sides alike. Prints every JSON line to stderr and, to stdout, a markdown
+# table with, per workload: tokens/s (median and range over rounds), the vestige/PyTorch ratio of each
+# round (the two sides run back to back, so a round compares them under nearly the same
+# conditions; median and range), and the fastest single step on each side (contention only
+# ever slows a step, so the fastest is the least disturbed estimate of an engine's speed).
 #
-#   PYTHON=/path/to/venv/bin/python ROUNDS=5 STEPS=30 bench/rounds.sh
+#   PYTHON=/path/to/venv/bin/python ROUNDS=10 STEPS=12 bench/rounds.sh
 #
 # Needs python3 with torch for the baseline (PYTHON overrides the interpreter).
 set -euo pipefail
@@ -30,13 +33,18 @@ for line in open(sys.argv[1]):
     side, js = line.split(" ", 1)
     d = json.loads(js)
     rows.setdefault((d["config"], d["mode"]), {}).setdefault(side, []).append(d)
-print("| workload | vestige tokens/s (rounds) | PyTorch eager tokens/s (rounds) | ratio of medians | vestige peak RSS | PyTorch peak RSS |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| workload | vestige tokens/s, median (range) | PyTorch eager tokens/s, median (range) | ratio per round, median (range) | fastest step, vestige / PyTorch | vestige peak RSS | PyTorch peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for (config, mode), sides in rows.items():
     v = [d["tokens_per_s"] for d in sides["vestige"]]
     p = [d["tokens_per_s"] for d in sides["pytorch"]]
-    fmt = lambda xs: f"{statistics.median(xs):,.0f} ({' / '.join(f'{x:,.0f}' for x in xs)})"
+    # Each round runs the two sides back to back, so a round's ratio compares them under
+    # nearly the same machine conditions.
+    r = [a / b for a, b in zip(v, p)]
+    spread = lambda xs, f: f"{f(statistics.median(xs))} ({f(min(xs))}–{f(max(xs))})"
+    tok = lambda x: f"{x:,.0f}"
+    fastest = lambda side: min(d["step_ms_min"] for d in sides[side])
+    fast = f"{fastest('vestige'):.1f} / {fastest('pytorch'):.1f} ms = {fastest('pytorch') / fastest('vestige'):.2f}x"
     rss = lambda side: f"{max(d['peak_rss_mb'] for d in sides[side]):.0f} MB"
-    ratio = statistics.median(v) / statistics.median(p)
-    print(f"| {config}, {mode} | {fmt(v)} | {fmt(p)} | {ratio:.2f}x | {rss('vestige')} | {rss('pytorch')} |")
+    print(f"| {config}, {mode} | {spread(v, tok)} | {spread(p, tok)} | {spread(r, lambda x: f'{x:.2f}x')} | {fast} | {rss('vestige')} | {rss('pytorch')} |")
 EOF

@@ -483,3 +483,14 @@ fn linear_fit_rejects_constant_x() {
     let err = linear_fit(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).unwrap_err();
     assert_eq!(err, AnalysisError::ConstantX { n: 3, x: 2.0 });
 }
+
+#[test]
+fn slope_only_agrees_with_linear_fit_and_works_from_two_points() {
+    use vestige::analysis::scaling::{linear_fit, slope_only};
+    let (x, y) = ([1.0, 2.0, 4.0, 7.0], [0.5, 1.9, 4.2, 6.1]);
+    let fit = linear_fit(&x, &y).unwrap();
+    assert!((slope_only(&x, &y).unwrap() - fit.slope).abs() < 1e-12);
+    assert_eq!(slope_only(&[3.0, 4.0], &[1.0, 0.5]), Some(-0.5));
+    assert_eq!(slope_only(&[2.0, 2.0], &[1.0, 5.0]), None);
+    assert_eq!(slope_only(&[], &[]), None);
+}

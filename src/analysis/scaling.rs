@@ -35,12 +35,10 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Result<LineFit, AnalysisError> {
     if n < 3 {
         return Err(AnalysisError::TooFewPoints { what: "a line fit with a slope CI".into(), needed: 3, got: n });
     }
-    let (x_mean, y_mean) = (mean(x), mean(y));
-    let sxx: f64 = x.iter().map(|xi| (xi - x_mean).powi(2)).sum();
+    let (x_mean, y_mean, sxx, sxy) = centred_moments(x, y);
     if sxx == 0.0 {
         return Err(AnalysisError::ConstantX { n, x: x[0] });
     }
-    let sxy: f64 = x.iter().zip(y).map(|(xi, yi)| (xi - x_mean) * (yi - y_mean)).sum();
     let syy: f64 = y.iter().map(|yi| (yi - y_mean).powi(2)).sum();
     let slope = sxy / sxx;
     let intercept = y_mean - slope * x_mean;
@@ -49,6 +47,21 @@ pub fn linear_fit(x: &[f64], y: &[f64]) -> Result<LineFit, AnalysisError> {
     let half_width = student_t_quantile(0.5 + SLOPE_CI_LEVEL / 2.0, dof) * (sse / dof / sxx).sqrt();
     let r2 = if syy > 0.0 { 1.0 - sse / syy } else { 1.0 };
     Ok(LineFit { slope, intercept, slope_ci: (slope - half_width, slope + half_width), r2, n })
+}
+
+/// The least-squares slope of `y` on `x` alone, for fits with too few points for
+/// [`linear_fit`]'s interval (`None` when `x` does not vary or there are no points).
+pub fn slope_only(x: &[f64], y: &[f64]) -> Option<f64> {
+    let (_, _, sxx, sxy) = centred_moments(x, y);
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// `(mean x, mean y, Σ(x − x̄)², Σ(x − x̄)(y − ȳ))`.
+fn centred_moments(x: &[f64], y: &[f64]) -> (f64, f64, f64, f64) {
+    let (x_mean, y_mean) = (mean(x), mean(y));
+    let sxx: f64 = x.iter().map(|xi| (xi - x_mean).powi(2)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(xi, yi)| (xi - x_mean) * (yi - y_mean)).sum();
+    (x_mean, y_mean, sxx, sxy)
 }
 
 /// Fits `ln y = intercept + slope·ln x`; every `x` and `y` must be positive.

@@ -31,6 +31,7 @@ use super::kernels::fastmath::exp;
 use super::kernels::linear::linear_forward;
 use super::kernels::matmul::{matmul, Mat, MatMut, Threads};
 use super::kernels::rope::rope_row;
+use super::kernels::tile::small_matmul;
 use super::lora::Proj;
 use super::model::{Model, Steer};
 use rand::{Rng, SeedableRng};
@@ -649,7 +650,7 @@ fn attend(
                 }
                 let v = Mat::new(&values[..kl * hd], kl, hd);
                 let (dst, p) = (MatMut::new(&mut out[i0 * hd..(i0 + m) * hd], m, hd), Mat::strided(sc, m, kl, cap));
-                matmul(dst, p, v, 1.0, false, Threads::One);
+                small_matmul(dst, p, v, 1.0, false);
             }
         });
     }

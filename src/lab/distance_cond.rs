@@ -9,6 +9,7 @@ use super::decay_analysis::finished_rows;
 use super::distance::{Arm, Conditional, Tuning};
 use super::distance_analysis::{final_metric, phase_index, point_name, spec_of, variant_of};
 use super::experiment::Experiment;
+use crate::analysis::scaling::slope_only;
 use crate::report::Table;
 use crate::store::Store;
 use anyhow::Result;
@@ -91,7 +92,9 @@ impl TuningResult {
     /// Least-squares slope of the mean generated extra moves against the requested ones over
     /// every evaluated condition: near 1 when the condition is followed, near 0 when ignored.
     pub fn extra_slope(&self) -> Option<f64> {
-        slope(&self.conditions.iter().map(|c| (c.condition[0] as f64, c.extra)).collect::<Vec<_>>())
+        let x: Vec<f64> = self.conditions.iter().map(|c| c.condition[0] as f64).collect();
+        let y: Vec<f64> = self.conditions.iter().map(|c| c.extra).collect();
+        slope_only(&x, &y)
     }
 }
 
@@ -101,15 +104,6 @@ pub struct Means {
     pub loss: f64,
     pub gap: f64,
     pub error: f64,
-}
-
-/// The slope of `y` on `x` (`None` when `x` does not vary).
-pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    let n = points.len() as f64;
-    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    (sxx > 0.0).then(|| sxy / sxx)
 }
 
 /// Conditional against unconditional prompts of one count on the held-out conditions.
