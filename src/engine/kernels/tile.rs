@@ -13,7 +13,7 @@ pub fn small_matmul(c: MatMut, a: Mat, b: Mat, alpha: f32, accumulate: bool) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     assert_eq!((c.rows, c.cols), (a.rows, b.cols), "output shape differs");
     #[cfg(target_arch = "x86_64")]
-    if b.strides().1 == 1 && std::arch::is_x86_feature_detected!("avx512f") {
+    if a.cols > 0 && b.strides().1 == 1 && std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F, and the views were bounds-checked when built.
         unsafe { avx512::product(c, a, b, alpha, accumulate) };
         return;
@@ -32,7 +32,8 @@ pub(crate) mod avx512 {
     /// `C (+)= α·A·B` tile by tile; `B` must have unit column stride.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `b`'s column stride must be 1.
+    /// The CPU must support AVX-512F; `b`'s column stride must be 1 and the inner dimension
+    /// at least 1.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn product(c: MatMut, a: Mat, b: Mat, alpha: f32, accumulate: bool) {
         let (m, n, k) = (c.rows, c.cols, a.cols);
