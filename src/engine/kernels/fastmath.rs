@@ -1,5 +1,7 @@
 //! Branch-free elementary functions that the compiler can vectorise, accurate to a few
-//! f32 ulps (far below the 1e-4 parity tolerance).
+//! f32 ulps (far below the 1e-4 parity tolerance). Polynomials are evaluated by Horner's
+//! rule with fused multiply-adds (`mul_add`: one instruction on every target we build for,
+//! x86-64-v3 and aarch64).
 //!
 //! Ranges are limited with `max(..).min(..)`, which compiles to packed min/max; `clamp`
 //! measured 30% slower on the GELU kernels (`cargo run --release --example kernel_times`).
@@ -14,8 +16,13 @@ pub fn exp(x: f32) -> f32 {
     let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
     // Cody–Waite split of ln 2 keeps r exact.
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let p = 0.001_388_889_f32;
+    let p = p.mul_add(r, 0.008_333_334);
+    let p = p.mul_add(r, 0.041_666_668);
+    let p = p.mul_add(r, 0.166_666_67);
+    let p = p.mul_add(r, 0.5);
+    let p = p.mul_add(r, 1.0);
+    let p = p.mul_add(r, 1.0);
     // 2ⁿ built from bits: the low mantissa bits of 2²³ + n + 127 are exactly n + 127.
     let biased = (n + (8_388_608.0 + 127.0)).to_bits() & 0x7f_ffff;
     p * f32::from_bits(biased << 23)
@@ -41,17 +48,17 @@ pub fn erf(x: f32) -> f32 {
     let x = x.max(-4.0).min(4.0);
     let x2 = x * x;
     let p = -2.726_142_3e-10_f32;
-    let p = p * x2 + 2.770_681_4e-8;
-    let p = p * x2 + -2.101_024e-6;
-    let p = p * x2 + -5.692_506_4e-5;
-    let p = p * x2 + -7.349_906_3e-4;
-    let p = p * x2 + -2.954_6e-3;
-    let p = p * x2 + -1.609_603_3e-2;
+    let p = p.mul_add(x2, 2.770_681_4e-8);
+    let p = p.mul_add(x2, -2.101_024e-6);
+    let p = p.mul_add(x2, -5.692_506_4e-5);
+    let p = p.mul_add(x2, -7.349_906_3e-4);
+    let p = p.mul_add(x2, -2.954_6e-3);
+    let p = p.mul_add(x2, -1.609_603_3e-2);
     let q = -1.456_607_2e-5_f32;
-    let q = q * x2 + -2.133_740_6e-4;
-    let q = q * x2 + -1.682_827e-3;
-    let q = q * x2 + -7.373_329_2e-3;
-    let q = q * x2 + -1.426_474e-2;
+    let q = q.mul_add(x2, -2.133_740_6e-4);
+    let q = q.mul_add(x2, -1.682_827e-3);
+    let q = q.mul_add(x2, -7.373_329_2e-3);
+    let q = q.mul_add(x2, -1.426_474e-2);
     x * p / q
 }
 
