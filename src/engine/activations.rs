@@ -2,6 +2,7 @@
 //! `(batch, seq)` shape on first use and reused while the shape fits, so the training step
 //! allocates nothing in steady state.
 
+use super::config::ModelConfig;
 use super::kernels::dropout::Dropout;
 use super::kernels::embed::Slot;
 use super::kernels::norm::partials_len;
@@ -31,6 +32,26 @@ pub struct BlockActs {
     pub act: Vec<f32>,
     /// `[N, r]` LoRA inputs `x·Aᵀ`, per projection (empty without an adapter).
     pub lora_xa: [Vec<f32>; 4],
+}
+
+impl BlockActs {
+    /// Every buffer of `n` rows of `cfg` but the LoRA inputs and `probs`, with its length.
+    pub(crate) fn row_buffers(&mut self, cfg: &ModelConfig, n: usize) -> [(&mut Vec<f32>, usize); 11] {
+        let d = cfg.d_model;
+        [
+            (&mut self.ln1, n * d),
+            (&mut self.ln1_mean, n),
+            (&mut self.ln1_rstd, n),
+            (&mut self.qkv, n * cfg.qkv_dim()),
+            (&mut self.attn, n * cfg.attn_dim()),
+            (&mut self.mid, if cfg.parallel_residual { 0 } else { n * d }),
+            (&mut self.ln2, n * d),
+            (&mut self.ln2_mean, n),
+            (&mut self.ln2_rstd, n),
+            (&mut self.fc, n * cfg.fc_dim()),
+            (&mut self.act, n * cfg.d_ff),
+        ]
+    }
 }
 
 /// Gradient scratch shared by all blocks in the backward pass.
@@ -133,20 +154,8 @@ impl Activations {
                 let has = model.lora.as_ref().is_some_and(|lora| lora.adapter(l, p).is_some());
                 fit(&mut b.lora_xa[p.index()], if has { n * rank } else { 0 });
             }
-            for (v, len) in [
-                (&mut b.ln1, n * d),
-                (&mut b.ln1_mean, n),
-                (&mut b.ln1_rstd, n),
-                (&mut b.qkv, n * cfg.qkv_dim()),
-                (&mut b.probs, batch * h * seq * seq),
-                (&mut b.attn, n * cfg.attn_dim()),
-                (&mut b.mid, if cfg.parallel_residual { 0 } else { n * d }),
-                (&mut b.ln2, n * d),
-                (&mut b.ln2_mean, n),
-                (&mut b.ln2_rstd, n),
-                (&mut b.fc, n * cfg.fc_dim()),
-                (&mut b.act, n * cfg.d_ff),
-            ] {
+            fit(&mut b.probs, batch * h * seq * seq);
+            for (v, len) in b.row_buffers(cfg, n) {
                 fit(v, len);
             }
         }

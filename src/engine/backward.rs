@@ -4,6 +4,7 @@
 
 use super::activations::{Activations, BlockActs, GradScratch};
 use super::batch::Batch;
+use super::forward::Positions;
 use super::kernels::act::act_backward;
 use super::kernels::attention::attention_backward;
 use super::kernels::dropout::{masked_copy, Dropout, Mask, Site};
@@ -145,7 +146,7 @@ impl Model {
                 (&a.ln1[..], r.len())
             }
             None => {
-                self.rope_rows(&mut g.dqkv, batch.seq, true, None);
+                self.rope_rows(&mut g.dqkv, Positions::Periodic(batch.seq), true, None);
                 (x, n)
             }
         };

@@ -1,4 +1,6 @@
-//! The forward pass, block by block, saving what the backward pass needs.
+//! The forward pass, block by block, saving what the backward pass needs. The block itself
+//! (`Model::block_forward`) also serves KV-cached generation, which supplies its own
+//! `Attention`.
 
 use super::activations::{Activations, BlockActs};
 use super::batch::Batch;
@@ -14,6 +16,52 @@ use super::layout::NormSlots;
 use super::lora::Proj;
 use super::model::{Model, Steer};
 use rayon::prelude::*;
+
+/// Where each row of a block's input sits in its sequence: the rotary angle it gets.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Positions<'a> {
+    /// `[B, S]` rows: row `r` is at position `r mod S`.
+    Periodic(usize),
+    /// Packed rows: row `r` is at position `pos[r]`.
+    Listed(&'a [usize]),
+}
+
+impl Positions<'_> {
+    /// The position of row `r`.
+    fn of(&self, r: usize) -> usize {
+        match self {
+            Positions::Periodic(seq) => r % seq,
+            Positions::Listed(pos) => pos[r],
+        }
+    }
+}
+
+/// The part of a block that differs between a training pass and a generation step: where
+/// its rows sit, and how their attention reads the block's rotated `qkv: [N, (H+2G)·hd]`.
+pub(crate) trait Attention {
+    /// The position of each row, for rotary.
+    fn positions(&self) -> Positions<'_>;
+    /// `a.attn: [N, H·hd]` from the rotated `a.qkv` of block `l`, dropping probabilities by
+    /// `mask` when given.
+    fn attend(&mut self, l: usize, a: &mut BlockActs, mask: Option<Mask>);
+}
+
+/// Causal attention within each sequence of a `[B, S]` batch, keeping `a.probs` for the
+/// backward pass; `scratch: [shape.scratch_len()]`.
+struct BatchAttention<'a> {
+    shape: AttnShape,
+    scratch: &'a mut [f32],
+}
+
+impl Attention for BatchAttention<'_> {
+    fn positions(&self) -> Positions<'_> {
+        Positions::Periodic(self.shape.seq)
+    }
+
+    fn attend(&mut self, _l: usize, a: &mut BlockActs, mask: Option<Mask>) {
+        attention_forward(&mut a.attn, &mut a.probs, self.scratch, &a.qkv, self.shape, mask);
+    }
+}
 
 impl Model {
     /// Attention geometry for a batch shape.
@@ -38,8 +86,11 @@ impl Model {
         for l in 0..self.cfg.n_layers {
             apply_steers(&mut acts.resid[l], steers, l, s, d);
             let (inp, out) = acts.resid.split_at_mut(l + 1);
-            let buffers = (&mut acts.branch[..], &mut acts.branch2[..], &mut acts.attn_scratch[..]);
-            self.block_forward(l, &mut acts.blocks[l], buffers, (&inp[l], &mut out[0]), batch, &acts.dropout);
+            let mut attention =
+                BatchAttention { shape: self.attn_shape(batch.batch, s), scratch: &mut acts.attn_scratch };
+            let branches = (&mut acts.branch[..], &mut acts.branch2[..]);
+            let io = (&inp[l][..], &mut out[0][..]);
+            self.block_forward(l, &mut acts.blocks[l], branches, io, &mut attention, &acts.dropout);
         }
         let last = self.cfg.n_layers;
         apply_steers(&mut acts.resid[last], steers, last, s, d);
@@ -55,24 +106,25 @@ impl Model {
         norm_forward(y, mean, rstd, x, self.w(&slots.weight), b, self.norm_kind());
     }
 
-    /// One transformer block: `out = block(x)`.
-    fn block_forward(
+    /// One transformer block, `out = block(x)` over `x, out: [N, d]`, keeping in `a` what
+    /// the backward pass reads; `attention` supplies the rows' positions and their attention.
+    pub(crate) fn block_forward(
         &self,
         l: usize,
         a: &mut BlockActs,
-        (branch, branch2, scratch): (&mut [f32], &mut [f32], &mut [f32]),
+        (branch, branch2): (&mut [f32], &mut [f32]),
         (x, out): (&[f32], &mut [f32]),
-        batch: &Batch,
+        attention: &mut impl Attention,
         drop: &Dropout,
     ) {
         let c = &self.cfg;
-        let (p, n, s) = (&self.layout.blocks[l], batch.rows(), batch.seq);
+        let (p, n) = (&self.layout.blocks[l], x.len() / c.d_model);
         self.norm(&p.ln1, &mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, x);
         let xa = &mut a.lora_xa;
         let qkv_bias = self.project_deferring_bias(l, Proj::Qkv, &mut a.qkv, &a.ln1, &mut xa[0], n);
-        self.rope_rows(&mut a.qkv, s, false, qkv_bias);
-        let attn_mask = drop.mask(drop.attn, l, Site::AttnProbs);
-        attention_forward(&mut a.attn, &mut a.probs, scratch, &a.qkv, self.attn_shape(batch.batch, s), attn_mask);
+        self.rope_rows(&mut a.qkv, attention.positions(), false, qkv_bias);
+        attention.attend(l, a, drop.mask(drop.attn, l, Site::AttnProbs));
+        let xa = &mut a.lora_xa;
         let out_bias = self.project_deferring_bias(l, Proj::AttnOut, branch, &a.attn, &mut xa[1], n);
         let out_bias = finish_branch(branch, out_bias, drop.mask(drop.resid, l, Site::AttnBranch));
         let mlp_in: &[f32] = if c.parallel_residual {
@@ -93,14 +145,9 @@ impl Model {
         }
     }
 
-    /// `y = x·Wᵀ + b` for projection `proj` of block `l`, plus its LoRA term (keeping
-    /// `x·Aᵀ` in `xa`) when an adapter is attached.
-    pub(crate) fn project(&self, l: usize, proj: Proj, y: &mut [f32], x: &[f32], xa: &mut [f32], n: usize) {
-        self.project_with(l, proj, (y, x, xa), n, true);
-    }
-
-    /// `project` without the bias, which it returns for the caller to fuse into the pass
-    /// that next reads `y`.
+    /// `y = x·Wᵀ` for projection `proj` of block `l`, plus its LoRA term (keeping `x·Aᵀ`
+    /// in `xa`) when an adapter is attached; returns the bias `b`, left for the caller to
+    /// fuse into the pass that next reads `y`.
     fn project_deferring_bias(
         &self,
         l: usize,
@@ -110,31 +157,19 @@ impl Model {
         xa: &mut [f32],
         n: usize,
     ) -> Option<&[f32]> {
-        self.project_with(l, proj, (y, x, xa), n, false)
-    }
-
-    /// `y = x·Wᵀ (+ b when `with_bias`) (+ LoRA)`; returns the bias left out.
-    fn project_with(
-        &self,
-        l: usize,
-        proj: Proj,
-        (y, x, xa): (&mut [f32], &[f32], &mut [f32]),
-        n: usize,
-        with_bias: bool,
-    ) -> Option<&[f32]> {
         let slots = proj.of(&self.layout.blocks[l]);
         let (out, inp) = slots.dims();
         let (w, b) = self.lin(slots);
-        linear_forward(y, x, w, b.filter(|_| with_bias), n, inp, out);
+        linear_forward(y, x, w, None, n, inp, out);
         if let Some((lora, ad)) = self.lora.as_ref().and_then(|lo| lo.adapter(l, proj).map(|ad| (lo, ad))) {
             lora.forward(ad, y, x, xa, n);
         }
-        b.filter(|_| !with_bias)
+        b
     }
 
     /// Adds `bias` (when given) to every fused qkv row, then rotates (or, with `inverse`,
-    /// un-rotates) its query and key heads.
-    pub(crate) fn rope_rows(&self, qkv: &mut [f32], seq: usize, inverse: bool, bias: Option<&[f32]>) {
+    /// un-rotates) its query and key heads at the row's position in `pos`.
+    pub(crate) fn rope_rows(&self, qkv: &mut [f32], pos: Positions, inverse: bool, bias: Option<&[f32]>) {
         let c = &self.cfg;
         if c.rotary_dims == 0 && bias.is_none() {
             return;
@@ -144,7 +179,7 @@ impl Model {
                 row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
             }
             if c.rotary_dims > 0 {
-                rope_row(row, &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, inverse);
+                rope_row(row, &self.rope, pos.of(r), c.n_heads + c.n_kv_heads, c.head_dim, inverse);
             }
         });
     }
@@ -163,7 +198,7 @@ fn finish_branch<'a>(branch: &mut [f32], bias: Option<&'a [f32]>, mask: Option<M
 
 /// `out = x + Σₖ (branchₖ + biasₖ)`, summed left to right; a bias is one row, broadcast
 /// over all rows of its branch.
-pub(crate) fn residual_add(out: &mut [f32], x: &[f32], branches: &[(&[f32], Option<&[f32]>)]) {
+fn residual_add(out: &mut [f32], x: &[f32], branches: &[(&[f32], Option<&[f32]>)]) {
     const CHUNK: usize = 1 << 14;
     let width = branches.iter().find_map(|(_, b)| b.map(|b| b.len())).unwrap_or(1);
     let chunk = (CHUNK / width).max(1) * width;

@@ -22,17 +22,16 @@
 
 pub use super::kernels::embed::Slot;
 
+use super::activations::BlockActs;
 use super::config::ModelConfig;
-use super::forward::residual_add;
-use super::kernels::act::act_forward;
+use super::forward::{Attention, Positions};
 use super::kernels::attention::{softmax_causal_row, BLOCK};
+use super::kernels::dropout::{Dropout, Mask};
 use super::kernels::embed::embed_forward;
 use super::kernels::fastmath::exp;
 use super::kernels::linear::linear_forward;
 use super::kernels::matmul::{matmul, Mat, MatMut, Threads};
-use super::kernels::rope::rope_row;
 use super::kernels::tile::small_matmul;
-use super::lora::Proj;
 use super::model::{Model, Steer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -191,33 +190,23 @@ impl Span {
     }
 }
 
-/// Scratch of one step; grown on demand, never shrunk. `N` = packed rows, `A` = spans.
+/// Scratch of one step, sized to its rows; memory is kept when a step has fewer.
+/// `N` = packed rows, `A` = spans.
 #[derive(Default)]
 struct StepBuffers {
     spans: Vec<Span>,
     /// `[N]` absolute position of each packed row.
     row_pos: Vec<usize>,
-    /// `[N, d]` residual stream, updated in place block by block.
+    /// `[N, d]` residual stream: a block reads `x`, writes `out`, and the two swap.
     x: Vec<f32>,
-    /// `[N, d]` norm output and its `[N]` statistics.
-    ln: Vec<f32>,
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
-    /// `[N, (H+2G)·hd]` after rotary.
-    qkv: Vec<f32>,
-    /// `[N·H·hd]` attention output, head-major per span (`[H, rows, hd]` at `r0·H·hd`).
-    ctx: Vec<f32>,
-    /// `[N, H·hd]` attention output, row-major.
-    attn: Vec<f32>,
-    /// `[N, d]` branch outputs and the mid-block residual (sequential blocks only).
+    out: Vec<f32>,
+    /// One block's buffers, reused by every block (`probs` stays empty).
+    block: BlockActs,
+    /// `[N, d]` branch outputs.
     branch: Vec<f32>,
     branch2: Vec<f32>,
-    mid: Vec<f32>,
-    /// `[N, fc]`, `[N, d_ff]`.
-    fc: Vec<f32>,
-    act: Vec<f32>,
-    /// `[N, r]` LoRA scratch (empty without adapters).
-    xa: Vec<f32>,
+    /// `[N·H·hd]` attention output, head-major per span (`[H, rows, hd]` at `r0·H·hd`).
+    ctx: Vec<f32>,
     /// `[H, BLOCK, capacity]` attention scores.
     scores: Vec<f32>,
     /// `[A, d]` last row of each span, its final norm and `[A]` statistics; `[A, V]` logits.
@@ -228,11 +217,9 @@ struct StepBuffers {
     head: Vec<f32>,
 }
 
-/// Grows `v` to at least `n` floats.
-fn grow(v: &mut Vec<f32>, n: usize) {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
+/// Makes `v` hold `n` floats, reusing its memory.
+fn fit(v: &mut Vec<f32>, n: usize) {
+    v.resize(n, 0.0);
 }
 
 impl StepBuffers {
@@ -241,20 +228,16 @@ impl StepBuffers {
         let c = &model.cfg;
         let d = c.d_model;
         let rank = model.lora.as_ref().map_or(0, |l| l.spec.rank);
+        for (v, len) in self.block.row_buffers(c, n) {
+            fit(v, len);
+        }
+        self.block.lora_xa.iter_mut().for_each(|xa| fit(xa, n * rank));
         for (v, len) in [
             (&mut self.x, n * d),
-            (&mut self.ln, n * d),
-            (&mut self.mean, n),
-            (&mut self.rstd, n),
-            (&mut self.qkv, n * c.qkv_dim()),
-            (&mut self.ctx, n * c.attn_dim()),
-            (&mut self.attn, n * c.attn_dim()),
+            (&mut self.out, n * d),
             (&mut self.branch, n * d),
             (&mut self.branch2, n * d),
-            (&mut self.mid, if c.parallel_residual { 0 } else { n * d }),
-            (&mut self.fc, n * c.fc_dim()),
-            (&mut self.act, n * c.d_ff),
-            (&mut self.xa, n * rank),
+            (&mut self.ctx, n * c.attn_dim()),
             (&mut self.scores, c.n_heads * BLOCK * capacity),
             (&mut self.last, spans * d),
             (&mut self.lnf, spans * d),
@@ -262,7 +245,7 @@ impl StepBuffers {
             (&mut self.lnf_rstd, spans),
             (&mut self.head, spans * c.vocab_size),
         ] {
-            grow(v, len);
+            fit(v, len);
         }
     }
 }
@@ -358,11 +341,11 @@ impl<'m> Decoder<'m> {
         let (model, d) = (self.model, self.model.cfg.d_model);
         embed(model, &mut self.bufs, chunks, prompts);
         for l in 0..model.cfg.n_layers {
-            steer_rows(&mut self.bufs.x[..n * d], &self.bufs.row_pos, steers, l, d);
+            steer_rows(&mut self.bufs.x, &self.bufs.row_pos, steers, l, d);
             self.read_tap(l);
-            block_step(model, &mut self.bufs, &mut self.cache, l, n);
+            block_step(model, &mut self.bufs, &mut self.cache, l);
         }
-        steer_rows(&mut self.bufs.x[..n * d], &self.bufs.row_pos, steers, model.cfg.n_layers, d);
+        steer_rows(&mut self.bufs.x, &self.bufs.row_pos, steers, model.cfg.n_layers, d);
         self.read_tap(model.cfg.n_layers);
         head(model, &mut self.bufs, &mut self.logits);
         for s in &self.bufs.spans {
@@ -574,49 +557,40 @@ fn steer_rows(x: &mut [f32], row_pos: &[usize], steers: &[Steer], layer: usize, 
     }
 }
 
-/// Block `l` on the `n` packed rows: `x ← block(x)`, appending their keys and values.
-fn block_step(model: &Model, b: &mut StepBuffers, cache: &mut KvCache, l: usize, n: usize) {
-    let c = &model.cfg;
-    let p = &model.layout.blocks[l];
-    let (d, a) = (c.d_model, c.attn_dim());
-    let rank = model.lora.as_ref().map_or(0, |lo| lo.spec.rank);
-    let (x, xa) = (&mut b.x[..n * d], &mut b.xa[..n * rank]);
-    let (ln, mean, rstd) = (&mut b.ln[..n * d], &mut b.mean[..n], &mut b.rstd[..n]);
-    let qkv = &mut b.qkv[..n * c.qkv_dim()];
-    model.norm(&p.ln1, ln, mean, rstd, x);
-    model.project(l, Proj::Qkv, qkv, ln, xa, n);
-    rotate_rows(model, qkv, &b.row_pos);
-    cache.write(l, qkv, &b.spans, c.n_heads);
-    attend(c, cache, l, &b.spans, qkv, &mut b.ctx, &mut b.scores);
-    let attn = &mut b.attn[..n * a];
-    gather_heads(c, &b.spans, &b.ctx, attn);
-    let (branch, branch2) = (&mut b.branch[..n * d], &mut b.branch2[..n * d]);
-    model.project(l, Proj::AttnOut, branch, attn, xa, n);
-    let mid = &mut b.mid[..if c.parallel_residual { 0 } else { n * d }];
-    if !c.parallel_residual {
-        residual_add(mid, x, &[(branch, None)]);
-    }
-    model.norm(&p.ln2, ln, mean, rstd, if c.parallel_residual { &*x } else { &*mid });
-    let (fc, act) = (&mut b.fc[..n * c.fc_dim()], &mut b.act[..n * c.d_ff]);
-    model.project(l, Proj::Fc, fc, ln, xa, n);
-    act_forward(act, fc, None, c.d_ff, c.activation);
-    model.project(l, Proj::Down, branch2, act, xa, n);
-    if c.parallel_residual {
-        x.par_iter_mut().zip(branch.par_iter().zip(branch2.par_iter())).for_each(|(x, (a, m))| *x = *x + a + m);
-    } else {
-        residual_add(x, mid, &[(branch2, None)]);
-    }
+/// Block `l` on the packed rows: `x ← block(x)`, appending their keys and values.
+fn block_step(model: &Model, b: &mut StepBuffers, cache: &mut KvCache, l: usize) {
+    let (spans, row_pos) = (&b.spans[..], &b.row_pos[..]);
+    let mut attention =
+        CachedAttention { cfg: &model.cfg, cache, spans, row_pos, ctx: &mut b.ctx, scores: &mut b.scores };
+    let branches = (&mut b.branch[..], &mut b.branch2[..]);
+    model.block_forward(l, &mut b.block, branches, (&b.x, &mut b.out), &mut attention, &Dropout::default());
+    std::mem::swap(&mut b.x, &mut b.out);
 }
 
-/// Rotates the query and key heads of each packed row at its absolute position.
-fn rotate_rows(model: &Model, qkv: &mut [f32], row_pos: &[usize]) {
-    let c = &model.cfg;
-    if c.rotary_dims == 0 {
-        return;
+/// Attention of packed rows over their sequences' KV cache, at their absolute positions.
+struct CachedAttention<'a> {
+    cfg: &'a ModelConfig,
+    cache: &'a mut KvCache,
+    spans: &'a [Span],
+    row_pos: &'a [usize],
+    /// `[N·H·hd]` head-major attention output and `[H, BLOCK, capacity]` scores.
+    ctx: &'a mut [f32],
+    scores: &'a mut [f32],
+}
+
+impl Attention for CachedAttention<'_> {
+    fn positions(&self) -> Positions<'_> {
+        Positions::Listed(self.row_pos)
     }
-    qkv.par_chunks_mut(c.qkv_dim()).zip(row_pos.par_iter()).for_each(|(row, &pos)| {
-        rope_row(row, &model.rope, pos, c.n_heads + c.n_kv_heads, c.head_dim, false);
-    });
+
+    /// Caches the new keys and values, then attends over the cache (generation has no
+    /// dropout, so `mask` is always `None`).
+    fn attend(&mut self, l: usize, a: &mut BlockActs, mask: Option<Mask>) {
+        debug_assert!(mask.is_none(), "generation runs without dropout");
+        self.cache.write(l, &a.qkv, self.spans, self.cfg.n_heads);
+        attend(self.cfg, self.cache, l, self.spans, &a.qkv, self.ctx, self.scores);
+        gather_heads(self.cfg, self.spans, self.ctx, &mut a.attn);
+    }
 }
 
 /// Causal attention of each span's new queries over its cached keys and values of layer
