@@ -84,7 +84,7 @@ impl Model {
         let wpe = self.layout.wpe.as_ref().map(|p| self.w(p));
         embed_forward(&mut acts.resid[0][..n * d], &batch.slots, self.w(&self.layout.wte), prompts, wpe, s);
         for l in 0..self.cfg.n_layers {
-            apply_steers(&mut acts.resid[l], steers, l, s, d);
+            apply_steers(&mut acts.resid[l], steers, l, Positions::Periodic(s), d);
             let (inp, out) = acts.resid.split_at_mut(l + 1);
             let mut attention =
                 BatchAttention { shape: self.attn_shape(batch.batch, s), scratch: &mut acts.attn_scratch };
@@ -93,7 +93,7 @@ impl Model {
             self.block_forward(l, &mut acts.blocks[l], branches, io, &mut attention, &acts.dropout);
         }
         let last = self.cfg.n_layers;
-        apply_steers(&mut acts.resid[last], steers, last, s, d);
+        apply_steers(&mut acts.resid[last], steers, last, Positions::Periodic(s), d);
         self.norm(&self.layout.ln_f, &mut acts.lnf, &mut acts.lnf_mean, &mut acts.lnf_rstd, &acts.resid[last]);
         let head = self.w(self.layout.head_slot());
         linear_forward(&mut acts.logits, &acts.lnf, head, None, n, d, self.cfg.vocab_size);
@@ -216,11 +216,12 @@ fn residual_add(out: &mut [f32], x: &[f32], branches: &[(&[f32], Option<&[f32]>)
     });
 }
 
-/// Adds every steering vector that targets residual stream `layer`.
-pub(crate) fn apply_steers(resid: &mut [f32], steers: &[Steer], layer: usize, seq: usize, d: usize) {
+/// Adds every steering vector that targets residual stream `layer` to the rows whose
+/// position is in its `start..end`.
+pub(crate) fn apply_steers(resid: &mut [f32], steers: &[Steer], layer: usize, positions: Positions, d: usize) {
     for st in steers.iter().filter(|st| st.layer == layer) {
         for (r, row) in resid.chunks_exact_mut(d).enumerate() {
-            if (st.start..st.end).contains(&(r % seq)) {
+            if (st.start..st.end).contains(&positions.of(r)) {
                 row.iter_mut().zip(&st.vector).for_each(|(x, v)| *x += st.coef * v);
             }
         }

@@ -24,7 +24,7 @@ pub use super::kernels::embed::Slot;
 
 use super::activations::BlockActs;
 use super::config::ModelConfig;
-use super::forward::{Attention, Positions};
+use super::forward::{apply_steers, Attention, Positions};
 use super::kernels::attention::{softmax_causal_row, BLOCK};
 use super::kernels::dropout::{Dropout, Mask};
 use super::kernels::embed::embed_forward;
@@ -341,11 +341,11 @@ impl<'m> Decoder<'m> {
         let (model, d) = (self.model, self.model.cfg.d_model);
         embed(model, &mut self.bufs, chunks, prompts);
         for l in 0..model.cfg.n_layers {
-            steer_rows(&mut self.bufs.x, &self.bufs.row_pos, steers, l, d);
+            apply_steers(&mut self.bufs.x, steers, l, Positions::Listed(&self.bufs.row_pos), d);
             self.read_tap(l);
             block_step(model, &mut self.bufs, &mut self.cache, l);
         }
-        steer_rows(&mut self.bufs.x, &self.bufs.row_pos, steers, model.cfg.n_layers, d);
+        apply_steers(&mut self.bufs.x, steers, model.cfg.n_layers, Positions::Listed(&self.bufs.row_pos), d);
         self.read_tap(model.cfg.n_layers);
         head(model, &mut self.bufs, &mut self.logits);
         for s in &self.bufs.spans {
@@ -542,18 +542,6 @@ fn embed(model: &Model, b: &mut StepBuffers, chunks: &[&[Slot]], prompts: &[f32]
         // offset by `p0`, row `i` gets `wpe[p0 + i]`.
         let wpe = wpe.map(|w| &w[s.p0 * d..]);
         embed_forward(&mut b.x[s.r0 * d..s.r1 * d], chunks[s.seq], wte, prompts, wpe, s.rows());
-    }
-}
-
-/// Adds `coef·vector` of each steer on residual stream `layer` to the rows whose absolute
-/// position is in `start..end` (`forward::apply_steers` with absolute positions).
-fn steer_rows(x: &mut [f32], row_pos: &[usize], steers: &[Steer], layer: usize, d: usize) {
-    for st in steers.iter().filter(|st| st.layer == layer) {
-        for (row, pos) in x.chunks_exact_mut(d).zip(row_pos) {
-            if (st.start..st.end).contains(pos) {
-                row.iter_mut().zip(&st.vector).for_each(|(x, v)| *x += st.coef * v);
-            }
-        }
     }
 }
 
