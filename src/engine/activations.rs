@@ -74,21 +74,24 @@ pub struct GradScratch {
 }
 
 /// The slots whose input gradient a prompt-only backward pass needs: their row indices
-/// (ascending) and what occupies each.
+/// (ascending), what occupies each, and each one's position in its sequence.
 #[derive(Default)]
 pub struct PromptRows {
     pub rows: Vec<usize>,
     pub slots: Vec<Slot>,
+    pub positions: Vec<usize>,
 }
 
 impl PromptRows {
-    /// Selects the prompt slots of `slots` (reusing the buffers).
-    pub fn select(&mut self, slots: &[Slot]) {
+    /// Selects the prompt slots of `slots: [B·seq]` (reusing the buffers).
+    pub fn select(&mut self, slots: &[Slot], seq: usize) {
         self.rows.clear();
         self.slots.clear();
+        self.positions.clear();
         for (r, slot) in slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Prompt(_))) {
             self.rows.push(r);
             self.slots.push(*slot);
+            self.positions.push(r % seq);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a frozen weight costs no weight-gradient product, and blocks below the lowest
 //! trainable input are skipped entirely.
 
-use super::activations::{Activations, BlockActs, GradScratch};
+use super::activations::{Activations, BlockActs, GradScratch, PromptRows};
 use super::batch::Batch;
 use super::forward::Positions;
 use super::kernels::act::act_backward;
@@ -12,7 +12,6 @@ use super::kernels::embed::embed_backward;
 use super::kernels::linear::{linear_backward_input, linear_backward_params};
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_backward;
-use super::kernels::rope::rope_row;
 use super::layout::{LinearSlots, NormSlots, Slot};
 use super::lora::Proj;
 use super::model::{Model, Steer};
@@ -77,10 +76,10 @@ impl Model {
         steer_grads(&mut sinks, steers, last, &g.dres, s, d);
         let prompt_rows = self.lora.is_none() && sinks.prompts_only();
         if prompt_rows {
-            acts.prompt_rows.select(&batch.slots);
+            acts.prompt_rows.select(&batch.slots, s);
         }
         for l in (lowest..last).rev() {
-            let rows = (prompt_rows && l == 0).then_some(&acts.prompt_rows.rows[..]);
+            let rows = (prompt_rows && l == 0).then_some(&acts.prompt_rows);
             self.block_backward(
                 l,
                 &mut acts.blocks[l],
@@ -103,9 +102,9 @@ impl Model {
         }
     }
 
-    /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`. With `rows` (sorted),
-    /// only those rows of `∂L/∂x` are computed, left compacted at the front of `g.dres`;
-    /// the block's saved activations are then consumed.
+    /// One block in reverse: `g.dres` goes from `∂L/∂out` to `∂L/∂x`. With `rows`, only
+    /// those rows of `∂L/∂x` are computed, left compacted at the front of `g.dres`; the
+    /// block's saved activations are then consumed.
     #[allow(clippy::too_many_arguments)]
     fn block_backward(
         &self,
@@ -116,7 +115,7 @@ impl Model {
         sinks: &mut GradSinks,
         batch: &Batch,
         drop: &Dropout,
-        rows: Option<&[usize]>,
+        rows: Option<&PromptRows>,
     ) {
         let (c, p, n) = (&self.cfg, &self.layout.blocks[l], batch.rows());
         let mlp_mask = drop.mask(drop.resid, l, Site::MlpBranch);
@@ -142,8 +141,8 @@ impl Model {
         // Each row is independent from here on: qkv ← ln1, and the MLP of parallel blocks.
         let (x, m) = match rows {
             Some(r) => {
-                self.keep_rows(r, a, g, x, mlp_mask, batch.seq);
-                (&a.ln1[..], r.len())
+                self.keep_rows(r, a, g, x, mlp_mask);
+                (&a.ln1[..], r.rows.len())
             }
             None => {
                 self.rope_rows(&mut g.dqkv, Positions::Periodic(batch.seq), true, None);
@@ -183,34 +182,25 @@ impl Model {
 
     /// Prepares the row-independent tail of `block_backward` for `rows` alone: their
     /// gradients, statistics and pre-activations are compacted to the front of their
-    /// buffers, the block input's rows are gathered into `a.ln1` and (parallel blocks) the
-    /// MLP branch gradient's into `a.ln2`, and the rows of `g.dqkv` are un-rotated.
-    #[allow(clippy::too_many_arguments)]
-    fn keep_rows(
-        &self,
-        rows: &[usize],
-        a: &mut BlockActs,
-        g: &mut GradScratch,
-        x: &[f32],
-        mlp_mask: Option<Mask>,
-        seq: usize,
-    ) {
-        let (c, d) = (&self.cfg, self.cfg.d_model);
+    /// buffers and `g.dqkv`'s rows are un-rotated. The block input's rows are gathered into
+    /// `a.ln1` and (parallel blocks) the MLP branch gradient's into `a.ln2`, which no longer
+    /// hold norm outputs: only weight and LoRA gradients read those, and neither is
+    /// computed when `rows` is given.
+    fn keep_rows(&self, rows: &PromptRows, a: &mut BlockActs, g: &mut GradScratch, x: &[f32], mlp_mask: Option<Mask>) {
+        let (c, d, r) = (&self.cfg, self.cfg.d_model, &rows.rows[..]);
         if c.parallel_residual {
-            gather_rows(&mut a.ln2, branch_grad(&mut g.dbranch, &g.dres, mlp_mask), d, rows);
-            compact_rows(&mut a.fc, c.fc_dim(), rows);
+            gather_rows(&mut a.ln2, branch_grad(&mut g.dbranch, &g.dres, mlp_mask), d, r);
+            compact_rows(&mut a.fc, c.fc_dim(), r);
         }
-        gather_rows(&mut a.ln1, x, d, rows);
-        let w = c.qkv_dim();
-        for &r in rows {
-            rope_row(&mut g.dqkv[r * w..(r + 1) * w], &self.rope, r % seq, c.n_heads + c.n_kv_heads, c.head_dim, true);
-        }
-        for (buf, width) in [(&mut g.dqkv, w), (&mut g.dres, d)] {
-            compact_rows(buf, width, rows);
+        gather_rows(&mut a.ln1, x, d, r);
+        for (buf, width) in [(&mut g.dqkv, c.qkv_dim()), (&mut g.dres, d)] {
+            compact_rows(buf, width, r);
         }
         for buf in [&mut a.ln1_mean, &mut a.ln1_rstd, &mut a.ln2_mean, &mut a.ln2_rstd] {
-            compact_rows(buf, 1, rows);
+            compact_rows(buf, 1, r);
         }
+        let dqkv = &mut g.dqkv[..r.len() * c.qkv_dim()];
+        self.rope_rows(dqkv, Positions::Listed(&rows.positions), true, None);
     }
 
     /// `dx = dy · W` and, when weights train, `dW += dyᵀ · x`, `db += Σ dy`; plus the
