@@ -41,9 +41,9 @@ impl AttnShape {
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
     }
-    /// Scratch floats per sequence: two `[BLOCK, S]` blocks and two `[hd, S]` transposes.
+    /// Scratch floats per sequence: two `[BLOCK, S]` blocks and one `[hd, S]` transpose.
     fn seq_scratch(&self) -> usize {
-        2 * (BLOCK + self.head_dim) * self.seq
+        (2 * BLOCK + self.head_dim) * self.seq
     }
     /// Scratch floats the forward and backward passes need.
     pub fn scratch_len(&self) -> usize {
@@ -70,19 +70,10 @@ fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usi
     MatMut::strided(&mut buf[r0 * w + col..], r1 - r0, hd, w)
 }
 
-/// Writes the transpose of columns `[col, col+hd)` of the first `rows` rows of a
-/// row-major buffer of width `w` into `dst` as `[hd, rows]` (row stride `seq`), so keys
-/// or values run along contiguous rows for `small_matmul`.
-fn transpose_head<'a>(
-    dst: &'a mut [f32],
-    buf: &[f32],
-    w: usize,
-    col: usize,
-    rows: usize,
-    hd: usize,
-    seq: usize,
-) -> &'a [f32] {
-    for (j, src) in buf.chunks_exact(w).take(rows).enumerate() {
+/// Writes the transpose of columns `[col, col+hd)` of a sequence's `[seq, w]` rows into
+/// `dst` as `[hd, seq]`, so keys or values run along contiguous rows for `small_matmul`.
+fn transpose_head<'a>(dst: &'a mut [f32], buf: &[f32], w: usize, col: usize, hd: usize, seq: usize) -> &'a [f32] {
+    for (j, src) in buf.chunks_exact(w).take(seq).enumerate() {
         for (d, v) in src[col..col + hd].iter().enumerate() {
             dst[d * seq + j] = *v;
         }
@@ -130,7 +121,7 @@ pub fn attention_forward(
             let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
-                let kt = transpose_head(kt, qkv, w, sh.k_col(h), s, hd, s);
+                let kt = transpose_head(kt, qkv, w, sh.k_col(h), hd, s);
                 for (i0, i1) in blocks(s) {
                     let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
                     let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
@@ -185,7 +176,7 @@ pub fn attention_backward(
             dqkv.fill(0.0);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
-                let vt = transpose_head(vt, qkv, w, sh.v_col(h), s, hd, s);
+                let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
                 for (i0, i1) in blocks(s) {
                     let (rows, pw) = (i1 - i0, i1);
                     let dout_b = cols(dout, a, h * hd, i0, i1, hd);
