@@ -61,6 +61,7 @@ unsafe fn act_row_avx512(o: &mut [f32], p: &mut [f32], act: Activation) {
     act_row_portable(o, p, act)
 }
 
+/// The row kernel itself, inlined into both builds.
 #[inline(always)]
 fn act_row_portable(o: &mut [f32], p: &mut [f32], act: Activation) {
     match act {
