@@ -270,3 +270,11 @@ fn a_finished_cell_recorded_under_the_legacy_hash_is_skipped_and_a_changed_one_i
     assert!(changed.ran.is_empty() && changed.skipped.is_empty());
     assert!(changed.failed[0].1.contains("finished under config hash"), "{:?}", changed.failed);
 }
+
+#[test]
+fn moving_the_output_directory_leaves_the_hash_unchanged() {
+    let here = parse(&base_in(Path::new("/data/experiments/a/cells"))).hash();
+    let moved = parse(&base_in(Path::new("/scratch/elsewhere/cells"))).hash();
+    assert_eq!(here, moved);
+    assert_eq!(here, parse(BASE).hash(), "an explicit out_dir hashed differently from the default");
+}

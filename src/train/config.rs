@@ -765,9 +765,11 @@ impl RunConfig {
     /// rule: a key whose value equals the value it takes when absent from the TOML (a
     /// default, an unset option) does not count, so writing a default out, the order of keys
     /// and tables, and a field added later with a default leave the hash as it is; any
-    /// other value changes it.
+    /// other value changes it. Where results are written (`out_dir`) is not part of the
+    /// meaning, so an experiment moved to another directory still resumes.
     pub fn hash(&self) -> String {
-        short_sha256(&canonical_json(self))
+        let anywhere = RunConfig { out_dir: default_out_dir(), ..self.clone() };
+        short_sha256(&canonical_json(&anywhere))
     }
 
     /// The hash that builds before [`RunConfig::hash`] recorded: of the `Debug` form. It
