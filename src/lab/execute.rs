@@ -128,9 +128,15 @@ fn run_batch(
     let mut todo = Vec::new();
     for (cell, flops) in cells {
         let hash = cell.config.hash();
+        let mut info = store.run_info(&cell.id)?;
         // A cell an older build recorded for this config counts (see `RunConfig::legacy_hash`).
-        store.rehash_run(&cell.id, &cell.config.legacy_hash(), &hash)?;
-        match store.run_info(&cell.id)? {
+        if let Some(i) = info.as_mut().filter(|i| i.config_hash != hash) {
+            if i.config_hash == cell.config.legacy_hash() {
+                store.rehash_run(&cell.id, &i.config_hash, &hash)?;
+                i.config_hash = hash.clone();
+            }
+        }
+        match info {
             Some(info) if info.status == "done" && info.config_hash == hash => outcome.skipped.push(cell.id.clone()),
             Some(info) if info.status == "done" => outcome.failed.push((
                 cell.id.clone(),
