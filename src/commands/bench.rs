@@ -6,13 +6,14 @@
 //! - `train`: forward, backward and AdamW over all weights.
 //! - `soft`: a 16-vector soft prompt on the frozen model (tokens/s counts real tokens).
 
-use crate::engine::activations::Activations;
 use crate::engine::backward::GradSinks;
 use crate::engine::batch::Batch;
 use crate::engine::config::ModelConfig;
+use crate::engine::kernels::dropout::Dropout;
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
+use crate::engine::shards::ShardedPass;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -94,7 +95,7 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
             Batch::with_prompt(&ids, b, seq, n, &vec![0; b])
         })
         .collect();
-    let mut acts = Activations::default();
+    let mut pass = ShardedPass::default();
     let mut prompt = vec![0.0f32; if mode == Mode::Soft { SOFT_TOKENS * d } else { 0 }];
     let n_trained = if mode == Mode::Soft { prompt.len() } else { model.n_params() };
     let (mut grads, mut opt) = (vec![0.0f32; n_trained], AdamW::new(n_trained));
@@ -103,29 +104,15 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
         let batch = &batches[step % batches.len()];
         let norm = default_norm(&batch.targets, &batch.weights);
         let start = Instant::now();
-        model.forward(&mut acts, batch, &prompt, &[], norm);
         grads.fill(0.0);
+        let sinks = match mode {
+            Mode::Train => GradSinks { weights: Some(&mut grads), ..Default::default() },
+            Mode::Soft => GradSinks { prompts: Some(&mut grads), ..Default::default() },
+        };
+        pass.run(&model, batch, &prompt, &[], norm, Dropout::default(), sinks);
         match mode {
-            Mode::Train => {
-                model.backward(
-                    &mut acts,
-                    batch,
-                    &[],
-                    norm,
-                    GradSinks { weights: Some(&mut grads), ..Default::default() },
-                );
-                opt.update(&mut model.weights, &grads, LR);
-            }
-            Mode::Soft => {
-                model.backward(
-                    &mut acts,
-                    batch,
-                    &[],
-                    norm,
-                    GradSinks { prompts: Some(&mut grads), ..Default::default() },
-                );
-                opt.update(&mut prompt, &grads, LR);
-            }
+            Mode::Train => opt.update(&mut model.weights, &grads, LR),
+            Mode::Soft => opt.update(&mut prompt, &grads, LR),
         }
         if step >= warmup {
             timed.push(start.elapsed().as_secs_f64());

@@ -16,9 +16,11 @@ use crate::engine::backward::GradSinks;
 use crate::engine::batch::Batch;
 use crate::engine::config::ModelConfig;
 use crate::engine::generate::Sampling;
+use crate::engine::kernels::dropout::Dropout;
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
+use crate::engine::shards::ShardedPass;
 use crate::hf::io::write_atomic;
 use crate::train::batching::batch_of;
 use crate::train::run::{eval_task, model_tokenizer, teacher_forced_accuracy, Adaptation};
@@ -86,16 +88,16 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 /// Phase 1: full-weight training on the copy task; returns the last loss.
 fn train_copy(model: &mut Model, steps: usize) -> f32 {
     let copy = task(false);
-    let mut acts = Activations::default();
+    let mut pass = ShardedPass::default();
     let (mut grads, mut opt) = (vec![0.0; model.n_params()], AdamW::new(model.n_params()));
     let bar = progress(steps, "train copy");
     let mut loss = f32::NAN;
     for step in 0..steps {
         let batch = batch(&copy, Split::Train, (step * BATCH) as u64, BATCH, 0);
         let norm = default_norm(&batch.targets, &batch.weights);
-        loss = model.forward(&mut acts, &batch, &[], &[], norm);
         grads.fill(0.0);
-        model.backward(&mut acts, &batch, &[], norm, GradSinks { weights: Some(&mut grads), ..Default::default() });
+        let sinks = GradSinks { weights: Some(&mut grads), ..Default::default() };
+        loss = pass.run(model, &batch, &[], &[], norm, Dropout::default(), sinks);
         opt.update(&mut model.weights, &grads, 3e-3);
         bar.inc(1);
         bar.set_message(format!("loss {loss:.3}"));
@@ -126,14 +128,14 @@ fn train_reverse_prompt(model: &Model, steps: usize) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut prompt: Vec<f32> = (0..PROMPT * d).map(|_| 0.1 * crate::engine::model::standard_normal(&mut rng)).collect();
     let (mut grad, mut opt) = (vec![0.0; prompt.len()], AdamW { weight_decay: 1e-4, ..AdamW::new(prompt.len()) });
-    let mut acts = Activations::default();
+    let mut pass = ShardedPass::default();
     let bar = progress(steps, "soft prompt");
     for step in 0..steps {
         let batch = batch(&reverse, Split::Train, (step * BATCH) as u64, BATCH, PROMPT);
         let norm = default_norm(&batch.targets, &batch.weights);
-        let loss = model.forward(&mut acts, &batch, &prompt, &[], norm);
         grad.fill(0.0);
-        model.backward(&mut acts, &batch, &[], norm, GradSinks { prompts: Some(&mut grad), ..Default::default() });
+        let sinks = GradSinks { prompts: Some(&mut grad), ..Default::default() };
+        let loss = pass.run(model, &batch, &prompt, &[], norm, Dropout::default(), sinks);
         opt.update(&mut prompt, &grad, 1e-2);
         bar.inc(1);
         bar.set_message(format!("loss {loss:.3}"));

@@ -30,6 +30,23 @@ pub struct GradSinks<'a> {
 }
 
 impl GradSinks<'_> {
+    /// The same sinks, borrowed for a shorter time.
+    pub fn reborrow(&mut self) -> GradSinks<'_> {
+        GradSinks {
+            weights: self.weights.as_deref_mut(),
+            prompts: self.prompts.as_deref_mut(),
+            steers: self.steers.as_deref_mut(),
+            lora: self.lora.as_deref_mut(),
+        }
+    }
+
+    /// Number of values that receive gradients.
+    pub fn trained_values(&self) -> usize {
+        let flat =
+            [&self.weights, &self.prompts, &self.lora].iter().map(|g| g.as_ref().map_or(0, |g| g.len())).sum::<usize>();
+        flat + self.steers.as_ref().map_or(0, |s| s.iter().map(Vec::len).sum())
+    }
+
     /// The lowest residual stream whose gradient is needed, if any.
     fn lowest_layer(&self, steers: &[Steer]) -> Option<usize> {
         if self.weights.is_some() || self.prompts.is_some() || self.lora.is_some() {

@@ -59,6 +59,18 @@ impl Batch {
         self
     }
 
+    /// Sequences `seqs` of this batch into `out` (reusing its buffers).
+    pub fn sequences_into(&self, seqs: std::ops::Range<usize>, out: &mut Batch) {
+        let rows = seqs.start * self.seq..seqs.end * self.seq;
+        (out.batch, out.seq) = (seqs.len(), self.seq);
+        out.slots.clear();
+        out.slots.extend_from_slice(&self.slots[rows.clone()]);
+        out.targets.clear();
+        out.targets.extend_from_slice(&self.targets[rows.clone()]);
+        out.weights.clear();
+        out.weights.extend_from_slice(&self.weights[rows]);
+    }
+
     /// Number of slots, `batch · seq`.
     pub fn rows(&self) -> usize {
         self.batch * self.seq

@@ -15,3 +15,4 @@ pub mod layout;
 pub mod lora;
 pub mod model;
 pub mod optim;
+pub mod shards;

@@ -28,6 +28,7 @@ use crate::engine::kernels::loss::default_norm;
 use crate::engine::lora::{Lora, LoraSpec};
 use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::optim::{AdamW, Sgd};
+use crate::engine::shards::ShardedPass;
 use crate::store::{CsvLog, MetricRow, Store};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -250,7 +251,8 @@ struct Runner {
     state: TrainerState,
     store: Store,
     csv: CsvLog,
-    acts: Activations,
+    /// The arenas of training passes.
+    pass: ShardedPass,
     /// The conditional-prompt MLP of a `cond_prompt` phase (its parameters mirror the
     /// optimizer's buffer).
     cond: Option<CondPrompt>,
@@ -293,7 +295,7 @@ impl Runner {
             state,
             store,
             csv,
-            acts: Activations::default(),
+            pass: ShardedPass::default(),
             cond: None,
             reference: None,
         })
@@ -404,11 +406,11 @@ impl Runner {
                 (0..p.batch_size as u64).map(|r| mixture.sample(seed, first + r)).collect();
             let samples: Vec<Sample> = drawn.iter().map(|(_, s)| s.clone()).collect();
             let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
-            self.acts.dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
+            let dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
             self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
             if p.trainable == Trainable::CondPrompt {
                 let ids: Vec<usize> = drawn.iter().map(|(k, _)| *k).collect();
-                loss += self.cond_prompt_step(p, &samples, &ids, params, grads, n_prompt);
+                loss += self.cond_prompt_step(p, (&samples, &ids), params, grads, n_prompt, dropout);
                 continue;
             }
             let insert = insertion(p);
@@ -418,7 +420,6 @@ impl Runner {
             let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
             let prompts: &[f32] = if n_prompt > 0 { params } else { &[] };
             let steers = steers_of(p, params);
-            loss += self.model.forward(&mut self.acts, &batch, prompts, &steers, norm);
             let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
             let sinks = match p.trainable {
                 Trainable::All => GradSinks { weights: Some(&mut *grads), ..Default::default() },
@@ -427,7 +428,7 @@ impl Runner {
                 Trainable::Steering => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
                 Trainable::None | Trainable::CondPrompt => GradSinks::default(),
             };
-            self.model.backward(&mut self.acts, &batch, &steers, norm, sinks);
+            loss += self.pass.run(&self.model, &batch, prompts, &steers, norm, dropout, sinks);
             if p.trainable == Trainable::Steering {
                 grads.iter_mut().zip(&steer_grads[0]).for_each(|(g, s)| *g += s);
             }
@@ -440,11 +441,11 @@ impl Runner {
     fn cond_prompt_step(
         &mut self,
         p: &PhaseSpec,
-        samples: &[Sample],
-        ids: &[usize],
+        (samples, ids): (&[Sample], &[usize]),
         params: &[f32],
         grads: &mut [f32],
         n: usize,
+        dropout: Dropout,
     ) -> f32 {
         let d = self.model.cfg.d_model;
         let cond = self.cond.as_mut().expect("created at phase start");
@@ -455,15 +456,9 @@ impl Runner {
         cond.forward(&conditions, &mut prompts);
         let batch = batch_of(samples, n).per_sequence_prompts(n);
         let norm = default_norm(&batch.targets, &batch.weights) * p.grad_accum as f32;
-        let loss = self.model.forward(&mut self.acts, &batch, &prompts, &[], norm);
         let mut dprompts = vec![0.0; prompts.len()];
-        self.model.backward(
-            &mut self.acts,
-            &batch,
-            &[],
-            norm,
-            GradSinks { prompts: Some(&mut dprompts), ..Default::default() },
-        );
+        let sinks = GradSinks { prompts: Some(&mut dprompts), ..Default::default() };
+        let loss = self.pass.run(&self.model, &batch, &prompts, &[], norm, dropout, sinks);
         cond.backward(&conditions, &dprompts, grads);
         loss
     }

@@ -88,6 +88,12 @@ pub fn masked_copy(dst: &mut [f32], src: &[f32], mask: Mask) {
 }
 
 impl Dropout {
+    /// The dropout of a shard of a batch whose first sequence is `first_seq`: the same
+    /// probabilities, with masks from a seed of its own.
+    pub fn for_shard(&self, first_seq: usize) -> Dropout {
+        Dropout { seed: mix(self.seed ^ mix(first_seq as u64)), ..*self }
+    }
+
     /// The mask of `site` in layer `l` at probability `p`, or `None` when `p` is 0.
     pub fn mask(&self, p: f32, l: usize, site: Site) -> Option<Mask> {
         (p > 0.0).then(|| Mask::new(p, self.seed, stream(l, site)))
