@@ -140,15 +140,18 @@ pub fn attention_forward(
         });
 }
 
-/// Softmax over `row[..=i]`; zeroes `row[i+1..]` so block products ignore them.
+/// Softmax over `row[..=i]`; zeroes `row[i+1..]` so block products ignore them. Every pass
+/// runs over the whole row (the tail is set to −∞ before the exponential and zeroed after
+/// it), so the rows of a block share one vectorised length instead of each ending in a
+/// scalar remainder.
 #[inline]
 pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
-    let (kept, masked) = row.split_at_mut(i + 1);
-    masked.fill(0.0);
-    let max = reduce::max(kept);
-    kept.iter_mut().for_each(|v| *v = exp(*v - max));
-    let inv = 1.0 / reduce::sum(kept);
-    kept.iter_mut().for_each(|v| *v *= inv);
+    row[i + 1..].fill(f32::NEG_INFINITY);
+    let max = reduce::max(row);
+    row.iter_mut().for_each(|v| *v = exp(*v - max));
+    row[i + 1..].fill(0.0);
+    let inv = 1.0 / reduce::sum(row);
+    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// `dqkv = ∂L/∂qkv` (overwritten) from `dout`, with the same dropout `mask` as the
@@ -193,7 +196,7 @@ pub fn attention_backward(
                         if let Some(m) = &mask {
                             m.apply(dp_row, sh.prob_index(b, h, i));
                         }
-                        softmax_row_backward(&mut p[i * s..i * s + pw], dp_row, i);
+                        softmax_row_backward(&mut p[i * s..i * s + pw], dp_row);
                     }
                     let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
                     // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
@@ -206,10 +209,10 @@ pub fn attention_backward(
         });
 }
 
-/// `p ← p ⊙ (dp − Σ p·dp)` on the kept part of row `i`; the masked tail stays zero.
+/// `p ← p ⊙ (dp − Σ p·dp)` over a whole block row: `p` is zero past the causal edge, so
+/// that tail adds nothing to the sum and stays zero.
 #[inline]
-fn softmax_row_backward(p: &mut [f32], dp: &[f32], i: usize) {
-    let (p, dp) = (&mut p[..=i], &dp[..=i]);
+fn softmax_row_backward(p: &mut [f32], dp: &[f32]) {
     let dot = reduce::dot(p, dp);
     p.iter_mut().zip(dp).for_each(|(p, d)| *p *= d - dot);
 }

@@ -106,22 +106,21 @@ fn norm_row_backward(
     kind: NormKind,
 ) {
     let d = x.len();
-    // mean(dy·w) and mean(dy·w·x̂), with x̂ = (x − m)·r.
+    // mean(dy·w) and mean(dy·w·x̂), with x̂ = (x − m)·r: 16 lanes, then the tail in order.
     let mut lanes = [[0.0f32; 2]; 16];
-    let mut i = 0;
-    while i + 16 <= d {
-        for (l, acc) in lanes.iter_mut().enumerate() {
-            let g = dy[i + l] * w[i + l];
+    let (mut cdy, mut cw, mut cx) = (dy.chunks_exact(16), w.chunks_exact(16), x.chunks_exact(16));
+    for ((dy, w), x) in (&mut cdy).zip(&mut cw).zip(&mut cx) {
+        for (((acc, dy), w), x) in lanes.iter_mut().zip(dy).zip(w).zip(x) {
+            let g = dy * w;
             acc[0] += g;
-            acc[1] += g * (x[i + l] - m);
+            acc[1] += g * (x - m);
         }
-        i += 16;
     }
     let (mut sg, mut sgx) = lanes.iter().fold((0.0f32, 0.0f32), |(a, b), l| (a + l[0], b + l[1]));
-    for j in i..d {
-        let g = dy[j] * w[j];
+    for ((dy, w), x) in cdy.remainder().iter().zip(cw.remainder()).zip(cx.remainder()) {
+        let g = dy * w;
         sg += g;
-        sgx += g * (x[j] - m);
+        sgx += g * (x - m);
     }
     let mean_g = if kind.centred { sg / d as f32 } else { 0.0 };
     let mean_gx = sgx * r / d as f32;

@@ -5,46 +5,57 @@
 /// Independent accumulators per reduction (two AVX-512 registers' worth).
 const LANES: usize = 32;
 
-/// Folds `f(i)` over `0..len` lane-wise with `op`, then combines the lanes in order.
+/// Folds `f(x)` over `xs` lane-wise with `op`, then combines the lanes in order.
 #[inline(always)]
-fn fold_lanes(len: usize, init: f32, f: impl Fn(usize) -> f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+fn fold_lanes(xs: &[f32], init: f32, f: impl Fn(f32) -> f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; LANES];
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a = op(*a, f(base + l));
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = op(*a, f(x));
         }
     }
-    let mut total = acc.iter().copied().fold(init, &op);
-    for i in full..len {
-        total = op(total, f(i));
+    let total = acc.iter().copied().fold(init, &op);
+    chunks.remainder().iter().fold(total, |t, &x| op(t, f(x)))
+}
+
+/// Folds `f(a, b)` over the pairs of `xs` and `ys` (as `fold_lanes`).
+#[inline(always)]
+fn fold_pairs(xs: &[f32], ys: &[f32], init: f32, f: impl Fn(f32, f32) -> f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let ys = &ys[..xs.len()];
+    let mut acc = [init; LANES];
+    let (mut cx, mut cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    for (a, b) in (&mut cx).zip(&mut cy) {
+        for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+            *acc = op(*acc, f(a, b));
+        }
     }
-    total
+    let total = acc.iter().copied().fold(init, &op);
+    cx.remainder().iter().zip(cy.remainder()).fold(total, |t, (&a, &b)| op(t, f(a, b)))
 }
 
 /// `Σ x`.
 #[inline]
 pub fn sum(x: &[f32]) -> f32 {
-    fold_lanes(x.len(), 0.0, |i| x[i], |a, b| a + b)
+    fold_lanes(x, 0.0, |v| v, |a, b| a + b)
 }
 
 /// `Σ a·b`.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let b = &b[..a.len()];
-    fold_lanes(a.len(), 0.0, |i| a[i] * b[i], |x, y| x + y)
+    fold_pairs(a, b, 0.0, |a, b| a * b, |x, y| x + y)
 }
 
 /// `max x` (−∞ for an empty slice).
 #[inline]
 pub fn max(x: &[f32]) -> f32 {
-    fold_lanes(x.len(), f32::NEG_INFINITY, |i| x[i], |a, b| if b > a { b } else { a })
+    fold_lanes(x, f32::NEG_INFINITY, |v| v, |a, b| if b > a { b } else { a })
 }
 
 /// `Σ (x − c)²`.
 #[inline]
 pub fn sum_sq_dev(x: &[f32], c: f32) -> f32 {
-    fold_lanes(x.len(), 0.0, |i| (x[i] - c) * (x[i] - c), |a, b| a + b)
+    fold_lanes(x, 0.0, |v| (v - c) * (v - c), |a, b| a + b)
 }
 
 #[cfg(test)]
