@@ -192,3 +192,45 @@ impl OwnedGrads {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::config::ModelConfig;
+
+    /// The address of a few buffers of every shard: its arena, split batch and gradients.
+    fn addresses(pass: &ShardedPass) -> Vec<usize> {
+        let mut v = Vec::new();
+        for s in &pass.shards {
+            v.extend([s.acts.resid[0].as_ptr() as usize, s.acts.blocks[0].qkv.as_ptr() as usize]);
+            v.extend([s.acts.logits.as_ptr() as usize, s.batch.slots.as_ptr() as usize]);
+            v.push(s.grads.weights.as_ref().map_or(0, |g| g.as_ptr() as usize));
+        }
+        v
+    }
+
+    #[test]
+    fn shards_reuse_their_arenas_batches_and_gradient_copies_across_steps() {
+        let json = serde_json::json!({
+            "model_type": "gpt_neox", "vocab_size": 32, "hidden_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64,
+            "rotary_pct": 0.5, "use_parallel_residual": true, "hidden_act": "gelu",
+        });
+        let model = Model::init(ModelConfig::from_json(json, "<test>").unwrap(), 0.1, 1);
+        let ids: Vec<u32> = (0..12 * 48).map(|i| (i * 7 % 32) as u32).collect();
+        let batch = Batch::language_model(&ids, 12, 48);
+        assert_eq!(shard_count(&batch, model.n_params()), 2);
+        let (mut pass, mut grads) = (ShardedPass::default(), vec![0.0; model.n_params()]);
+        let mut seen = None;
+        for _ in 0..3 {
+            let sinks = GradSinks { weights: Some(&mut grads), ..Default::default() };
+            pass.run(&model, &batch, &[], &[], 1.0, Dropout::default(), sinks);
+            let now = addresses(&pass);
+            assert!(pass.shards[1].grads.weights.is_some(), "shard 1 keeps a gradient copy");
+            if let Some(before) = &seen {
+                assert_eq!(before, &now, "a shard buffer was reallocated");
+            }
+            seen = Some(now);
+        }
+    }
+}
