@@ -103,7 +103,9 @@ fn check_attention(mask: Option<Mask>) {
         project(&out, &r)
     };
     run(&qkv, &mut probs);
-    let mut dqkv = vec![0.0; n * width];
+    // NaN to start with: the backward pass must overwrite every element (an accumulate
+    // into a stale value, or a skipped one, would leave NaN in the gradient).
+    let mut dqkv = vec![f32::NAN; n * width];
     attention_backward(&mut dqkv, &mut probs.clone(), &mut vec![0.0; sh.scratch_len()], &r, &qkv, sh, mask);
     check_directional("attention dqkv", &mut |x| run(x, &mut probs), &qkv, &dqkv, 1e-2, 1e-3);
 }

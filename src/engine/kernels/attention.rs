@@ -10,6 +10,7 @@ use super::fastmath::exp;
 use super::matmul::{Mat, MatMut};
 use super::reduce;
 use super::tile::small_matmul;
+use super::transpose::{transpose, Block};
 use rayon::prelude::*;
 
 /// Query rows per block.
@@ -56,7 +57,7 @@ impl AttnShape {
 }
 
 /// Query-row blocks `[i0, i1)`.
-fn blocks(seq: usize) -> impl Iterator<Item = (usize, usize)> {
+fn blocks(seq: usize) -> impl DoubleEndedIterator<Item = (usize, usize)> {
     (0..seq).step_by(BLOCK).map(move |i0| (i0, (i0 + BLOCK).min(seq)))
 }
 
@@ -73,11 +74,7 @@ fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usi
 /// Writes the transpose of columns `[col, col+hd)` of a sequence's `[seq, w]` rows into
 /// `dst` as `[hd, seq]`, so keys or values run along contiguous rows for `small_matmul`.
 fn transpose_head<'a>(dst: &'a mut [f32], buf: &[f32], w: usize, col: usize, hd: usize, seq: usize) -> &'a [f32] {
-    for (j, src) in buf.chunks_exact(w).take(seq).enumerate() {
-        for (d, v) in src[col..col + hd].iter().enumerate() {
-            dst[d * seq + j] = *v;
-        }
-    }
+    transpose(dst, seq, &buf[col..], Block { rows: seq, cols: hd, stride: w });
     dst
 }
 
@@ -176,19 +173,22 @@ pub fn attention_backward(
         .for_each(|(b, (((dqkv, probs), scratch), (dout, qkv)))| {
             let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
             let (dp, vt) = rest.split_at_mut(BLOCK * s);
-            dqkv.fill(0.0);
             for h in 0..sh.heads {
                 let p = &mut probs[h * s * s..(h + 1) * s * s];
                 let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
-                for (i0, i1) in blocks(s) {
-                    let (rows, pw) = (i1 - i0, i1);
+                // Last block first: it spans every key, so for the first query head of a
+                // key/value group its dK and dV products overwrite the whole head and
+                // everything after adds to it; nothing needs zeroing beforehand.
+                let group_start = h % (sh.heads / sh.kv_heads) == 0;
+                for (i0, i1) in blocks(s).rev() {
+                    let (rows, pw, first) = (i1 - i0, i1, group_start && i1 == s);
                     let dout_b = cols(dout, a, h * hd, i0, i1, hd);
                     // dV[0..i1] += dropout(P)ᵀ · dout
                     let pb = match &mask {
                         Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
                         None => Mat::strided(&p[i0 * s..], rows, pw, s),
                     };
-                    small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, true);
+                    small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, !first);
                     // dP = (dout · Vᵀ) ⊙ mask
                     small_matmul(MatMut::strided(dp, rows, pw, s), dout_b, Mat::strided(vt, hd, pw, s), 1.0, false);
                     for i in i0..i1 {
@@ -203,7 +203,7 @@ pub fn attention_backward(
                     let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
                     small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
                     let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                    small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), true);
+                    small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), !first);
                 }
             }
         });

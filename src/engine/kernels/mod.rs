@@ -13,6 +13,7 @@ pub mod norm;
 pub mod reduce;
 pub mod rope;
 pub mod tile;
+pub mod transpose;
 
 /// Rows per parallel work item for row-wise kernels; fixed so results never depend on
 /// the thread count or on scheduling.
