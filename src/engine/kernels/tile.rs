@@ -78,7 +78,9 @@ pub(crate) mod avx512 {
         (((1u32 << rem) - 1) & 0xffff) as __mmask16
     }
 
-    /// Every `MR`-row tile of one tile column.
+    /// Every tile of one tile column: `MR`-row tiles while they fit, then the last rows in
+    /// 4- and 2-row tiles, so that (for the even row counts attention uses) no padded row
+    /// is multiplied.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn rows_of_tiles<const MR: usize, const NV: usize>(
@@ -88,8 +90,20 @@ pub(crate) mod avx512 {
         b: *const f32,
         c: *mut f32,
     ) {
-        for i0 in (0..m).step_by(MR) {
-            tile::<MR, NV>(job, MR.min(m - i0), a.add(i0 * job.a_rs), b, c.add(i0 * job.ldc));
+        let mut i0 = 0;
+        while i0 < m {
+            let rows = m - i0;
+            let (a, c) = (a.add(i0 * job.a_rs), c.add(i0 * job.ldc));
+            i0 += if rows >= MR {
+                tile::<MR, NV>(job, MR, a, b, c);
+                MR
+            } else if rows > 2 {
+                tile::<4, NV>(job, rows.min(4), a, b, c);
+                rows.min(4)
+            } else {
+                tile::<2, NV>(job, rows, a, b, c);
+                rows
+            };
         }
     }
 
