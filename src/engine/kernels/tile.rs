@@ -171,7 +171,9 @@ mod tests {
     #[test]
     fn small_matmul_matches_f64_reference_on_ragged_shapes_and_both_a_layouts() {
         let val = |i: usize, s: usize| ((i * 7919 + s) % 1000) as f32 / 500.0 - 1.0;
-        for (m, n, k) in [(1, 1, 1), (5, 17, 3), (13, 64, 64), (32, 100, 37), (7, 129, 0), (25, 48, 128), (6, 33, 9)] {
+        for (m, n, k) in
+            [(1, 1, 1), (5, 17, 3), (13, 64, 64), (10, 64, 5), (32, 100, 37), (7, 129, 0), (25, 48, 128), (6, 33, 9)]
+        {
             for transposed in [false, true] {
                 for (alpha, acc) in [(1.0, false), (0.125, true)] {
                     let a: Vec<f32> = (0..m * k).map(|i| val(i, 1)).collect();
