@@ -80,9 +80,11 @@ pub fn linear_backward_params(
     }
 }
 
-/// `acc[j] += Σᵢ m[i, j]`, summing rows in order (so the result is deterministic).
+/// `acc[j] += Σᵢ m[i, j]`, summing rows in order (so the result is deterministic). Work
+/// items take 256 columns (1 KiB of each row): narrower slices of rows a page apart run
+/// slower than one contiguous stream, by up to 2× on one thread.
 pub fn column_sums_into(acc: &mut [f32], m: &[f32], width: usize) {
-    const COLS: usize = 64;
+    const COLS: usize = 256;
     acc.par_chunks_mut(COLS).enumerate().for_each(|(c, acc)| {
         for row in m.chunks_exact(width) {
             acc.iter_mut().zip(&row[c * COLS..]).for_each(|(a, v)| *a += v);
