@@ -30,12 +30,15 @@ pub fn transpose(dst: &mut [f32], dst_stride: usize, src: &[f32], shape: Block) 
     let out = Block { rows: shape.cols, cols: shape.rows, stride: dst_stride };
     assert!(shape.cols <= shape.stride && out.cols <= dst_stride, "a row overlaps the next");
     assert!(src.len() >= shape.span() && dst.len() >= out.span(), "block exceeds its buffer");
-    let mut done = (0, 0);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    let done = if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F and both blocks were bounds-checked above.
-        done = unsafe { avx512::tiles(dst, dst_stride, src, shape) };
-    }
+        unsafe { avx512::tiles(dst, dst_stride, src, shape) }
+    } else {
+        (0, 0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = (0, 0);
     edges(dst, dst_stride, src, shape, done);
 }
 
