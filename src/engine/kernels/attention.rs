@@ -10,7 +10,7 @@ use super::fastmath::exp;
 use super::matmul::{Mat, MatMut};
 use super::reduce;
 use super::tile::small_matmul;
-use super::transpose::{transpose, Block};
+use super::transpose::transpose;
 use rayon::prelude::*;
 
 /// Query rows per block.
@@ -74,7 +74,7 @@ fn cols_mut(buf: &mut [f32], w: usize, col: usize, r0: usize, r1: usize, hd: usi
 /// Writes the transpose of columns `[col, col+hd)` of a sequence's `[seq, w]` rows into
 /// `dst` as `[hd, seq]`, so keys or values run along contiguous rows for `small_matmul`.
 fn transpose_head<'a>(dst: &'a mut [f32], buf: &[f32], w: usize, col: usize, hd: usize, seq: usize) -> &'a [f32] {
-    transpose(dst, seq, &buf[col..], Block { rows: seq, cols: hd, stride: w });
+    transpose(MatMut::new(&mut dst[..hd * seq], hd, seq), cols(buf, w, col, 0, seq, hd));
     dst
 }
 

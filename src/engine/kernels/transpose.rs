@@ -6,70 +6,56 @@
 //! of one float at a time; edges that do not fill a tile are copied element by element.
 //! A transpose only moves values, so both paths give the same bits.
 
-/// A row-major block: `rows × cols` floats whose rows start `stride` apart.
-#[derive(Clone, Copy, Debug)]
-pub struct Block {
-    pub rows: usize,
-    pub cols: usize,
-    pub stride: usize,
-}
+use super::matmul::{Mat, MatMut};
 
-impl Block {
-    /// Floats a buffer needs to hold the block.
-    fn span(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.stride + self.cols
-        }
-    }
-}
-
-/// `dst[j·dst_stride + i] = src[i·src.stride + j]` for every `(i, j)` of the `src` block.
-pub fn transpose(dst: &mut [f32], dst_stride: usize, src: &[f32], shape: Block) {
-    let out = Block { rows: shape.cols, cols: shape.rows, stride: dst_stride };
-    assert!(shape.cols <= shape.stride && out.cols <= dst_stride, "a row overlaps the next");
-    assert!(src.len() >= shape.span() && dst.len() >= out.span(), "block exceeds its buffer");
+/// `dst = srcᵀ`: `dst[j][i] = src[i][j]` for every element of `src`, whose rows must be
+/// contiguous (both views were bounds-checked when built).
+pub fn transpose(dst: MatMut, src: Mat) {
+    assert_eq!((dst.rows, dst.cols), (src.cols, src.rows), "transposed shapes differ");
+    let ((src_stride, unit), dst_stride) = (src.strides(), dst.row_stride());
+    assert!(unit == 1 && src.cols <= src_stride && dst.cols <= dst_stride, "a row overlaps the next");
     #[cfg(target_arch = "x86_64")]
     let done = if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F and both blocks were bounds-checked above.
-        unsafe { avx512::tiles(dst, dst_stride, src, shape) }
+        // SAFETY: the CPU supports AVX-512F and both views were bounds-checked.
+        unsafe { avx512::tiles(dst.data, dst_stride, src) }
     } else {
         (0, 0)
     };
     #[cfg(not(target_arch = "x86_64"))]
     let done = (0, 0);
-    edges(dst, dst_stride, src, shape, done);
+    edges(dst.data, dst_stride, src, done);
 }
 
 /// Element-wise transpose of everything outside the `done.0 × done.1` corner of `src`.
-fn edges(dst: &mut [f32], dst_stride: usize, src: &[f32], shape: Block, done: (usize, usize)) {
-    for i in 0..shape.rows {
+fn edges(dst: &mut [f32], dst_stride: usize, src: Mat, done: (usize, usize)) {
+    let stride = src.strides().0;
+    for i in 0..src.rows {
         let from = if i < done.0 { done.1 } else { 0 };
-        for j in from..shape.cols {
-            dst[j * dst_stride + i] = src[i * shape.stride + j];
+        for j in from..src.cols {
+            dst[j * dst_stride + i] = src.data[i * stride + j];
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::Block;
+    use super::Mat;
     use std::arch::x86_64::*;
 
     /// Transposes every whole 16×16 tile of `src`; returns the `(rows, cols)` it covered.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F and both buffers must hold their blocks.
+    /// The CPU must support AVX-512F, `src`'s rows must be contiguous and `dst` (rows
+    /// `dst_stride` apart) must hold `src`'s transpose.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tiles(dst: &mut [f32], dst_stride: usize, src: &[f32], shape: Block) -> (usize, usize) {
-        let (rows, cols) = (shape.rows / 16 * 16, shape.cols / 16 * 16);
-        let (rounds, s, d) = (swap_rounds(), src.as_ptr(), dst.as_mut_ptr());
+    pub unsafe fn tiles(dst: &mut [f32], dst_stride: usize, src: Mat) -> (usize, usize) {
+        let (rows, cols, stride) = (src.rows / 16 * 16, src.cols / 16 * 16, src.strides().0);
+        let (rounds, s, d) = (swap_rounds(), src.data.as_ptr(), dst.as_mut_ptr());
         for i0 in (0..rows).step_by(16) {
             for j0 in (0..cols).step_by(16) {
                 let mut r = [_mm512_setzero_ps(); 16];
                 for (i, r) in r.iter_mut().enumerate() {
-                    *r = _mm512_loadu_ps(s.add((i0 + i) * shape.stride + j0));
+                    *r = _mm512_loadu_ps(s.add((i0 + i) * stride + j0));
                 }
                 for (step, (keep, take)) in [8, 4, 2, 1].into_iter().zip(rounds) {
                     swap_blocks(&mut r, step, keep, take);
@@ -130,7 +116,8 @@ mod tests {
             let (stride, dst_stride) = (cols + 7, rows + 3);
             let src: Vec<f32> = (0..rows * stride).map(|i| i as f32 * 0.5 - 3.0).collect();
             let mut dst = vec![f32::NAN; cols * dst_stride];
-            transpose(&mut dst, dst_stride, &src, Block { rows, cols, stride });
+            let view = Mat::strided(&src, rows, cols, stride);
+            transpose(MatMut::strided(&mut dst, cols, rows, dst_stride), view);
             for j in 0..cols {
                 for i in 0..dst_stride {
                     let got = dst[j * dst_stride + i];
@@ -145,8 +132,23 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "block exceeds its buffer")]
-    fn transpose_rejects_a_source_shorter_than_its_block() {
-        transpose(&mut [0.0; 16], 4, &[0.0; 15], Block { rows: 4, cols: 4, stride: 4 });
+    #[should_panic(expected = "matrix view [4x4] exceeds its buffer (15)")]
+    fn transpose_source_shorter_than_its_block_is_refused() {
+        let mut dst = [0.0; 16];
+        transpose(MatMut::new(&mut dst, 4, 4), Mat::new(&[0.0; 15], 4, 4));
+    }
+
+    #[test]
+    #[should_panic(expected = "transposed shapes differ")]
+    fn transpose_rejects_a_destination_of_the_wrong_shape() {
+        let (src, mut dst) = ([0.0; 12], [0.0; 12]);
+        transpose(MatMut::new(&mut dst, 3, 4), Mat::new(&src, 3, 4));
+    }
+
+    #[test]
+    #[should_panic(expected = "a row overlaps the next")]
+    fn transpose_rejects_a_destination_whose_rows_overlap() {
+        let (src, mut dst) = ([0.0; 12], [0.0; 12]);
+        transpose(MatMut::strided(&mut dst, 4, 3, 2), Mat::new(&src, 3, 4));
     }
 }
