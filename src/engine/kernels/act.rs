@@ -4,6 +4,7 @@
 //! for SwiGLU (each row is `[gate | up]`).
 
 use super::fastmath::{erf, exp, sigmoid, tanh};
+use super::simd::widest;
 use super::ROW_CHUNK;
 use crate::engine::config::Activation;
 use rayon::prelude::*;
@@ -33,37 +34,23 @@ fn gelu_tanh(x: f32) -> (f32, f32) {
 pub fn act_forward(out: &mut [f32], pre: &mut [f32], bias: Option<&[f32]>, d_ff: usize, act: Activation) {
     let fc = pre.len() / (out.len() / d_ff).max(1);
     out.par_chunks_mut(d_ff * ROW_CHUNK).zip(pre.par_chunks_mut(fc * ROW_CHUNK)).for_each(|(out, pre)| {
-        for (o, p) in out.chunks_exact_mut(d_ff).zip(pre.chunks_exact_mut(fc)) {
-            if let Some(b) = bias {
-                p.iter_mut().zip(b).for_each(|(p, b)| *p += b);
-            }
-            act_row(o, p, act);
-        }
+        widest(
+            #[inline(always)]
+            || {
+                for (o, p) in out.chunks_exact_mut(d_ff).zip(pre.chunks_exact_mut(fc)) {
+                    if let Some(b) = bias {
+                        p.iter_mut().zip(b).for_each(|(p, b)| *p += b);
+                    }
+                    act_row(o, p, act);
+                }
+            },
+        )
     });
 }
 
-/// One row of the forward pass, leaving the backward pass's input in `p`: compiled a
-/// second time for AVX-512 (twice the lanes of the baseline build), chosen at run time.
-/// Both builds evaluate the same element-wise expressions, so they give the same bits.
-fn act_row(o: &mut [f32], p: &mut [f32], act: Activation) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F.
-        return unsafe { act_row_avx512(o, p, act) };
-    }
-    act_row_portable(o, p, act)
-}
-
-/// `act_row_portable` vectorised with AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn act_row_avx512(o: &mut [f32], p: &mut [f32], act: Activation) {
-    act_row_portable(o, p, act)
-}
-
-/// The row kernel itself, inlined into both builds.
+/// One row of the forward pass, leaving the backward pass's input in `p`.
 #[inline(always)]
-fn act_row_portable(o: &mut [f32], p: &mut [f32], act: Activation) {
+pub(crate) fn act_row(o: &mut [f32], p: &mut [f32], act: Activation) {
     match act {
         Activation::GeluExact => o.iter_mut().zip(p).for_each(|(o, x)| (*o, *x) = gelu_exact(*x)),
         Activation::GeluTanh => o.iter_mut().zip(p).for_each(|(o, x)| (*o, *x) = gelu_tanh(*x)),
@@ -81,14 +68,21 @@ pub fn act_backward(dpre: &mut [f32], dout: &[f32], saved: &[f32], d_ff: usize, 
         .zip(dout.par_chunks(d_ff * ROW_CHUNK))
         .zip(saved.par_chunks(fc * ROW_CHUNK))
         .for_each(|((dpre, dout), saved)| {
-            for ((dp, d), p) in dpre.chunks_exact_mut(fc).zip(dout.chunks_exact(d_ff)).zip(saved.chunks_exact(fc)) {
-                act_row_backward(dp, d, p, act);
-            }
+            widest(
+                #[inline(always)]
+                || {
+                    for ((dp, d), p) in
+                        dpre.chunks_exact_mut(fc).zip(dout.chunks_exact(d_ff)).zip(saved.chunks_exact(fc))
+                    {
+                        act_row_backward(dp, d, p, act);
+                    }
+                },
+            )
         });
 }
 
-#[inline]
-fn act_row_backward(dp: &mut [f32], d: &[f32], p: &[f32], act: Activation) {
+#[inline(always)]
+pub(crate) fn act_row_backward(dp: &mut [f32], d: &[f32], p: &[f32], act: Activation) {
     match act {
         Activation::GeluExact | Activation::GeluTanh => {
             dp.iter_mut().zip(d).zip(p).for_each(|((dp, d), g)| *dp = d * g)
@@ -102,31 +96,6 @@ fn act_row_backward(dp: &mut [f32], d: &[f32], p: &[f32], act: Activation) {
                 *du = d * (g * s);
                 *dg = d * u * s * (1.0 + g * (1.0 - s));
             }
-        }
-    }
-}
-
-#[cfg(all(test, target_arch = "x86_64"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn avx512_build_of_the_activation_row_gives_the_baseline_bits() {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: this CPU has no AVX-512F, so only the baseline build runs");
-            return;
-        }
-        let x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
-        for act in [Activation::GeluExact, Activation::GeluTanh, Activation::SwiGlu] {
-            let width = if act == Activation::SwiGlu { 500 } else { 1000 };
-            let (mut o1, mut p1) = (vec![0.0; width], x.clone());
-            let (mut o2, mut p2) = (vec![0.0; width], x.clone());
-            act_row_portable(&mut o1, &mut p1, act);
-            // SAFETY: checked above that the CPU supports AVX-512F.
-            unsafe { act_row_avx512(&mut o2, &mut p2, act) };
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&o1), bits(&o2), "{act:?} outputs");
-            assert_eq!(bits(&p1), bits(&p2), "{act:?} saved derivatives");
         }
     }
 }

@@ -9,6 +9,7 @@ use super::dropout::Mask;
 use super::fastmath::exp;
 use super::matmul::{Mat, MatMut};
 use super::reduce;
+use super::simd::widest;
 use super::tile::small_matmul;
 use super::transpose::transpose;
 use rayon::prelude::*;
@@ -115,25 +116,30 @@ pub fn attention_forward(
         .zip(qkv.par_chunks(s * w))
         .enumerate()
         .for_each(|(b, (((out, probs), scratch), qkv))| {
-            let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
-            for h in 0..sh.heads {
-                let p = &mut probs[h * s * s..(h + 1) * s * s];
-                let kt = transpose_head(kt, qkv, w, sh.k_col(h), hd, s);
-                for (i0, i1) in blocks(s) {
-                    let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                    let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
-                    small_matmul(scores, q, Mat::strided(kt, hd, i1, s), sh.scale(), false);
-                    for i in i0..i1 {
-                        softmax_causal_row(&mut p[i * s..i * s + i1], i);
+            widest(
+                #[inline(always)]
+                || {
+                    let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
+                    for h in 0..sh.heads {
+                        let p = &mut probs[h * s * s..(h + 1) * s * s];
+                        let kt = transpose_head(kt, qkv, w, sh.k_col(h), hd, s);
+                        for (i0, i1) in blocks(s) {
+                            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+                            let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
+                            small_matmul(scores, q, Mat::strided(kt, hd, i1, s), sh.scale(), false);
+                            for i in i0..i1 {
+                                softmax_causal_row(&mut p[i * s..i * s + i1], i);
+                            }
+                            let pb = match &mask {
+                                Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), i1),
+                                None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
+                            };
+                            let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
+                            small_matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false);
+                        }
                     }
-                    let pb = match &mask {
-                        Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), i1),
-                        None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
-                    };
-                    let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
-                    small_matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false);
-                }
-            }
+                },
+            )
         });
 }
 
@@ -141,7 +147,7 @@ pub fn attention_forward(
 /// runs over the whole row (the tail is set to −∞ before the exponential and zeroed after
 /// it), so the rows of a block share one vectorised length instead of each ending in a
 /// scalar remainder.
-#[inline]
+#[inline(always)]
 pub(crate) fn softmax_causal_row(row: &mut [f32], i: usize) {
     row[i + 1..].fill(f32::NEG_INFINITY);
     let max = reduce::max(row);
@@ -171,48 +177,59 @@ pub fn attention_backward(
         .zip(dout.par_chunks(s * a).zip(qkv.par_chunks(s * w)))
         .enumerate()
         .for_each(|(b, (((dqkv, probs), scratch), (dout, qkv)))| {
-            let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
-            let (dp, vt) = rest.split_at_mut(BLOCK * s);
-            for h in 0..sh.heads {
-                let p = &mut probs[h * s * s..(h + 1) * s * s];
-                let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
-                // Last block first: it spans every key, so for the first query head of a
-                // key/value group its dK and dV products overwrite the whole head and
-                // everything after adds to it; nothing needs zeroing beforehand.
-                let group_start = h % (sh.heads / sh.kv_heads) == 0;
-                for (i0, i1) in blocks(s).rev() {
-                    let (rows, pw, first) = (i1 - i0, i1, group_start && i1 == s);
-                    let dout_b = cols(dout, a, h * hd, i0, i1, hd);
-                    // dV[0..i1] += dropout(P)ᵀ · dout
-                    let pb = match &mask {
-                        Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
-                        None => Mat::strided(&p[i0 * s..], rows, pw, s),
-                    };
-                    small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, !first);
-                    // dP = (dout · Vᵀ) ⊙ mask
-                    small_matmul(MatMut::strided(dp, rows, pw, s), dout_b, Mat::strided(vt, hd, pw, s), 1.0, false);
-                    for i in i0..i1 {
-                        let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
-                        if let Some(m) = &mask {
-                            m.apply(dp_row, sh.prob_index(b, h, i));
+            widest(
+                #[inline(always)]
+                || {
+                    let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
+                    let (dp, vt) = rest.split_at_mut(BLOCK * s);
+                    for h in 0..sh.heads {
+                        let p = &mut probs[h * s * s..(h + 1) * s * s];
+                        let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
+                        // Last block first: it spans every key, so for the first query head of a
+                        // key/value group its dK and dV products overwrite the whole head and
+                        // everything after adds to it; nothing needs zeroing beforehand.
+                        let group_start = h % (sh.heads / sh.kv_heads) == 0;
+                        for (i0, i1) in blocks(s).rev() {
+                            let (rows, pw, first) = (i1 - i0, i1, group_start && i1 == s);
+                            let dout_b = cols(dout, a, h * hd, i0, i1, hd);
+                            // dV[0..i1] += dropout(P)ᵀ · dout
+                            let pb = match &mask {
+                                Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
+                                None => Mat::strided(&p[i0 * s..], rows, pw, s),
+                            };
+                            small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, !first);
+                            // dP = (dout · Vᵀ) ⊙ mask
+                            small_matmul(
+                                MatMut::strided(dp, rows, pw, s),
+                                dout_b,
+                                Mat::strided(vt, hd, pw, s),
+                                1.0,
+                                false,
+                            );
+                            for i in i0..i1 {
+                                let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
+                                if let Some(m) = &mask {
+                                    m.apply(dp_row, sh.prob_index(b, h, i));
+                                }
+                                softmax_row_backward(&mut p[i * s..i * s + pw], dp_row);
+                            }
+                            let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
+                            // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
+                            let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
+                            small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
+                            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+                            small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), !first);
                         }
-                        softmax_row_backward(&mut p[i * s..i * s + pw], dp_row);
                     }
-                    let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
-                    // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
-                    let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
-                    small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
-                    let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                    small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), !first);
-                }
-            }
+                },
+            )
         });
 }
 
 /// `p ← p ⊙ (dp − Σ p·dp)` over a whole block row: `p` is zero past the causal edge, so
 /// that tail adds nothing to the sum and stays zero.
-#[inline]
-fn softmax_row_backward(p: &mut [f32], dp: &[f32]) {
+#[inline(always)]
+pub(crate) fn softmax_row_backward(p: &mut [f32], dp: &[f32]) {
     let dot = reduce::dot(p, dp);
     p.iter_mut().zip(dp).for_each(|(p, d)| *p *= d - dot);
 }

@@ -6,6 +6,7 @@
 
 use super::fastmath::exp;
 use super::reduce;
+use super::simd::widest;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -25,9 +26,14 @@ pub fn cross_entropy(
         .zip(row_loss.par_chunks_mut(ROW_CHUNK))
         .zip(targets.par_chunks(ROW_CHUNK).zip(weights.par_chunks(ROW_CHUNK)))
         .for_each(|((logits, row_loss), (targets, weights))| {
-            for (r, row) in logits.chunks_exact_mut(v).enumerate() {
-                row_loss[r] = ce_row(row, targets[r], weights[r] / norm, grad);
-            }
+            widest(
+                #[inline(always)]
+                || {
+                    for (r, row) in logits.chunks_exact_mut(v).enumerate() {
+                        row_loss[r] = ce_row(row, targets[r], weights[r] / norm, grad);
+                    }
+                },
+            )
         });
     targets
         .iter()
@@ -40,8 +46,8 @@ pub fn cross_entropy(
 }
 
 /// Cross-entropy of one row; with `grad`, the row becomes `scale · (softmax − onehot)`.
-#[inline]
-fn ce_row(row: &mut [f32], target: i32, scale: f32, grad: bool) -> f32 {
+#[inline(always)]
+pub(crate) fn ce_row(row: &mut [f32], target: i32, scale: f32, grad: bool) -> f32 {
     if target < 0 {
         if grad {
             row.fill(0.0);

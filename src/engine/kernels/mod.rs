@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod norm;
 pub mod reduce;
 pub mod rope;
+pub mod simd;
 pub mod tile;
 pub mod transpose;
 

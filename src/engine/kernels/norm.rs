@@ -4,6 +4,7 @@
 //! centring and bias; both save `mean` (0 for RMSNorm) and `rstd` for the backward pass.
 
 use super::reduce;
+use super::simd::widest;
 use super::ROW_CHUNK;
 use rayon::prelude::*;
 
@@ -31,14 +32,19 @@ pub fn norm_forward(
         .zip(rstd.par_chunks_mut(ROW_CHUNK))
         .zip(x.par_chunks(d * ROW_CHUNK))
         .for_each(|(((y, mean), rstd), x)| {
-            for (r, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
-                (mean[r], rstd[r]) = norm_row(y, x, w, b, kind);
-            }
+            widest(
+                #[inline(always)]
+                || {
+                    for (r, (y, x)) in y.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
+                        (mean[r], rstd[r]) = norm_row(y, x, w, b, kind);
+                    }
+                },
+            )
         });
 }
 
 /// Normalises one row; returns its (mean, rstd).
-#[inline]
+#[inline(always)]
 pub fn norm_row(y: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, kind: NormKind) -> (f32, f32) {
     let d = x.len() as f32;
     let m = if kind.centred { reduce::sum(x) / d } else { 0.0 };
@@ -76,10 +82,24 @@ pub fn norm_backward(
         .for_each(|((((dx, dy), x), (mean, rstd)), part)| {
             part.fill(0.0);
             let part = if want_params { part } else { &mut [][..] };
-            for r in 0..mean.len() {
-                let rows = r * d..(r + 1) * d;
-                norm_row_backward(&mut dx[rows.clone()], part, &dy[rows.clone()], &x[rows], mean[r], rstd[r], w, kind);
-            }
+            widest(
+                #[inline(always)]
+                || {
+                    for r in 0..mean.len() {
+                        let rows = r * d..(r + 1) * d;
+                        norm_row_backward(
+                            &mut dx[rows.clone()],
+                            part,
+                            &dy[rows.clone()],
+                            &x[rows],
+                            mean[r],
+                            rstd[r],
+                            w,
+                            kind,
+                        );
+                    }
+                },
+            )
         });
     if let Some((dw, db)) = dwb {
         let mut db = db;
@@ -94,8 +114,8 @@ pub fn norm_backward(
 
 /// One row of the backward pass; `part` is `[dw; db]` partial sums or empty.
 #[allow(clippy::too_many_arguments)]
-#[inline]
-fn norm_row_backward(
+#[inline(always)]
+pub(crate) fn norm_row_backward(
     dx: &mut [f32],
     part: &mut [f32],
     dy: &[f32],
@@ -106,17 +126,19 @@ fn norm_row_backward(
     kind: NormKind,
 ) {
     let d = x.len();
-    // mean(dy·w) and mean(dy·w·x̂), with x̂ = (x − m)·r: 16 lanes, then the tail in order.
-    let mut lanes = [[0.0f32; 2]; 16];
+    // mean(dy·w) and mean(dy·w·x̂), with x̂ = (x − m)·r: 16 lanes combined pairwise, then
+    // the tail in order.
+    let (mut lanes_g, mut lanes_gx) = ([0.0f32; 16], [0.0f32; 16]);
     let (mut cdy, mut cw, mut cx) = (dy.chunks_exact(16), w.chunks_exact(16), x.chunks_exact(16));
     for ((dy, w), x) in (&mut cdy).zip(&mut cw).zip(&mut cx) {
-        for (((acc, dy), w), x) in lanes.iter_mut().zip(dy).zip(w).zip(x) {
-            let g = dy * w;
-            acc[0] += g;
-            acc[1] += g * (x - m);
+        for i in 0..16 {
+            let g = dy[i] * w[i];
+            lanes_g[i] += g;
+            lanes_gx[i] += g * (x[i] - m);
         }
     }
-    let (mut sg, mut sgx) = lanes.iter().fold((0.0f32, 0.0f32), |(a, b), l| (a + l[0], b + l[1]));
+    let add = |a: f32, b: f32| a + b;
+    let (mut sg, mut sgx) = (reduce::combine(lanes_g, add), reduce::combine(lanes_gx, add));
     for ((dy, w), x) in cdy.remainder().iter().zip(cw.remainder()).zip(cx.remainder()) {
         let g = dy * w;
         sg += g;

@@ -1,11 +1,12 @@
 //! Vectorisable reductions. A plain `iter().sum()` over f32 is a serial dependency chain
 //! (the compiler may not reorder float additions); these keep `LANES` independent partial
-//! results and combine them in a fixed order, so they are fast and still deterministic.
+//! results and combine them pairwise in a fixed order, so they are fast and still
+//! deterministic.
 
 /// Independent accumulators per reduction (two AVX-512 registers' worth).
 const LANES: usize = 32;
 
-/// Folds `f(x)` over `xs` lane-wise with `op`, then combines the lanes in order.
+/// Folds `f(x)` over `xs` lane-wise with `op`, then combines the lanes (`combine`).
 #[inline(always)]
 fn fold_lanes(xs: &[f32], init: f32, f: impl Fn(f32) -> f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; LANES];
@@ -15,7 +16,7 @@ fn fold_lanes(xs: &[f32], init: f32, f: impl Fn(f32) -> f32, op: impl Fn(f32, f3
             *a = op(*a, f(x));
         }
     }
-    let total = acc.iter().copied().fold(init, &op);
+    let total = combine(acc, &op);
     chunks.remainder().iter().fold(total, |t, &x| op(t, f(x)))
 }
 
@@ -30,30 +31,45 @@ fn fold_pairs(xs: &[f32], ys: &[f32], init: f32, f: impl Fn(f32, f32) -> f32, op
             *acc = op(*acc, f(a, b));
         }
     }
-    let total = acc.iter().copied().fold(init, &op);
+    let total = combine(acc, &op);
     cx.remainder().iter().zip(cy.remainder()).fold(total, |t, (&a, &b)| op(t, f(a, b)))
 }
 
+/// Combines the lanes pairwise (lane `i` with lane `i + w/2`, halving `w`): a fixed order,
+/// with a dependency chain of log₂ LANES operations instead of LANES.
+/// `N` must be a power of two.
+#[inline(always)]
+pub fn combine<const N: usize>(mut acc: [f32; N], op: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut w = N;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            acc[i] = op(acc[i], acc[i + w]);
+        }
+    }
+    acc[0]
+}
+
 /// `Σ x`.
-#[inline]
+#[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     fold_lanes(x, 0.0, |v| v, |a, b| a + b)
 }
 
 /// `Σ a·b`.
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     fold_pairs(a, b, 0.0, |a, b| a * b, |x, y| x + y)
 }
 
 /// `max x` (−∞ for an empty slice).
-#[inline]
+#[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     fold_lanes(x, f32::NEG_INFINITY, |v| v, |a, b| if b > a { b } else { a })
 }
 
 /// `Σ (x − c)²`.
-#[inline]
+#[inline(always)]
 pub fn sum_sq_dev(x: &[f32], c: f32) -> f32 {
     fold_lanes(x, 0.0, |v| (v - c) * (v - c), |a, b| a + b)
 }
