@@ -13,7 +13,7 @@ use crate::engine::kernels::dropout::Dropout;
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
-use crate::engine::shards::ShardedPass;
+use crate::engine::shards::{zero_grads, ShardedPass};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
@@ -104,7 +104,7 @@ pub fn run(workload: Workload, mode: Mode, steps: usize, warmup: usize) -> Bench
         let batch = &batches[step % batches.len()];
         let norm = default_norm(&batch.targets, &batch.weights);
         let start = Instant::now();
-        grads.fill(0.0);
+        zero_grads(&mut grads);
         let sinks = match mode {
             Mode::Train => GradSinks { weights: Some(&mut grads), ..Default::default() },
             Mode::Soft => GradSinks { prompts: Some(&mut grads), ..Default::default() },

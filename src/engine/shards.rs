@@ -4,8 +4,8 @@
 //! kernel's join (or through a serial stretch of the other shard) takes the other shard's
 //! work instead of idling.
 //!
-//! Shard 0 accumulates into the caller's gradient buffers; the others into their own,
-//! added afterwards in shard order. The split depends only on the batch's shape and the
+//! Shard 0 accumulates into the caller's gradient buffers, shard 1 into its own, added
+//! afterwards. The split depends only on the batch's shape and the
 //! trained set's size, never on the thread count, so a pass gives the same bits on any
 //! number of threads.
 
@@ -16,8 +16,10 @@ use super::kernels::dropout::Dropout;
 use super::model::{Model, Steer};
 use rayon::prelude::*;
 
-/// Shards a batch is split into when it is split at all.
+/// Shards a batch is split into when it is split at all. The gradient sum after a split
+/// pass (`add_and_clear`) assumes exactly one extra shard.
 const SHARDS: usize = 2;
+const _: () = assert!(SHARDS == 2);
 /// Fewest rows worth a shard of their own.
 const MIN_SHARD_ROWS: usize = 256;
 /// Most trained values for which each extra shard keeps its own gradient copy (64 MiB);
@@ -48,6 +50,9 @@ struct OwnedGrads {
     prompts: Option<Vec<f32>>,
     steers: Option<Vec<Vec<f32>>>,
     lora: Option<Vec<f32>>,
+    /// The flat buffers hold only zeros (`add_in_order` leaves them so), so the next pass
+    /// need not clear them.
+    zero: bool,
 }
 
 /// How many shards `batch` is split into when `trained` values receive gradients.
@@ -112,9 +117,11 @@ impl ShardedPass {
         for s in rest.iter() {
             s.grads.add_to_steers(&mut sinks);
         }
-        add_in_order(&mut sinks.weights, rest, |g| g.weights.as_deref());
-        add_in_order(&mut sinks.prompts, rest, |g| g.prompts.as_deref());
-        add_in_order(&mut sinks.lora, rest, |g| g.lora.as_deref());
+        let extra = &mut rest[0].grads;
+        add_and_clear(&mut sinks.weights, &mut extra.weights);
+        add_and_clear(&mut sinks.prompts, &mut extra.prompts);
+        add_and_clear(&mut sinks.lora, &mut extra.lora);
+        extra.zero = true;
         self.shards[..k].iter().map(|s| s.loss).sum()
     }
 }
@@ -132,14 +139,19 @@ fn pass(
     loss
 }
 
-/// `dst += Σ_shards pick(shard)`, summed in shard order for every element.
-fn add_in_order(dst: &mut Option<&mut [f32]>, shards: &[Shard], pick: impl Fn(&OwnedGrads) -> Option<&[f32]> + Sync) {
-    let Some(dst) = dst.as_deref_mut() else { return };
-    dst.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(c, out)| {
-        let range = c * SUM_CHUNK..c * SUM_CHUNK + out.len();
-        for g in shards.iter().filter_map(|s| pick(&s.grads)) {
-            out.iter_mut().zip(&g[range.clone()]).for_each(|(o, g)| *o += g);
-        }
+/// Zeroes a gradient buffer across the thread pool before a step accumulates into it.
+pub fn zero_grads(g: &mut [f32]) {
+    g.par_chunks_mut(SUM_CHUNK).for_each(|c| c.fill(0.0));
+}
+
+/// `dst += src`, then `src = 0` (ready for the next pass), in one sweep.
+fn add_and_clear(dst: &mut Option<&mut [f32]>, src: &mut Option<Vec<f32>>) {
+    let (Some(dst), Some(src)) = (dst.as_deref_mut(), src.as_deref_mut()) else { return };
+    dst.par_chunks_mut(SUM_CHUNK).zip(src.par_chunks_mut(SUM_CHUNK)).for_each(|(out, g)| {
+        out.iter_mut().zip(g.iter_mut()).for_each(|(o, g)| {
+            *o += *g;
+            *g = 0.0;
+        });
     });
 }
 
@@ -158,9 +170,15 @@ fn zeroed(v: &mut Option<Vec<f32>>, len: Option<usize>) {
 impl OwnedGrads {
     /// Zeroed buffers for exactly the gradients `sinks` requests, with its lengths.
     fn zeroed_like(&mut self, sinks: &GradSinks) {
-        zeroed(&mut self.weights, sinks.weights.as_ref().map(|g| g.len()));
-        zeroed(&mut self.prompts, sinks.prompts.as_ref().map(|g| g.len()));
-        zeroed(&mut self.lora, sinks.lora.as_ref().map(|g| g.len()));
+        let len = |g: &Option<&mut [f32]>| g.as_ref().map(|g| g.len());
+        let lens = [len(&sinks.weights), len(&sinks.prompts), len(&sinks.lora)];
+        let have = [&self.weights, &self.prompts, &self.lora].map(|v| v.as_ref().map(Vec::len));
+        if !(self.zero && lens == have) {
+            zeroed(&mut self.weights, lens[0]);
+            zeroed(&mut self.prompts, lens[1]);
+            zeroed(&mut self.lora, lens[2]);
+        }
+        self.zero = false;
         let Some(src) = sinks.steers.as_deref() else {
             self.steers = None;
             return;

@@ -28,7 +28,7 @@ use crate::engine::kernels::loss::default_norm;
 use crate::engine::lora::{Lora, LoraSpec};
 use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::optim::{AdamW, Sgd};
-use crate::engine::shards::ShardedPass;
+use crate::engine::shards::{zero_grads, ShardedPass};
 use crate::store::{CsvLog, MetricRow, Store};
 use anyhow::{bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -397,7 +397,7 @@ impl Runner {
         grads: &mut [f32],
         n_prompt: usize,
     ) -> Result<f32> {
-        grads.fill(0.0);
+        zero_grads(grads);
         let seed = self.phase_seed(self.state.phase);
         let mut loss = 0.0;
         for micro in 0..p.grad_accum {
