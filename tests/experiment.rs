@@ -206,7 +206,9 @@ fn the_decay_report_draws_curves_fits_and_tables_from_the_runs_and_can_be_rewrit
         .unwrap()
         .value;
     assert!(fits.lines().nth(1).unwrap().contains(&format!(",{start:.4},")), "{fits}");
-    assert!(std::fs::read_to_string(report.join("summary.md")).unwrap().contains("| condition |"));
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(summary.contains("| condition |"));
+    assert_tables_are_rectangular(&summary);
     std::fs::remove_dir_all(&report).unwrap();
     vestige::commands::experiment::report(&tmp.path().join("decay-test")).unwrap();
     assert_eq!(
@@ -214,6 +216,19 @@ fn the_decay_report_draws_curves_fits_and_tables_from_the_runs_and_can_be_rewrit
         html,
         "the report is a function of the store"
     );
+}
+
+/// Every row of every Markdown table in `md` has as many cells as the table's header.
+fn assert_tables_are_rectangular(md: &str) {
+    let cells = |line: &str| line.replace("\\|", "").matches('|').count();
+    let mut header = None;
+    for line in md.lines() {
+        match (line.starts_with('|'), header) {
+            (false, _) => header = None,
+            (true, None) => header = Some(cells(line)),
+            (true, Some(n)) => assert_eq!(cells(line), n, "row and header differ in width: {line}"),
+        }
+    }
 }
 
 #[test]

@@ -248,9 +248,17 @@ fn conditions_table(a: &DecayAnalysis) -> Table {
         .collect();
     Table {
         caption: format!("Half-life of {}'s {} per condition (95% bootstrap CI over seeds)", a.b, a.metric),
-        header: ["condition", "params", "seeds", "half-life [CI]", "censored", "best law (mode)"]
-            .map(String::from)
-            .to_vec(),
+        header: [
+            "condition",
+            "params",
+            "seeds",
+            "half-life [CI]",
+            "censored",
+            "moved to floor by horizon [CI]",
+            "best law (mode)",
+        ]
+        .map(String::from)
+        .to_vec(),
         rows,
     }
 }
