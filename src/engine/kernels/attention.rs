@@ -109,7 +109,7 @@ pub fn attention_forward(
     sh: AttnShape,
     mask: Option<Mask>,
 ) {
-    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    let (s, w, a) = (sh.seq, sh.width(), sh.heads * sh.head_dim);
     out.par_chunks_mut(s * a)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
         .zip(scratch.par_chunks_mut(sh.seq_scratch()))
@@ -118,29 +118,42 @@ pub fn attention_forward(
         .for_each(|(b, (((out, probs), scratch), qkv))| {
             widest(
                 #[inline(always)]
-                || {
-                    let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
-                    for h in 0..sh.heads {
-                        let p = &mut probs[h * s * s..(h + 1) * s * s];
-                        let kt = transpose_head(kt, qkv, w, sh.k_col(h), hd, s);
-                        for (i0, i1) in blocks(s) {
-                            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                            let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
-                            small_matmul(scores, q, Mat::strided(kt, hd, i1, s), sh.scale(), false);
-                            for i in i0..i1 {
-                                softmax_causal_row(&mut p[i * s..i * s + i1], i);
-                            }
-                            let pb = match &mask {
-                                Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), i1),
-                                None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
-                            };
-                            let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
-                            small_matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false);
-                        }
-                    }
-                },
+                || forward_sequence(out, probs, scratch, qkv, &sh, (b, mask.as_ref())),
             )
         });
+}
+
+/// The forward pass of sequence `b`: `out: [S, H·hd]`, `probs: [H, S, S]`,
+/// `scratch: [seq_scratch()]`, `qkv: [S, width()]`.
+#[inline(always)]
+fn forward_sequence(
+    out: &mut [f32],
+    probs: &mut [f32],
+    scratch: &mut [f32],
+    qkv: &[f32],
+    sh: &AttnShape,
+    (b, mask): (usize, Option<&Mask>),
+) {
+    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    let (dropped, kt) = scratch.split_at_mut(2 * BLOCK * s);
+    for h in 0..sh.heads {
+        let p = &mut probs[h * s * s..(h + 1) * s * s];
+        let kt = transpose_head(kt, qkv, w, sh.k_col(h), hd, s);
+        for (i0, i1) in blocks(s) {
+            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+            let scores = MatMut::strided(&mut p[i0 * s..], i1 - i0, i1, s);
+            small_matmul(scores, q, Mat::strided(kt, hd, i1, s), sh.scale(), false);
+            for i in i0..i1 {
+                softmax_causal_row(&mut p[i * s..i * s + i1], i);
+            }
+            let pb = match mask {
+                Some(m) => dropped_rows(dropped, p, m, sh, (b, h), (i0, i1), i1),
+                None => Mat::strided(&p[i0 * s..], i1 - i0, i1, s),
+            };
+            let v = cols(qkv, w, sh.v_col(h), 0, i1, hd);
+            small_matmul(cols_mut(out, a, h * hd, i0, i1, hd), pb, v, 1.0, false);
+        }
+    }
 }
 
 /// Softmax over `row[..=i]`; zeroes `row[i+1..]` so block products ignore them. Every pass
@@ -170,7 +183,7 @@ pub fn attention_backward(
     sh: AttnShape,
     mask: Option<Mask>,
 ) {
-    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    let (s, w, a) = (sh.seq, sh.width(), sh.heads * sh.head_dim);
     dqkv.par_chunks_mut(s * w)
         .zip(probs.par_chunks_mut(sh.heads * s * s))
         .zip(scratch.par_chunks_mut(sh.seq_scratch()))
@@ -179,51 +192,58 @@ pub fn attention_backward(
         .for_each(|(b, (((dqkv, probs), scratch), (dout, qkv)))| {
             widest(
                 #[inline(always)]
-                || {
-                    let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
-                    let (dp, vt) = rest.split_at_mut(BLOCK * s);
-                    for h in 0..sh.heads {
-                        let p = &mut probs[h * s * s..(h + 1) * s * s];
-                        let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
-                        // Last block first: it spans every key, so for the first query head of a
-                        // key/value group its dK and dV products overwrite the whole head and
-                        // everything after adds to it; nothing needs zeroing beforehand.
-                        let group_start = h % (sh.heads / sh.kv_heads) == 0;
-                        for (i0, i1) in blocks(s).rev() {
-                            let (rows, pw, first) = (i1 - i0, i1, group_start && i1 == s);
-                            let dout_b = cols(dout, a, h * hd, i0, i1, hd);
-                            // dV[0..i1] += dropout(P)ᵀ · dout
-                            let pb = match &mask {
-                                Some(m) => dropped_rows(dropped, p, m, &sh, (b, h), (i0, i1), pw),
-                                None => Mat::strided(&p[i0 * s..], rows, pw, s),
-                            };
-                            small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, !first);
-                            // dP = (dout · Vᵀ) ⊙ mask
-                            small_matmul(
-                                MatMut::strided(dp, rows, pw, s),
-                                dout_b,
-                                Mat::strided(vt, hd, pw, s),
-                                1.0,
-                                false,
-                            );
-                            for i in i0..i1 {
-                                let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
-                                if let Some(m) = &mask {
-                                    m.apply(dp_row, sh.prob_index(b, h, i));
-                                }
-                                softmax_row_backward(&mut p[i * s..i * s + pw], dp_row);
-                            }
-                            let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
-                            // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
-                            let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
-                            small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
-                            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
-                            small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), !first);
-                        }
-                    }
-                },
+                || backward_sequence(dqkv, probs, scratch, (dout, qkv), &sh, (b, mask.as_ref())),
             )
         });
+}
+
+/// The backward pass of sequence `b`: `dqkv, qkv: [S, width()]`, `probs: [H, S, S]`,
+/// `scratch: [seq_scratch()]`, `dout: [S, H·hd]`.
+#[inline(always)]
+fn backward_sequence(
+    dqkv: &mut [f32],
+    probs: &mut [f32],
+    scratch: &mut [f32],
+    (dout, qkv): (&[f32], &[f32]),
+    sh: &AttnShape,
+    (b, mask): (usize, Option<&Mask>),
+) {
+    let (s, w, hd, a) = (sh.seq, sh.width(), sh.head_dim, sh.heads * sh.head_dim);
+    let (dropped, rest) = scratch.split_at_mut(BLOCK * s);
+    let (dp, vt) = rest.split_at_mut(BLOCK * s);
+    for h in 0..sh.heads {
+        let p = &mut probs[h * s * s..(h + 1) * s * s];
+        let vt = transpose_head(vt, qkv, w, sh.v_col(h), hd, s);
+        // Last block first: it spans every key, so for the first query head of a
+        // key/value group its dK and dV products overwrite the whole head and
+        // everything after adds to it; nothing needs zeroing beforehand.
+        let group_start = h % (sh.heads / sh.kv_heads) == 0;
+        for (i0, i1) in blocks(s).rev() {
+            let (rows, pw, first) = (i1 - i0, i1, group_start && i1 == s);
+            let dout_b = cols(dout, a, h * hd, i0, i1, hd);
+            // dV[0..i1] += dropout(P)ᵀ · dout
+            let pb = match mask {
+                Some(m) => dropped_rows(dropped, p, m, sh, (b, h), (i0, i1), pw),
+                None => Mat::strided(&p[i0 * s..], rows, pw, s),
+            };
+            small_matmul(cols_mut(dqkv, w, sh.v_col(h), 0, i1, hd), pb.t(), dout_b, 1.0, !first);
+            // dP = (dout · Vᵀ) ⊙ mask
+            small_matmul(MatMut::strided(dp, rows, pw, s), dout_b, Mat::strided(vt, hd, pw, s), 1.0, false);
+            for i in i0..i1 {
+                let dp_row = &mut dp[(i - i0) * s..(i - i0) * s + pw];
+                if let Some(m) = mask {
+                    m.apply(dp_row, sh.prob_index(b, h, i));
+                }
+                softmax_row_backward(&mut p[i * s..i * s + pw], dp_row);
+            }
+            let ds = Mat::strided(&p[i0 * s..], rows, pw, s);
+            // dQ = dS · K · scale ; dK[0..i1] += dSᵀ · Q · scale
+            let k = cols(qkv, w, sh.k_col(h), 0, i1, hd);
+            small_matmul(cols_mut(dqkv, w, sh.q_col(h), i0, i1, hd), ds, k, sh.scale(), false);
+            let q = cols(qkv, w, sh.q_col(h), i0, i1, hd);
+            small_matmul(cols_mut(dqkv, w, sh.k_col(h), 0, i1, hd), ds.t(), q, sh.scale(), !first);
+        }
+    }
 }
 
 /// `p ← p ⊙ (dp − Σ p·dp)` over a whole block row: `p` is zero past the causal edge, so
