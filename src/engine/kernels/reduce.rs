@@ -40,6 +40,7 @@ fn fold_pairs(xs: &[f32], ys: &[f32], init: f32, f: impl Fn(f32, f32) -> f32, op
 /// `N` must be a power of two.
 #[inline(always)]
 pub fn combine<const N: usize>(mut acc: [f32; N], op: impl Fn(f32, f32) -> f32) -> f32 {
+    const { assert!(N.is_power_of_two(), "combine halves the lanes, so N must be a power of two") };
     let mut w = N;
     while w > 1 {
         w /= 2;
