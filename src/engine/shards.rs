@@ -5,9 +5,8 @@
 //! work instead of idling.
 //!
 //! Shard 0 accumulates into the caller's gradient buffers, shard 1 into its own, added
-//! afterwards. The split depends only on the batch's shape and the
-//! trained set's size, never on the thread count, so a pass gives the same bits on any
-//! number of threads.
+//! afterwards. The split depends only on the batch's shape and the trained set's size,
+//! never on the thread count, so a pass gives the same bits on any number of threads.
 
 use super::activations::Activations;
 use super::backward::GradSinks;
@@ -50,7 +49,7 @@ struct OwnedGrads {
     prompts: Option<Vec<f32>>,
     steers: Option<Vec<Vec<f32>>>,
     lora: Option<Vec<f32>>,
-    /// The flat buffers hold only zeros (`add_in_order` leaves them so), so the next pass
+    /// The flat buffers hold only zeros (`add_and_clear` leaves them so), so the next pass
     /// need not clear them.
     zero: bool,
 }
