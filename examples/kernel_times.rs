@@ -5,7 +5,9 @@ use std::time::Instant;
 use vestige::engine::config::Activation;
 use vestige::engine::kernels::act::{act_backward, act_forward};
 use vestige::engine::kernels::attention::{attention_backward, attention_forward, AttnShape};
-use vestige::engine::kernels::linear::{linear_backward_input, linear_backward_params, linear_forward};
+use vestige::engine::kernels::linear::{
+    column_sums_into, linear_backward_input, linear_backward_params, linear_forward,
+};
 use vestige::engine::kernels::loss::cross_entropy;
 use vestige::engine::kernels::norm::{norm_backward, norm_forward, partials_len, NormKind};
 
@@ -90,6 +92,14 @@ fn main() {
         time(20, || {
             cross_entropy(&mut logits, &mut rl, &targets, &weights, n as f32, true);
         }),
+        0.0,
+    );
+    // One layer's bias gradients: qkv, attn_out, fc and down.
+    let grads: Vec<(Vec<f32>, usize)> = [3 * d, d, ff, d].into_iter().map(|w| (buf(n * w), w)).collect();
+    let mut acc = buf(ff);
+    report(
+        "bias column sums",
+        time(20, || grads.iter().for_each(|(g, w)| column_sums_into(&mut acc[..*w], g, *w))),
         0.0,
     );
 }

@@ -81,10 +81,13 @@ pub fn linear_backward_params(
 }
 
 /// `acc[j] += Σᵢ m[i, j]`, summing rows in order (so the result is deterministic). Work
-/// items take 256 columns (1 KiB of each row): narrower slices of rows a page apart run
-/// slower than one contiguous stream, by up to 2× on one thread.
+/// items take up to 2,048 columns (an 8 KiB accumulator, which stays in L1), so a layer's
+/// bias gradient streams whole rows: on one thread, for 1,024 rows 768 or 1,024 wide coming
+/// from L3, that took 36–38% less time than 256-column stripes of rows a page or more apart.
+/// A narrower gradient is then one work item; in a split pass the other shard's work keeps
+/// the second thread busy.
 pub fn column_sums_into(acc: &mut [f32], m: &[f32], width: usize) {
-    const COLS: usize = 256;
+    const COLS: usize = 2048;
     acc.par_chunks_mut(COLS).enumerate().for_each(|(c, acc)| {
         for row in m.chunks_exact(width) {
             acc.iter_mut().zip(&row[c * COLS..]).for_each(|(a, v)| *a += v);
