@@ -6,12 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use vestige::analysis::HalfLife;
-use vestige::lab::backdoor_analysis::cell_result;
-use vestige::lab::backdoor_analysis::{finished_results, BackdoorCell};
-use vestige::lab::decay_analysis::knob_effects;
 use vestige::lab::experiment::Experiment;
 use vestige::lab::plan::plan;
-use vestige::lab::search::{objective, rung_sizes, score, select, survivors, Score, SearchSpec};
+use vestige::lab::pooling::knob_effects;
+use vestige::lab::search::{objective, rung_sizes, select, survivors, Score, SearchSpec};
+use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell};
 use vestige::store::{MetricRow, Store};
 
 /// `experiments/backdoor-small.toml`, written under `dir` with `from` replaced by `to`.
@@ -88,7 +87,7 @@ fn a_planted_backdoor_fires_on_the_trigger_only_and_is_tracked_through_continued
     for metric in ["attack_success", "false_trigger_clean", "false_trigger_near_miss", "clean_loss", "triggered_loss"] {
         assert!(at(2, metric).len() >= 8, "{metric} is logged at every continue-phase evaluation");
     }
-    let result = cell_result(&exp.cells[0], &rows, 100_000, 0.0);
+    let result = cell_result("bd", &exp.cells[0], &rows, 100_000, 0.0);
     assert!(result.planted() && result.attack.t[0] == 0.0 && result.attack.t.len() >= 8);
     let page = vestige::commands::experiment::write_report(&exp, None).unwrap().unwrap();
     for file in ["index.html", "fits.csv", "summary.md"] {
@@ -117,17 +116,17 @@ fn the_half_life_is_the_tokens_until_attack_success_falls_halfway_to_its_floor()
     let tmp = tempfile::tempdir().unwrap();
     let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
     let cell = &exp.cells[0];
-    let fast = cell_result(cell, &rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), 1, 0.0);
+    let fast = cell_result("bd", cell, &rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), 1, 0.0);
     assert_eq!(fast.half_life, HalfLife::Reached(200.0), "linear fall from 1 at 0 to 0 at 400 tokens");
-    let decaying = cell_result(cell, &rows(|t| 0.9 * (-(t as f64) / 300.0).exp()), 1, 0.0);
+    let decaying = cell_result("bd", cell, &rows(|t| 0.9 * (-(t as f64) / 300.0).exp()), 1, 0.0);
     let HalfLife::Reached(h) = decaying.half_life else { panic!("{:?}", decaying.half_life) };
     assert!((150.0..=300.0).contains(&h), "interpolated crossing near 300·ln 2 ≈ 208: {h}");
     let fit = decaying.fit_half_life.unwrap();
     assert!((fit - 300.0 * 2f64.ln()).abs() < 5.0, "the exponential fit recovers the half-life: {fit}");
-    let lasting = cell_result(&exp.cells[2], &rows(|_| 0.95), 1, 0.0);
+    let lasting = cell_result("bd", &exp.cells[2], &rows(|_| 0.95), 1, 0.0);
     assert_eq!(lasting.half_life, HalfLife::Censored { horizon: 1600.0 });
     assert_eq!(lasting.persistence(), 1600.0);
-    let never = cell_result(cell, &rows(|_| 0.1), 1, 0.0);
+    let never = cell_result("bd", cell, &rows(|_| 0.1), 1, 0.0);
     assert!(!never.planted());
 
     let effects = knob_effects(&[fast, lasting]);
@@ -161,8 +160,10 @@ fn search_picks_whole_configurations_within_the_budget_deterministically() {
     assert_eq!(select(&exp, &by_flops, &planned).unwrap().cells.len(), 4);
     let bad = SearchSpec { axes: vec!["backdoor.lr".into()], ..spec };
     assert!(select(&exp, &bad, &planned).unwrap_err().contains("search.axes"));
-    assert_eq!(objective("maximize=backdoor.half_life").unwrap(), "backdoor.half_life");
-    assert!(objective("minimize=loss").is_err());
+    let study = exp.study.as_deref();
+    assert_eq!(objective("maximize=backdoor.half_life", study).unwrap(), "backdoor.half_life");
+    assert!(objective("minimize=loss", study).is_err());
+    assert!(objective("maximize=backdoor.half_life", None).unwrap_err().contains("no objective"));
 }
 
 #[test]
@@ -180,7 +181,7 @@ fn halving_keeps_the_best_third_by_censored_lower_bound_then_remaining_success()
 
     let tmp = tempfile::tempdir().unwrap();
     let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
-    let cell = |f: &dyn Fn(u64) -> f64| cell_result(&exp.cells[0], &rows(f), 1, 0.0);
+    let cell = |f: &dyn Fn(u64) -> f64| cell_result("bd", &exp.cells[0], &rows(f), 1, 0.0);
     let (lasting, fast, never) = (cell(&|_| 0.9), cell(&|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), cell(&|_| 0.1));
     let refs: Vec<&BackdoorCell> = vec![&lasting, &fast];
     let mean = score(&refs, 2);
@@ -248,12 +249,8 @@ fn a_tiny_halving_search_runs_the_rungs_and_promotes_the_best_configuration() {
     assert_eq!((rung0.len(), outcome.ran.len()), (3, 4), "{:?}", outcome.ran);
     assert_eq!(exp.rungs[0][0].config.phases[2].steps, 30, "the first rung continues for a third");
     let store = Store::open(&exp.db()).unwrap();
-    let scores: Vec<Score> = (0..3)
-        .map(|i| {
-            let done = finished_results(&store, &exp.rungs[0], &[i], &[1; 3], 0.0).unwrap();
-            score(&done.iter().collect::<Vec<_>>(), 1)
-        })
-        .collect();
+    let study = exp.study.as_deref().unwrap();
+    let scores: Vec<Score> = (0..3).map(|i| study.score(&exp, &store, &exp.rungs[0], &[i], &[1; 3]).unwrap()).collect();
     let best = survivors(&scores, 1)[0];
     let top: Vec<&String> = outcome.ran.iter().filter(|id| !id.ends_with("_rung0")).collect();
     assert_eq!(top, [&exp.cells[best].id], "the best first-rung configuration runs in full: {scores:?}");

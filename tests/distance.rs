@@ -7,8 +7,8 @@ use std::path::Path;
 use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::Slot;
 use vestige::engine::model::Model;
-use vestige::lab::distance::{Arm, DistanceSpec, Tuning, Variant};
-use vestige::lab::distance_analysis::{arm_result, conditional_distance, count_stats, Distance};
+use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, Distance};
+use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
 use vestige::store::Store;
@@ -289,7 +289,7 @@ fn a_tiny_distance_study_runs_into_a_report_and_leaves_weights_bit_identical_und
             .collect();
         assert!(losses.last().unwrap() < losses.first().unwrap(), "{}: the prompt learned nothing: {losses:?}", c.id);
     }
-    vestige::lab::distance_report::write(&exp).unwrap();
+    vestige::commands::experiment::write_report(&exp, None).unwrap();
     let report = exp.root.join("report");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("Conditional distance") && html.contains("null_target") && html.contains("<svg"));
@@ -434,7 +434,8 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
     let tmp = tempfile::tempdir().unwrap();
     let (exp, outcome) = run(&experiment(tmp.path(), COND), &Options::default()).unwrap();
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
-    let a = vestige::lab::distance_cond::analyse(&exp).unwrap();
+    let spec: DistanceSpec = toml::from_str::<toml::Table>(&exp.text).unwrap()["distance"].clone().try_into().unwrap();
+    let a = vestige::lab::studies::distance::conditional::analyse(&spec, &exp).unwrap();
     // 2 arms × (frozen, soft 2, cond 2, lora), each on both conditions.
     assert_eq!(a.tunings.len(), 8);
     for t in &a.tunings {
@@ -442,7 +443,7 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.extra.is_finite() && c.invalid_gap >= 0.0));
     }
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
-    vestige::lab::distance_report::write(&exp).unwrap();
+    vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
     assert!(summary.contains("follows held-out conditions") && summary.contains("| cond 2 |"), "{summary}");
     assert!(summary.contains("| conditional |"), "{summary}");

@@ -4,7 +4,6 @@
 use crate::lab::execute::{run as run_cells, Options};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::plan;
-use crate::lab::{backdoor_analysis, backdoor_report, decay_analysis, decay_report};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -43,20 +42,11 @@ pub fn report(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The template's report, if it has one; returns the index page. `search` says how a search
-/// chose the cells.
+/// The study's report, if the experiment names one; returns the index page. `search` says
+/// how a search chose the cells.
 pub fn write_report(exp: &Experiment, search: Option<&str>) -> Result<Option<PathBuf>> {
-    match exp.settings.template.as_deref() {
-        Some("decay") => {
-            let analysis = decay_analysis::analyse(exp, &plan(exp)?)?;
-            Ok(Some(decay_report::write(exp, &analysis)?))
-        }
-        Some("distance") => Ok(Some(crate::lab::distance_report::write(exp)?)),
-        Some("backdoor") => {
-            let params: Vec<usize> = plan(exp)?.iter().map(|c| c.params).collect();
-            let analysis = backdoor_analysis::analyse(exp, &params)?;
-            Ok(Some(backdoor_report::write(exp, &analysis, search)?))
-        }
-        _ => Ok(None),
+    match &exp.study {
+        Some(study) => Ok(Some(study.report(exp, &plan(exp)?, search)?)),
+        None => Ok(None),
     }
 }

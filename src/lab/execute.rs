@@ -4,7 +4,6 @@
 //! checkpoints. A search runs a budgeted sample of the cells instead: at once (random), or
 //! rung by rung, each rung's survivors chosen from the last one's results (halving).
 
-use super::backdoor_analysis::finished_results;
 use super::experiment::{Cell, Experiment};
 use super::plan::{plan, plan_cells, render, PlannedCell};
 use super::search::{self, SearchSpec};
@@ -63,7 +62,7 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
         (Some(i), _) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
         (Some(i), _) => with_flops(&mut std::iter::once(i)),
         (None, Some(arg)) => {
-            search::objective(arg).map_err(anyhow::Error::msg)?;
+            search::objective(arg, exp.study.as_deref()).map_err(anyhow::Error::msg)?;
             let spec = exp.settings.search.as_ref().context("--search needs a [search] table in the experiment")?;
             if spec.method == "halving" {
                 outcome.search = Some(halving(&exp, spec, &planned, &store, threads, &mut outcome)?);
@@ -99,14 +98,13 @@ fn halving(
     let h = search::plan_halving(exp, spec, &flops).map_err(anyhow::Error::msg)?;
     eprintln!("{}", h.description);
     let params: Vec<usize> = planned.iter().map(|c| c.params).collect();
-    let floor = exp.settings.analysis.floor.unwrap_or(0.0);
+    let study = exp.study.as_deref().context("a halving search needs a study to score its configurations")?;
     let mut alive: Vec<usize> = (0..h.configs.len()).collect();
     for (k, cells) in rungs.iter().enumerate() {
         if k > 0 {
             let mut scores = Vec::new();
             for &p in &alive {
-                let results = finished_results(store, rungs[k - 1], &h.configs[p], &params, floor)?;
-                scores.push(search::score(&results.iter().collect::<Vec<_>>(), h.configs[p].len()));
+                scores.push(study.score(exp, store, rungs[k - 1], &h.configs[p], &params)?);
             }
             alive = search::survivors(&scores, h.sizes[k]).into_iter().map(|j| alive[j]).collect();
         }

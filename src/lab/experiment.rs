@@ -5,10 +5,10 @@
 //! Sweeps live in their own `[sweep]` table rather than making any list-valued key an axis,
 //! because many keys are lists by nature (`eval.tasks`, `lora.targets`, `betas`).
 
-use super::backdoor::BackdoorSpec;
-use super::decay::DecaySpec;
 use super::scales::scale;
 use super::search::SearchSpec;
+use super::studies;
+use super::study::{Parse, Problem, Study};
 use super::sweep::{axes, grid, set_path, slug, Axis};
 use crate::train::config::{ConfigError, RunConfig};
 use crate::train::locate::line_of;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// `decay`, `distance`, `backdoor`, or none (the file gives `[[phases]]` itself).
+    /// A study's name (see [`studies::REGISTRY`]), or none (the file gives `[[phases]]` itself).
     pub template: Option<String>,
     /// Key path → values; the grid is the product.
     #[serde(default)]
@@ -60,9 +60,6 @@ impl Default for AnalysisSpec {
 /// The experiment-level keys (everything else belongs to the cells' run config).
 const OWN_KEYS: [&str; 6] = ["template", "sweep", "threads", "threads_per_cell", "analysis", "search"];
 
-/// The templates.
-pub const TEMPLATES: [&str; 3] = ["decay", "distance", "backdoor"];
-
 /// One cell: a sweep point and its resolved run config.
 #[derive(Clone, Debug)]
 pub struct Cell {
@@ -83,6 +80,9 @@ pub struct Experiment {
     pub file: PathBuf,
     pub text: String,
     pub settings: Settings,
+    /// The study the template names, read at the grid's first point (a key the sweep varies
+    /// differs per cell: read it from the cell's point or config); none without a template.
+    pub study: Option<Box<dyn Study>>,
     pub axes: Vec<Axis>,
     pub cells: Vec<Cell>,
     /// With a successive-halving `[search]`, the cells of every rung but the last (which is
@@ -124,21 +124,23 @@ impl Experiment {
             checked.map_err(|e| err("search", e.message().trim().into()))?;
         }
         let settings: Settings = own.try_into().map_err(|e: toml::de::Error| err("", e.message().trim().into()))?;
-        if let Some(t) = settings.template.as_deref().filter(|t| !TEMPLATES.contains(t)) {
-            return Err(err("template", format!("{t:?} is not one of {}", TEMPLATES.join(", "))));
-        }
+        let parser = settings.template.as_deref().map(studies::parser).transpose().map_err(|m| err("template", m))?;
         if settings.threads == Some(0) || settings.threads_per_cell == 0 {
             return Err(err("threads_per_cell", "threads and threads_per_cell must be at least 1".into()));
         }
         let mut axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
+        let study = match parser {
+            Some(parse) => Some(parse(&first_point(&base, &axes).map_err(|(k, m)| err(&k, m))?).map_err(|(k, m)| err(&k, m))?),
+            None => None,
+        };
         if let Some(search) = &settings.search {
-            if let Some((k, m)) = search.problems(&axes, settings.template.as_deref()).into_iter().next() {
+            if let Some((k, m)) = search.problems(&axes, study.as_deref()).into_iter().next() {
                 return Err(err(&format!("search.{k}"), m));
             }
         }
-        if settings.template.as_deref() == Some("distance") {
+        if let Some(study) = &study {
             let at = axes.iter().position(|a| a.key == "seed").unwrap_or(axes.len());
-            axes.insert(at, super::distance::axis(&base).map_err(|(k, m)| err(&k, m))?);
+            axes.splice(at..at, study.axes());
         }
         let name = base.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
         let out_dir = base.get("out_dir").and_then(|n| n.as_str()).unwrap_or("runs").to_string();
@@ -152,7 +154,7 @@ impl Experiment {
                 let point: Vec<(String, toml::Value)> =
                     axes.iter().zip(&point).map(|(a, &i)| (a.key.clone(), a.values[i].clone())).collect();
                 let id = format!("{}{suffix}", cell_id(index, &axes, &point));
-                let cell_text = resolve(&base, &axes, &point, &settings, divisor, &id, &root)
+                let cell_text = resolve(&base, &axes, &point, parser, divisor, &id, &root)
                     .map_err(|(k, m)| err(&k, format!("{m} (cell {id})")))?;
                 let config = RunConfig::from_toml(&cell_text, &file).map_err(|e| ConfigError {
                     line: source_line(text, &cell_text, &e),
@@ -170,7 +172,7 @@ impl Experiment {
             }
             None => Vec::new(),
         };
-        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, axes, cells, rungs, root })
+        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, study, axes, cells, rungs, root })
     }
 
     /// The experiment an earlier `vestige run` copied into `dir`, with results read from `dir`.
@@ -210,56 +212,52 @@ fn cell_id(index: usize, axes: &[Axis], point: &[(String, toml::Value)]) -> Stri
     id
 }
 
-/// The run config of one cell as TOML text: the sweep values set, the continue phase of a
-/// backdoor cut `divisor` times shorter (a halving search's rung), the model scale and the
-/// template expanded, the run named after the cell and written under `root/cells`.
+/// The run config of one cell as TOML text: the sweep values set, the model scale and the
+/// study expanded (its measured phase cut `divisor` times shorter for a halving search's
+/// lower rung), the run named after the cell and written under `root/cells`.
 fn resolve(
     base: &toml::Table,
     axes: &[Axis],
     point: &[(String, toml::Value)],
-    settings: &Settings,
+    parser: Option<Parse>,
     divisor: u64,
     id: &str,
     root: &Path,
-) -> Result<String, (String, String)> {
+) -> Result<String, Problem> {
     let mut doc = base.clone();
     for (axis, (_, value)) in axes.iter().zip(point) {
-        for (p, v) in axis.paths.iter().zip(axis.split(value)) {
-            set_path(&mut doc, p, v).map_err(|m| (format!("sweep.{}", axis.key), m))?;
-        }
-    }
-    if divisor > 1 {
-        shorten(&mut doc, divisor)?;
+        set_values(&mut doc, axis, value)?;
     }
     expand_scale(&mut doc)?;
-    match settings.template.as_deref() {
-        Some("decay") => expand::<DecaySpec>(&mut doc, "decay")?,
-        Some("distance") => super::distance::expand(&mut doc)?,
-        Some("backdoor") => expand::<BackdoorSpec>(&mut doc, "backdoor")?,
-        _ => {}
+    if let Some(parse) = parser {
+        let mut study = parse(&doc)?;
+        if divisor > 1 {
+            study.shorten(divisor)?;
+        }
+        study.write(&mut doc)?;
     }
     doc.insert("name".into(), id.into());
     doc.insert("out_dir".into(), root.join("cells").display().to_string().into());
     Ok(toml::to_string(&doc).expect("a TOML table serialises"))
 }
 
-/// Divides `backdoor.continue_steps` by `divisor` for a lower rung of a halving search.
-fn shorten(doc: &mut toml::Table, divisor: u64) -> Result<(), (String, String)> {
-    let slot = doc.get_mut("backdoor").and_then(|b| b.get_mut("continue_steps"));
-    let Some(steps) = slot.as_ref().and_then(|s| s.as_integer()) else {
-        return Err(("backdoor.continue_steps".into(), "a halving search needs the continue phase's steps".into()));
-    };
-    let short = steps / divisor as i64;
-    if short < 1 {
-        return Err((
-            "search.rungs".into(),
-            format!(
-                "the shortest rung would continue for {steps} / {divisor} = 0 steps; use fewer rungs or a smaller eta"
-            ),
-        ));
+/// Sets `axis`'s key paths in `doc` to `value` (split over them for a `a|b` axis).
+fn set_values(doc: &mut toml::Table, axis: &Axis, value: &toml::Value) -> Result<(), Problem> {
+    for (p, v) in axis.paths.iter().zip(axis.split(value)) {
+        set_path(doc, p, v).map_err(|m| (format!("sweep.{}", axis.key), m))?;
     }
-    *slot.expect("checked above") = short.into();
     Ok(())
+}
+
+/// `base` with every axis at its first value: where the experiment reads its study.
+fn first_point(base: &toml::Table, axes: &[Axis]) -> Result<toml::Table, Problem> {
+    let mut doc = base.clone();
+    for axis in axes {
+        if let Some(value) = axis.values.first() {
+            set_values(&mut doc, axis, value)?;
+        }
+    }
+    Ok(doc)
 }
 
 /// Replaces `model.scale = "NAME"` by the ladder's width, depth and heads.
@@ -270,62 +268,5 @@ fn expand_scale(doc: &mut toml::Table) -> Result<(), (String, String)> {
     model.insert("d_model".into(), (s.d_model as i64).into());
     model.insert("n_layers".into(), (s.n_layers as i64).into());
     model.insert("n_heads".into(), (s.n_heads as i64).into());
-    Ok(())
-}
-
-/// A study template: the table named after it writes a cell's phases.
-trait Template: serde::de::DeserializeOwned {
-    /// Range problems as `(key under the table, message)`, given the cell's config.
-    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)>;
-    /// Writes the phases (and any task settings) into the cell's config.
-    fn write(&self, doc: &mut toml::Table);
-}
-
-impl Template for DecaySpec {
-    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)> {
-        let names: Vec<String> = tasks(doc).into_iter().map(|(name, _)| name).collect();
-        DecaySpec::problems(self, &names)
-    }
-
-    fn write(&self, doc: &mut toml::Table) {
-        doc.insert("phases".into(), self.phases());
-    }
-}
-
-impl Template for BackdoorSpec {
-    fn problems(&self, doc: &toml::Table) -> Vec<(String, String)> {
-        BackdoorSpec::problems(self, &tasks(doc))
-    }
-
-    /// The phases, and the planting rate written into the backdoor task.
-    fn write(&self, doc: &mut toml::Table) {
-        doc.insert("phases".into(), self.phases());
-        let Some(rate) = self.rate() else { return };
-        let entries = doc.get_mut("tasks").and_then(|t| t.as_array_mut()).into_iter().flatten();
-        for t in entries.filter_map(|t| t.as_table_mut()).filter(|t| t.get("name") == Some(&self.task.clone().into())) {
-            t.insert("poison_rate".into(), rate.into());
-        }
-    }
-}
-
-/// `(name, kind)` of each `[[tasks]]` entry.
-fn tasks(doc: &toml::Table) -> Vec<(String, String)> {
-    let field = |t: &toml::Value, k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-    let entries = doc.get("tasks").and_then(|t| t.as_array()).into_iter().flatten();
-    entries.map(|t| (field(t, "name"), field(t, "kind"))).collect()
-}
-
-/// Replaces the template's `[name]` table by the phases it describes.
-fn expand<T: Template>(doc: &mut toml::Table, name: &str) -> Result<(), (String, String)> {
-    let table =
-        doc.remove(name).ok_or(("template".to_string(), format!("template = {name:?} needs a [{name}] table")))?;
-    if doc.contains_key("phases") {
-        return Err(("phases".into(), format!("the {name} template writes the phases; remove [[phases]]")));
-    }
-    let spec: T = table.try_into().map_err(|e: toml::de::Error| (name.to_string(), e.message().trim().to_string()))?;
-    if let Some((k, m)) = spec.problems(doc).into_iter().next() {
-        return Err((format!("{name}.{k}"), m));
-    }
-    spec.write(doc);
     Ok(())
 }

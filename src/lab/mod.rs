@@ -1,22 +1,20 @@
 //! The lab: experiment files that expand into cells (one per sweep point), the model
-//! ladder, the study templates that turn a compact description into run phases, and the
-//! local scheduler that runs cells in parallel, skips finished ones and resumes the rest.
+//! ladder, the studies that turn a compact description into run phases and analyse what
+//! the cells recorded, and the local scheduler that runs cells in parallel, skips finished
+//! ones and resumes the rest.
 //!
-//! What runs inside a cell lives in [`crate::train`]; curve fitting in [`crate::analysis`].
+//! Study-neutral modules ([`experiment`], [`sweep`], [`scales`], [`plan`], [`execute`],
+//! [`search`], [`pooling`]) know studies only through the [`study::Study`] trait; each study
+//! lives in its own folder under [`studies`]. What runs inside a cell lives in
+//! [`crate::train`]; curve fitting and intervals in [`crate::analysis`].
 
-pub mod backdoor;
-pub mod backdoor_analysis;
-pub mod backdoor_report;
-pub mod decay;
-pub mod decay_analysis;
-pub mod decay_report;
-pub mod distance;
-pub mod distance_analysis;
-pub mod distance_cond;
-pub mod distance_report;
 pub mod execute;
 pub mod experiment;
+pub mod figures;
 pub mod plan;
+pub mod pooling;
 pub mod scales;
 pub mod search;
+pub mod studies;
+pub mod study;
 pub mod sweep;

@@ -1,7 +1,8 @@
-//! Search mode (`vestige run EXP --search maximize=backdoor.half_life`): instead of the whole
-//! grid, run a sample of configurations of the `[search]` table's axes within a compute
-//! budget, each configuration crossed with the other sweep axes (typically the seeds). The
-//! report then ranks the configurations and shows which knobs matter.
+//! Search mode (`vestige run EXP --search maximize=OBJECTIVE`, the objective being the
+//! study's, e.g. `backdoor.half_life`): instead of the whole grid, run a sample of
+//! configurations of the `[search]` table's axes within a compute budget, each configuration
+//! crossed with the other sweep axes (typically the seeds). The report then ranks the
+//! configurations and shows which knobs matter.
 //!
 //! Two methods:
 //! - `random`: a seeded random sample of whole configurations, run at the full length.
@@ -9,18 +10,18 @@
 //!   cut to `1/eta^(rungs-1)` of its steps; the best `1/eta` (at least one) run again at `eta`
 //!   times the steps, and so on up to the full length, whose cells are the grid's own. `n0`
 //!   is the largest number whose rungs fit the budget (for a FLOP budget, counting the most
-//!   expensive survivors possible). At a short rung many half-lives are censored, so
-//!   configurations are ranked by the mean over seeds of the censored lower bound (the
-//!   half-life where reached, else the rung's horizon; 0 for a seed where the backdoor was
-//!   not planted), ties broken by the mean fraction of attack success remaining at the
-//!   horizon (how little of the way to the floor it moved), then by the sampled order.
+//!   expensive survivors possible). The study shortens a lower rung's cells and scores a
+//!   configuration ([`crate::lab::study::Study::score`]); at a short rung many half-lives
+//!   are censored, so a [`Score`] ranks by a censored lower bound of persistence, ties
+//!   broken by how much of the measured behavior remains at the horizon, then by the
+//!   sampled order.
 //!
 //! Both depend only on the experiment, the plan, the spec and (for halving) the cells' results,
 //! which are themselves deterministic.
 
-use super::backdoor_analysis::BackdoorCell;
 use super::experiment::Experiment;
 use super::plan::human_flops;
+use super::study::Study;
 use super::sweep::{slug, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -28,8 +29,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-/// The objectives a search can maximize.
-pub const OBJECTIVES: [&str; 1] = ["backdoor.half_life"];
 /// The search methods.
 pub const METHODS: [&str; 2] = ["random", "halving"];
 
@@ -81,8 +80,8 @@ fn default_rungs() -> usize {
 }
 
 impl SearchSpec {
-    /// Range problems as `(key under search, message)`, given the sweep axes and template.
-    pub fn problems(&self, axes: &[Axis], template: Option<&str>) -> Vec<(String, String)> {
+    /// Range problems as `(key under search, message)`, given the sweep axes and study.
+    pub fn problems(&self, axes: &[Axis], study: Option<&dyn Study>) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
         if !METHODS.contains(&self.method.as_str()) {
@@ -104,8 +103,9 @@ impl SearchSpec {
             _ => {}
         }
         if self.method == "halving" {
-            if template != Some("backdoor") {
-                bad("method", "halving shortens the continue phase, so it needs template = \"backdoor\"".into());
+            if study.and_then(|s| s.objective()).is_none() {
+                let name = study.map_or("none".to_string(), |s| format!("{:?}", s.name()));
+                bad("method", format!("halving ranks by a study's objective and shortens its measured phase; template {name} has none"));
             }
             if self.eta < 2 {
                 bad("eta", "must be at least 2".into());
@@ -131,14 +131,15 @@ pub struct Selection {
     pub description: String,
 }
 
-/// Checks `maximize=OBJECTIVE`; returns the objective.
-pub fn objective(arg: &str) -> Result<String, String> {
+/// Checks `maximize=OBJECTIVE` against the study's objective; returns the objective.
+pub fn objective(arg: &str, study: Option<&dyn Study>) -> Result<String, String> {
+    let Some(wanted) = study.and_then(|s| s.objective()) else {
+        let name = study.map_or("none".to_string(), |s| format!("{:?}", s.name()));
+        return Err(format!("--search {arg:?}: template {name} has no objective to search for"));
+    };
     match arg.split_once('=') {
-        Some(("maximize", o)) if OBJECTIVES.contains(&o) => Ok(o.to_string()),
-        _ => Err(format!(
-            "--search {arg:?}: expected maximize=OBJECTIVE with OBJECTIVE one of {}",
-            OBJECTIVES.join(", ")
-        )),
+        Some(("maximize", o)) if o == wanted => Ok(o.to_string()),
+        _ => Err(format!("--search {arg:?}: expected maximize={wanted}")),
     }
 }
 
@@ -183,7 +184,7 @@ pub fn select(exp: &Experiment, spec: &SearchSpec, flops: &[f64]) -> Result<Sele
 
 /// The spec's problems as one message, or a method other than `method`.
 fn check(exp: &Experiment, spec: &SearchSpec, method: &str) -> Result<(), String> {
-    if let Some((k, m)) = spec.problems(&exp.axes, exp.settings.template.as_deref()).into_iter().next() {
+    if let Some((k, m)) = spec.problems(&exp.axes, exp.study.as_deref()).into_iter().next() {
         return Err(format!("search.{k}: {m}"));
     }
     if spec.method != method {
@@ -263,24 +264,11 @@ pub fn plan_halving(exp: &Experiment, spec: &SearchSpec, flops: &[Vec<f64>]) -> 
 /// A configuration's standing at a rung; larger is better, compared in field order.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Score {
-    /// Mean over seeds of the half-life where reached, else the horizon (0 where not planted).
+    /// Mean over seeds of the half-life where reached, else the horizon (a lower bound).
     pub persistence: f64,
-    /// Mean over seeds of the fraction of attack success remaining at the horizon (1 − the
-    /// fraction of the way to the floor it moved; 0 where not planted).
+    /// Mean over seeds of the fraction of the measured behavior remaining at the horizon
+    /// (1 − the fraction of the way to its floor it moved).
     pub remaining: f64,
-}
-
-/// The score of one configuration from its finished cells, over `seeds` cells in all (a
-/// seed without a finished cell counts as 0).
-pub fn score(cells: &[&BackdoorCell], seeds: usize) -> Score {
-    let per_cell = |c: &&BackdoorCell| match c.planted() {
-        true => (c.persistence(), 1.0 - super::decay_analysis::moved_toward(&c.attack, c.start, c.floor)),
-        false => (0.0, 0.0),
-    };
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    let (p, r) = cells.iter().map(per_cell).fold((0.0, 0.0), |(p, r), (a, b)| (p + finite(a), r + finite(b)));
-    let n = seeds.max(cells.len()).max(1) as f64;
-    Score { persistence: p / n, remaining: r / n }
 }
 
 /// The positions of `scores`, best first: by persistence, then remaining, then position.

@@ -5,10 +5,10 @@
 //! and, per count, the verdict of conditional against unconditional prompts on the held-out
 //! conditions, which the conditional prompts never trained on.
 
-use super::decay_analysis::finished_rows;
-use super::distance::{Arm, Conditional, Tuning};
-use super::distance_analysis::{final_metric, phase_index, point_name, spec_of, variant_of};
-use super::experiment::Experiment;
+use super::analysis::{final_metric, phase_index, point_name, variant_of};
+use super::{Arm, Conditional, DistanceSpec, Tuning};
+use crate::lab::experiment::Experiment;
+use crate::lab::pooling::finished_rows;
 use crate::analysis::scaling::slope_only;
 use crate::report::Table;
 use crate::store::Store;
@@ -132,8 +132,7 @@ pub struct CondAnalysis {
 }
 
 /// Reads every cell's final per-condition metrics (empty without `[distance.conditional]`).
-pub fn analyse(exp: &Experiment) -> Result<CondAnalysis> {
-    let spec = spec_of(exp)?;
+pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;
     let mut best: BTreeMap<(String, Arm, Kind), TuningResult> = BTreeMap::new();

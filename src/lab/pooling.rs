@@ -1,19 +1,16 @@
-//! Analysis of a decay experiment: per cell, the curves of A and B in phase 2, the decay
-//! laws fitted to B and its half-life; per condition (a cell's sweep point without the
-//! seed), half-lives with bootstrap CIs over seeds; and scaling fits of half-life against
-//! parameter count, regulariser strength and task overlap.
-//!
-//! The curve, pooling and scaling steps ([`series`], [`decay_of`], [`conditions`],
-//! [`scaling_fits`]) serve any study whose cells yield a [`SeedResult`]; the backdoor
-//! analysis uses them too.
+//! Study-neutral pooling of cell results: a metric's series over a phase, the decay laws
+//! and half-life fitted to it, pooling over seeds into conditions (a sweep point without
+//! the seed) with intervals, scaling fits against parameters and other numeric axes, and
+//! the effect of each swept knob. Any study whose cells yield a [`SeedResult`] uses these;
+//! nothing here knows a particular study.
 
-use super::experiment::{AnalysisSpec, Cell, Experiment};
-use super::plan::PlannedCell;
+use super::experiment::{Cell, Experiment};
 use super::sweep::{label_of, slug};
 use crate::analysis::{
     bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate, Fit,
     HalfLife, LineFit,
 };
+use crate::report::Table;
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -24,30 +21,6 @@ use std::collections::BTreeMap;
 pub struct Series {
     pub t: Vec<f64>,
     pub y: Vec<f64>,
-}
-
-/// One finished cell's analysis.
-#[derive(Clone, Debug)]
-pub struct CellResult {
-    pub id: String,
-    /// The sweep point without the seed (`axis = value`), which names the condition.
-    pub condition: String,
-    /// The cell's sweep point.
-    pub point: Vec<(String, toml::Value)>,
-    pub seed: u64,
-    pub params: usize,
-    pub a: Series,
-    pub b: Series,
-    /// B's forgetting (KL to the end-of-phase-1 model).
-    pub b_kl: Series,
-    /// B's metric at the end of phase 1 and its chance level.
-    pub start: f64,
-    pub floor: f64,
-    /// Every law fitted to B, best (lowest AIC) first; empty when there are too few points.
-    pub fits: Vec<Fit>,
-    pub half_life: HalfLife,
-    /// The best law's half-life (may extrapolate beyond the horizon).
-    pub fit_half_life: Option<f64>,
 }
 
 /// The cells of one condition, pooled over seeds.
@@ -78,46 +51,6 @@ pub struct ScalingFit {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Everything the report shows.
-#[derive(Clone, Debug)]
-pub struct DecayAnalysis {
-    pub metric: String,
-    pub a: String,
-    pub b: String,
-    pub cells: Vec<CellResult>,
-    pub conditions: Vec<Condition>,
-    pub scaling: Vec<ScalingFit>,
-    /// Cells without a finished run, and why.
-    pub missing: Vec<(String, String)>,
-}
-
-/// Reads every cell's metrics from the experiment's store and analyses them.
-pub fn analyse(exp: &Experiment, planned: &[PlannedCell]) -> Result<DecayAnalysis> {
-    let store = Store::open(&exp.db())?;
-    let spec = &exp.settings.analysis;
-    let first = exp.cells.first().map(|c| &c.config);
-    let (a, b) = first.map_or((String::new(), String::new()), |c| {
-        let eval = &c.phases[c.phases.len() - 1].eval.tasks;
-        (eval.first().cloned().unwrap_or_default(), eval.get(1).cloned().unwrap_or_default())
-    });
-    let mut cells = Vec::new();
-    let mut missing = Vec::new();
-    for cell in &exp.cells {
-        match finished_rows(&store, cell)? {
-            Ok(rows) => {
-                let names = (a.as_str(), b.as_str(), spec.metric.as_str());
-                let plan = &planned[cell.index];
-                cells.push(cell_result(cell, &rows, plan.params, names, floor(spec, plan.vocab)));
-            }
-            Err(status) => missing.push((cell.id.clone(), status)),
-        }
-    }
-    let boot = BootstrapConfig { n_resamples: spec.resamples, ..Default::default() };
-    let conditions = conditions(&cells, &boot);
-    let scaling = scaling_fits(exp, &cells);
-    Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, conditions, scaling, missing })
-}
-
 /// A finished cell's metric rows, or why there are none (`not run`, or the cell's status).
 pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>, String>> {
     Ok(match store.run_info(&cell.id)? {
@@ -125,11 +58,6 @@ pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>
         Some(info) => Err(info.status),
         None => Err("not run".into()),
     })
-}
-
-/// The chance level of the analysed metric: configured, or ln(vocab) for a loss, else 0.
-fn floor(spec: &AnalysisSpec, vocab: usize) -> f64 {
-    spec.floor.unwrap_or(if spec.metric == "loss" { (vocab as f64).ln() } else { 0.0 })
 }
 
 /// One metric of one task over phase `phase`, timed by `clock` (a row's step or tokens)
@@ -158,35 +86,6 @@ pub fn decay_of(s: &Series, start: f64, floor: f64) -> (Vec<Fit>, HalfLife, Opti
     (fits, half_life, fit_half_life)
 }
 
-/// Fits and half-lives of one cell.
-fn cell_result(
-    cell: &Cell,
-    rows: &[MetricRow],
-    params: usize,
-    (a, b, metric): (&str, &str, &str),
-    floor: f64,
-) -> CellResult {
-    let step = |r: &MetricRow| r.step;
-    let (sa, sb) = (series(rows, 1, a, metric, step), series(rows, 1, b, metric, step));
-    let start = sb.y.first().copied().unwrap_or(f64::NAN);
-    let (fits, half_life, fit_half_life) = decay_of(&sb, start, floor);
-    CellResult {
-        id: cell.id.clone(),
-        condition: condition_name(&cell.point),
-        point: cell.point.clone(),
-        seed: cell.config.seed,
-        params,
-        b_kl: series(rows, 1, b, "forgetting_kl", step),
-        a: sa,
-        b: sb,
-        start,
-        floor,
-        fits,
-        half_life,
-        fit_half_life,
-    }
-}
-
 /// `axis=value, …` of a cell's sweep point without the seed.
 pub fn condition_name(point: &[(String, toml::Value)]) -> String {
     let parts: Vec<String> =
@@ -213,21 +112,6 @@ pub trait SeedResult {
 /// The fraction of the way from `start` to `floor` that the last value of `s` has covered.
 pub fn moved_toward(s: &Series, start: f64, floor: f64) -> f64 {
     s.y.last().map_or(f64::NAN, |y| (y - start) / (floor - start))
-}
-
-impl SeedResult for CellResult {
-    fn point(&self) -> &[(String, toml::Value)] {
-        &self.point
-    }
-    fn params(&self) -> usize {
-        self.params
-    }
-    fn half_life(&self) -> &HalfLife {
-        &self.half_life
-    }
-    fn moved(&self) -> f64 {
-        moved_toward(&self.b, self.start, self.floor)
-    }
 }
 
 /// Cells grouped by condition, with the mean half-life over seeds and its CI.
@@ -348,4 +232,30 @@ pub fn scaling_fits<C: SeedResult>(exp: &Experiment, cells: &[C]) -> Vec<Scaling
 /// A numeric sweep value as f64 (strings and other kinds: `None`).
 pub fn number(v: &toml::Value) -> Option<f64> {
     v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// Mean persistence (in `unit`) per value of each knob, the knobs that matter most first.
+pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
+    let rows = knobs
+        .iter()
+        .flat_map(|k| {
+            k.levels.iter().map(move |(value, mean, n, censored)| {
+                vec![
+                    k.axis.clone(),
+                    value.clone(),
+                    format!("{mean:.0}"),
+                    n.to_string(),
+                    censored.to_string(),
+                    format!("{:.0}", k.spread),
+                ]
+            })
+        })
+        .collect();
+    Table {
+        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
+        header: ["knob", "value", &format!("mean persistence ({unit})"), "cells", "censored", "knob spread"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
 }

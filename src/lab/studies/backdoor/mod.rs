@@ -6,8 +6,74 @@
 //! The backdoor itself is a `kind = "backdoor"` task in `[[tasks]]`; this table names it and
 //! the clean task, and may override its poison rate (or give an absolute poison count).
 
+pub mod analysis;
+pub mod report;
+
+use crate::lab::experiment::{Cell, Experiment};
+use crate::lab::plan::PlannedCell;
+use crate::lab::search::Score;
+use crate::lab::study::{parse_table, replace_phases, task_kinds, Problem, Study};
+use crate::store::Store;
 use serde::Deserialize;
 use serde_json::json;
+use std::path::PathBuf;
+
+/// What a search of backdoor experiments maximizes.
+pub const OBJECTIVE: &str = "backdoor.half_life";
+
+/// Reads the `[backdoor]` table of a cell's config.
+pub fn parse(doc: &toml::Table) -> Result<Box<dyn Study>, Problem> {
+    let tasks = task_kinds(doc);
+    Ok(Box::new(parse_table(doc, "backdoor", |s: &BackdoorSpec| s.problems(&tasks))?))
+}
+
+impl Study for BackdoorSpec {
+    fn name(&self) -> &'static str {
+        "backdoor"
+    }
+
+    /// The phases, and the planting rate written into the backdoor task.
+    fn write(&self, doc: &mut toml::Table) -> Result<(), Problem> {
+        replace_phases(doc, "backdoor", self.phases())?;
+        let Some(rate) = self.rate() else { return Ok(()) };
+        let entries = doc.get_mut("tasks").and_then(|t| t.as_array_mut()).into_iter().flatten();
+        for t in entries.filter_map(|t| t.as_table_mut()).filter(|t| t.get("name") == Some(&self.task.clone().into())) {
+            t.insert("poison_rate".into(), rate.into());
+        }
+        Ok(())
+    }
+
+    fn objective(&self) -> Option<&'static str> {
+        Some(OBJECTIVE)
+    }
+
+    /// Divides the continue phase's steps by `divisor`.
+    fn shorten(&mut self, divisor: u64) -> Result<(), Problem> {
+        let short = self.continue_steps / divisor;
+        if short < 1 {
+            return Err((
+                "search.rungs".into(),
+                format!(
+                    "the shortest rung would continue for {} / {divisor} = 0 steps; use fewer rungs or a smaller eta",
+                    self.continue_steps
+                ),
+            ));
+        }
+        self.continue_steps = short;
+        Ok(())
+    }
+
+    fn score(&self, exp: &Experiment, store: &Store, cells: &[Cell], members: &[usize], params: &[usize]) -> anyhow::Result<Score> {
+        let floor = exp.settings.analysis.floor.unwrap_or(0.0);
+        let results = analysis::finished_results(self, store, cells, members, params, floor)?;
+        Ok(analysis::score(&results.iter().collect::<Vec<_>>(), members.len()))
+    }
+
+    fn report(&self, exp: &Experiment, planned: &[PlannedCell], search: Option<&str>) -> anyhow::Result<PathBuf> {
+        let params: Vec<usize> = planned.iter().map(|c| c.params).collect();
+        report::write(exp, &analysis::analyse(self, exp, &params)?, search)
+    }
+}
 
 /// The `[backdoor]` table.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

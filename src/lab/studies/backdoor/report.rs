@@ -4,14 +4,13 @@
 //! every cell's numbers), plus `fits.csv` (one row per cell) and `summary.md` (the tables in
 //! Markdown).
 
-use super::backdoor_analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung};
-use super::decay_analysis::{reached, Condition, Series};
-use super::decay_report::knob_table;
-use super::experiment::Experiment;
+use super::analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung, PLANTED};
+use crate::lab::experiment::Experiment;
+use crate::lab::figures::{families, seed_band};
+use crate::lab::pooling::{knob_table, reached, Condition, Series};
 use crate::hf::io::write_atomic;
 use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
 use anyhow::Result;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Writes the report files; `search` describes the search that chose the cells, if any.
@@ -24,21 +23,19 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
          Persistence half-life: continued-training tokens until attack success falls halfway to its floor; \
          a censored cell outlasted the horizon, so its half-life is only a lower bound.",
         a.cells.len(),
-        super::backdoor_analysis::PLANTED,
+        PLANTED,
         a.unplanted.len(),
         a.missing.len()
     )];
     intro.extend(search.map(str::to_string));
     let curves = Section {
         heading: "Attack success and false triggers during continued training".into(),
-        paragraphs: vec!["Mean over seeds per scale; the band spans the seeds. The log axis omits t = 0.".into()],
-        figures: vec![
-            curve_figure(a, "Attack success by scale", "attack success", |c| &c.attack)?,
-            curve_figure(a, "False triggers on near misses by scale", "near-miss false-trigger rate", |c| {
-                &c.false_near_miss
-            })?,
-            curve_figure(a, "Clean loss by scale", "clean loss", |c| &c.clean_loss)?,
+        paragraphs: vec![
+            "One chart per combination of the swept knobs other than the scale; one line per scale, the mean over \
+             seeds, banded by the seeds' range. The log axis omits t = 0."
+                .into(),
         ],
+        figures: curve_figures(exp, a)?,
         tables: Vec::new(),
     };
     let scaling = Section {
@@ -62,37 +59,28 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
     Ok(path)
 }
 
-/// A line chart of one curve per scale: the mean over seeds at each time, banded by the seeds' range.
-fn curve_figure(a: &BackdoorAnalysis, title: &str, y: &str, pick: fn(&BackdoorCell) -> &Series) -> Result<Figure> {
-    let mut by_scale: BTreeMap<usize, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
-    for c in a.cells.iter() {
-        let s = pick(c);
-        for (t, v) in s.t.iter().zip(&s.y) {
-            by_scale.entry(c.params).or_default().entry(*t as u64).or_default().push(*v);
+/// Attack success, near-miss false triggers and clean loss over continued training: a chart
+/// per family of swept knobs (every axis but the scale and the seed), a line per scale.
+fn curve_figures(exp: &Experiment, a: &BackdoorAnalysis) -> Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for (family, lines) in families(exp, &a.cells) {
+        let label = if family.is_empty() { String::new() } else { format!(" · {family}") };
+        for (title, y, pick) in [
+            ("Attack success by scale", "attack success", (|c: &BackdoorCell| &c.attack) as fn(&BackdoorCell) -> &Series),
+            ("False triggers on near misses by scale", "near-miss false-trigger rate", |c| &c.false_near_miss),
+            ("Clean loss by scale", "clean loss", |c| &c.clean_loss),
+        ] {
+            let series = lines
+                .iter()
+                .map(|(line, cells)| seed_band(line, &cells.iter().map(|c| pick(c)).collect::<Vec<_>>(), 0.0))
+                .collect();
+            let title = format!("{title}{label}");
+            let frame = Frame::new(&title, "continued-training tokens", y);
+            let svg = line_chart(&LineChart { frame, log_x: true, series, ..Default::default() })?;
+            figures.push(Figure { svg, caption: format!("{title}: mean over seeds, band = range over seeds.") });
         }
     }
-    let series = by_scale
-        .into_iter()
-        .map(|(params, points)| report::Series {
-            name: format!("{params} params"),
-            points: points
-                .into_iter()
-                .map(|(t, vs)| {
-                    let mean = vs.iter().sum::<f64>() / vs.len() as f64;
-                    let (lo, hi) =
-                        (vs.iter().copied().fold(f64::MAX, f64::min), vs.iter().copied().fold(f64::MIN, f64::max));
-                    Point::new(t as f64, mean).with_interval(lo, hi)
-                })
-                .collect(),
-        })
-        .collect();
-    let chart = LineChart {
-        frame: Frame::new(title, "continued-training tokens", y),
-        log_x: true,
-        series,
-        ..Default::default()
-    };
-    Ok(Figure { svg: line_chart(&chart)?, caption: format!("{title}: mean over seeds, band = range over seeds.") })
+    Ok(figures)
 }
 
 /// Half-life against parameters per seed, with the log-log fit over all planted cells.

@@ -6,7 +6,34 @@
 //! regimes); `l2` (to the end-of-phase-1 weights) and `ewc` (Fisher from A and B at the
 //! phase boundary) act in phase 2, where they resist forgetting.
 
+pub mod analysis;
+pub mod report;
+
+use crate::lab::plan::PlannedCell;
+use crate::lab::experiment::Experiment;
+use crate::lab::study::{parse_table, replace_phases, task_kinds, Problem, Study};
 use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Reads the `[decay]` table of a cell's config.
+pub fn parse(doc: &toml::Table) -> Result<Box<dyn Study>, Problem> {
+    let names: Vec<String> = task_kinds(doc).into_iter().map(|(name, _)| name).collect();
+    Ok(Box::new(parse_table(doc, "decay", |s: &DecaySpec| s.problems(&names))?))
+}
+
+impl Study for DecaySpec {
+    fn name(&self) -> &'static str {
+        "decay"
+    }
+
+    fn write(&self, doc: &mut toml::Table) -> Result<(), Problem> {
+        replace_phases(doc, "decay", self.phases())
+    }
+
+    fn report(&self, exp: &Experiment, planned: &[PlannedCell], _search: Option<&str>) -> anyhow::Result<PathBuf> {
+        report::write(exp, &analysis::analyse(self, exp, planned)?)
+    }
+}
 
 /// The `[decay]` table.
 #[derive(Clone, Debug, Deserialize, PartialEq)]

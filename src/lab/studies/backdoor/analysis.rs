@@ -3,17 +3,17 @@
 //! and its persistence half-life (tokens until it falls halfway to its floor); per condition,
 //! half-lives with bootstrap CIs over seeds; a scaling fit against parameters; and the effect
 //! of each swept knob (mean half-life per value); after a successive-halving search, every
-//! rung's configurations with their scores and which went on. Pooling and fits reuse the
-//! decay study's machinery ([`super::decay_analysis`]).
+//! rung's configurations with their scores and which went on. Pooling and fits come from
+//! [`crate::lab::pooling`].
 
-use super::backdoor::{CONTINUE, PLANT};
-use super::decay_analysis::{
-    conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits, series, Condition,
-    KnobEffect, ScalingFit, SeedResult, Series,
-};
-use super::experiment::{Cell, Experiment};
-use super::search::{configurations, ranking, score, Score};
+use super::{BackdoorSpec, CONTINUE, PLANT};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
+use crate::lab::experiment::{Cell, Experiment};
+use crate::lab::pooling::{
+    condition_name, conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits,
+    series, Condition, KnobEffect, ScalingFit, SeedResult, Series,
+};
+use crate::lab::search::{configurations, ranking, Score};
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 
@@ -122,14 +122,14 @@ pub struct RungConfig {
 }
 
 /// Reads every cell's metrics from the experiment's store and analyses them.
-pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<BackdoorAnalysis> {
+pub fn analyse(spec: &BackdoorSpec, exp: &Experiment, params: &[usize]) -> Result<BackdoorAnalysis> {
     let store = Store::open(&exp.db())?;
     let floor = exp.settings.analysis.floor.unwrap_or(0.0);
     let (mut cells, mut unplanted, mut missing) = (Vec::new(), Vec::new(), Vec::new());
     for cell in &exp.cells {
         match finished_rows(&store, cell)? {
             Ok(rows) => {
-                let result = cell_result(cell, &rows, params[cell.index], floor);
+                let result = cell_result(&spec.task, cell, &rows, params[cell.index], floor);
                 if result.planted() {
                     cells.push(result)
                 } else {
@@ -143,12 +143,13 @@ pub fn analyse(exp: &Experiment, params: &[usize]) -> Result<BackdoorAnalysis> {
     let conditions = conditions(&cells, &boot);
     let scaling = scaling_fits(exp, &cells);
     let knobs = knob_effects(&cells);
-    let halving = halving(exp, &store, params, floor)?;
+    let halving = halving(spec, exp, &store, params, floor)?;
     Ok(BackdoorAnalysis { cells, unplanted, conditions, scaling, knobs, missing, halving })
 }
 
 /// The finished cells among `members` (grid indices) of `cells`, analysed.
 pub fn finished_results(
+    spec: &BackdoorSpec,
     store: &Store,
     cells: &[Cell],
     members: &[usize],
@@ -158,7 +159,7 @@ pub fn finished_results(
     let mut out = Vec::new();
     for &i in members {
         if let Ok(rows) = finished_rows(store, &cells[i])? {
-            out.push(cell_result(&cells[i], &rows, params[i], floor));
+            out.push(cell_result(&spec.task, &cells[i], &rows, params[i], floor));
         }
     }
     Ok(out)
@@ -166,15 +167,21 @@ pub fn finished_results(
 
 /// Replays a halving search from the store: the configurations with finished cells at the
 /// first rung, ranked; the best `1/eta` of them go on to the next rung, as when it ran.
-fn halving(exp: &Experiment, store: &Store, params: &[usize], floor: f64) -> Result<Option<HalvingResult>> {
-    let Some(spec) = exp.settings.search.as_ref().filter(|_| !exp.rungs.is_empty()) else { return Ok(None) };
-    let order = configurations(exp, spec);
+fn halving(
+    spec: &BackdoorSpec,
+    exp: &Experiment,
+    store: &Store,
+    params: &[usize],
+    floor: f64,
+) -> Result<Option<HalvingResult>> {
+    let Some(search) = exp.settings.search.as_ref().filter(|_| !exp.rungs.is_empty()) else { return Ok(None) };
+    let order = configurations(exp, search);
     let all: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
     let (mut alive, mut rungs, mut knobs) = ((0..order.len()).collect::<Vec<usize>>(), Vec::new(), Vec::new());
     for (k, cells) in all.iter().enumerate() {
         let mut results = Vec::new();
         for &p in &alive {
-            results.push(finished_results(store, cells, &order[p], params, floor)?);
+            results.push(finished_results(spec, store, cells, &order[p], params, floor)?);
         }
         let present: Vec<usize> = (0..alive.len()).filter(|&j| !results[j].is_empty()).collect();
         if present.is_empty() {
@@ -188,7 +195,7 @@ fn halving(exp: &Experiment, store: &Store, params: &[usize], floor: f64) -> Res
             .map(|(&p, r)| score(&r.iter().collect::<Vec<_>>(), order[p].len()))
             .collect();
         let ranked = ranking(&scores);
-        let keep = if k + 1 < all.len() { (alive_here.len() / spec.eta).max(1) } else { 0 };
+        let keep = if k + 1 < all.len() { (alive_here.len() / search.eta).max(1) } else { 0 };
         if k == 0 {
             let planted: Vec<BackdoorCell> = results.iter().flatten().filter(|c| c.planted()).cloned().collect();
             knobs = knob_effects(&planted);
@@ -200,7 +207,7 @@ fn halving(exp: &Experiment, store: &Store, params: &[usize], floor: f64) -> Res
                 let r = &results[j];
                 let planted: Vec<&BackdoorCell> = r.iter().filter(|c| c.planted()).collect();
                 RungConfig {
-                    name: super::decay_analysis::condition_name(&r[0].point),
+                    name: condition_name(&r[0].point),
                     params: r[0].params,
                     score: scores[j],
                     seeds: r.len(),
@@ -211,7 +218,7 @@ fn halving(exp: &Experiment, store: &Store, params: &[usize], floor: f64) -> Res
             })
             .collect();
         let horizon = results.iter().flatten().filter_map(|c| c.attack.t.last().copied()).fold(0.0, f64::max);
-        rungs.push(Rung { divisor: spec.divisor(k), horizon, configs });
+        rungs.push(Rung { divisor: search.divisor(k), horizon, configs });
         alive = ranked[..keep].iter().map(|&j| alive_here[j]).collect();
         alive.sort_unstable();
     }
@@ -223,11 +230,10 @@ fn censored(c: &BackdoorCell) -> bool {
     matches!(c.half_life, HalfLife::Censored { .. })
 }
 
-/// The curves, fits and half-life of one cell.
-pub fn cell_result(cell: &Cell, rows: &[MetricRow], params: usize, floor: f64) -> BackdoorCell {
-    let task = backdoor_task(cell);
+/// The curves, fits and half-life of one cell whose backdoor task is `task`.
+pub fn cell_result(task: &str, cell: &Cell, rows: &[MetricRow], params: usize, floor: f64) -> BackdoorCell {
     let phase = cell.config.phases.iter().position(|p| p.name == CONTINUE).unwrap_or(0) as u32;
-    let curve = |metric| series(rows, phase, &task, metric, |r: &MetricRow| r.tokens);
+    let curve = |metric| series(rows, phase, task, metric, |r: &MetricRow| r.tokens);
     let attack = curve(METRIC);
     let start = attack.y.first().copied().unwrap_or(0.0);
     let (fits, half_life, fit_half_life) = decay_of(&attack, start, floor);
@@ -236,7 +242,7 @@ pub fn cell_result(cell: &Cell, rows: &[MetricRow], params: usize, floor: f64) -
         point: cell.point.clone(),
         seed: cell.config.seed,
         params,
-        planting: planting(cell),
+        planting: planting(task, cell),
         false_clean: curve("false_trigger_clean"),
         false_near_miss: curve("false_trigger_near_miss"),
         clean_loss: curve("clean_loss"),
@@ -249,18 +255,27 @@ pub fn cell_result(cell: &Cell, rows: &[MetricRow], params: usize, floor: f64) -
     }
 }
 
-/// The task the continue phase evaluates: the backdoor task.
-fn backdoor_task(cell: &Cell) -> String {
-    let last = cell.config.phases.last().map(|p| p.eval.tasks.clone()).unwrap_or_default();
-    last.first().cloned().unwrap_or_default()
-}
-
-/// The planting phase's recorded settings: optimizer, LR, steps and poison rate.
-fn planting(cell: &Cell) -> Vec<(String, String)> {
-    let task = backdoor_task(cell);
+/// The planting phase's recorded settings: optimizer, LR, steps and the poison rate of the
+/// backdoor task `task`.
+fn planting(task: &str, cell: &Cell) -> Vec<(String, String)> {
     let rate = cell.config.tasks.iter().find(|t| t.name == task).and_then(|t| t.poison_rate).unwrap_or(0.0);
     let Some(p) = cell.config.phases.iter().find(|p| p.name == PLANT) else { return Vec::new() };
     let settings = [("optimizer", p.optimizer.kind.clone()), ("lr", p.optimizer.lr.to_string())];
     let counts = [("steps", p.steps.to_string()), ("poison_rate", rate.to_string())];
     settings.into_iter().chain(counts).map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The score of one configuration from its finished cells, over `seeds` cells in all (a
+/// seed without a finished cell counts as 0): the mean over seeds of the half-life where
+/// reached, else the horizon, and of the fraction of attack success remaining at the horizon;
+/// a seed where the backdoor was not planted counts as 0 for both.
+pub fn score(cells: &[&BackdoorCell], seeds: usize) -> Score {
+    let per_cell = |c: &&BackdoorCell| match c.planted() {
+        true => (c.persistence(), 1.0 - moved_toward(&c.attack, c.start, c.floor)),
+        false => (0.0, 0.0),
+    };
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let (p, r) = cells.iter().map(per_cell).fold((0.0, 0.0), |(p, r), (a, b)| (p + finite(a), r + finite(b)));
+    let n = seeds.max(cells.len()).max(1) as f64;
+    Score { persistence: p / n, remaining: r / n }
 }

@@ -2,17 +2,18 @@
 //! half-life against parameters with its log-log fit, a heatmap over the two other swept
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
-use super::decay_analysis::{knob_effects, reached, CellResult, Condition, DecayAnalysis, KnobEffect, Series};
-use super::experiment::Experiment;
-use super::sweep::{label_of, slug};
+use super::analysis::{CellResult, DecayAnalysis};
+use crate::lab::experiment::Experiment;
+use crate::lab::figures::{families, scale_axis, seed_band, value_of};
+use crate::lab::pooling::{knob_effects, knob_table, reached, Condition, Series};
+use crate::lab::sweep::label_of;
 use crate::analysis::HalfLife;
 use crate::hf::io::write_atomic;
 use crate::report::{
     heatmap, line_chart, scatter_fit, Figure, Fit, Frame, Heatmap, LineChart, NumberFormat, Page, Point, ScatterFit,
-    Section, Series as Line, Table,
+    Section, Table,
 };
 use anyhow::Result;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Writes the report files under `root/report`; returns the index page's path.
@@ -79,57 +80,10 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
     out
 }
 
-/// The key of the axis that sets the model size, if one is swept.
-fn scale_axis(exp: &Experiment) -> Option<String> {
-    exp.axes.iter().find(|a| a.key.starts_with("model.")).map(|a| a.key.clone())
-}
-
-/// A cell's sweep value on `key`, as text.
-fn value_of(c: &CellResult, key: &str) -> String {
-    c.point.iter().find(|(k, _)| k == key).map_or_else(String::new, |(_, v)| slug(v))
-}
-
-/// Cells grouped into chart families (every axis but the scale and the seed), then by scale.
-fn families<'a>(exp: &Experiment, a: &'a DecayAnalysis) -> BTreeMap<String, BTreeMap<String, Vec<&'a CellResult>>> {
-    let scale = scale_axis(exp);
-    let mut out: BTreeMap<String, BTreeMap<String, Vec<&CellResult>>> = BTreeMap::new();
-    for c in &a.cells {
-        let family: Vec<String> = c
-            .point
-            .iter()
-            .filter(|(k, _)| k != "seed" && Some(k) != scale.as_ref())
-            .map(|(k, v)| format!("{}={}", label_of(k), slug(v)))
-            .collect();
-        let line = scale.as_deref().map_or("all".into(), |k| format!("{} ({} params)", value_of(c, k), c.params));
-        out.entry(family.join(", ")).or_default().entry(line).or_default().push(c);
-    }
-    out
-}
-
-/// The mean over seeds at each step with the seeds' min–max as band; x is `t + 1` so that
-/// the first evaluation (t = 0) fits a log axis.
-fn seed_band(name: &str, series: &[&Series]) -> Line {
-    let mut by_t: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-    for s in series {
-        for (t, y) in s.t.iter().zip(&s.y) {
-            by_t.entry(*t as u64).or_default().push(*y);
-        }
-    }
-    let points = by_t
-        .into_iter()
-        .map(|(t, ys)| {
-            let mean = ys.iter().sum::<f64>() / ys.len() as f64;
-            let (lo, hi) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &y| (l.min(y), h.max(y)));
-            Point::new(t as f64 + 1.0, mean).with_interval(lo, hi)
-        })
-        .collect();
-    Line { name: name.to_string(), points }
-}
-
 /// Decay curves of B (and its KL forgetting, and A) per family, one line per scale.
 fn curves_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
     let mut figures = Vec::new();
-    for (family, lines) in families(exp, a) {
+    for (family, lines) in families(exp, &a.cells) {
         let label = if family.is_empty() { String::new() } else { format!(" · {family}") };
         for (what, task, pick) in [
             (a.metric.as_str(), a.b.as_str(), (|c: &CellResult| &c.b) as fn(&CellResult) -> &Series),
@@ -138,7 +92,7 @@ fn curves_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
         ] {
             let series = lines
                 .iter()
-                .map(|(line, cells)| seed_band(line, &cells.iter().map(|c| pick(c)).collect::<Vec<_>>()))
+                .map(|(line, cells)| seed_band(line, &cells.iter().map(|c| pick(c)).collect::<Vec<_>>(), 1.0))
                 .collect();
             let frame = Frame::new(format!("{task}: {what}{label}"), "phase-2 step + 1", what);
             let svg = line_chart(&LineChart { frame, log_x: true, series, ..Default::default() })?;
@@ -184,7 +138,7 @@ fn heatmap_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
     let labels = |key: &str| -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         for c in &a.cells {
-            let x = value_of(c, key);
+            let x = value_of(&c.point, key);
             if !v.contains(&x) {
                 v.push(x);
             }
@@ -201,7 +155,7 @@ fn heatmap_section(exp: &Experiment, a: &DecayAnalysis) -> Result<Section> {
                     let hs: Vec<f64> = a
                         .cells
                         .iter()
-                        .filter(|c| value_of(c, rows_key) == *r && value_of(c, cols_key) == *col)
+                        .filter(|c| value_of(&c.point, rows_key) == *r && value_of(&c.point, cols_key) == *col)
                         .filter_map(|c| reached(&c.half_life))
                         .collect();
                     if hs.is_empty() {
@@ -326,32 +280,6 @@ fn cells_table(a: &DecayAnalysis) -> Table {
         "aic_shifted_power_law",
     ];
     Table { caption: "Per-cell fits".into(), header: header.map(String::from).to_vec(), rows }
-}
-
-/// Mean persistence (in `unit`) per value of each knob, the knobs that matter most first.
-pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
-    let rows = knobs
-        .iter()
-        .flat_map(|k| {
-            k.levels.iter().map(move |(value, mean, n, censored)| {
-                vec![
-                    k.axis.clone(),
-                    value.clone(),
-                    format!("{mean:.0}"),
-                    n.to_string(),
-                    censored.to_string(),
-                    format!("{:.0}", k.spread),
-                ]
-            })
-        })
-        .collect();
-    Table {
-        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
-        header: ["knob", "value", &format!("mean persistence ({unit})"), "cells", "censored", "knob spread"]
-            .map(String::from)
-            .to_vec(),
-        rows,
-    }
 }
 
 /// One row per scaling fit.

@@ -2,10 +2,10 @@
 //! spread, distance bars against the null baselines, the input-versus-execution table and
 //! per-count verdicts, written as `report/index.html`, `distance.csv` and `summary.md`.
 
-use super::distance::Arm;
-use super::distance_analysis::{analyse, ArmResult, CountStats, Distance, DistanceAnalysis};
-use super::distance_cond::{self, CondAnalysis};
-use super::experiment::Experiment;
+use super::analysis::{analyse, ArmResult, CountStats, Distance, DistanceAnalysis};
+use super::conditional::{self, CondAnalysis};
+use super::{Arm, Conditional, DistanceSpec};
+use crate::lab::experiment::Experiment;
 use crate::hf::io::write_atomic;
 use crate::report::{
     bar_chart, line_chart, Bar, BarChart, BarSeries, Figure, Frame, LineChart, Page, Point, Reference, Section, Series,
@@ -15,9 +15,9 @@ use anyhow::Result;
 use std::path::PathBuf;
 
 /// Analyses the experiment and writes its report; returns the page's path.
-pub fn write(exp: &Experiment) -> Result<PathBuf> {
-    let a = analyse(exp)?;
-    let cond = distance_cond::analyse(exp)?;
+pub fn write(spec: &DistanceSpec, exp: &Experiment) -> Result<PathBuf> {
+    let a = analyse(spec, exp)?;
+    let cond = conditional::analyse(spec, exp)?;
     let dir = exp.root.join("report");
     let page = page(&exp.name, &a, &cond)?;
     let path = page.write(&dir)?;
@@ -30,7 +30,7 @@ pub fn write(exp: &Experiment) -> Result<PathBuf> {
         counts_table(&a).to_markdown()
     );
     if a.spec.conditional.is_some() {
-        let tables = [distance_cond::verdict_table(&cond), distance_cond::condition_table(&cond)];
+        let tables = [conditional::verdict_table(&cond), conditional::condition_table(&cond)];
         write_atomic(&dir.join("conditions.csv"), tables[1].to_csv().as_bytes())?;
         summary.push_str(&format!("\n{}\n{}\n", tables[0].to_markdown(), tables[1].to_markdown()));
     }
@@ -105,7 +105,7 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
 }
 
 /// Whether conditional prompts follow pathfinding conditions they never trained on.
-fn conditions_section(c: &super::distance::Conditional, cond: &CondAnalysis) -> Section {
+fn conditions_section(c: &Conditional, cond: &CondAnalysis) -> Section {
     let pairs = |l: &[[i64; 2]]| l.iter().map(|[e, i]| format!("({e}, {i})")).collect::<Vec<_>>().join(", ");
     Section {
         heading: "Conditioning on pathfinding conditions".into(),
@@ -125,7 +125,7 @@ fn conditions_section(c: &super::distance::Conditional, cond: &CondAnalysis) -> 
             pairs(&c.held_out),
             c.temperature
         )],
-        tables: vec![distance_cond::verdict_table(cond), distance_cond::condition_table(cond)],
+        tables: vec![conditional::verdict_table(cond), conditional::condition_table(cond)],
         ..Default::default()
     }
 }

@@ -27,8 +27,16 @@
 //! they never occur in training by construction), and every cell is scored on that task and
 //! on one task per evaluated condition, `{behavior}-e{extra}i{invalid}` (only that condition),
 //! with sampled generations whose extra and invalid moves show whether the prompt follows the
-//! condition it is given (see [`super::distance_cond`]).
+//! condition it is given (see [`conditional`]).
 
+pub mod analysis;
+pub mod conditional;
+pub mod report;
+
+use crate::lab::experiment::Experiment;
+use crate::lab::plan::PlannedCell;
+use crate::lab::study::{Problem, Study};
+use crate::lab::sweep::Axis;
 use crate::train::batching::Insert;
 use crate::train::config::TaskSpec;
 use serde::Deserialize;
@@ -512,17 +520,45 @@ fn unknown_key(table: &toml::Value, message: &str) -> Option<String> {
     Some(format!("distance.{sub}.{field}"))
 }
 
-/// The generated sweep axis `distance.variant` of an experiment's base table.
-pub fn axis(base: &toml::Table) -> Result<super::sweep::Axis, (String, String)> {
-    let spec = spec_of(base)?;
-    let (tasks, pretrained) = tasks_of(base)?;
-    let values = spec.variants(&spec.arms(&tasks, pretrained)).iter().map(|v| v.name().into()).collect();
-    Ok(super::sweep::Axis { key: AXIS.into(), paths: vec![AXIS.into()], values })
+/// The distance study: its `[distance]` table, and the variants its arms expand into.
+#[derive(Clone, Debug)]
+pub struct Distance {
+    pub spec: DistanceSpec,
+    /// The values of the generated axis `distance.variant` (see [`Variant::name`]).
+    variants: Vec<String>,
+}
+
+/// Reads the `[distance]` table of a cell's config (or of the experiment's first point).
+pub fn parse(doc: &toml::Table) -> Result<Box<dyn Study>, Problem> {
+    let spec = spec_of(doc)?;
+    let (tasks, pretrained) = tasks_of(doc)?;
+    let variants = spec.variants(&spec.arms(&tasks, pretrained)).iter().map(|v| v.name()).collect();
+    Ok(Box::new(Distance { spec, variants }))
+}
+
+impl Study for Distance {
+    fn name(&self) -> &'static str {
+        "distance"
+    }
+
+    /// `distance.variant`: one cell per arm × tuning of each sweep point.
+    fn axes(&self) -> Vec<Axis> {
+        let values = self.variants.iter().map(|v| v.as_str().into()).collect();
+        vec![Axis { key: AXIS.into(), paths: vec![AXIS.into()], values }]
+    }
+
+    /// Replaces the `[distance]` table of a cell by its variant's tasks, model and phases.
+    fn write(&self, doc: &mut toml::Table) -> Result<(), Problem> {
+        expand(&self.spec, doc)
+    }
+
+    fn report(&self, exp: &Experiment, _planned: &[PlannedCell], _search: Option<&str>) -> anyhow::Result<PathBuf> {
+        report::write(&self.spec, exp)
+    }
 }
 
 /// Replaces the `[distance]` table of a cell by its variant's tasks, model and phases.
-pub fn expand(doc: &mut toml::Table) -> Result<(), (String, String)> {
-    let spec = spec_of(doc)?;
+fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
     doc.remove("distance");
     let variant = spec
         .variant

@@ -3,9 +3,9 @@
 //! rates), saturation `S` from execution fine-tuning, the conditional distance, and a verdict
 //! per count on whether more tuning would likely help.
 
-use super::decay_analysis::finished_rows;
-use super::distance::{Arm, DistanceSpec, Tuning, Variant, AXIS, PHASE};
-use super::experiment::{Cell, Experiment};
+use super::{Arm, DistanceSpec, Tuning, Variant, AXIS, PHASE};
+use crate::lab::experiment::{Cell, Experiment};
+use crate::lab::pooling::finished_rows;
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -117,9 +117,8 @@ pub fn count_stats(
 type ArmRuns = (String, Vec<(Variant, f64)>);
 
 /// Reads every cell's final held-out loss from the experiment's store and analyses them.
-pub fn analyse(exp: &Experiment) -> Result<DistanceAnalysis> {
+pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<DistanceAnalysis> {
     let store = Store::open(&exp.db())?;
-    let spec = spec_of(exp)?;
     let mut groups: BTreeMap<(String, Arm), ArmRuns> = BTreeMap::new();
     let mut missing = Vec::new();
     for cell in &exp.cells {
@@ -135,8 +134,8 @@ pub fn analyse(exp: &Experiment) -> Result<DistanceAnalysis> {
         }
     }
     let arms =
-        groups.into_iter().map(|((point, arm), (task, runs))| arm_result(&spec, point, arm, task, &runs)).collect();
-    Ok(DistanceAnalysis { spec, arms, missing })
+        groups.into_iter().map(|((point, arm), (task, runs))| arm_result(spec, point, arm, task, &runs)).collect();
+    Ok(DistanceAnalysis { spec: spec.clone(), arms, missing })
 }
 
 /// The curve, saturation and distance of one arm from its cells' final losses.
@@ -186,14 +185,6 @@ fn curve_of(
     (counts, distance)
 }
 
-/// The `[distance]` table of the experiment's first cell's source.
-pub fn spec_of(exp: &Experiment) -> Result<DistanceSpec> {
-    let base: toml::Table = toml::from_str(&exp.text)?;
-    let table =
-        base.get("distance").cloned().ok_or_else(|| anyhow::anyhow!("the experiment has no [distance] table"))?;
-    Ok(table.try_into()?)
-}
-
 /// The cell's variant (from its sweep point).
 pub fn variant_of(cell: &Cell) -> Option<Variant> {
     cell.point.iter().find(|(k, _)| k == AXIS).and_then(|(_, v)| Variant::parse(v.as_str()?))
@@ -202,7 +193,7 @@ pub fn variant_of(cell: &Cell) -> Option<Variant> {
 /// `axis=value, …` of a cell's sweep point without the variant axis.
 pub fn point_name(cell: &Cell) -> String {
     let parts: Vec<String> =
-        cell.point.iter().filter(|(k, _)| k != AXIS).map(|(k, v)| format!("{k}={}", super::sweep::slug(v))).collect();
+        cell.point.iter().filter(|(k, _)| k != AXIS).map(|(k, v)| format!("{k}={}", crate::lab::sweep::slug(v))).collect();
     if parts.is_empty() {
         "all".into()
     } else {
