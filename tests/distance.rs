@@ -3,6 +3,9 @@
 //! synthetic curves, the template's expansion, and a tiny experiment run end to end into a
 //! report with bit-identical weights after every soft-prompt phase.
 
+mod common;
+
+use common::experiment;
 use std::path::Path;
 use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::Slot;
@@ -207,13 +210,6 @@ batch_size = 8
 eval_samples = 16
 saturation = { kinds = ["full", "lora"], lrs = [0.003], lora_rank = 2 }
 "#;
-
-fn experiment(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("exp.toml");
-    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn the_template_expands_every_arm_into_frozen_prompted_and_fine_tuned_cells_on_one_held_out_set() {
@@ -424,7 +420,8 @@ fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
     let e = Experiment::load(&experiment(tmp.path(), &grammar)).unwrap_err();
     assert_eq!(e.key, "distance.conditional", "{e}");
     let on_copy = "{ kind = \"copy\", only_conditions = [[1, 1]] }";
-    assert!(TaskSpec::parse_inline(on_copy).unwrap_err().contains("only pathfinding"));
+    let e = TaskSpec::parse_inline(on_copy).unwrap_err();
+    assert!(e.contains("only_conditions: not a key of kind \"copy\""), "{e}");
     let too_many = "{ kind = \"pathfinding\", max_moves = 4, exclude_conditions = [[9, 0]] }";
     assert!(TaskSpec::parse_inline(too_many).unwrap_err().contains("|extra| ≤ 4"));
 }

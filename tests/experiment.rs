@@ -2,6 +2,9 @@
 //! template writes the phases it promises, errors point at the experiment file's line, and
 //! `vestige run` runs cells, skips finished ones and resumes interrupted ones.
 
+mod common;
+
+use common::experiment;
 use std::path::Path;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
@@ -47,13 +50,6 @@ strength = 0.5
 seed = [0, 1]
 "decay.b_fraction" = [0.0, 0.25]
 "#;
-
-fn experiment(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("exp.toml");
-    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn a_sweep_expands_into_the_product_of_its_axes_with_seed_last_and_stable_cell_ids() {

@@ -258,7 +258,16 @@ fn backdoor_task(cell: &Cell) -> String {
 /// The planting phase's recorded settings: optimizer, LR, steps and poison rate.
 fn planting(cell: &Cell) -> Vec<(String, String)> {
     let task = backdoor_task(cell);
-    let rate = cell.config.tasks.iter().find(|t| t.name == task).and_then(|t| t.poison_rate).unwrap_or(0.0);
+    let rate = cell
+        .config
+        .tasks
+        .iter()
+        .find(|t| t.name == task)
+        .and_then(|t| match &t.kind {
+            crate::data::spec::Kind::Backdoor(b) => b.spec.poison_rate,
+            _ => None,
+        })
+        .unwrap_or(0.0);
     let Some(p) = cell.config.phases.iter().find(|p| p.name == PLANT) else { return Vec::new() };
     let settings = [("optimizer", p.optimizer.kind.clone()), ("lr", p.optimizer.lr.to_string())];
     let counts = [("steps", p.steps.to_string()), ("poison_rate", rate.to_string())];
