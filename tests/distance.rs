@@ -7,6 +7,7 @@ mod common;
 
 use common::experiment;
 use std::path::Path;
+use vestige::data::spec::Kind;
 use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::Slot;
 use vestige::engine::model::Model;
@@ -244,9 +245,12 @@ fn the_template_expands_every_arm_into_frozen_prompted_and_fine_tuned_cells_on_o
     let null_target = &cell("null_target/p4/r0/lr0.03").config;
     let twin = null_target.tasks.iter().find(|t| t.name == "repeat-null").unwrap();
     assert_eq!(null_target.phases[1].eval.tasks, ["repeat-null"]);
-    assert_eq!(twin.string.len(), 3);
-    assert_ne!(twin.string, vec![7, 9, 11]);
-    assert_eq!(twin.over, null_target.tasks[1].over, "the same inputs");
+    let (Kind::Repeat(twin), Kind::Repeat(behavior)) = (&twin.kind, &null_target.tasks[1].kind) else {
+        panic!("the behavior and its twin are repeats")
+    };
+    assert_eq!(twin.spec.string.len(), 3);
+    assert_ne!(twin.spec.string, vec![7, 9, 11]);
+    assert_eq!(twin.base, behavior.base, "the same inputs");
 }
 
 #[test]
