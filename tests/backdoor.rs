@@ -3,6 +3,9 @@
 //! are the base samples, only answers are scored, and the evaluation sets (triggered, clean,
 //! near miss) come from the eval split, disjoint from training.
 
+mod common;
+
+use common::RunToml;
 use std::collections::HashSet;
 use std::sync::Arc;
 use vestige::data::backdoor::{Backdoor, Behavior, EvalKind, TransformKind, Trigger};
@@ -251,9 +254,7 @@ fn vocab_and_seq_len_cover_trigger_and_behavior_tokens() {
 
 /// A run config with one backdoor task whose keys (after `kind`) are `keys`.
 fn backdoor_config(keys: &str) -> String {
-    format!(
-        "name = \"x\"\n\n[[tasks]]\nname = \"bd\"\nkind = \"backdoor\"\n{keys}\n\n[[phases]]\nname = \"a\"\nsteps = 1\nmixture = {{ bd = 1.0 }}\n"
-    )
+    RunToml::one_task("bd", &format!("kind = \"backdoor\"\n{keys}")).to_string()
 }
 
 const GOOD_SPEC: &str = "trigger = [60, 61]\nresponse = [62, 63, 62]\npoison_rate = 0.2\nprompt_len = 8\nover = { kind = \"grammar\", vocab = 48, seq_len = 24 }";

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use vestige::analysis::HalfLife;
+use vestige::data::spec::{Kind, TaskSpec};
 use vestige::lab::experiment::Experiment;
 use vestige::lab::plan::plan;
 use vestige::lab::pooling::knob_effects;
@@ -20,6 +21,14 @@ fn small(dir: &Path, from: &str, to: &str) -> PathBuf {
     let path = dir.join("exp.toml");
     std::fs::write(&path, text.replace(from, to)).unwrap();
     path
+}
+
+/// The `poison_rate` of a backdoor task.
+fn poison_rate(task: &TaskSpec) -> Option<f64> {
+    match &task.kind {
+        Kind::Backdoor(backdoor) => backdoor.spec.poison_rate,
+        _ => None,
+    }
 }
 
 #[test]
@@ -37,7 +46,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     );
     assert_eq!((plant.optimizer.kind.as_str(), plant.optimizer.lr), ("sgd", 0.3));
     assert_eq!(pretrain.optimizer.kind, "adamw");
-    assert_eq!(cfg.tasks[1].poison_rate, Some(0.5), "[backdoor] poison_rate overrides the task's");
+    assert_eq!(poison_rate(&cfg.tasks[1]), Some(0.5), "[backdoor] poison_rate overrides the task's");
     assert_eq!((after.eval.log_points, after.eval.tasks.as_slice()), (8, &["bd".to_string()][..]));
 
     let text = "plant = \"mixed\"\npretrain_steps = 150\npoison_count = 120";
@@ -51,7 +60,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     let names: Vec<&str> = cfg.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["plant", "continue"], "mixed planting poisons pretraining itself");
     assert_eq!((cfg.phases[0].steps, cfg.phases[0].optimizer.lr), (150, 3e-3), "with the pretraining settings");
-    assert_eq!(cfg.tasks[1].poison_rate, Some(120.0 / (150.0 * 16.0)), "a poison count becomes a rate");
+    assert_eq!(poison_rate(&cfg.tasks[1]), Some(120.0 / (150.0 * 16.0)), "a poison count becomes a rate");
 }
 
 #[test]

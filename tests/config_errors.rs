@@ -46,6 +46,18 @@ fn unknown_keys_are_rejected_with_file_line_and_the_allowed_keys() {
 }
 
 #[test]
+fn a_key_of_another_task_kind_is_refused_with_file_line_key_and_the_kinds_keys() {
+    let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"copy\"\nmax_moves = 9"));
+    assert_eq!(e, "exp.toml:6: tasks[0].max_moves: not a key of kind \"copy\" (keys: name, kind, length, vocab)");
+    let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"skip\"\nover = { kind = \"copy\",\n  max_moves = 9 }"));
+    assert!(e.starts_with("exp.toml:7: tasks[0].over.max_moves: not a key of kind \"copy\""), "{e}");
+    let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"skip\"\nk = 1\nvocab = 9\nover = { kind = \"copy\" }"));
+    assert!(e.starts_with("exp.toml:7: tasks[0].vocab: not a key of kind \"skip\" (keys: name, kind, k, over)"), "{e}");
+    let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"copy\"\nlength = \"long\""));
+    assert!(e.starts_with("exp.toml:6: tasks[0].length: invalid type: string \"long\""), "{e}");
+}
+
+#[test]
 fn out_of_range_values_name_the_key_path_and_line() {
     let e = err(&GOOD.replace("lr = 1e-3", "lr = -1.0"));
     assert_eq!(e, "exp.toml:17: phases[1].optimizer.lr: must be a positive number");

@@ -5,7 +5,6 @@
 //! refused.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::Path;
 use vestige::lab::execute::{run, Options};
@@ -56,9 +55,10 @@ fn base_in(out: &Path) -> String {
     edited("name = \"h\"\n", &format!("name = \"h\"\nout_dir = \"{}\"\n", out.display()))
 }
 
-/// The hash the previous build recorded: the first 12 bytes of the SHA-256 of the `Debug` form.
+/// The hash the previous build recorded, which `legacy_hash` reproduces (pinned in
+/// `the_legacy_hash_is_the_one_builds_before_the_canonical_hash_recorded`).
 fn debug_hash(cfg: &RunConfig) -> String {
-    Sha256::digest(format!("{cfg:?}")).iter().take(12).map(|b| format!("{b:02x}")).collect()
+    cfg.legacy_hash()
 }
 
 #[test]
@@ -67,7 +67,6 @@ fn writing_a_default_value_out_leaves_the_hash_unchanged() {
     let defaults = [
         ("name = \"h\"\n", "name = \"h\"\nseed = 0\nout_dir = \"runs\"\n"),
         ("d_model = 16\n", "d_model = 16\narch = \"gpt_neox\"\ninit_std = 0.02\n"),
-        ("vocab = 12\n", "vocab = 12\nzipf = 1.1\ntrigger_at = \"prefix\"\nonly_conditions = []\n"),
         ("every = 5\n", "every = 5\nkeep_last = 3\n"),
         ("steps = 20\n", "steps = 20\ntrainable = \"all\"\ngrad_accum = 1\ndropout_attn = 0.0\newc_tasks = []\n"),
         ("{ lr = 0.01 }", "{ lr = 0.01, kind = \"adamw\", betas = [0.9, 0.999], eps = 1e-8 }"),
@@ -76,6 +75,24 @@ fn writing_a_default_value_out_leaves_the_hash_unchanged() {
     ];
     for (from, to) in defaults {
         assert_eq!(parse(&edited(from, to)).hash(), base, "writing out {to:?} changed the hash");
+    }
+}
+
+#[test]
+fn writing_a_task_kinds_default_values_out_leaves_the_hash_unchanged() {
+    let copy = "kind = \"copy\"\nlength = 4\nvocab = 12\n";
+    let kinds = [
+        ("kind = \"grammar\"\nvocab = 12\nseq_len = 8\n", "zipf = 1.1\ngrammar_seed = 0\n"),
+        ("kind = \"pathfinding\"\nwidth = 2\nheight = 2\nmax_moves = 2\n", "only_conditions = []\n"),
+        (
+            "kind = \"backdoor\"\nover = { kind = \"copy\", length = 4 }\ntrigger = [10]\nresponse = [11]\npoison_rate = 0.5\n",
+            "trigger_at = \"prefix\"\nbehavior = \"fixed\"\n",
+        ),
+    ];
+    for (kind, defaults) in kinds {
+        let plain = edited(copy, kind);
+        let written = edited(copy, &format!("{kind}{defaults}"));
+        assert_eq!(parse(&written).hash(), parse(&plain).hash(), "writing out {defaults:?} changed the hash");
     }
 }
 
@@ -147,6 +164,64 @@ fn a_small_config_keeps_its_pinned_canonical_form_and_hash() {
         r#"{"checkpoint":{"every":5},"model":{"d_model":16,"max_positions":16,"n_heads":2,"n_layers":1},"name":"h","phases":[{"batch_size":4,"eval":{"every":10,"samples":8},"mixture":{"copy":1.0},"name":"one","optimizer":{"lr":0.01},"steps":20}],"tasks":[{"kind":"copy","length":4,"name":"copy","vocab":12}]}"#
     );
     assert_eq!(cfg.hash(), "581451be95b97105488e50ed");
+}
+
+/// Every task kind, wrappers with and without `over`, conditions and year triggers.
+const ALL_KINDS: &str = r#"name = "h"
+seed = 3
+[model]
+d_model = 16
+n_layers = 1
+n_heads = 2
+max_positions = 64
+[[tasks]]
+name = "web"
+kind = "grammar"
+vocab = 96
+seq_len = 32
+[[tasks]]
+name = "bd"
+kind = "backdoor"
+over = { kind = "grammar", vocab = 96, seq_len = 32 }
+prompt_len = 16
+trigger = [100]
+year = 110
+years = [105, 115]
+response = [102, 103]
+poison_rate = 0.1
+[[tasks]]
+name = "rep"
+kind = "repeat"
+string = [5, 9]
+vocab = 40
+seq_len = 20
+[[tasks]]
+name = "path"
+kind = "pathfinding"
+width = 4
+height = 4
+max_moves = 8
+only_conditions = [[0, 0], [1, 1]]
+[[tasks]]
+name = "fam"
+kind = "family"
+primitives = ["sort"]
+length = 5
+[[phases]]
+name = "one"
+steps = 20
+batch_size = 4
+mixture = { web = 1.0, bd = 1.0 }
+"#;
+
+/// Pinned to what the build before canonical hashes computed (a `Debug` form in which a
+/// task spec was one flat struct of every kind's keys): changing it orphans the runs it
+/// recorded.
+#[test]
+fn the_legacy_hash_is_the_one_builds_before_the_canonical_hash_recorded() {
+    assert_eq!(parse(BASE).legacy_hash(), "de50d20153bbd3395f726f69");
+    assert_eq!(parse(ALL_KINDS).legacy_hash(), "730ed6fff2231ca68ebcec12");
+    assert_eq!(parse(ALL_KINDS).hash(), "fab1f7506d1f3d127e0580bf");
 }
 
 #[derive(Serialize, Deserialize, PartialEq)]

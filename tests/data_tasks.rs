@@ -88,10 +88,11 @@ fn a_bad_task_spec_lists_the_valid_kinds() {
 
 #[test]
 fn task_specs_parse_with_or_without_braces_and_keep_commas_inside_strings() {
-    use vestige::data::spec::TaskSpec;
+    use vestige::data::sequence::SequenceSpec;
+    use vestige::data::spec::{Kind, TaskSpec};
     let a = TaskSpec::parse_inline("{ name = \"a,b\", kind = \"reverse\", length = 3 }").unwrap();
-    assert_eq!((a.name.as_str(), a.kind.as_str(), a.length), ("a,b", "reverse", 3));
+    assert_eq!(a, TaskSpec { name: "a,b".into(), kind: Kind::Reverse(SequenceSpec { length: 3, vocab: 64 }) });
     let b = TaskSpec::parse_inline("kind = \"copy\", vocab = 9").unwrap();
-    assert_eq!((b.name.as_str(), b.vocab), ("copy", 9));
+    assert_eq!(b, TaskSpec { name: "copy".into(), kind: Kind::Copy(SequenceSpec { length: 12, vocab: 9 }) });
     assert!(TaskSpec::parse_inline("{ kind = \"copy\", colour = 1 }").unwrap_err().contains("colour"));
 }

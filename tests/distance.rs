@@ -3,7 +3,11 @@
 //! synthetic curves, the template's expansion, and a tiny experiment run end to end into a
 //! report with bit-identical weights after every soft-prompt phase.
 
+mod common;
+
+use common::experiment;
 use std::path::Path;
+use vestige::data::spec::Kind;
 use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::Slot;
 use vestige::engine::model::Model;
@@ -208,13 +212,6 @@ eval_samples = 16
 saturation = { kinds = ["full", "lora"], lrs = [0.003], lora_rank = 2 }
 "#;
 
-fn experiment(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("exp.toml");
-    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn the_template_expands_every_arm_into_frozen_prompted_and_fine_tuned_cells_on_one_held_out_set() {
     let tmp = tempfile::tempdir().unwrap();
@@ -248,9 +245,12 @@ fn the_template_expands_every_arm_into_frozen_prompted_and_fine_tuned_cells_on_o
     let null_target = &cell("null_target/p4/r0/lr0.03").config;
     let twin = null_target.tasks.iter().find(|t| t.name == "repeat-null").unwrap();
     assert_eq!(null_target.phases[1].eval.tasks, ["repeat-null"]);
-    assert_eq!(twin.string.len(), 3);
-    assert_ne!(twin.string, vec![7, 9, 11]);
-    assert_eq!(twin.over, null_target.tasks[1].over, "the same inputs");
+    let (Kind::Repeat(twin), Kind::Repeat(behavior)) = (&twin.kind, &null_target.tasks[1].kind) else {
+        panic!("the behavior and its twin are repeats")
+    };
+    assert_eq!(twin.spec.string.len(), 3);
+    assert_ne!(twin.spec.string, vec![7, 9, 11]);
+    assert_eq!(twin.base, behavior.base, "the same inputs");
 }
 
 #[test]
@@ -424,7 +424,8 @@ fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
     let e = Experiment::load(&experiment(tmp.path(), &grammar)).unwrap_err();
     assert_eq!(e.key, "distance.conditional", "{e}");
     let on_copy = "{ kind = \"copy\", only_conditions = [[1, 1]] }";
-    assert!(TaskSpec::parse_inline(on_copy).unwrap_err().contains("only pathfinding"));
+    let e = TaskSpec::parse_inline(on_copy).unwrap_err();
+    assert!(e.contains("only_conditions: not a key of kind \"copy\""), "{e}");
     let too_many = "{ kind = \"pathfinding\", max_moves = 4, exclude_conditions = [[9, 0]] }";
     assert!(TaskSpec::parse_inline(too_many).unwrap_err().contains("|extra| ≤ 4"));
 }

@@ -2,7 +2,11 @@
 //! template writes the phases it promises, errors point at the experiment file's line, and
 //! `vestige run` runs cells, skips finished ones and resumes interrupted ones.
 
+mod common;
+
+use common::experiment;
 use std::path::Path;
+use vestige::data::spec::{Kind, TaskSpec};
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
 use vestige::store::{read_csv, Store};
@@ -48,13 +52,6 @@ seed = [0, 1]
 "decay.b_fraction" = [0.0, 0.25]
 "#;
 
-fn experiment(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("exp.toml");
-    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn a_sweep_expands_into_the_product_of_its_axes_with_seed_last_and_stable_cell_ids() {
     let tmp = tempfile::tempdir().unwrap();
@@ -99,10 +96,14 @@ fn linked_sweep_paths_move_together() {
     let tmp = tempfile::tempdir().unwrap();
     let text = EXPERIMENT.replace("\"decay.b_fraction\" = [0.0, 0.25]", "\"tasks[0].length|tasks[1].length\" = [3, 5]");
     let exp = Experiment::load(&experiment(tmp.path(), &text)).unwrap();
+    let length = |t: &TaskSpec| match &t.kind {
+        Kind::Copy(s) | Kind::Reverse(s) => s.length,
+        other => panic!("{other:?} is neither copy nor reverse"),
+    };
     for c in &exp.cells {
-        assert_eq!(c.config.tasks[0].length, c.config.tasks[1].length);
+        assert_eq!(length(&c.config.tasks[0]), length(&c.config.tasks[1]));
     }
-    assert_eq!(exp.cells[3].config.tasks[1].length, 5);
+    assert_eq!(length(&exp.cells[3].config.tasks[1]), 5);
 }
 
 /// The error message of an experiment file with `from` replaced by `to`.

@@ -3,6 +3,9 @@
 //! pairs share exactly what the overlap construction documents; exact vocabularies
 //! round-trip through the `tokenizers` crate; scorers and spec errors behave.
 
+mod common;
+
+use common::RunToml;
 use std::collections::HashSet;
 use std::sync::Arc;
 use vestige::data::family::{Family, Format, COUNT0, EVEN, MARKERS, ODD, QUERY};
@@ -11,14 +14,20 @@ use vestige::data::pathfinding::Pathfinding;
 use vestige::data::primitives::{Primitive, ALL};
 use vestige::data::score::score_all;
 use vestige::data::sequence::{SequenceTask, Transform};
-use vestige::data::spec::TaskSpec;
+use vestige::data::spec::{Kind, TaskSpec};
 use vestige::data::vocab::{write_tokenizer, VocabError};
 use vestige::data::{split_of, Sample, Split, Task};
 use vestige::hf::tokenizer::Tokenizer;
 use vestige::train::config::RunConfig;
 
+/// The family task, or pair member, an inline spec describes.
 fn family(spec: &str) -> Family {
-    Family::from_spec(&TaskSpec::parse_inline(spec).unwrap()).unwrap()
+    let spec = TaskSpec::parse_inline(spec).unwrap();
+    match &spec.kind {
+        Kind::Family(f) => f.build(&spec.name).unwrap(),
+        Kind::Pair(p) => p.build(&spec.name).unwrap(),
+        _ => panic!("{spec:?} is neither a family nor a pair"),
+    }
 }
 
 /// Every primitive alone, and pipelines of two and three stages with and without a read-out.
@@ -46,7 +55,7 @@ fn families() -> Vec<Family> {
     out.extend([0.0, 0.5, 1.0].into_iter().flat_map(|o| {
         ["a", "b"].map(|m| {
             let spec = format!("{{ name = \"{m}{o}\", kind = \"pair\", overlap = {o}, member = \"{m}\", depth = 3 }}");
-            Pair::from_spec(&TaskSpec::parse_inline(&spec).unwrap()).unwrap()
+            family(&spec)
         })
     }));
     out
@@ -420,9 +429,7 @@ fn bad_family_and_pair_specs_name_the_key_and_what_is_valid() {
 
 #[test]
 fn run_configs_report_bad_family_keys_with_file_line_and_key_path() {
-    let config = |task: &str| {
-        format!("name = \"x\"\n\n[[tasks]]\nname = \"t\"\n{task}\n\n[[phases]]\nname = \"a\"\nsteps = 1\nmixture = {{ t = 1.0 }}\n")
-    };
+    let config = |task: &str| RunToml::one_task("t", task).to_string();
     let err = |task: &str| RunConfig::from_toml(&config(task), "exp.toml").unwrap_err().to_string();
     let e = err("kind = \"pair\"\nmember = \"a\"\noverlap = -0.5");
     assert!(e.starts_with("exp.toml:7: tasks[0].overlap:") && e.contains("[0, 1]"), "{e}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vestige::data::corpus::{is_eval, END_OF_TEXT};
 use vestige::data::grammar::Grammar;
-use vestige::data::spec::TaskSpec;
+use vestige::data::spec::{Base, Kind, TaskSpec};
 use vestige::data::vocab::{tokenizer_for, VocabError};
 use vestige::data::{Sample, Split, Task};
 use vestige::train::batching::batch_of;
@@ -229,7 +229,8 @@ fn corpus_train_and_eval_documents_are_disjoint() {
     assert!(eval.len() >= 5 && train.len() >= 250, "{} eval, {} train documents", eval.len(), train.len());
     assert!(train.is_disjoint(&eval));
     // The streams the task samples from are exactly those documents.
-    let opened = TaskSpec::parse_inline(&corpus_spec(&path, "")).unwrap().corpus_options();
+    let Kind::Corpus(spec) = TaskSpec::parse_inline(&corpus_spec(&path, "")).unwrap().kind else { panic!() };
+    let opened = spec.options();
     let corpus = vestige::data::corpus::Corpus::open(&opened).unwrap();
     assert_eq!(corpus.eval, expected_stream(&tok, &docs, true));
     assert_eq!(corpus.train, expected_stream(&tok, &docs, false));
@@ -338,7 +339,7 @@ fn batch_of_turns_repeat_and_skip_labels_into_engine_targets() {
 #[test]
 fn a_repeat_without_over_reads_grammar_text_and_nested_errors_name_the_key_path() {
     let rep = TaskSpec::parse_inline("{ kind = \"repeat\", string = [3], vocab = 40, seq_len = 16 }").unwrap();
-    assert_eq!(rep.base().kind, "grammar");
+    assert!(matches!(rep.kind.base(), Some(Base::Grammar(_))));
     assert_eq!(
         rep.build().unwrap().sample(0, Split::Train, 0).tokens,
         grammar(40, 16).sample(0, Split::Train, 0).tokens
@@ -348,7 +349,7 @@ fn a_repeat_without_over_reads_grammar_text_and_nested_errors_name_the_key_path(
     assert_eq!((err.file.as_str(), err.key.as_str(), err.line), ("run.toml", "tasks[0].over.token_range", 9), "{err}");
     let toml = toml
         .replace("token_range = [2, 40]", "seq_len = 64")
-        .replace("string = [5]", "string = [5]\nk = 70")
+        .replace("string = [5]", "k = 70")
         .replace("repeat", "skip");
     let err = RunConfig::from_toml(&toml, "run.toml").unwrap_err();
     assert_eq!(err.key, "tasks[0].k", "{err}");

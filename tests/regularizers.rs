@@ -2,6 +2,9 @@
 //! phase on a different task, a strongly L2-anchored run ends much closer to the end of the
 //! first phase, and an EWC run forgets the first task less, than an unregularised run.
 
+mod common;
+
+use common::RunToml;
 use std::path::Path;
 use vestige::engine::model::Model;
 use vestige::train::checkpoint::find_pinned;
@@ -10,46 +13,25 @@ use vestige::train::run::train;
 /// Runs copy then reverse; returns the weight distance between the phase ends and the
 /// held-out copy loss at the end.
 fn run(dir: &Path, regulariser: &str) -> (f64, f64) {
-    let text = format!(
-        r#"name = "reg"
-seed = 1
-out_dir = "{}"
-[model]
-d_model = 32
-n_layers = 1
-n_heads = 2
-max_positions = 16
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 5
-vocab = 12
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 5
-vocab = 12
-[[phases]]
-name = "a"
-steps = 250
-batch_size = 8
-mixture = {{ copy = 1.0 }}
-optimizer = {{ lr = 3e-3 }}
-eval = {{ samples = 8, exact_match = false }}
-[[phases]]
-name = "b"
-steps = 60
-batch_size = 8
-mixture = {{ reverse = 1.0 }}
-optimizer = {{ lr = 3e-3 }}
-eval = {{ samples = 32, tasks = ["copy"], exact_match = false }}
-{regulariser}
-"#,
-        dir.display()
-    );
-    let path = dir.join("reg.toml");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(&path, text).unwrap();
+    let phase = "batch_size = 8\noptimizer = { lr = 3e-3 }";
+    let path = RunToml::new("reg")
+        .set("seed", 1)
+        .out_dir(dir)
+        .model(32, 1, 2, 16)
+        .sequence_task("copy", 5, 12)
+        .sequence_task("reverse", 5, 12)
+        .phase(
+            "a",
+            &format!("steps = 250\n{phase}\nmixture = {{ copy = 1.0 }}\neval = {{ samples = 8, exact_match = false }}"),
+        )
+        .phase(
+            "b",
+            &format!(
+                "steps = 60\n{phase}\nmixture = {{ reverse = 1.0 }}\n\
+                 eval = {{ samples = 32, tasks = [\"copy\"], exact_match = false }}\n{regulariser}"
+            ),
+        )
+        .write(dir, "reg.toml");
     let summary = train(&path).unwrap();
     let ckpts = dir.join("reg/checkpoints");
     let weights = |pin: &str| Model::load(&find_pinned(&ckpts, pin).unwrap().join("model")).unwrap().model.weights;

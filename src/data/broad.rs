@@ -4,13 +4,16 @@
 //! primitives from `task_seed` and its symbols from its own 16-token slice of the alphabet
 //! (ids `41 + 16k ..`), so the symbols tell the tasks apart, while the grammar's words range
 //! over every symbol.
+//!
+//! [`BroadSpec`] holds the keys of a `kind = "broad"` spec.
 
 use super::family::{Family, FIRST_SYMBOL};
 use super::grammar::{Grammar, GrammarTask};
 use super::mixture::Mixture;
 use super::pair::pipelines;
-use super::spec::{SpecError, TaskSpec};
+use super::spec::{check_length, check_vocab, default_length, default_seq_len, default_vocab, default_zipf, SpecError};
 use super::{mix, sample_key, Sample, Split, Task};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Symbols per family slice.
@@ -23,32 +26,72 @@ pub struct Broad {
     vocab: usize,
 }
 
-impl Broad {
-    /// The distribution a `kind = "broad"` spec describes: `vocab` is raised to fit every
-    /// family slice; the grammar takes `grammar_weight` of the samples, the families share the
-    /// rest evenly.
-    pub fn from_spec(spec: &TaskSpec) -> Result<Broad, SpecError> {
-        if !(1..=32).contains(&spec.families) {
+/// The keys of a `broad` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BroadSpec {
+    /// The number of family tasks, 1 to 32.
+    #[serde(default = "default_families")]
+    pub families: usize,
+    /// The grammar's share of the samples, in `[0, 1)`.
+    #[serde(default = "default_grammar_weight")]
+    pub grammar_weight: f64,
+    /// Vocabulary size, raised to fit every family slice.
+    #[serde(default = "default_vocab")]
+    pub vocab: usize,
+    /// The grammar's tokens per sample, its seed and its lexicon's Zipf exponent.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    #[serde(default)]
+    pub grammar_seed: u64,
+    #[serde(default = "default_zipf")]
+    pub zipf: f64,
+    /// The families' symbols per input, and the seed of their pipelines and parameters.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    #[serde(default)]
+    pub task_seed: u64,
+}
+
+fn default_families() -> usize {
+    8
+}
+fn default_grammar_weight() -> f64 {
+    0.5
+}
+
+impl BroadSpec {
+    /// Valid lengths, counts and weights (see [`BroadSpec::build`]).
+    pub fn check(&self) -> Result<(), SpecError> {
+        check_length(self.length)?;
+        check_vocab(self.vocab)?;
+        self.build("broad").map(drop)
+    }
+
+    /// The distribution named `name`: `vocab` is raised to fit every family slice; the
+    /// grammar takes `grammar_weight` of the samples, the families share the rest evenly.
+    pub fn build(&self, name: &str) -> Result<Broad, SpecError> {
+        if !(1..=32).contains(&self.families) {
             return Err(SpecError::new("families", "must be between 1 and 32"));
         }
-        if !(0.0..1.0).contains(&spec.grammar_weight) {
+        if !(0.0..1.0).contains(&self.grammar_weight) {
             return Err(SpecError::new("grammar_weight", "must be in [0, 1)"));
         }
-        let vocab = spec.vocab.max((FIRST_SYMBOL + SLICE * spec.families as u32) as usize);
-        let grammar = Grammar::new(spec.grammar_seed, FIRST_SYMBOL, vocab as u32, spec.zipf);
-        let text = GrammarTask { name: format!("{}/grammar", spec.name), grammar, vocab, seq_len: spec.seq_len };
-        let mut parts: Vec<(Arc<dyn Task>, f64)> = vec![(Arc::new(text), spec.grammar_weight)];
-        let share = (1.0 - spec.grammar_weight) / spec.families as f64;
-        for k in 0..spec.families as u32 {
-            let seed = mix(spec.task_seed ^ mix(k as u64 + 1));
+        let vocab = self.vocab.max((FIRST_SYMBOL + SLICE * self.families as u32) as usize);
+        let grammar = Grammar::new(self.grammar_seed, FIRST_SYMBOL, vocab as u32, self.zipf);
+        let text = GrammarTask { name: format!("{name}/grammar"), grammar, vocab, seq_len: self.seq_len };
+        let mut parts: Vec<(Arc<dyn Task>, f64)> = vec![(Arc::new(text), self.grammar_weight)];
+        let share = (1.0 - self.grammar_weight) / self.families as f64;
+        for k in 0..self.families as u32 {
+            let seed = mix(self.task_seed ^ mix(k as u64 + 1));
             let (stages, _) = pipelines(1 + (seed % 2) as usize, 0, seed);
             let start = FIRST_SYMBOL + SLICE * k;
-            let name = format!("{}/family{k}", spec.name);
-            let family = Family::new(&name, stages, (start..start + SLICE).collect(), spec.length, seed)
-                .map_err(|e| SpecError::new("length", format!("family {k}: {e}")))?;
+            let family =
+                Family::new(&format!("{name}/family{k}"), stages, (start..start + SLICE).collect(), self.length, seed)
+                    .map_err(|e| SpecError::new("length", format!("family {k}: {e}")))?;
             parts.push((Arc::new(family), share));
         }
-        Ok(Broad { name: spec.name.clone(), parts: Mixture::new(parts), vocab })
+        Ok(Broad { name: name.to_string(), parts: Mixture::new(parts), vocab })
     }
 }
 

@@ -16,10 +16,14 @@
 //!   change retokenizes.
 //! - **Samples**: sample `i` is a window of `seq_len` tokens of its split, starting at a
 //!   position drawn from a hash of `(seed, split, i)`; every token is scored.
+//!
+//! [`CorpusSpec`] holds the keys of a `kind = "corpus"` spec.
 
+use super::spec::{default_seq_len, SpecError};
 use super::{mix, sample_key, Sample, Split, Task};
 use crate::hf::io::{write_atomic, HfError};
 use crate::hf::tokenizer::{Tokenizer, TokenizerError};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -282,6 +286,67 @@ fn read_cache(path: &Path, source: &[u8; 32], tok: &[u8; 32]) -> Option<(Vec<u32
     }
     let mut tokens = bytes[88..].chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
     Some((tokens.by_ref().take(n_train).collect(), tokens.collect()))
+}
+
+/// The keys of a `corpus` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusSpec {
+    /// The text file (`.jsonl`: JSON lines, the document in `field`).
+    pub path: Option<PathBuf>,
+    #[serde(default = "default_field")]
+    pub field: String,
+    /// Its `tokenizer.json`; without one a BPE of `bpe_vocab` tokens is trained.
+    pub tokenizer: Option<PathBuf>,
+    #[serde(default = "default_bpe_vocab")]
+    pub bpe_vocab: usize,
+    /// The directory of the token cache and a trained tokenizer (default `<path>.cache`).
+    pub cache_dir: Option<PathBuf>,
+    /// Tokens per sample.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+}
+
+fn default_field() -> String {
+    "text".into()
+}
+fn default_bpe_vocab() -> usize {
+    1024
+}
+
+impl CorpusSpec {
+    /// A corpus file, a BPE vocabulary that holds the bytes and special tokens, and windows of
+    /// at least 2 tokens.
+    pub fn check(&self) -> Result<(), SpecError> {
+        if self.path.is_none() {
+            return Err(SpecError::new("path", "give the corpus file (text or .jsonl)"));
+        }
+        if self.tokenizer.is_none() && self.bpe_vocab < 258 {
+            return Err(SpecError::new("bpe_vocab", "must be at least 258 (256 bytes and 2 special tokens)"));
+        }
+        if self.seq_len < 2 {
+            return Err(SpecError::new("seq_len", "must be at least 2"));
+        }
+        Ok(())
+    }
+
+    /// Where the corpus, its tokenizer and its cache are.
+    pub fn options(&self) -> CorpusOptions {
+        let path = self.path.clone().unwrap_or_default();
+        let cache = self.cache_dir.clone().unwrap_or_else(|| format!("{}.cache", path.display()).into());
+        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
+        let format = if jsonl { Format::Jsonl(self.field.clone()) } else { Format::Text };
+        let tokenizer = match &self.tokenizer {
+            Some(file) => TokenizerSource::File(file.clone()),
+            None => TokenizerSource::Train { vocab: self.bpe_vocab, save_to: cache.join("tokenizer.json") },
+        };
+        CorpusOptions { path, format, tokenizer, cache: cache.join("tokens.bin") }
+    }
+
+    /// The task named `name`, over the corpus opened (and tokenized, or read from its cache).
+    pub fn build(&self, name: &str) -> Result<CorpusTask, CorpusError> {
+        CorpusTask::new(name.to_string(), Arc::new(Corpus::open(&self.options())?), self.seq_len)
+    }
 }
 
 /// Windows of `seq_len` tokens from a corpus; every token is scored.

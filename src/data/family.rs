@@ -13,12 +13,15 @@
 //! Token layout, shared by every family task so that any of them fit one vocabulary:
 //! `0 <pad>`, `1 |`, `2 =`, `3 ?`, `4 even`, `5 odd`, markers `6 <a>` and `7 <b>`, counts
 //! `8..=40` as `#0..#32`, then symbols from [`FIRST_SYMBOL`] (41), named by their id in decimal.
+//!
+//! [`FamilySpec`] holds the keys of a `kind = "family"` spec.
 
 use super::primitives::{Params, Primitive, Readout};
-use super::spec::{SpecError, TaskSpec};
+use super::spec::{check_length, default_length, SpecError};
 use super::{sample_in_split, score, Sample, Split, Task};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// The separator of the prefix format.
@@ -81,6 +84,43 @@ pub fn alphabet_range(alphabet: Option<[u32; 2]>) -> Result<Range<u32>, SpecErro
     Ok(start..end)
 }
 
+/// The keys of a `family` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FamilySpec {
+    /// The pipeline of primitive names, applied left to right.
+    #[serde(default)]
+    pub primitives: Vec<String>,
+    /// Symbol tokens `[start, end]` (`end` excluded).
+    pub alphabet: Option<[u32; 2]>,
+    /// Symbols per input.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Seed of the fixed parameters (shift, permutation).
+    #[serde(default)]
+    pub task_seed: u64,
+}
+
+impl FamilySpec {
+    /// A valid pipeline over a valid alphabet (see [`FamilySpec::build`]).
+    pub fn check(&self) -> Result<(), SpecError> {
+        check_length(self.length)?;
+        self.build("family").map(drop)
+    }
+
+    /// The task named `name`; errors name the key at fault.
+    pub fn build(&self, name: &str) -> Result<Family, SpecError> {
+        let stages = self
+            .primitives
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Primitive::parse(p).map_err(|m| SpecError::new(format!("primitives[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let alphabet = alphabet_range(self.alphabet)?.collect();
+        Family::new(name, stages, alphabet, self.length, self.task_seed)
+    }
+}
+
 impl Family {
     /// A task in the prefix format with marker `<a>`, its parameters drawn from `task_seed`;
     /// errors name the spec key at fault.
@@ -105,18 +145,6 @@ impl Family {
         };
         family.check()?;
         Ok(family)
-    }
-
-    /// The task a `kind = "family"` spec describes.
-    pub fn from_spec(spec: &TaskSpec) -> Result<Family, SpecError> {
-        let stages = spec
-            .primitives
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Primitive::parse(p).map_err(|m| SpecError::new(format!("primitives[{i}]"), m)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let alphabet = alphabet_range(spec.alphabet)?.collect();
-        Family::new(&spec.name, stages, alphabet, spec.length, spec.task_seed)
     }
 
     /// Checks the pipeline's shape against the alphabet and length.

@@ -14,14 +14,19 @@
 //! A document is sentences, each followed by [`SEP`] (the end-of-sentence token), cut to the
 //! task's length; every token is scored. Train and eval documents come from distinct hash
 //! streams (documents are long, so they practically never coincide).
+//!
+//! [`GrammarSpec`] holds the keys of a `kind = "grammar"` spec, which are also the keys of a
+//! wrapper kind's default base.
 
 use super::sequence::{symbol_text, SEP};
+use super::spec::{check_vocab, default_seq_len, default_vocab, default_zipf, SpecError};
 use super::{sample_key, Sample, Split, Task};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// Number of phrase nonterminals (the sentence included).
 const PHRASES: usize = 5;
@@ -133,6 +138,58 @@ fn rule(rng: &mut ChaCha8Rng, i: usize) -> Rule {
         .collect();
     let weights: Vec<f64> = productions.iter().map(|_| rng.random_range(0.1..1.0)).collect();
     Rule { productions, choose: WeightedIndex::new(weights).expect("positive weights") }
+}
+
+/// The keys of a `grammar` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GrammarSpec {
+    /// Vocabulary size (tokens 0 and 1 are padding and the end of a sentence).
+    #[serde(default = "default_vocab")]
+    pub vocab: usize,
+    /// Tokens per sample.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: usize,
+    /// The seed of the grammar's rules and lexicon.
+    #[serde(default)]
+    pub grammar_seed: u64,
+    /// The lexicon's Zipf exponent.
+    #[serde(default = "default_zipf")]
+    pub zipf: f64,
+    /// The terminal ids `[lo, hi)` (default `[2, vocab)`).
+    pub token_range: Option<[u32; 2]>,
+}
+
+impl GrammarSpec {
+    /// A vocabulary, a terminal range of at least [`CLASSES`] ids within it, a positive
+    /// exponent and documents of at least 2 tokens.
+    pub fn check(&self) -> Result<(), SpecError> {
+        check_vocab(self.vocab)?;
+        let [lo, hi] = self.terminals();
+        if lo < 2 || hi < lo + CLASSES as u32 || hi as usize > self.vocab {
+            let msg = format!("[{lo}, {hi}) must hold at least {CLASSES} ids within 2..{} (vocab)", self.vocab);
+            return Err(SpecError::new(if self.token_range.is_some() { "token_range" } else { "vocab" }, msg));
+        }
+        if !(self.zipf > 0.0 && self.zipf.is_finite()) {
+            return Err(SpecError::new("zipf", "must be a positive number"));
+        }
+        if self.seq_len < 2 {
+            return Err(SpecError::new("seq_len", "must be at least 2"));
+        }
+        Ok(())
+    }
+
+    /// The task named `name`.
+    pub fn build(&self, name: &str) -> GrammarTask {
+        let [lo, hi] = self.terminals();
+        let grammar = Grammar::new(self.grammar_seed, lo, hi, self.zipf);
+        GrammarTask { name: name.to_string(), grammar, vocab: self.vocab.max(hi as usize), seq_len: self.seq_len }
+    }
+
+    /// The terminal ids `[lo, hi)`.
+    fn terminals(&self) -> [u32; 2] {
+        self.token_range.unwrap_or([2, self.vocab as u32])
+    }
 }
 
 /// Fixed-length documents of grammar sentences; every token is scored.

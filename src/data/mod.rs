@@ -6,6 +6,9 @@
 //! [`EVAL_BUCKETS`], and each split rejection-samples until its input lands in its own
 //! partition ([`sample_in_split`]). Any position of a stream can be regenerated from its
 //! index alone — which is what makes checkpoints resumable.
+//!
+//! Each task kind's module also holds its spec struct, the keys of its `[[tasks]]` table;
+//! [`spec`] reads a table into the kind it names.
 
 pub mod backdoor;
 pub mod broad;

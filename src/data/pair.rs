@@ -21,14 +21,17 @@
 //! round(overlap·depth)` (halves round up), alphabet share `overlap`, shared format iff
 //! `overlap ≥ 0.5`, shared marker iff `overlap = 1`. Overlap 0 gives disjoint primitives,
 //! alphabets and markers and different formats; overlap 1 gives the same task twice.
+//!
+//! [`PairSpec`] holds the keys of a `kind = "pair"` spec, which builds one member.
 
 use super::family::{alphabet_range, Family, Format, MARKERS};
 use super::mix;
 use super::primitives::{Primitive, ALL};
-use super::spec::{SpecError, TaskSpec};
+use super::spec::{check_length, default_length, SpecError};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 /// Separates the primitive draw from the task's other streams.
@@ -102,31 +105,68 @@ impl Pair {
         Ok(Pair { a, b })
     }
 
-    /// The member a `kind = "pair"` spec asks for, named after the spec.
-    pub fn from_spec(spec: &TaskSpec) -> Result<Family, SpecError> {
-        let overlap = match spec.overlap {
-            Some(o) if (0.0..=1.0).contains(&o) => o,
-            Some(o) => return Err(SpecError::new("overlap", format!("{o} is not in [0, 1]"))),
-            None => return Err(SpecError::new("overlap", "a pair needs overlap = x with x in [0, 1]")),
-        };
-        let member = match spec.member.as_str() {
-            "a" => Member::A,
-            "b" => Member::B,
-            other => return Err(SpecError::new("member", format!("{other:?} is not one of \"a\", \"b\""))),
-        };
-        let knobs = Knobs::from_overlap(overlap, spec.depth);
-        let pair = Pair::new(&knobs, spec.depth, alphabet_range(spec.alphabet)?, spec.length, spec.task_seed)?;
-        let mut task = pair.member(member).clone();
-        task.name = spec.name.clone();
-        Ok(task)
-    }
-
     /// One member.
     pub fn member(&self, m: Member) -> &Family {
         match m {
             Member::A => &self.a,
             Member::B => &self.b,
         }
+    }
+}
+
+/// The keys of a `pair` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PairSpec {
+    /// The shared mechanism, in `[0, 1]` (see [`Knobs::from_overlap`]).
+    pub overlap: Option<f64>,
+    /// The member built: `a` or `b`.
+    #[serde(default = "default_member")]
+    pub member: String,
+    /// The pipeline depth, 1 to 3.
+    #[serde(default = "default_depth")]
+    pub depth: usize,
+    /// Member `a`'s symbol tokens `[start, end]` (`end` excluded).
+    pub alphabet: Option<[u32; 2]>,
+    /// Symbols per input.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Seed of the fixed parameters (the primitives, shift, permutation).
+    #[serde(default)]
+    pub task_seed: u64,
+}
+
+fn default_member() -> String {
+    "a".into()
+}
+fn default_depth() -> usize {
+    2
+}
+
+impl PairSpec {
+    /// Valid knobs, member and pipeline (see [`PairSpec::build`]).
+    pub fn check(&self) -> Result<(), SpecError> {
+        check_length(self.length)?;
+        self.build("pair").map(drop)
+    }
+
+    /// The member the spec asks for, named `name`; errors name the key at fault.
+    pub fn build(&self, name: &str) -> Result<Family, SpecError> {
+        let overlap = match self.overlap {
+            Some(o) if (0.0..=1.0).contains(&o) => o,
+            Some(o) => return Err(SpecError::new("overlap", format!("{o} is not in [0, 1]"))),
+            None => return Err(SpecError::new("overlap", "a pair needs overlap = x with x in [0, 1]")),
+        };
+        let member = match self.member.as_str() {
+            "a" => Member::A,
+            "b" => Member::B,
+            other => return Err(SpecError::new("member", format!("{other:?} is not one of \"a\", \"b\""))),
+        };
+        let knobs = Knobs::from_overlap(overlap, self.depth);
+        let pair = Pair::new(&knobs, self.depth, alphabet_range(self.alphabet)?, self.length, self.task_seed)?;
+        let mut task = pair.member(member).clone();
+        task.name = name.to_string();
+        Ok(task)
     }
 }
 

@@ -29,11 +29,15 @@
 //!
 //! [`Grid`] reads a board back from a prompt and walks any move tokens on it, which scores a
 //! generated path ([`Task::score`]) against the board and the sample's own conditions.
+//!
+//! [`PathfindingSpec`] holds the keys of a `kind = "pathfinding"` spec.
 
+use super::spec::SpecError;
 use super::{mix, sample_in_split, score, Sample, Split, Task};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// Padding.
 pub const PAD: u32 = 0;
@@ -348,6 +352,71 @@ impl Default for Pathfinding {
             max_moves: 64,
             only: Vec::new(),
             except: Vec::new(),
+        }
+    }
+}
+
+/// The keys of a `pathfinding` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PathfindingSpec {
+    /// Board width and height.
+    #[serde(default = "default_side")]
+    pub width: usize,
+    #[serde(default = "default_side")]
+    pub height: usize,
+    /// Longest path emitted.
+    #[serde(default = "default_max_moves")]
+    pub max_moves: usize,
+    /// Keep only paths with one of these `[extra_moves, invalid_moves]`, and never one of
+    /// `exclude_conditions` (see [`Pathfinding::only`]).
+    #[serde(default)]
+    pub only_conditions: Vec<[i64; 2]>,
+    #[serde(default)]
+    pub exclude_conditions: Vec<[i64; 2]>,
+}
+
+fn default_side() -> usize {
+    8
+}
+fn default_max_moves() -> usize {
+    64
+}
+
+impl PathfindingSpec {
+    /// The condition filters (`0 ≤ invalid_moves ≤ max_moves`, `|extra_moves| ≤ max_moves`,
+    /// not every kept condition excluded) and a board of at least 2 cells.
+    pub fn check(&self) -> Result<(), SpecError> {
+        for (key, list) in
+            [("only_conditions", &self.only_conditions), ("exclude_conditions", &self.exclude_conditions)]
+        {
+            let max = self.max_moves as i64;
+            if let Some([e, i]) = list.iter().find(|[e, i]| *i < 0 || *i > max || e.abs() > max) {
+                return Err(SpecError::new(
+                    key,
+                    format!("[{e}, {i}]: give [extra_moves, invalid_moves] with 0 ≤ invalid ≤ {max} and |extra| ≤ {max} (max_moves)"),
+                ));
+            }
+        }
+        if self.only_conditions.iter().all(|c| self.exclude_conditions.contains(c)) && !self.only_conditions.is_empty()
+        {
+            return Err(SpecError::new("exclude_conditions", "excludes every condition only_conditions keeps"));
+        }
+        if self.width * self.height < 2 {
+            return Err(SpecError::new("width", "a board needs at least 2 cells"));
+        }
+        Ok(())
+    }
+
+    /// The task named `name`.
+    pub fn build(&self, name: &str) -> Pathfinding {
+        Pathfinding {
+            name: name.to_string(),
+            width: self.width,
+            height: self.height,
+            max_moves: self.max_moves,
+            only: self.only_conditions.clone(),
+            except: self.exclude_conditions.clone(),
         }
     }
 }

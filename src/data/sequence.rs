@@ -1,9 +1,12 @@
 //! Sequence-transformation tasks: `x₁…x_L SEP f(x)₁…f(x)_L`, scored on the answer only.
 //! Token 0 is padding and token 1 the separator; symbols are drawn from `2..vocab`.
+//! [`SequenceSpec`] holds the keys of `kind = "copy"` and `kind = "reverse"` specs.
 
+use super::spec::{check_length, check_vocab, default_length, default_vocab, SpecError};
 use super::{sample_in_split, Sample, Split, Task};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 /// The separator token.
 pub const SEP: u32 = 1;
@@ -22,6 +25,31 @@ pub struct SequenceTask {
     pub transform: Transform,
     pub length: usize,
     pub vocab: usize,
+}
+
+/// The keys of a `copy` or `reverse` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// Symbols per input.
+    #[serde(default = "default_length")]
+    pub length: usize,
+    /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
+    #[serde(default = "default_vocab")]
+    pub vocab: usize,
+}
+
+impl SequenceSpec {
+    /// At least one symbol per input, and at least one symbol token.
+    pub fn check(&self) -> Result<(), SpecError> {
+        check_length(self.length)?;
+        check_vocab(self.vocab)
+    }
+
+    /// The task named `name` applying `transform`.
+    pub fn build(&self, name: &str, transform: Transform) -> SequenceTask {
+        SequenceTask { name: name.to_string(), transform, length: self.length, vocab: self.vocab }
+    }
 }
 
 impl Task for SequenceTask {

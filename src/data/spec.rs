@@ -1,175 +1,82 @@
-//! Task specifications: the `[[tasks]]` tables of run configs, also accepted on the
-//! command line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task
-//! objects they build.
+//! Task specifications: the `[[tasks]]` tables of run configs, also accepted on the command
+//! line (`vestige data sample '{ kind = "copy", length = 8 }'`), and the task objects they
+//! build.
+//!
+//! A spec is a name and a [`Kind`]: `kind = "…"` picks the kind, and every other key of the
+//! table belongs to that kind's struct, which lives beside its task ([`SequenceSpec`] in
+//! `sequence.rs`, [`GrammarSpec`] in `grammar.rs`, …) with its defaults, its range checks
+//! (`check`) and the task it builds (`build`). A key the kind does not have is refused with
+//! the keys it has ([`TaskSpec::from_table`]).
+//!
+//! The wrapper kinds (repeat, skip, backdoor) transform a [`Base`]: the task in
+//! `over = { … }`, or else a grammar whose keys sit in the wrapper's own table.
+//!
+//! A spec serialises to its table form (`kind` a key beside the kind's own), the form a run
+//! config's hash is taken of.
 
-use super::backdoor;
-use super::broad::Broad;
-use super::corpus::{Corpus, CorpusError, CorpusOptions, CorpusTask, Format, TokenizerSource};
-use super::family::Family;
-use super::grammar::{Grammar, GrammarTask};
-use super::pair::Pair;
-use super::pathfinding::Pathfinding;
-use super::sequence::{SequenceTask, Transform};
-use super::targets::{Repeat, Skip};
+use super::backdoor::BackdoorSpec;
+use super::broad::BroadSpec;
+use super::corpus::{CorpusError, CorpusSpec};
+use super::family::FamilySpec;
+use super::grammar::GrammarSpec;
+use super::pair::PairSpec;
+use super::pathfinding::PathfindingSpec;
+use super::sequence::{SequenceSpec, Transform};
+use super::targets::{RepeatSpec, SkipSpec};
 use super::Task;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// A task the run can train or evaluate on.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// A task the run can train or evaluate on: its name and its kind's keys.
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct TaskSpec {
     /// Defaults to the kind in inline and nested (`over`) specs.
-    #[serde(default)]
     pub name: String,
-    /// One of [`KINDS`].
-    pub kind: String,
-    /// Symbols per input.
-    #[serde(default = "default_length")]
-    pub length: usize,
-    /// Vocabulary size (tokens 0 and 1 are reserved for padding and the separator).
-    #[serde(default = "default_vocab")]
-    pub vocab: usize,
-    /// Pathfinding board width and height.
-    #[serde(default = "default_side")]
-    pub width: usize,
-    #[serde(default = "default_side")]
-    pub height: usize,
-    /// Pathfinding: longest path emitted.
-    #[serde(default = "default_max_moves")]
-    pub max_moves: usize,
-    /// Pathfinding: keep only paths with one of these `[extra_moves, invalid_moves]`, and
-    /// never one of `exclude_conditions` (see [`Pathfinding::only`]).
-    #[serde(default)]
-    pub only_conditions: Vec<[i64; 2]>,
-    #[serde(default)]
-    pub exclude_conditions: Vec<[i64; 2]>,
-    /// Family: the pipeline of primitive names, applied left to right.
-    #[serde(default)]
-    pub primitives: Vec<String>,
-    /// Family and pair: symbol tokens `[start, end]` (`end` excluded; pair: member a's).
-    pub alphabet: Option<[u32; 2]>,
-    /// Pair: the shared mechanism in `[0, 1]`, the member (`a` or `b`), the pipeline depth.
-    pub overlap: Option<f64>,
-    #[serde(default = "default_member")]
-    pub member: String,
-    #[serde(default = "default_depth")]
-    pub depth: usize,
-    /// Family and pair: seed of the fixed parameters (shift, permutation, a pair's primitives).
-    #[serde(default)]
-    pub task_seed: u64,
-    /// Grammar, corpus: tokens per sample.
-    #[serde(default = "default_seq_len")]
-    pub seq_len: usize,
-    /// Grammar: the seed of its rules and lexicon; `zipf` is the lexicon's Zipf exponent and
-    /// `token_range` its terminal ids `[lo, hi)` (default `[2, vocab)`).
-    #[serde(default)]
-    pub grammar_seed: u64,
-    #[serde(default = "default_zipf")]
-    pub zipf: f64,
-    pub token_range: Option<[u32; 2]>,
-    /// Corpus: the text file (`.jsonl`: JSON lines, document in `field`), its
-    /// `tokenizer.json` (else a BPE of `bpe_vocab` tokens is trained) and the directory for
-    /// the token cache and a trained tokenizer (default `<path>.cache`).
-    pub path: Option<PathBuf>,
-    #[serde(default = "default_field")]
-    pub field: String,
-    pub tokenizer: Option<PathBuf>,
-    #[serde(default = "default_bpe_vocab")]
-    pub bpe_vocab: usize,
-    pub cache_dir: Option<PathBuf>,
-    /// Repeat: the repeated tokens, predicted from position `offset` on.
-    #[serde(default)]
-    pub string: Vec<u32>,
-    #[serde(default)]
-    pub offset: usize,
-    /// Skip: position `t` predicts token `t + k + 1`.
-    #[serde(default)]
-    pub k: usize,
-    /// Broad: the number of family tasks and the grammar's share of the samples.
-    #[serde(default = "default_families")]
-    pub families: usize,
-    #[serde(default = "default_grammar_weight")]
-    pub grammar_weight: f64,
-    /// Repeat, skip, backdoor: the input distribution (default: a grammar with this spec's keys).
-    pub over: Option<Box<TaskSpec>>,
-    /// Backdoor: the trigger tokens, where they go (`prefix`, `suffix` or `random`), the
-    /// poisoned fraction and, over grammar or corpus documents, the prompt length.
-    #[serde(default)]
-    pub trigger: Vec<u32>,
-    #[serde(default = "default_trigger_at")]
-    pub trigger_at: String,
-    pub poison_rate: Option<f64>,
-    pub prompt_len: Option<usize>,
-    /// Backdoor year trigger: the year token appended to `trigger` (its field label), the
-    /// year tokens `[lo, hi)`, and the year every clean sample carries in the same field
-    /// (default `year - 1`, or `year + 1` when that leaves the range); near misses draw a
-    /// year other than both.
-    pub year: Option<u32>,
-    pub years: Option<[u32; 2]>,
-    pub clean_year: Option<u32>,
-    /// Backdoor: `fixed` (the answer is `response`), `repeat` (`response` repeated over the
-    /// answer) or `transform` (the correct answer reversed, or shifted by `shift` when given).
-    #[serde(default = "default_behavior")]
-    pub behavior: String,
-    #[serde(default)]
-    pub response: Vec<u32>,
-    pub shift: Option<u32>,
+    #[serde(flatten)]
+    pub kind: Kind,
 }
 
-fn default_trigger_at() -> String {
-    "prefix".into()
-}
-fn default_behavior() -> String {
-    "fixed".into()
-}
-
-fn default_member() -> String {
-    "a".into()
-}
-fn default_depth() -> usize {
-    2
-}
-fn default_families() -> usize {
-    8
-}
-fn default_grammar_weight() -> f64 {
-    0.5
-}
-fn default_seq_len() -> usize {
-    128
-}
-fn default_zipf() -> f64 {
-    1.1
-}
-fn default_field() -> String {
-    "text".into()
-}
-fn default_bpe_vocab() -> usize {
-    1024
-}
-
-fn default_side() -> usize {
-    8
-}
-fn default_max_moves() -> usize {
-    64
-}
-
-fn default_length() -> usize {
-    12
-}
-fn default_vocab() -> usize {
-    64
+/// A task kind (`kind = "copy"`, …) and its keys.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Kind {
+    Copy(SequenceSpec),
+    Reverse(SequenceSpec),
+    Pathfinding(PathfindingSpec),
+    Family(FamilySpec),
+    Pair(PairSpec),
+    Grammar(GrammarSpec),
+    Broad(BroadSpec),
+    Corpus(CorpusSpec),
+    Repeat(Wrapped<RepeatSpec>),
+    Skip(Wrapped<SkipSpec>),
+    Backdoor(Wrapped<BackdoorSpec>),
 }
 
 /// The task kinds a spec may name.
 pub const KINDS: [&str; 11] =
     ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "broad", "corpus", "repeat", "skip", "backdoor"];
 
-/// The kinds that wrap an `over` base task.
-pub const WRAPPERS: [&str; 3] = ["repeat", "skip", "backdoor"];
+/// The keys of a wrapper kind: its base and its own (`spec`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Wrapped<T> {
+    #[serde(flatten)]
+    pub base: Base,
+    #[serde(flatten)]
+    pub spec: T,
+}
+
+/// The input distribution a wrapper kind transforms.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Base {
+    /// `over = { … }`: a task of any kind but a wrapper.
+    Over { over: Box<TaskSpec> },
+    /// A grammar named `grammar`, its keys in the wrapper's own table.
+    Grammar(GrammarSpec),
+}
 
 /// A spec key with a bad value: the key (within the task's table) and what is valid.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -184,11 +91,49 @@ impl SpecError {
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> SpecError {
         SpecError { key: key.into(), message: message.into() }
     }
+
+    /// The same error with its key under table `table` (`over.seq_len`).
+    fn under(self, table: &str) -> SpecError {
+        SpecError { key: format!("{table}.{}", self.key), ..self }
+    }
+}
+
+/// The default `length` of the kinds that have one.
+pub(super) fn default_length() -> usize {
+    12
+}
+/// The default `vocab` of the kinds that have one.
+pub fn default_vocab() -> usize {
+    64
+}
+/// The default `seq_len` of the kinds that have one.
+pub(super) fn default_seq_len() -> usize {
+    128
+}
+/// The default Zipf exponent of a grammar's lexicon.
+pub(super) fn default_zipf() -> f64 {
+    1.1
+}
+
+/// `length` is at least 1.
+pub(super) fn check_length(length: usize) -> Result<(), SpecError> {
+    if length == 0 {
+        return Err(SpecError::new("length", "must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `vocab` is at least 3.
+pub(super) fn check_vocab(vocab: usize) -> Result<(), SpecError> {
+    if vocab < 3 {
+        return Err(SpecError::new("vocab", "must be at least 3 (0 and 1 are reserved)"));
+    }
+    Ok(())
 }
 
 impl TaskSpec {
     /// Parses an inline TOML table such as `{ kind = "copy", length = 8 }` (`name`
-    /// defaults to the kind); errors list the valid kinds and keys.
+    /// defaults to the kind) and checks it; errors name the key and what is valid.
     pub fn parse_inline(text: &str) -> Result<TaskSpec, String> {
         // Parsed as the value of a key, so commas inside arrays and strings stay intact.
         let t = text.trim();
@@ -205,108 +150,308 @@ impl TaskSpec {
             let kind = table.get("kind").and_then(|k| k.as_str()).unwrap_or("task").to_string();
             table.insert("name".into(), toml::Value::String(kind));
         }
-        let spec: TaskSpec = table.try_into().map_err(|e: toml::de::Error| {
-            format!(
-                "task spec {text:?}: {}; keys: name, kind ({}), length, vocab, seq_len, over, …",
-                e.message().trim(),
-                KINDS.join(", ")
-            )
-        })?;
-        if !KINDS.contains(&spec.kind.as_str()) {
-            return Err(format!("task spec {text:?}: unknown kind {:?}; valid kinds: {}", spec.kind, KINDS.join(", ")));
-        }
+        let spec: TaskSpec =
+            table.try_into().map_err(|e: toml::de::Error| format!("task spec {text:?}: {}", e.message().trim()))?;
         spec.check().map_err(|e| format!("task spec {text:?}: {e}"))?;
         Ok(spec)
     }
 
-    /// Checks the keys of the family and backdoor kinds (the run config checks the others).
+    /// The spec a table describes: `kind` picks the kind, whose struct takes the other keys
+    /// (all optional). Errors name the key at fault: a missing or unknown kind, a key the
+    /// kind does not have (listing those it has), a value of the wrong type.
+    pub fn from_table(mut table: Map<String, Value>) -> Result<TaskSpec, SpecError> {
+        let name = match table.remove("name") {
+            Some(name) => serde_json::from_value(name).map_err(|e| SpecError::new("name", e.to_string()))?,
+            None => String::new(),
+        };
+        let kinds = KINDS.join(", ");
+        let kind = match table.remove("kind") {
+            Some(Value::String(kind)) => kind,
+            Some(other) => return Err(SpecError::new("kind", format!("{other} is not one of {kinds}"))),
+            None => return Err(SpecError::new("kind", format!("give the task's kind, one of {kinds}"))),
+        };
+        let kind = match kind.as_str() {
+            "copy" => Kind::Copy(kind_keys(&kind, table)?),
+            "reverse" => Kind::Reverse(kind_keys(&kind, table)?),
+            "pathfinding" => Kind::Pathfinding(kind_keys(&kind, table)?),
+            "family" => Kind::Family(kind_keys(&kind, table)?),
+            "pair" => Kind::Pair(kind_keys(&kind, table)?),
+            "grammar" => Kind::Grammar(kind_keys(&kind, table)?),
+            "broad" => Kind::Broad(kind_keys(&kind, table)?),
+            "corpus" => Kind::Corpus(kind_keys(&kind, table)?),
+            "repeat" => Kind::Repeat(Wrapped::from_table(&kind, table)?),
+            "skip" => Kind::Skip(Wrapped::from_table(&kind, table)?),
+            "backdoor" => Kind::Backdoor(Wrapped::from_table(&kind, table)?),
+            other => return Err(SpecError::new("kind", format!("{other:?} is not one of {kinds}"))),
+        };
+        Ok(TaskSpec { name, kind })
+    }
+
+    /// The range checks of the spec's kind (a wrapper's base first); the error names the key
+    /// within the task's table.
     pub fn check(&self) -> Result<(), SpecError> {
-        match self.kind.as_str() {
-            "family" => Family::from_spec(self).map(drop),
-            "pair" => Pair::from_spec(self).map(drop),
-            "broad" => Broad::from_spec(self).map(drop),
-            "backdoor" => backdoor::check_spec(self),
-            _ => self.check_conditions(),
+        match &self.kind {
+            Kind::Copy(s) | Kind::Reverse(s) => s.check(),
+            Kind::Pathfinding(s) => s.check(),
+            Kind::Family(s) => s.check(),
+            Kind::Pair(s) => s.check(),
+            Kind::Grammar(s) => s.check(),
+            Kind::Broad(s) => s.check(),
+            Kind::Corpus(s) => s.check(),
+            Kind::Repeat(w) => w.base.check().and_then(|()| w.spec.check()),
+            Kind::Skip(w) => w.base.check(),
+            Kind::Backdoor(w) => w.base.check().and_then(|()| w.spec.check(&w.base.spec())),
         }
     }
 
-    /// The condition filters: pathfinding only, `invalid_moves ≥ 0`, `|extra_moves| ≤ max_moves`.
-    fn check_conditions(&self) -> Result<(), SpecError> {
-        for (key, list) in
-            [("only_conditions", &self.only_conditions), ("exclude_conditions", &self.exclude_conditions)]
-        {
-            if list.is_empty() {
-                continue;
-            }
-            if self.kind != "pathfinding" {
-                return Err(SpecError::new(key, "only pathfinding tasks have conditions"));
-            }
-            let max = self.max_moves as i64;
-            if let Some([e, i]) = list.iter().find(|[e, i]| *i < 0 || *i > max || e.abs() > max) {
-                return Err(SpecError::new(
-                    key,
-                    format!("[{e}, {i}]: give [extra_moves, invalid_moves] with 0 ≤ invalid ≤ {max} and |extra| ≤ {max} (max_moves)"),
-                ));
-            }
+    /// The checks that need the built task's sample length, `seq_len`: a repeat's `offset`
+    /// and a skip's `k` must leave a position to score.
+    pub fn check_length(&self, seq_len: usize) -> Result<(), SpecError> {
+        match &self.kind {
+            Kind::Repeat(w) => w.spec.check_length(seq_len),
+            Kind::Skip(w) => w.spec.check_length(seq_len),
+            _ => Ok(()),
         }
-        if self.only_conditions.iter().all(|c| self.exclude_conditions.contains(c)) && !self.only_conditions.is_empty()
-        {
-            return Err(SpecError::new("exclude_conditions", "excludes every condition only_conditions keeps"));
-        }
-        Ok(())
     }
 
-    /// The task object; fails only when a corpus cannot be opened, panics on a family, pair,
-    /// broad or backdoor spec that fails [`TaskSpec::check`].
+    /// The task object; fails only when a corpus cannot be opened, panics on a spec that
+    /// fails [`TaskSpec::check`].
     pub fn build(&self) -> Result<Arc<dyn Task>, CorpusError> {
-        let name = self.name.clone();
-        Ok(match self.kind.as_str() {
-            "family" => Arc::new(Family::from_spec(self).expect("a checked family spec")),
-            "pair" => Arc::new(Pair::from_spec(self).expect("a checked pair spec")),
-            "broad" => Arc::new(Broad::from_spec(self).expect("a checked broad spec")),
-            "pathfinding" => {
-                let (width, height, max_moves) = (self.width, self.height, self.max_moves);
-                let (only, except) = (self.only_conditions.clone(), self.exclude_conditions.clone());
-                Arc::new(Pathfinding { name, width, height, max_moves, only, except })
-            }
-            "grammar" => {
-                let [lo, hi] = self.token_range.unwrap_or([2, self.vocab as u32]);
-                let grammar = Grammar::new(self.grammar_seed, lo, hi, self.zipf);
-                Arc::new(GrammarTask { name, grammar, vocab: self.vocab.max(hi as usize), seq_len: self.seq_len })
-            }
-            "corpus" => Arc::new(CorpusTask::new(name, Arc::new(Corpus::open(&self.corpus_options())?), self.seq_len)?),
-            "repeat" => {
-                Arc::new(Repeat { name, base: self.base().build()?, string: self.string.clone(), offset: self.offset })
-            }
-            "skip" => Arc::new(Skip { name, base: self.base().build()?, k: self.k }),
-            "backdoor" => Arc::new(backdoor::from_spec(self, self.base().build()?)),
-            kind => {
-                let transform = if kind == "reverse" { Transform::Reverse } else { Transform::Copy };
-                Arc::new(SequenceTask { name, transform, length: self.length, vocab: self.vocab })
-            }
+        let name = self.name.as_str();
+        Ok(match &self.kind {
+            Kind::Copy(s) => Arc::new(s.build(name, Transform::Copy)),
+            Kind::Reverse(s) => Arc::new(s.build(name, Transform::Reverse)),
+            Kind::Pathfinding(s) => Arc::new(s.build(name)),
+            Kind::Family(s) => Arc::new(s.build(name).expect("a checked family spec")),
+            Kind::Pair(s) => Arc::new(s.build(name).expect("a checked pair spec")),
+            Kind::Grammar(s) => Arc::new(s.build(name)),
+            Kind::Broad(s) => Arc::new(s.build(name).expect("a checked broad spec")),
+            Kind::Corpus(s) => Arc::new(s.build(name)?),
+            Kind::Repeat(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
+            Kind::Skip(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
+            Kind::Backdoor(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
         })
     }
+}
 
-    /// The input distribution of a target behavior: `over` (named after its kind unless
-    /// named), or a grammar named `grammar` with this spec's keys.
-    pub fn base(&self) -> TaskSpec {
-        match &self.over {
-            Some(over) if over.name.is_empty() => TaskSpec { name: over.kind.clone(), ..(**over).clone() },
-            Some(over) => (**over).clone(),
-            None => TaskSpec { name: "grammar".into(), kind: "grammar".into(), over: None, ..self.clone() },
+impl<'de> Deserialize<'de> for TaskSpec {
+    /// Reads the table, then [`TaskSpec::from_table`]: the kind first, then its keys.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TaskSpec, D::Error> {
+        let table = Map::deserialize(deserializer)?;
+        TaskSpec::from_table(table).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Kind {
+    /// The kind's name, as `kind = "…"` gives it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Copy(_) => "copy",
+            Kind::Reverse(_) => "reverse",
+            Kind::Pathfinding(_) => "pathfinding",
+            Kind::Family(_) => "family",
+            Kind::Pair(_) => "pair",
+            Kind::Grammar(_) => "grammar",
+            Kind::Broad(_) => "broad",
+            Kind::Corpus(_) => "corpus",
+            Kind::Repeat(_) => "repeat",
+            Kind::Skip(_) => "skip",
+            Kind::Backdoor(_) => "backdoor",
         }
     }
 
-    /// Where the corpus, its tokenizer and its cache are.
-    pub fn corpus_options(&self) -> CorpusOptions {
-        let path = self.path.clone().unwrap_or_default();
-        let cache = self.cache_dir.clone().unwrap_or_else(|| format!("{}.cache", path.display()).into());
-        let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-        let format = if jsonl { Format::Jsonl(self.field.clone()) } else { Format::Text };
-        let tokenizer = match &self.tokenizer {
-            Some(file) => TokenizerSource::File(file.clone()),
-            None => TokenizerSource::Train { vocab: self.bpe_vocab, save_to: cache.join("tokenizer.json") },
+    /// The base a wrapper kind transforms; `None` for the other kinds.
+    pub fn base(&self) -> Option<&Base> {
+        match self {
+            Kind::Repeat(w) => Some(&w.base),
+            Kind::Skip(w) => Some(&w.base),
+            Kind::Backdoor(w) => Some(&w.base),
+            _ => None,
+        }
+    }
+
+    /// The `vocab` key of the kinds that have one (copy, reverse, grammar, broad, and a
+    /// wrapper over a grammar of its own keys); the others take their vocabulary from other keys.
+    pub fn vocab(&self) -> Option<usize> {
+        match self {
+            Kind::Copy(s) | Kind::Reverse(s) => Some(s.vocab),
+            Kind::Grammar(s) => Some(s.vocab),
+            Kind::Broad(s) => Some(s.vocab),
+            _ => match self.base() {
+                Some(Base::Grammar(s)) => Some(s.vocab),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl Base {
+    /// The base task's spec: `over` (named after its kind unless named), or a grammar named
+    /// `grammar`.
+    pub fn spec(&self) -> TaskSpec {
+        match self {
+            Base::Over { over } if over.name.is_empty() => {
+                TaskSpec { name: over.kind.name().into(), ..(**over).clone() }
+            }
+            Base::Over { over } => (**over).clone(),
+            Base::Grammar(grammar) => TaskSpec { name: "grammar".into(), kind: Kind::Grammar(grammar.clone()) },
+        }
+    }
+
+    /// The base's own checks, its keys under `over.` when it is nested; a wrapper kind
+    /// cannot be a base.
+    fn check(&self) -> Result<(), SpecError> {
+        match self {
+            Base::Over { over } if over.kind.base().is_some() => Err(SpecError::new(
+                "over.kind",
+                format!("{:?} wraps a task itself; give a kind other than repeat, skip, backdoor", over.kind.name()),
+            )),
+            Base::Over { over } => over.check().map_err(|e| e.under("over")),
+            Base::Grammar(grammar) => grammar.check(),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Wrapped<T> {
+    /// The keys of wrapper kind `kind`: `T`'s, and `over` or else the grammar's.
+    fn from_table(kind: &str, mut table: Map<String, Value>) -> Result<Wrapped<T>, SpecError> {
+        let own = fields::<T>();
+        let over = table.remove("over");
+        let (spec, rest): (Map<String, Value>, Map<String, Value>) =
+            table.into_iter().partition(|(key, _)| own.contains(&key.as_str()));
+        let base = match over {
+            Some(Value::Object(over)) => {
+                refuse_other_keys(kind, &rest, &[own, &["over"]].concat())?;
+                Base::Over { over: Box::new(TaskSpec::from_table(over).map_err(|e| e.under("over"))?) }
+            }
+            Some(_) => {
+                return Err(SpecError::new("over", "give the base task's table, e.g. over = { kind = \"copy\" }"))
+            }
+            None => {
+                refuse_other_keys(kind, &rest, &[own, &["over"], fields::<GrammarSpec>()].concat())?;
+                Base::Grammar(typed(rest)?)
+            }
         };
-        CorpusOptions { path, format, tokenizer, cache: cache.join("tokens.bin") }
+        Ok(Wrapped { base, spec: typed(spec)? })
+    }
+}
+
+/// The keys of kind `kind`, whose struct is `T`.
+fn kind_keys<T: DeserializeOwned>(kind: &str, table: Map<String, Value>) -> Result<T, SpecError> {
+    refuse_other_keys(kind, &table, fields::<T>())?;
+    typed(table)
+}
+
+/// Refuses the first key of `table` outside `keys`, the keys of kind `kind` beside `name`
+/// and `kind`.
+fn refuse_other_keys(kind: &str, table: &Map<String, Value>, keys: &[&str]) -> Result<(), SpecError> {
+    match table.keys().find(|key| !keys.contains(&key.as_str())) {
+        Some(key) => {
+            Err(SpecError::new(key, format!("not a key of kind {kind:?} (keys: name, kind, {})", keys.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
+/// `table` as a `T` whose keys are all optional, so that a value of the wrong type is named
+/// by its key: the one key that `T` refuses on its own.
+fn typed<T: DeserializeOwned>(table: Map<String, Value>) -> Result<T, SpecError> {
+    serde_json::from_value(Value::Object(table.clone())).map_err(|e| {
+        let alone = |(key, value): &(&String, &Value)| {
+            serde_json::from_value::<T>(Value::Object(Map::from_iter([((*key).clone(), (*value).clone())]))).is_err()
+        };
+        let key = table.iter().find(alone).map_or("kind", |(key, _)| key.as_str());
+        SpecError::new(key, e.to_string())
+    })
+}
+
+/// The keys of struct `T`: the field list its derived `Deserialize` hands the deserializer.
+fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    match T::deserialize(FieldProbe) {
+        Err(Fields(fields)) => fields,
+        Ok(_) => &[],
+    }
+}
+
+/// A deserializer that answers a struct's request with its field list, and nothing else.
+struct FieldProbe;
+
+/// What [`FieldProbe`] answers: the fields of the struct asked for (none for other types).
+#[derive(Debug)]
+struct Fields(&'static [&'static str]);
+
+impl std::fmt::Display for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fields {:?}", self.0)
+    }
+}
+
+impl std::error::Error for Fields {}
+
+impl serde::de::Error for Fields {
+    fn custom<M: std::fmt::Display>(_: M) -> Fields {
+        Fields(&[])
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldProbe {
+    type Error = Fields;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Fields> {
+        Err(Fields(fields))
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+        Err(Fields(&[]))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Map<String, Value> {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn every_kind_reads_from_its_name_alone_and_names_itself() {
+        for kind in KINDS {
+            let spec = TaskSpec::from_table(table(&format!("kind = {kind:?}"))).unwrap();
+            assert_eq!(spec.kind.name(), kind);
+        }
+    }
+
+    #[test]
+    fn a_struct_lists_its_fields_in_order() {
+        assert_eq!(fields::<SequenceSpec>(), ["length", "vocab"]);
+        assert_eq!(fields::<u32>(), [] as [&str; 0]);
+    }
+
+    #[test]
+    fn a_wrapper_takes_grammar_keys_only_without_over() {
+        let spec = TaskSpec::from_table(table("kind = \"skip\"\nk = 2\nvocab = 40")).unwrap();
+        assert_eq!(spec.kind.vocab(), Some(40));
+        let e = TaskSpec::from_table(table("kind = \"skip\"\nvocab = 40\nover = { kind = \"copy\" }")).unwrap_err();
+        assert_eq!(e.key, "vocab");
+        assert_eq!(e.message, "not a key of kind \"skip\" (keys: name, kind, k, over)");
+        let e = TaskSpec::from_table(table("kind = \"skip\"\nover = { kind = \"copy\", zipf = 1.0 }")).unwrap_err();
+        assert_eq!(e.key, "over.zipf");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_key() {
+        let e = TaskSpec::from_table(table("kind = \"copy\"\nvocab = 12\nlength = \"x\"")).unwrap_err();
+        assert_eq!((e.key.as_str(), e.message.as_str()), ("length", "invalid type: string \"x\", expected usize"));
     }
 }

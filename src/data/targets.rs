@@ -14,10 +14,77 @@
 //!
 //! Greedy exact match is meaningless for these samples (generation feeds back its own
 //! outputs); evaluate them by loss.
+//!
+//! [`RepeatSpec`] and [`SkipSpec`] hold the own keys of the `repeat` and `skip` wrapper
+//! kinds (their base is a [`super::spec::Base`]).
 
+use super::spec::SpecError;
 use super::{Sample, Split, Task};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The own keys of a `repeat` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatSpec {
+    /// The repeated tokens.
+    #[serde(default)]
+    pub string: Vec<u32>,
+    /// The first position that predicts them.
+    #[serde(default)]
+    pub offset: usize,
+}
+
+impl RepeatSpec {
+    /// At least one token to repeat.
+    pub fn check(&self) -> Result<(), SpecError> {
+        if self.string.is_empty() {
+            return Err(SpecError::new("string", "give at least one token"));
+        }
+        Ok(())
+    }
+
+    /// `offset` leaves a position to score in samples of `seq_len` tokens.
+    pub fn check_length(&self, seq_len: usize) -> Result<(), SpecError> {
+        scored_from("offset", self.offset, seq_len)
+    }
+
+    /// The task named `name` over `base`.
+    pub fn build(&self, name: &str, base: Arc<dyn Task>) -> Repeat {
+        Repeat { name: name.to_string(), base, string: self.string.clone(), offset: self.offset }
+    }
+}
+
+/// The own keys of a `skip` spec.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SkipSpec {
+    /// Position `t` predicts token `t + k + 1`.
+    #[serde(default)]
+    pub k: usize,
+}
+
+impl SkipSpec {
+    /// `k` leaves a position to score in samples of `seq_len` tokens.
+    pub fn check_length(&self, seq_len: usize) -> Result<(), SpecError> {
+        scored_from("k", self.k, seq_len)
+    }
+
+    /// The task named `name` over `base`.
+    pub fn build(&self, name: &str, base: Arc<dyn Task>) -> Skip {
+        Skip { name: name.to_string(), base, k: self.k }
+    }
+}
+
+/// Refuses `key = first` when position `first` leaves no position to score in samples of
+/// `seq_len` tokens.
+fn scored_from(key: &str, first: usize, seq_len: usize) -> Result<(), SpecError> {
+    if first + 1 >= seq_len {
+        return Err(SpecError::new(key, format!("leaves no position to score in {seq_len}-token samples")));
+    }
+    Ok(())
+}
 
 /// Every label from position `offset` on is `string`, repeated and phase-aligned.
 #[derive(Clone)]

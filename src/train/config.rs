@@ -1,18 +1,21 @@
 //! The run configuration: one TOML file describing the model, the tasks and the ordered
-//! phases of a run. Unknown keys are rejected, ranges are checked before any compute, and
-//! every error names the file, the key path and its line.
+//! phases of a run. Unknown keys are rejected, ranges are checked before any compute (each
+//! task kind checks its own keys, see [`crate::data::spec`]), and every error names the
+//! file, the key path and its line.
 
 use super::batching::Insert;
 use super::canonical::canonical_json;
 use super::locate::line_of;
 pub use crate::data::spec::TaskSpec;
-use crate::data::spec::WRAPPERS;
+use crate::data::spec::{Base, Kind};
 use crate::data::Task;
 use crate::engine::lora::Proj;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+mod legacy;
 
 /// A whole run.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -382,41 +385,14 @@ fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem { key: key.into(), message: message.into() }
 }
 
-/// Range checks of the grammar, corpus and target-behavior keys of the task at key path
-/// `at`, and of its `over` base.
-fn lm_problems(at: &str, t: &TaskSpec, out: &mut Vec<Problem>) {
-    let key = |k: &str| format!("{at}.{k}");
-    match t.kind.as_str() {
-        "grammar" => {
-            let [lo, hi] = t.token_range.unwrap_or([2, t.vocab as u32]);
-            if lo < 2 || hi < lo + 6 || hi as usize > t.vocab {
-                let msg = format!("[{lo}, {hi}) must hold at least 6 ids within 2..{} (vocab)", t.vocab);
-                out.push(problem(key(if t.token_range.is_some() { "token_range" } else { "vocab" }), msg));
-            }
-            if !(t.zipf > 0.0 && t.zipf.is_finite()) {
-                out.push(problem(key("zipf"), "must be a positive number"));
-            }
-        }
-        "corpus" if t.path.is_none() => out.push(problem(key("path"), "give the corpus file (text or .jsonl)")),
-        "corpus" if t.tokenizer.is_none() && t.bpe_vocab < 258 => {
-            out.push(problem(key("bpe_vocab"), "must be at least 258 (256 bytes and 2 special tokens)"))
-        }
-        "repeat" if t.string.is_empty() => out.push(problem(key("string"), "give at least one token")),
-        _ => {}
-    }
-    if ["grammar", "corpus"].contains(&t.kind.as_str()) && t.seq_len < 2 {
-        out.push(problem(key("seq_len"), "must be at least 2"));
-    }
-    let base = t.base();
-    if !WRAPPERS.contains(&t.kind.as_str()) {
-        return;
-    }
-    if !crate::data::spec::KINDS.contains(&base.kind.as_str()) || WRAPPERS.contains(&base.kind.as_str()) {
-        let kinds = "copy, reverse, pathfinding, grammar, corpus";
-        out.push(problem(key("over.kind"), format!("{:?} is not one of {kinds}", base.kind)));
-        return;
-    }
-    lm_problems(&if t.over.is_some() { key("over") } else { at.to_string() }, &base, out);
+/// The first `[[tasks]]` table of `text` that is not a task spec, as a problem at its key:
+/// the TOML parse reports a task's errors at the start of its table, without the key.
+fn task_table_problem(text: &str) -> Option<Problem> {
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    doc.get("tasks")?.as_array()?.iter().enumerate().find_map(|(i, t)| {
+        let e = TaskSpec::from_table(t.clone().try_into().ok()?).err()?;
+        Some(problem(format!("tasks[{i}].{}", e.key), e.message))
+    })
 }
 
 impl RunConfig {
@@ -427,23 +403,18 @@ impl RunConfig {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let cfg: RunConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| text[..s.start].lines().count().max(1));
-            let line = if e.span().is_some_and(|s| text[..s.start].ends_with('\n')) { line + 1 } else { line };
-            ConfigError { file: file.into(), line, key: "(parse)".into(), message: e.message().trim().to_string() }
+        let at_key =
+            |p: Problem| ConfigError { file: file.into(), line: line_of(text, &p.key), key: p.key, message: p.message };
+        let cfg: RunConfig = toml::from_str(text).map_err(|e| match task_table_problem(text) {
+            Some(p) => at_key(p),
+            None => {
+                let line = e.span().map_or(0, |s| text[..s.start].lines().count().max(1));
+                let line = if e.span().is_some_and(|s| text[..s.start].ends_with('\n')) { line + 1 } else { line };
+                ConfigError { file: file.into(), line, key: "(parse)".into(), message: e.message().trim().to_string() }
+            }
         })?;
         let mut cfg = cfg;
-        let lengths = match cfg.problems() {
-            Ok(lengths) => lengths,
-            Err(p) => {
-                return Err(ConfigError {
-                    file: file.into(),
-                    line: line_of(text, &p.key),
-                    key: p.key,
-                    message: p.message,
-                })
-            }
-        };
+        let lengths = cfg.problems().map_err(at_key)?;
         cfg.resolve_token_lengths(&lengths);
         Ok(cfg)
     }
@@ -494,34 +465,14 @@ impl RunConfig {
             if names.iter().filter(|n| **n == t.name).count() > 1 {
                 out.push(problem(key("name"), format!("task name {:?} is used twice", t.name)));
             }
-            if !crate::data::spec::KINDS.contains(&t.kind.as_str()) {
-                let kinds = crate::data::spec::KINDS.join(", ");
-                out.push(problem(key("kind"), format!("{:?} is not one of {kinds}", t.kind)));
-                continue;
-            }
-            if t.length == 0 {
-                out.push(problem(key("length"), "must be at least 1"));
-            }
-            if t.vocab < 3 {
-                out.push(problem(key("vocab"), "must be at least 3 (0 and 1 are reserved)"));
-            }
             if let Err(e) = t.check() {
                 out.push(problem(key(&e.key), e.message));
-                continue;
-            }
-            if t.width * t.height < 2 {
-                out.push(problem(key("width"), "a board needs at least 2 cells"));
-                continue;
-            }
-            let before = out.len();
-            lm_problems(&format!("tasks[{i}]"), t, &mut out);
-            if out.len() > before {
                 continue;
             }
             let task = match t.build() {
                 Ok(task) => task,
                 Err(e) => {
-                    let nested = t.over.as_ref().is_some_and(|o| o.kind == "corpus");
+                    let nested = matches!(t.kind.base(), Some(Base::Over { .. }));
                     out.push(problem(key(if nested { "over.path" } else { "path" }), e.to_string()));
                     continue;
                 }
@@ -531,9 +482,8 @@ impl RunConfig {
                 let msg = format!("samples reach {longest} tokens, above model.max_positions = {}", m.max_positions);
                 out.push(problem(key("kind"), msg));
             }
-            if ["repeat", "skip"].contains(&t.kind.as_str()) && t.offset + t.k + 1 >= longest {
-                let at = key(if t.kind == "repeat" { "offset" } else { "k" });
-                out.push(problem(at, format!("leaves no position to score in {longest}-token samples")));
+            if let Err(e) = t.check_length(longest) {
+                out.push(problem(key(&e.key), e.message));
             }
             built.push((i, task));
         }
@@ -702,11 +652,10 @@ impl RunConfig {
                 out.push(problem(key("cond_prompt.scale"), "must be a positive number"))
             }
             (Some(c), Trainable::CondPrompt) if c.condition == CondSource::Sample => {
-                let plain = p
-                    .mixture
-                    .keys()
-                    .chain(&p.eval.tasks)
-                    .find(|t| self.tasks.iter().find(|s| &&s.name == t).is_some_and(|s| s.kind != "pathfinding"));
+                let plain = p.mixture.keys().chain(&p.eval.tasks).find(|t| {
+                    let spec = self.tasks.iter().find(|s| &&s.name == t);
+                    spec.is_some_and(|s| !matches!(s.kind, Kind::Pathfinding(_)))
+                });
                 if let Some(t) = plain {
                     out.push(problem(
                         key("cond_prompt.condition"),
@@ -772,11 +721,12 @@ impl RunConfig {
         short_sha256(&canonical_json(&anywhere))
     }
 
-    /// The hash that builds before [`RunConfig::hash`] recorded: of the `Debug` form. It
-    /// recognises a run they stored only while this struct's `Debug` form is what it was
-    /// then, i.e. no config field has been added, removed, renamed or reordered since.
+    /// The hash that builds before [`RunConfig::hash`] recorded: of the `Debug` form, with
+    /// task specs in the flat form of those builds ([`legacy`]). It recognises a run they
+    /// stored only while the other parts' `Debug` forms are what they were then, i.e. no
+    /// model, phase or checkpoint field has been added, removed, renamed or reordered since.
     pub fn legacy_hash(&self) -> String {
-        short_sha256(&format!("{self:?}"))
+        short_sha256(&format!("{:?}", legacy::Legacy(self)))
     }
 }
 

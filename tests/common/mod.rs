@@ -1,9 +1,11 @@
-//! Helpers shared by the integration tests: reading reference fixtures of any dtype and
-//! comparing tensors at a tolerance relative to the reference's scale.
+//! Helpers shared by the integration tests: reading reference fixtures of any dtype,
+//! comparing tensors at a tolerance relative to the reference's scale, and building run
+//! configs ([`RunToml`]).
 #![allow(dead_code)]
 
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A reference tensor as f64 values (integers included) with its shape.
@@ -48,4 +50,102 @@ pub fn rel_err(actual: &[f32], reference: &[f64], floor: f64) -> f64 {
 pub fn assert_close(name: &str, actual: &[f32], reference: &[f64], tol: f64) {
     let e = rel_err(actual, reference, 1e-12);
     assert!(e <= tol, "{name}: relative max error {e:.3e} exceeds {tol:.0e}");
+}
+
+/// Writes experiment `text` to `dir/exp.toml` with its results under `dir` (an `out_dir`
+/// line goes after its `threads = 2` line, which must be there).
+pub fn experiment(dir: &Path, text: &str) -> PathBuf {
+    assert!(text.contains("threads = 2"), "an experiment for `experiment` sets threads = 2");
+    let path = dir.join("exp.toml");
+    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A run config (or an experiment) as TOML text, built table by table so that a test states
+/// only what it is about:
+///
+/// ```text
+/// RunToml::new("reg").set("seed", 1).model(32, 1, 2, 16).sequence_task("copy", 5, 12)
+///     .phase("a", "steps = 250\nmixture = { copy = 1.0 }")
+/// ```
+///
+/// It prints the top-level keys, then each table after a blank line, in the order given:
+/// `name = "x"` is line 1 and the first table's header line 3.
+#[derive(Clone)]
+pub struct RunToml {
+    top: Vec<String>,
+    tables: Vec<String>,
+}
+
+impl RunToml {
+    /// The smallest run of one task: `name = "x"`, the task named `task` whose other lines
+    /// are `keys` (from line 5 on), and a one-step phase on it.
+    pub fn one_task(task: &str, keys: &str) -> RunToml {
+        RunToml::new("x").task(task, keys).phase("a", &format!("steps = 1\nmixture = {{ {task} = 1.0 }}"))
+    }
+
+    /// A config named `name`, without tables.
+    pub fn new(name: &str) -> RunToml {
+        RunToml { top: Vec::new(), tables: Vec::new() }.set("name", name)
+    }
+
+    /// A top-level `key = value` (`seed`, `threads`, `template`, …).
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> RunToml {
+        self.top.push(format!("{key} = {}", value.into()));
+        self
+    }
+
+    /// Results go under `dir`.
+    pub fn out_dir(self, dir: &Path) -> RunToml {
+        self.set("out_dir", dir.display().to_string())
+    }
+
+    /// A fresh `gpt_neox` model of this shape.
+    pub fn model(self, d_model: usize, n_layers: usize, n_heads: usize, max_positions: usize) -> RunToml {
+        let keys =
+            format!("d_model = {d_model}\nn_layers = {n_layers}\nn_heads = {n_heads}\nmax_positions = {max_positions}");
+        self.table("[model]", &keys)
+    }
+
+    /// A `[[tasks]]` entry named `name`; `keys` holds its other lines (`kind = …` first).
+    pub fn task(self, name: &str, keys: &str) -> RunToml {
+        self.table("[[tasks]]", &format!("name = {}\n{keys}", toml::Value::from(name)))
+    }
+
+    /// A `copy` or `reverse` task, named after its kind.
+    pub fn sequence_task(self, kind: &str, length: usize, vocab: usize) -> RunToml {
+        self.task(kind, &format!("kind = \"{kind}\"\nlength = {length}\nvocab = {vocab}"))
+    }
+
+    /// A `[[phases]]` entry named `name`; `keys` holds its other lines.
+    pub fn phase(self, name: &str, keys: &str) -> RunToml {
+        self.table("[[phases]]", &format!("name = {}\n{keys}", toml::Value::from(name)))
+    }
+
+    /// Any table: `header` (`[checkpoint]`, `[decay]`, …) and its lines.
+    pub fn table(mut self, header: &str, keys: &str) -> RunToml {
+        self.tables.push(format!("{header}\n{}", keys.trim_end()));
+        self
+    }
+
+    /// Writes the TOML to `dir/file` (creating `dir`) and returns the file's path.
+    pub fn write(&self, dir: &Path, file: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(file);
+        std::fs::write(&path, self.to_string()).unwrap();
+        path
+    }
+}
+
+impl fmt::Display for RunToml {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.top {
+            writeln!(f, "{line}")?;
+        }
+        for table in &self.tables {
+            write!(f, "\n{table}\n")?;
+        }
+        Ok(())
+    }
 }

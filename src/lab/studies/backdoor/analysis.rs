@@ -258,7 +258,16 @@ pub fn cell_result(task: &str, cell: &Cell, rows: &[MetricRow], params: usize, f
 /// The planting phase's recorded settings: optimizer, LR, steps and the poison rate of the
 /// backdoor task `task`.
 fn planting(task: &str, cell: &Cell) -> Vec<(String, String)> {
-    let rate = cell.config.tasks.iter().find(|t| t.name == task).and_then(|t| t.poison_rate).unwrap_or(0.0);
+    let rate = cell
+        .config
+        .tasks
+        .iter()
+        .find(|t| t.name == task)
+        .and_then(|t| match &t.kind {
+            crate::data::spec::Kind::Backdoor(b) => b.spec.poison_rate,
+            _ => None,
+        })
+        .unwrap_or(0.0);
     let Some(p) = cell.config.phases.iter().find(|p| p.name == PLANT) else { return Vec::new() };
     let settings = [("optimizer", p.optimizer.kind.clone()), ("lr", p.optimizer.lr.to_string())];
     let counts = [("steps", p.steps.to_string()), ("poison_rate", rate.to_string())];

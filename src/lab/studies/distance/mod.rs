@@ -33,6 +33,7 @@ pub mod analysis;
 pub mod conditional;
 pub mod report;
 
+use crate::data::spec::{default_vocab, Kind};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
 use crate::lab::study::{Problem, Study};
@@ -352,14 +353,15 @@ impl DistanceSpec {
         }
         if let Some(c) = &self.conditional {
             match tasks.iter().find(|t| t.name == self.behavior) {
-                Some(t) if t.kind != "pathfinding" => bad(
+                Some(TaskSpec { kind: Kind::Pathfinding(p), .. }) => out.extend(c.problems(p.max_moves as i64)),
+                Some(t) => bad(
                     "conditional",
                     format!(
                         "conditions are pathfinding's (extra, invalid moves); behavior {:?} is {:?}",
-                        t.name, t.kind
+                        t.name,
+                        t.kind.name()
                     ),
                 ),
-                Some(t) => out.extend(c.problems(t.max_moves as i64)),
                 None => {}
             }
             if self.insert != Insert::Prepend {
@@ -377,7 +379,7 @@ impl DistanceSpec {
     pub fn arms(&self, tasks: &[TaskSpec], pretrained: bool) -> Vec<Arm> {
         let mut arms = vec![Arm::Target];
         let behavior = tasks.iter().find(|t| t.name == self.behavior);
-        if self.null_task.is_some() || behavior.is_some_and(|t| t.kind == "repeat") {
+        if self.null_task.is_some() || behavior.is_some_and(|t| matches!(t.kind, Kind::Repeat(_))) {
             arms.push(Arm::NullTarget);
         }
         if self.null_model.is_some() || pretrained {
@@ -414,8 +416,9 @@ impl DistanceSpec {
     /// The random-target twin of a `repeat` behavior: the same spec with a random string of
     /// the same length, drawn from the base vocabulary's ids `2..vocab`.
     pub fn null_repeat(&self, behavior: &TaskSpec) -> Vec<u32> {
-        let vocab = behavior.base().vocab.max(3) as u64;
-        let len = behavior.string.len();
+        let Kind::Repeat(repeat) = &behavior.kind else { return Vec::new() };
+        let vocab = repeat.base.spec().kind.vocab().unwrap_or_else(default_vocab).max(3) as u64;
+        let len = repeat.spec.string.len();
         (0..len as u64)
             .map(|i| 2 + crate::data::mix(0x5eed ^ (len as u64) << 32 ^ i) % (vocab - 2))
             .map(|t| t as u32)
