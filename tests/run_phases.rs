@@ -7,11 +7,11 @@
 
 use std::path::Path;
 use vestige::data::Split;
-use vestige::engine::model::Model;
 use vestige::store::read_csv;
-use vestige::train::checkpoint::find_pinned;
+use vestige::train::build::build_tasks;
+use vestige::train::checkpoint::{find_pinned, load_model};
 use vestige::train::config::RunConfig;
-use vestige::train::run::{build_tasks, train};
+use vestige::train::run::train;
 
 const CONFIG: &str = r#"name = "phases"
 seed = 2
@@ -73,7 +73,7 @@ optimizer = { lr = 1e-2 }
 
 fn weights(root: &Path, phase: &str) -> Vec<u32> {
     let dir = find_pinned(&root.join("checkpoints"), phase).unwrap();
-    Model::load(&dir.join("model")).unwrap().model.weights.iter().map(|w| w.to_bits()).collect()
+    load_model(&dir).unwrap().weights.iter().map(|w| w.to_bits()).collect()
 }
 
 /// Held-out loss summed over the phase's eval tasks, at its first and last evaluation.
