@@ -36,16 +36,22 @@ pub enum RunError {
     Hf(#[from] HfError),
     #[error(transparent)]
     Diverged(#[from] Diverged),
+    /// Reading the config or creating the run directory failed.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    /// `train` on a run that has checkpoints.
     #[error("{} already has checkpoints; continue it with `vestige resume {}`", dir.display(), dir.display())]
     Started { dir: PathBuf },
+    /// `resume` on a run without a complete checkpoint.
     #[error("{} has no complete checkpoint to resume from; start it with `vestige train`", checkpoints.display())]
     NothingToResume { checkpoints: PathBuf },
+    /// The checkpoint a config key (`l2_to`, `eval.kl_to`) names is not there.
     #[error("no pinned checkpoint {name:?} for {key}")]
     NoPinned { name: String, key: &'static str },
+    /// `evaluate_checkpoint` at a step without a checkpoint.
     #[error("no checkpoint at step {0}")]
     NoCheckpointAt(u64),
+    /// `evaluate_checkpoint` on a run without checkpoints.
     #[error("the run has no checkpoint yet")]
     NoCheckpoint,
 }

@@ -426,7 +426,7 @@ fn eval_due(p: &PhaseSpec, done: u64) -> bool {
 }
 
 /// `n` log-spaced step counts in `1..=steps` (deduplicated).
-pub fn log_points(steps: u64, n: usize) -> Vec<u64> {
+fn log_points(steps: u64, n: usize) -> Vec<u64> {
     let mut v: Vec<u64> = (0..n)
         .map(|k| {
             let f = if n == 1 { 1.0 } else { k as f64 / (n - 1) as f64 };
