@@ -37,6 +37,7 @@ pub enum BuildError {
 
 /// What a run is built from: its tasks and its model's architecture. Build it once per run
 /// with [`build`]; the plan reads it and the run starts from it.
+#[derive(Clone)]
 pub struct Built {
     pub tasks: Tasks,
     pub model: ModelConfig,
