@@ -150,12 +150,12 @@ enum Command {
 
 /// Exit codes: 2 for a bad config, 3 for a diverged run, 1 for anything else.
 fn exit_code(e: &anyhow::Error) -> ExitCode {
-    if e.is::<vestige::train::config::ConfigError>() {
-        ExitCode::from(2)
-    } else if e.is::<vestige::train::run::Diverged>() {
-        ExitCode::from(3)
-    } else {
-        ExitCode::FAILURE
+    use vestige::train::run::RunError;
+    match e.downcast_ref::<RunError>() {
+        Some(RunError::Config(_)) => ExitCode::from(2),
+        Some(RunError::Diverged(_)) => ExitCode::from(3),
+        _ if e.is::<vestige::train::config::ConfigError>() => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
     }
 }
 

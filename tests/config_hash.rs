@@ -10,7 +10,7 @@ use std::path::Path;
 use vestige::lab::execute::{run, Options};
 use vestige::store::{Begun, Store, StoreError};
 use vestige::train::canonical::canonical_json;
-use vestige::train::checkpoint;
+use vestige::train::checkpoint::{self, Weights};
 use vestige::train::config::RunConfig;
 use vestige::train::run::{resume, train};
 
@@ -290,10 +290,12 @@ fn interrupt_as_legacy(out: &Path, cfg: &RunConfig) {
         }
     }
     let (_, newest) = checkpoint::list(&root).pop().unwrap();
-    let (model, mut state) = checkpoint::load(&newest, &cfg.hash(), "").unwrap();
-    state.config_hash = debug_hash(cfg);
+    let mut restored = checkpoint::load(&newest, &cfg.hash(), "").unwrap();
+    restored.state.config_hash = debug_hash(cfg);
     let tokenizer = newest.join("model").join("tokenizer.json");
-    checkpoint::save(&root, &model, tokenizer.is_file().then_some(tokenizer.as_path()), &state, None).unwrap();
+    let weights =
+        Weights::Stored { model: &restored.model, tokenizer: tokenizer.is_file().then_some(tokenizer.as_path()) };
+    checkpoint::save(&root, weights, &restored.state, None).unwrap();
     let store = Store::open(&out.join("vestige.db")).unwrap();
     store.rehash_run(&cfg.name, &cfg.hash(), &debug_hash(cfg)).unwrap();
     store.set_status(&cfg.name, "running").unwrap();

@@ -10,7 +10,6 @@ use std::path::Path;
 use vestige::data::spec::Kind;
 use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::Slot;
-use vestige::engine::model::Model;
 use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, Distance};
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::lab::execute::{run, Options};
@@ -19,7 +18,7 @@ use vestige::store::Store;
 use vestige::train::batching::{batch_at, Insert};
 use vestige::train::checkpoint;
 use vestige::train::config::{TaskSpec, Trainable};
-use vestige::train::run::held_out;
+use vestige::train::eval::held_out;
 
 /// `(slot, target, weight)` of the scored slots of sequence `b`.
 fn scored(batch: &vestige::engine::batch::Batch, b: usize) -> Vec<(usize, i32, f32)> {
@@ -276,7 +275,7 @@ fn a_tiny_distance_study_runs_into_a_report_and_leaves_weights_bit_identical_und
         let before =
             checkpoint::find_pinned(&ckpts, if c.config.phases.len() == 2 { "pretrain" } else { "init" }).unwrap();
         let after = checkpoint::find_pinned(&ckpts, "distance").unwrap();
-        let w = |d: &Path| Model::load(&d.join("model")).unwrap().model.weights;
+        let w = |d: &Path| checkpoint::load_model(d).unwrap().weights;
         let (w0, w1) = (w(&before), w(&after));
         assert!(w0.iter().zip(&w1).all(|(a, b)| a.to_bits() == b.to_bits()), "{}: weights moved", c.id);
         let phase = c.config.phases.len() as u32 - 1;
@@ -356,7 +355,7 @@ fn each_sample_reaches_the_condition_mlp_with_its_own_conditions() {
     let samples: Vec<_> = (0..200).map(|k| task.sample(1, Split::Train, k)).collect();
     let (a, b) = (&samples[0], samples.iter().find(|s| s.conditions != samples[0].conditions).unwrap());
     let cfg = CondPromptCfg { tokens: 3, hidden: 4, condition: CondSource::Sample, scale: 0.5 };
-    let rows = vestige::train::run::condition_rows(&cfg, &[a.clone(), b.clone()], &[0, 0], 2);
+    let rows = vestige::train::trainable::condition_rows(&cfg, &[a.clone(), b.clone()], &[0, 0], 2);
     let scaled = |s: &vestige::data::Sample| s.conditions.iter().map(|c| c * 0.5).collect::<Vec<f32>>();
     assert_eq!(rows, [scaled(a), scaled(b)].concat(), "each sample's own conditions, scaled, in order");
     let mut mlp = CondPrompt::new(CondPromptShape { conditions: 2, tokens: 3, hidden: 4, d_model: 6 }, 9);
@@ -367,7 +366,10 @@ fn each_sample_reaches_the_condition_mlp_with_its_own_conditions() {
     mlp.forward(&[rows[..2].to_vec(), rows[..2].to_vec()].concat(), &mut twice);
     assert_eq!(twice[..18], twice[18..], "the same condition gives the same prompt");
     let by_task = CondPromptCfg { condition: CondSource::Task, ..cfg };
-    assert_eq!(vestige::train::run::condition_rows(&by_task, &[a.clone(), b.clone()], &[1, 0], 2), [0., 1., 1., 0.]);
+    assert_eq!(
+        vestige::train::trainable::condition_rows(&by_task, &[a.clone(), b.clone()], &[1, 0], 2),
+        [0., 1., 1., 0.]
+    );
 }
 
 #[test]

@@ -10,11 +10,11 @@ mod common;
 use common::RunToml;
 use std::path::Path;
 use vestige::data::Split;
-use vestige::engine::model::Model;
 use vestige::store::read_csv;
-use vestige::train::checkpoint::find_pinned;
+use vestige::train::build::build_tasks;
+use vestige::train::checkpoint::{find_pinned, load_model};
 use vestige::train::config::RunConfig;
-use vestige::train::run::{build_tasks, train};
+use vestige::train::run::train;
 
 /// Copy and reverse on a small model, without phases.
 fn copy_and_reverse() -> RunToml {
@@ -30,7 +30,7 @@ const PRETRAIN: &str = "batch_size = 16\nmixture = { copy = 1.0 }\noptimizer = {
 
 fn weights(root: &Path, phase: &str) -> Vec<u32> {
     let dir = find_pinned(&root.join("checkpoints"), phase).unwrap();
-    Model::load(&dir.join("model")).unwrap().model.weights.iter().map(|w| w.to_bits()).collect()
+    load_model(&dir).unwrap().weights.iter().map(|w| w.to_bits()).collect()
 }
 
 /// Held-out loss summed over the phase's eval tasks, at its first and last evaluation.

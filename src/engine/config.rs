@@ -173,7 +173,7 @@ impl ModelConfig {
                 )))
             }
         };
-        cfg.validate(&f)?;
+        cfg.check(file)?;
         Ok(ModelConfig { hf, ..cfg })
     }
 
@@ -274,8 +274,9 @@ impl ModelConfig {
         })
     }
 
-    /// Range checks that every architecture shares.
-    fn validate(&self, f: &Fields) -> Result<(), ConfigError> {
+    /// Range checks that every architecture shares; `file` names the configuration in errors.
+    pub fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError { file: file.to_string(), message };
         let positive = [
             ("vocab size", self.vocab_size),
             ("hidden size", self.d_model),
@@ -285,20 +286,22 @@ impl ModelConfig {
             ("intermediate size", self.d_ff),
         ];
         if let Some((what, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(f.err(format!("{what} must be positive")));
+            return Err(err(format!("{what} must be positive")));
         }
         if self.arch != Arch::Llama && !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(f.err(format!("hidden size {} is not divisible by {} heads", self.d_model, self.n_heads)));
+            return Err(err(format!("hidden size {} is not divisible by {} heads", self.d_model, self.n_heads)));
         }
         if !self.n_heads.is_multiple_of(self.n_kv_heads) {
-            return Err(
-                f.err(format!("{} heads are not divisible into {} key/value heads", self.n_heads, self.n_kv_heads))
-            );
+            return Err(err(format!(
+                "{} heads are not divisible into {} key/value heads",
+                self.n_heads, self.n_kv_heads
+            )));
         }
         if !self.rotary_dims.is_multiple_of(2) || self.rotary_dims > self.head_dim {
-            return Err(
-                f.err(format!("rotary dims {} must be even and at most head dim {}", self.rotary_dims, self.head_dim))
-            );
+            return Err(err(format!(
+                "rotary dims {} must be even and at most head dim {}",
+                self.rotary_dims, self.head_dim
+            )));
         }
         Ok(())
     }

@@ -9,7 +9,9 @@ use super::plan::{plan, plan_cells, render, PlannedCell};
 use super::search::{self, SearchSpec};
 use crate::hf::io::write_atomic;
 use crate::store::Store;
-use crate::train::run::{progress_bars, run_or_resume, RunPaths};
+use crate::train::build::build;
+use crate::train::run::{run_or_resume, RunPaths};
+use crate::train::step_loop::progress_bars;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -206,7 +208,8 @@ fn run_cells(exp: &Experiment, cells: &[(&Cell, f64)], threads: usize) -> Vec<Re
 /// Runs or resumes one cell.
 fn run_cell(exp: &Experiment, cell: &Cell) -> Result<()> {
     let paths = RunPaths::in_dir(exp.cells_dir().join(&cell.id), exp.db());
-    run_or_resume(cell.config.clone(), cell.text.clone(), paths).map(|_| ())
+    run_or_resume(cell.config.clone(), build(&cell.config)?, cell.text.clone(), paths)?;
+    Ok(())
 }
 
 /// The experiment-level progress bar.

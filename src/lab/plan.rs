@@ -4,8 +4,8 @@
 use super::experiment::{Cell, Experiment};
 use crate::data::Task;
 use crate::engine::layout::Layout;
+use crate::train::build::{build_tasks, model_config};
 use crate::train::config::{RunConfig, Trainable};
-use crate::train::run::{build_tasks, model_config};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
         .iter()
         .map(|c| {
             let tasks = build_tasks(&c.config)?;
-            let model = model_config(&c.config, &tasks)?;
+            let model = model_config(&c.config.model, &tasks)?;
             let params = Layout::new(&model).total;
             let (tokens, flops) = compute(&c.config, &tasks, params);
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();

@@ -24,8 +24,10 @@
 //! After restoring a checkpoint taken at step `s`, [`Store::truncate_after`]`(run, s)` drops
 //! the metric rows logged after it, so re-logged rows are not duplicated; and since a metric
 //! row is keyed by `(run, phase, step, task, metric)` and written with `INSERT OR REPLACE`,
-//! logging the same row twice is idempotent anyway. [`CsvLog::rewrite_from_store`] then
-//! brings the run's CSV back in line with the store.
+//! logging the same row twice is idempotent anyway (the evaluation that opens a phase is
+//! logged at the step of the checkpoint before it). The CSV, which keeps rows in the order
+//! they were logged, is rolled back by the run to the rows before the checkpoint
+//! ([`CsvLog::rewrite`]); [`CsvLog::rewrite_from_store`] rebuilds it in the store's order.
 //!
 //! # Durability
 //!

@@ -1,0 +1,455 @@
+//! The step loop of a run: phases in order, each with its trainable set, optimizer,
+//! schedule, clipping, gradient accumulation and regularisers; evaluations when due;
+//! metrics to the run store and CSV; checkpoints (of what changed) and their retention.
+//!
+//! Every source of randomness is a pure function of `(seed, phase, counters)`: the training
+//! sample at stream position `i` of phase `p`, the dropout masks of global step `s`. So the
+//! whole state of a run is its model, its phase state and its counters, which is what a
+//! checkpoint holds. Building the run and evaluating a model are elsewhere (`build`, `eval`).
+
+use super::build::{build_model, model_tokenizer, Built, Tasks};
+use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
+use super::config::{PhaseSpec, RunConfig};
+use super::eval::{eval_probes, eval_task, forgetting, sampling, Adaptation};
+use super::optimizer::Optimizer;
+use super::regularizers::{self, Anchors};
+use super::run::{RunError, RunPaths, RunSummary};
+use super::schedule::lr_at;
+use super::trainable::{insertion, MicroBatch, TrainableSet};
+use crate::data::mix;
+use crate::data::mixture::Mixture;
+use crate::engine::kernels::dropout::Dropout;
+use crate::engine::model::Model;
+use crate::engine::shards::{zero_grads, ShardedPass};
+use crate::store::{read_csv, CsvLog, MetricRow, Store};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The run stopped because the loss or gradients became NaN or infinite.
+#[derive(Debug, thiserror::Error)]
+#[error("run diverged at step {step} (phase {phase:?}): {what} is not finite; the last good checkpoint is kept in {checkpoints}")]
+pub struct Diverged {
+    pub step: u64,
+    pub phase: String,
+    pub what: String,
+    pub checkpoints: PathBuf,
+}
+
+/// A run in progress.
+pub(super) struct Runner {
+    cfg: RunConfig,
+    paths: RunPaths,
+    tasks: Tasks,
+    /// The `tokenizer.json` saved with every checkpoint's model, if the tasks share one.
+    tokenizer: Option<PathBuf>,
+    model: Model,
+    /// The stored weights the model's equal; `None` once they changed, so that the next
+    /// checkpoint stores them.
+    stored: Option<WeightsRef>,
+    state: TrainerState,
+    store: Store,
+    csv: CsvLog,
+    /// The arenas of training passes.
+    pass: ShardedPass,
+    /// The model at the end of the phase named first, loaded when an eval measures forgetting.
+    reference: Option<(String, Model)>,
+}
+
+/// What a phase in progress works with.
+struct Phase {
+    spec: PhaseSpec,
+    mixture: Mixture,
+    set: TrainableSet,
+    opt: Optimizer,
+    anchors: Anchors,
+    grads: Vec<f32>,
+}
+
+impl Runner {
+    /// Opens the store and CSV, creating the run from `built` or resuming it from `resumed`.
+    pub(super) fn start(
+        cfg: RunConfig,
+        built: Built,
+        text: String,
+        paths: RunPaths,
+        resumed: Option<Restored>,
+    ) -> Result<Self, RunError> {
+        let Built { tasks, model: model_config } = built;
+        let tokenizer = model_tokenizer(&paths.dir, &tasks.values().cloned().collect::<Vec<_>>());
+        let store = Store::open(&paths.db)?;
+        let hash = cfg.hash();
+        // A run an older build recorded for this config resumes (see `RunConfig::legacy_hash`).
+        store.rehash_run(&cfg.name, &cfg.legacy_hash(), &hash)?;
+        store.begin_run(&cfg.name, &text, &hash)?;
+        let mut csv = CsvLog::open(&paths.csv)?;
+        let fresh = resumed.is_none();
+        let (model, stored, state) = match resumed {
+            Some(Restored { model, state, weights }) => {
+                store.truncate_after(&cfg.name, state.global_step)?;
+                roll_back_csv(&mut csv, &store, &cfg.name, &state)?;
+                (model, Some(weights), state)
+            }
+            None => {
+                store.truncate_after(&cfg.name, 0)?;
+                csv.rewrite(&[])?;
+                let (model, stored) = build_model(&cfg.model, model_config, cfg.seed)?;
+                (model, stored, TrainerState { config_hash: hash, ..Default::default() })
+            }
+        };
+        let mut runner = Runner {
+            cfg,
+            paths,
+            tasks,
+            tokenizer,
+            model,
+            stored,
+            state,
+            store,
+            csv,
+            pass: ShardedPass::default(),
+            reference: None,
+        };
+        if fresh {
+            let state = runner.state.clone();
+            runner.save(&state, false, Some("init"))?;
+        }
+        Ok(runner)
+    }
+
+    /// Runs the remaining phases.
+    pub(super) fn run(mut self) -> Result<RunSummary, RunError> {
+        while self.state.phase < self.cfg.phases.len() {
+            if let Err(e) = self.run_phase() {
+                let status = match e {
+                    RunError::Diverged(_) => "diverged".to_string(),
+                    _ => format!("failed: {e}"),
+                };
+                self.store.set_status(&self.cfg.name, &status)?;
+                return Err(e);
+            }
+        }
+        self.store.set_status(&self.cfg.name, "done")?;
+        let mut final_metrics = BTreeMap::new();
+        for r in self.store.metrics(&self.cfg.name)? {
+            final_metrics
+                .insert(format!("{}/{}/{}", self.cfg.phases[r.phase as usize].name, r.task, r.metric), r.value);
+        }
+        Ok(RunSummary {
+            run: self.cfg.name.clone(),
+            dir: self.paths.dir.clone(),
+            steps: self.state.global_step,
+            tokens: self.state.tokens,
+            final_metrics,
+        })
+    }
+
+    /// The seed of phase `i`'s data stream (and of its initialisations).
+    fn phase_seed(&self, i: usize) -> u64 {
+        mix(self.cfg.phases[i].seed.unwrap_or(self.cfg.seed) ^ mix(i as u64 + 1))
+    }
+
+    /// Sets up the current phase from the state saved with it (fresh at its start).
+    fn begin_phase(&mut self) -> Result<Phase, RunError> {
+        let i = self.state.phase;
+        let spec = self.cfg.phases[i].clone();
+        let saved = std::mem::take(&mut self.state.phase_state);
+        let mixture = Mixture::new(spec.mixture.iter().map(|(t, w)| (self.tasks[t].clone(), *w)).collect());
+        let seed = self.phase_seed(i);
+        let saved_params = saved.trainable.map(|(_, params)| params);
+        let set = TrainableSet::new(&spec, &mut self.model, &self.tasks, seed, saved_params);
+        let n = set.len(&self.model);
+        let opt = Optimizer::new(&spec.optimizer, n, saved.optimizer);
+        let anchors = self.anchors(&spec, saved.anchors)?;
+        Ok(Phase { spec, mixture, set, opt, anchors, grads: vec![0.0f32; n] })
+    }
+
+    /// Runs (the rest of) the current phase and saves its pinned end checkpoint.
+    fn run_phase(&mut self) -> Result<(), RunError> {
+        let i = self.state.phase;
+        let phase_start = self.state.global_step - self.state.step_in_phase;
+        self.store.record_phase(&self.cfg.name, i as u32, &self.cfg.phases[i].name, phase_start)?;
+        let mut ph = self.begin_phase()?;
+        let p = ph.spec.clone();
+        let bar = progress(&p, self.state.step_in_phase);
+        let (started, tokens_at_start) = (std::time::Instant::now(), self.state.tokens);
+        tracing::info!(phase = %p.name, from_step = self.state.step_in_phase, steps = p.steps, "phase starts");
+        if self.state.step_in_phase == 0 {
+            self.evaluate(&p, &mut ph.set)?;
+        }
+        while self.state.step_in_phase < p.steps {
+            let step = self.state.step_in_phase;
+            let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
+            let loss = self.accumulate(&mut ph);
+            let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
+            let norm = clip(&mut ph.grads, p.grad_clip);
+            if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
+                let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
+                return Err(Diverged {
+                    step: self.state.global_step,
+                    phase: p.name.clone(),
+                    what: what.into(),
+                    checkpoints: self.paths.checkpoints.clone(),
+                }
+                .into());
+            }
+            ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
+            self.state.step_in_phase += 1;
+            self.state.global_step += 1;
+            let train = |metric, value| ("train".to_string(), metric, value);
+            self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
+            bar.inc(1);
+            let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
+            if eval_due(&p, self.state.step_in_phase) {
+                self.evaluate(&p, &mut ph.set)?;
+            }
+            let every = self.cfg.checkpoint.every;
+            if every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_phase < p.steps {
+                self.checkpoint(&ph)?;
+            }
+        }
+        bar.finish_and_clear();
+        self.finish_phase(ph)?;
+        tracing::info!(phase = %p.name, global_step = self.state.global_step, "phase done");
+        Ok(())
+    }
+
+    /// Gradients of `grad_accum` micro-batches into the phase's gradient buffer; returns
+    /// their mean loss.
+    fn accumulate(&mut self, ph: &mut Phase) -> f32 {
+        let p = &ph.spec;
+        zero_grads(&mut ph.grads);
+        let seed = self.phase_seed(self.state.phase);
+        let insert = insertion(p);
+        let mut loss = 0.0;
+        for micro in 0..p.grad_accum {
+            let first = (self.state.step_in_phase * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
+            let (task_ids, samples): (Vec<usize>, Vec<_>) =
+                (0..p.batch_size as u64).map(|r| ph.mixture.sample(seed, first + r)).unzip();
+            let at: Vec<usize> =
+                samples.iter().zip(first..).map(|(s, k)| insert.point(s.tokens.len(), mix(seed ^ k))).collect();
+            let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
+            let dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
+            self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
+            let mb = MicroBatch { samples: &samples, task_ids: &task_ids, at: &at, grad_accum: p.grad_accum, dropout };
+            loss += ph.set.micro_batch(&self.model, &mut self.pass, &mb, &mut ph.grads);
+        }
+        loss
+    }
+
+    /// Regulariser anchors for the phase: `saved` ones on resume, else computed now.
+    fn anchors(&mut self, p: &PhaseSpec, saved: Anchors) -> Result<Anchors, RunError> {
+        let mut a = Anchors::default();
+        if p.l2_coef > 0.0 {
+            a.l2_ref = match saved.l2_ref {
+                r if !r.is_empty() => r,
+                _ => {
+                    let name = p.l2_to.as_deref().unwrap_or("init");
+                    checkpoint::load_model(&self.pinned(name, "l2_to")?)?.weights
+                }
+            };
+        }
+        if p.ewc_coef > 0.0 {
+            (a.fisher, a.fisher_anchor) = if saved.fisher.is_empty() || saved.fisher_anchor.is_empty() {
+                let names: &[String] = if p.ewc_tasks.is_empty() {
+                    &self.cfg.phases[self.state.phase - 1].mixture.keys().cloned().collect::<Vec<_>>()
+                } else {
+                    &p.ewc_tasks
+                };
+                let tasks: Vec<_> = names.iter().map(|t| self.tasks[t].clone()).collect();
+                let seed = self.phase_seed(self.state.phase) ^ 0xf15e;
+                (regularizers::fisher(&self.model, &tasks, seed, p.ewc_samples), self.model.weights.clone())
+            } else {
+                (saved.fisher, saved.fisher_anchor)
+            };
+        }
+        Ok(a)
+    }
+
+    /// The pinned checkpoint `name`, which `key` of the config names.
+    fn pinned(&self, name: &str, key: &'static str) -> Result<PathBuf, RunError> {
+        checkpoint::find_pinned(&self.paths.checkpoints, name)
+            .ok_or_else(|| RunError::NoPinned { name: name.to_string(), key })
+    }
+
+    /// Held-out metrics of every eval task (see [`eval_task`]), logged at the current step.
+    fn evaluate(&mut self, p: &PhaseSpec, set: &mut TrainableSet) -> Result<(), RunError> {
+        let names: Vec<String> =
+            if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
+        if let Some(anchor) = &p.eval.kl_to {
+            self.load_reference(anchor)?;
+        }
+        let mut rows = Vec::new();
+        let generate = p.eval.exact_match.then(|| sampling(p.eval.temperature));
+        let (seed, samples, insert) = (self.cfg.seed, p.eval.samples, insertion(p));
+        for name in names {
+            let task = self.tasks[&name].as_ref();
+            let conditioned = set.conditioned_prompt(&name, task, seed, samples, insert);
+            let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
+            let prompts = conditioned.as_ref().map_or(set.prompts(), |(c, _)| c.as_slice());
+            let adapt = Adaptation { prompts, n_prompt: set.n_prompt(), steers: set.steers(), insert, per_sequence };
+            for (metric, value) in eval_task(&self.model, task, seed, samples, &adapt, generate)? {
+                rows.push((name.clone(), metric, value));
+            }
+            for (metric, value) in eval_probes(&self.model, task, seed, samples, &adapt)? {
+                rows.push((name.clone(), metric, value));
+            }
+            if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
+                let (kl, ce) = forgetting(reference, &self.model, task, seed, samples, &adapt);
+                rows.push((name.clone(), "forgetting_kl", kl));
+                rows.push((name.clone(), "forgetting_ce", ce));
+            }
+        }
+        self.log(&rows)
+    }
+
+    /// Loads the model saved at the end of phase `anchor` (once per run process).
+    fn load_reference(&mut self, anchor: &str) -> Result<(), RunError> {
+        if self.reference.as_ref().is_none_or(|(name, _)| name != anchor) {
+            let model = checkpoint::load_model(&self.pinned(anchor, "eval.kl_to")?)?;
+            self.reference = Some((anchor.to_string(), model));
+        }
+        Ok(())
+    }
+
+    /// Logs `(task, metric, value)` rows for the current phase and step.
+    fn log(&mut self, rows: &[(String, &str, f64)]) -> Result<(), RunError> {
+        let rows: Vec<MetricRow> = rows
+            .iter()
+            .map(|(task, metric, value)| MetricRow {
+                run: self.cfg.name.clone(),
+                phase: self.state.phase as u32,
+                step: self.state.global_step,
+                tokens: self.state.tokens,
+                task: task.clone(),
+                metric: (*metric).into(),
+                value: *value,
+            })
+            .collect();
+        self.store.log_metrics(&rows)?;
+        self.csv.append(&rows)?;
+        Ok(())
+    }
+
+    /// Saves a checkpoint of the phase in progress and prunes old ones.
+    fn checkpoint(&mut self, ph: &Phase) -> Result<(), RunError> {
+        let state = TrainerState {
+            phase_state: PhaseState {
+                trainable: ph.set.saved(&self.model),
+                optimizer: ph.opt.state(),
+                anchors: ph.anchors.clone(),
+            },
+            ..self.state.clone()
+        };
+        self.save(&state, ph.set.trains_weights(), None)?;
+        checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of `state` holding the model's weights when they changed since
+    /// they were last stored (or `store_weights`), else a reference to the stored ones.
+    fn save(&mut self, state: &TrainerState, store_weights: bool, pin: Option<&str>) -> Result<(), RunError> {
+        let root = &self.paths.checkpoints;
+        match self.stored.as_ref().filter(|_| !store_weights) {
+            Some(stored) => drop(checkpoint::save(root, Weights::Reference(stored), state, pin)?),
+            None => {
+                let weights = Weights::Stored { model: &self.model, tokenizer: self.tokenizer.as_deref() };
+                let dir = checkpoint::save(root, weights, state, pin)?;
+                self.stored = Some(checkpoint::weights_of(&dir)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a phase: the trainable set finishes (merging LoRA adapters, saving a prompt or
+    /// steering vector next to the checkpoints), and a pinned checkpoint named after the
+    /// phase is written.
+    fn finish_phase(&mut self, ph: Phase) -> Result<(), RunError> {
+        if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec.name)? {
+            self.stored = None;
+        }
+        self.state.phase += 1;
+        self.state.step_in_phase = 0;
+        self.state.phase_state = PhaseState::default();
+        let state = self.state.clone();
+        self.save(&state, false, Some(&ph.spec.name))?;
+        checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
+        Ok(())
+    }
+}
+
+/// Rolls the CSV back to the checkpoint `state` was restored from: keeps the rows logged
+/// before it, in the order they were logged, so the resumed run appends exactly what an
+/// uninterrupted one would. A checkpoint at a phase start (step_in_phase 0) comes before
+/// that phase's first evaluation, at the same step; a checkpoint within a phase comes after
+/// every row of its step. When the CSV lacks rows the store has (deleted, or cut short), it
+/// is rebuilt from the store, in the store's order.
+fn roll_back_csv(csv: &mut CsvLog, store: &Store, run: &str, state: &TrainerState) -> Result<(), RunError> {
+    let next =
+        if state.step_in_phase == 0 { (state.global_step, state.phase as u32) } else { (state.global_step + 1, 0) };
+    let before = |r: &MetricRow| (r.step, r.phase) < next;
+    let stored: Vec<MetricRow> = store.metrics(run)?.into_iter().filter(before).collect();
+    let logged = read_csv(csv.path()).map(|rows| rows.into_iter().filter(before).collect::<Vec<_>>());
+    match logged {
+        Ok(rows) if rows.len() == stored.len() => csv.rewrite(&rows)?,
+        other => {
+            let why = other.map_or_else(|e| e.to_string(), |rows| format!("{} of {} rows", rows.len(), stored.len()));
+            tracing::warn!("{}: rebuilt from the run store ({why})", csv.path().display());
+            csv.rewrite(&stored)?;
+        }
+    }
+    Ok(())
+}
+
+/// Clips `grads` to a global norm of `max` (if given); returns the norm before clipping.
+fn clip(grads: &mut [f32], max: Option<f32>) -> f64 {
+    let norm = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+    if let Some(max) = max {
+        if norm > max as f64 {
+            let k = (max as f64 / norm) as f32;
+            grads.iter_mut().for_each(|g| *g *= k);
+        }
+    }
+    norm
+}
+
+/// Whether an evaluation falls after `done` steps of the phase.
+fn eval_due(p: &PhaseSpec, done: u64) -> bool {
+    if done == p.steps {
+        return true;
+    }
+    if p.eval.log_points > 0 {
+        return log_points(p.steps, p.eval.log_points).contains(&done);
+    }
+    p.eval.every > 0 && done.is_multiple_of(p.eval.every)
+}
+
+/// `n` log-spaced step counts in `1..=steps` (deduplicated).
+fn log_points(steps: u64, n: usize) -> Vec<u64> {
+    let mut v: Vec<u64> = (0..n)
+        .map(|k| {
+            let f = if n == 1 { 1.0 } else { k as f64 / (n - 1) as f64 };
+            ((steps as f64).powf(f)).round().max(1.0) as u64
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+/// The progress bars of this process: runs in parallel draw their bars together.
+pub fn progress_bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// A progress bar for a phase (hidden when stderr is not a terminal).
+fn progress(p: &PhaseSpec, done: u64) -> ProgressBar {
+    let bar = progress_bars().add(ProgressBar::new(p.steps));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ETA {eta}").expect("valid template"),
+    );
+    bar.set_prefix(p.name.clone());
+    bar.set_position(done);
+    bar
+}

@@ -1,0 +1,322 @@
+//! The trainable set of a phase: what it trains (the weights, LoRA adapters, a soft prompt, a
+//! steering vector, a conditional-prompt MLP, or nothing), with its own config and
+//! parameters: how it starts (fresh or from a checkpoint), how a micro-batch sends gradients
+//! to it, what it adds to an evaluation, its name in checkpoints and the artifact saved when
+//! its phase ends. The optimizer, schedule, clipping and regularisers are the step loop's.
+
+use super::batching::{batch_at, batch_of, Insert};
+use super::build::Tasks;
+use super::config::{CondPromptCfg, CondSource, PhaseSpec, Trainable};
+use super::eval::held_out;
+use super::optimizer::Optimizer;
+use crate::data::{Sample, Task};
+use crate::engine::backward::GradSinks;
+use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
+use crate::engine::kernels::dropout::Dropout;
+use crate::engine::kernels::loss::default_norm;
+use crate::engine::lora::{Lora, LoraSpec};
+use crate::engine::model::{standard_normal, Model, Steer};
+use crate::engine::shards::ShardedPass;
+use crate::hf::io::{write_safetensors, HfError, HfTensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What a phase trains, with its parameters.
+pub enum TrainableSet {
+    /// The model's weights, trained in place.
+    Weights,
+    /// Nothing: an evaluation-only phase.
+    Nothing,
+    /// LoRA adapters, attached to the model (`model.lora`) for the phase and merged into its
+    /// weights at the end.
+    Lora,
+    /// `[tokens, d]` prompt vectors.
+    SoftPrompt { prompt: Vec<f32>, tokens: usize },
+    /// One steering vector, added to a residual stream.
+    Steering(Steer),
+    /// An MLP from each sample's condition vector to its own prompt; `mixture` names the
+    /// phase's tasks in order (a task's one-hot condition).
+    CondPrompt { mlp: CondPrompt, cfg: CondPromptCfg, mixture: Vec<String> },
+}
+
+/// One micro-batch of training samples.
+pub struct MicroBatch<'a> {
+    pub samples: &'a [Sample],
+    /// The index of each sample's task in the phase's mixture.
+    pub task_ids: &'a [usize],
+    /// Where each sample's soft prompt goes.
+    pub at: &'a [usize],
+    /// Micro-batches per step (the loss is their mean).
+    pub grad_accum: usize,
+    pub dropout: Dropout,
+}
+
+/// The checkpoint (and artifact) name of each trainable set that keeps its own parameters.
+const KEYS: [(Trainable, &str); 4] = [
+    (Trainable::Lora, "lora"),
+    (Trainable::SoftPrompt, "soft_prompt"),
+    (Trainable::Steering, "steering"),
+    (Trainable::CondPrompt, "cond_prompt"),
+];
+
+/// The tensor name of a trainable set's parameters in checkpoints; `None` for the weights
+/// (saved as the model) and for nothing.
+pub fn checkpoint_key(kind: Trainable) -> Option<&'static str> {
+    KEYS.iter().find(|(k, _)| *k == kind).map(|(_, name)| *name)
+}
+
+/// The trainable parameters saved in a checkpoint's `tensors`, taken out of them.
+pub fn take_saved(tensors: &mut BTreeMap<String, Vec<f32>>) -> Option<(Trainable, Vec<f32>)> {
+    KEYS.iter().find_map(|(kind, name)| tensors.remove(*name).map(|v| (*kind, v)))
+}
+
+/// Where a phase's soft prompt goes (prepended when it has none).
+pub fn insertion(p: &PhaseSpec) -> Insert {
+    p.soft_prompt.as_ref().map_or(Insert::Prepend, |sp| sp.insert)
+}
+
+impl TrainableSet {
+    /// The set phase `p` trains, its parameters restored from `saved` or initialised from
+    /// `seed`. LoRA adapters are attached to `model`.
+    pub fn new(p: &PhaseSpec, model: &mut Model, tasks: &Tasks, seed: u64, saved: Option<Vec<f32>>) -> Self {
+        let d = model.cfg.d_model;
+        match p.trainable {
+            Trainable::All => TrainableSet::Weights,
+            Trainable::None => TrainableSet::Nothing,
+            Trainable::Steering => {
+                let st = p.steering.as_ref().expect("validated: steering phases have a [steering] table");
+                TrainableSet::Steering(Steer {
+                    layer: st.layer,
+                    coef: st.coef,
+                    start: st.start,
+                    end: st.end.unwrap_or(usize::MAX),
+                    vector: saved.unwrap_or_else(|| vec![0.0; d]),
+                })
+            }
+            Trainable::CondPrompt => {
+                let cfg = p.cond_prompt.clone().expect("validated: cond_prompt phases have a [cond_prompt] table");
+                let conditions = match cfg.condition {
+                    CondSource::Task => p.mixture.len(),
+                    CondSource::Sample => {
+                        p.mixture.keys().map(|t| tasks[t].condition_width()).max().unwrap_or(0).max(1)
+                    }
+                };
+                let shape = CondPromptShape { conditions, tokens: cfg.tokens, hidden: cfg.hidden, d_model: d };
+                let mut mlp = CondPrompt::new(shape, seed);
+                if let Some(saved) = saved {
+                    mlp.params = saved;
+                }
+                TrainableSet::CondPrompt { mlp, cfg, mixture: p.mixture.keys().cloned().collect() }
+            }
+            Trainable::Lora => {
+                let l = p.lora.as_ref().expect("validated: lora phases have a [lora] table");
+                let spec = LoraSpec { rank: l.rank, alpha: l.alpha, targets: l.targets.clone() };
+                let mut lora = Lora::new(model, spec, seed);
+                if let Some(saved) = saved {
+                    lora.params = saved;
+                }
+                model.lora = Some(lora);
+                TrainableSet::Lora
+            }
+            Trainable::SoftPrompt => {
+                let sp = p.soft_prompt.as_ref().expect("validated: soft-prompt phases have a [soft_prompt] table");
+                let prompt = saved.unwrap_or_else(|| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                    (0..sp.tokens * d).map(|_| sp.init_std * standard_normal(&mut rng)).collect()
+                });
+                TrainableSet::SoftPrompt { prompt, tokens: sp.tokens }
+            }
+        }
+    }
+
+    /// The number of parameters it trains.
+    pub fn len(&self, model: &Model) -> usize {
+        match self {
+            TrainableSet::Weights => model.n_params(),
+            TrainableSet::Nothing => 0,
+            TrainableSet::Lora => model.lora.as_ref().expect("attached at phase start").params.len(),
+            TrainableSet::SoftPrompt { prompt, .. } => prompt.len(),
+            TrainableSet::Steering(steer) => steer.vector.len(),
+            TrainableSet::CondPrompt { mlp, .. } => mlp.params.len(),
+        }
+    }
+
+    /// Whether it trains the model's weights in place (so every checkpoint of its phase
+    /// stores them).
+    pub fn trains_weights(&self) -> bool {
+        matches!(self, TrainableSet::Weights)
+    }
+
+    /// Soft-prompt slots per sample.
+    pub fn n_prompt(&self) -> usize {
+        match self {
+            TrainableSet::SoftPrompt { tokens, .. } => *tokens,
+            TrainableSet::CondPrompt { cfg, .. } => cfg.tokens,
+            _ => 0,
+        }
+    }
+
+    /// The prompt vectors every sample shares (a soft prompt's; none otherwise).
+    pub fn prompts(&self) -> &[f32] {
+        match self {
+            TrainableSet::SoftPrompt { prompt, .. } => prompt,
+            _ => &[],
+        }
+    }
+
+    /// The steering vectors of a forward pass.
+    pub fn steers(&self) -> &[Steer] {
+        match self {
+            TrainableSet::Steering(steer) => std::slice::from_ref(steer),
+            _ => &[],
+        }
+    }
+
+    /// Forward and backward of one micro-batch on `model`: adds the gradient of the set's
+    /// parameters to `grads` (laid out as [`TrainableSet::len`]) and returns the loss.
+    pub fn micro_batch(&mut self, model: &Model, pass: &mut ShardedPass, mb: &MicroBatch, grads: &mut [f32]) -> f32 {
+        if let TrainableSet::CondPrompt { mlp, cfg, .. } = self {
+            return cond_prompt_step(model, pass, mlp, cfg, mb, grads);
+        }
+        let n_prompt = self.n_prompt();
+        let batch = batch_at(mb.samples, n_prompt, mb.at);
+        let norm = default_norm(&batch.targets, &batch.weights) * mb.grad_accum as f32;
+        let (prompts, steers) = (self.prompts(), self.steers());
+        let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
+        let sinks = match *self {
+            TrainableSet::Weights => GradSinks { weights: Some(&mut *grads), ..Default::default() },
+            TrainableSet::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
+            TrainableSet::SoftPrompt { .. } => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
+            TrainableSet::Steering(_) => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
+            TrainableSet::Nothing | TrainableSet::CondPrompt { .. } => GradSinks::default(),
+        };
+        let loss = pass.run(model, &batch, prompts, steers, norm, mb.dropout, sinks);
+        if matches!(self, TrainableSet::Steering(_)) {
+            grads.iter_mut().zip(&steer_grads[0]).for_each(|(g, s)| *g += s);
+        }
+        loss
+    }
+
+    /// One optimizer step on the set's parameters (none in an evaluation-only phase).
+    pub fn update(&mut self, opt: &mut Optimizer, model: &mut Model, grads: &[f32], lr: f32) {
+        let params: &mut [f32] = match self {
+            TrainableSet::Nothing => return,
+            TrainableSet::Weights => &mut model.weights,
+            TrainableSet::Lora => &mut model.lora.as_mut().expect("attached at phase start").params,
+            TrainableSet::SoftPrompt { prompt, .. } => prompt,
+            TrainableSet::Steering(steer) => &mut steer.vector,
+            TrainableSet::CondPrompt { mlp, .. } => &mut mlp.params,
+        };
+        opt.update(params, grads, lr);
+    }
+
+    /// In a conditional-prompt phase, the prompt vectors for `task`'s held-out samples (the
+    /// first `samples` under `seed`, as [`super::eval::eval_task`] draws them) and whether they
+    /// are per sample: one prompt for the task's one-hot id in the phase's mixture (all zeros
+    /// for a task outside it), or one per held-out sample for its own conditions. `None` for
+    /// other sets.
+    pub fn conditioned_prompt(
+        &mut self,
+        name: &str,
+        task: &dyn Task,
+        seed: u64,
+        samples: usize,
+        insert: Insert,
+    ) -> Option<(Vec<f32>, bool)> {
+        let TrainableSet::CondPrompt { mlp, cfg, mixture } = self else { return None };
+        let (conditions, per_sequence) = match cfg.condition {
+            CondSource::Task => {
+                let id = mixture.iter().position(|t| t == name);
+                (id.map_or(vec![0.0; mixture.len()], |k| one_hot(&[k], mixture.len())), false)
+            }
+            CondSource::Sample => {
+                let (samples, _) = held_out(task, seed, samples, insert);
+                (condition_rows(cfg, &samples, &[], mlp.shape.conditions), true)
+            }
+        };
+        let mut prompt = vec![0.0; conditions.len() / mlp.shape.conditions * mlp.shape.tokens * mlp.shape.d_model];
+        mlp.forward(&conditions, &mut prompt);
+        Some((prompt, per_sequence))
+    }
+
+    /// Its kind and parameters, for a checkpoint; `None` for the weights (saved as the model)
+    /// and for nothing.
+    pub fn saved(&self, model: &Model) -> Option<(Trainable, Vec<f32>)> {
+        match self {
+            TrainableSet::Weights | TrainableSet::Nothing => None,
+            TrainableSet::Lora => {
+                Some((Trainable::Lora, model.lora.as_ref().expect("attached at phase start").params.clone()))
+            }
+            TrainableSet::SoftPrompt { prompt, .. } => Some((Trainable::SoftPrompt, prompt.clone())),
+            TrainableSet::Steering(steer) => Some((Trainable::Steering, steer.vector.clone())),
+            TrainableSet::CondPrompt { mlp, .. } => Some((Trainable::CondPrompt, mlp.params.clone())),
+        }
+    }
+
+    /// Ends phase `phase`: LoRA adapters are merged into `model`'s weights; a soft prompt, a
+    /// steering vector or a conditional-prompt MLP is saved as `<kind>.<phase>.safetensors`
+    /// in `dir`. Returns whether the phase changed the model's weights.
+    pub fn finish(self, model: &mut Model, dir: &Path, phase: &str) -> Result<bool, HfError> {
+        let d = model.cfg.d_model;
+        let (kind, shape, data) = match self {
+            TrainableSet::Weights => return Ok(true),
+            TrainableSet::Nothing => return Ok(false),
+            TrainableSet::Lora => {
+                model.lora.take().expect("attached at phase start").merge_into(model);
+                return Ok(true);
+            }
+            TrainableSet::SoftPrompt { prompt, .. } => (Trainable::SoftPrompt, vec![prompt.len() / d, d], prompt),
+            TrainableSet::Steering(steer) => (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector),
+            TrainableSet::CondPrompt { mlp, .. } => (Trainable::CondPrompt, vec![mlp.params.len()], mlp.params),
+        };
+        let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
+        let path = dir.join(format!("{name}.{phase}.safetensors"));
+        write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), None)?;
+        Ok(false)
+    }
+}
+
+/// One micro-batch of a conditional-prompt phase: the MLP maps each sample's condition
+/// vector to its prompt, and the prompt gradient flows back into the MLP's parameters.
+fn cond_prompt_step(
+    model: &Model,
+    pass: &mut ShardedPass,
+    mlp: &mut CondPrompt,
+    cfg: &CondPromptCfg,
+    mb: &MicroBatch,
+    grads: &mut [f32],
+) -> f32 {
+    let (n, d) = (cfg.tokens, model.cfg.d_model);
+    let conditions = condition_rows(cfg, mb.samples, mb.task_ids, mlp.shape.conditions);
+    let mut prompts = vec![0.0; mb.samples.len() * n * d];
+    mlp.forward(&conditions, &mut prompts);
+    let batch = batch_of(mb.samples, n).per_sequence_prompts(n);
+    let norm = default_norm(&batch.targets, &batch.weights) * mb.grad_accum as f32;
+    let mut dprompts = vec![0.0; prompts.len()];
+    let sinks = GradSinks { prompts: Some(&mut dprompts), ..Default::default() };
+    let loss = pass.run(model, &batch, &prompts, &[], norm, mb.dropout, sinks);
+    mlp.backward(&conditions, &dprompts, grads);
+    loss
+}
+
+/// The `[samples, k]` condition rows of a conditional prompt: each sample's task id one-hot
+/// (`ids`), or its own conditions times `scale` (zero-padded or cut to `k`).
+pub fn condition_rows(c: &CondPromptCfg, samples: &[Sample], ids: &[usize], k: usize) -> Vec<f32> {
+    match c.condition {
+        CondSource::Task => one_hot(ids, k),
+        CondSource::Sample => {
+            samples.iter().flat_map(|s| (0..k).map(move |j| s.conditions.get(j).map_or(0.0, |v| v * c.scale))).collect()
+        }
+    }
+}
+
+/// `[ids.len(), n]` one-hot rows.
+fn one_hot(ids: &[usize], n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; ids.len() * n];
+    for (row, &k) in ids.iter().enumerate() {
+        out[row * n + k] = 1.0;
+    }
+    out
+}
