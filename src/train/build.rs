@@ -5,7 +5,7 @@
 //! Training, evaluation and checkpoints are elsewhere; this module only constructs.
 
 use super::checkpoint::{self, CheckpointError, WeightsRef};
-use super::config::{ModelSpec, RunConfig};
+use super::config::{ModelSpec, RunConfig, TaskSpec};
 use crate::data::corpus::CorpusError;
 use crate::data::vocab::{tokenizer_for, VocabError};
 use crate::data::Task;
@@ -13,9 +13,9 @@ use crate::engine::config::{Activation, Arch, ConfigError, ModelConfig, Norm};
 use crate::engine::hf_model::LoadError;
 use crate::engine::model::Model;
 use crate::hf::io::HfError;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A run's tasks by name.
 pub type Tasks = BTreeMap<String, Arc<dyn Task>>;
@@ -52,7 +52,22 @@ pub fn build(cfg: &RunConfig) -> Result<Built, BuildError> {
 
 /// Builds the task objects a config defines.
 pub fn build_tasks(cfg: &RunConfig) -> Result<Tasks, CorpusError> {
-    cfg.tasks.iter().map(|t| Ok((t.name.clone(), t.build()?))).collect()
+    cfg.tasks.iter().map(|t| Ok((t.name.clone(), build_task(t)?))).collect()
+}
+
+/// The task `spec` defines, built once per process: a task is a pure function of its spec,
+/// so the config check, the plan and the run of every cell that defines the same task
+/// share one object (a corpus is read and its tokenizer trained once, not once per use).
+pub fn build_task(spec: &TaskSpec) -> Result<Arc<dyn Task>, CorpusError> {
+    static BUILT: OnceLock<Mutex<HashMap<String, Arc<dyn Task>>>> = OnceLock::new();
+    let key = serde_json::to_string(spec).expect("a task spec serialises");
+    let built = BUILT.get_or_init(Default::default);
+    if let Some(task) = built.lock().expect("the task cache is never poisoned").get(&key) {
+        return Ok(task.clone());
+    }
+    let task = spec.build()?;
+    built.lock().expect("the task cache is never poisoned").insert(key, task.clone());
+    Ok(task)
 }
 
 /// The architecture `spec` describes: read from `config.json` for a loaded model, else built

@@ -469,7 +469,7 @@ impl RunConfig {
                 out.push(problem(key(&e.key), e.message));
                 continue;
             }
-            let task = match t.build() {
+            let task = match super::build::build_task(t) {
                 Ok(task) => task,
                 Err(e) => {
                     let nested = matches!(t.kind.base(), Some(Base::Over { .. }));
