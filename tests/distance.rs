@@ -422,7 +422,7 @@ fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
         assert!(e.file.ends_with("exp.toml"), "{e}");
         assert_eq!(e.line, line(&text, key.rsplit('.').next().unwrap()), "{to}: {e}");
     }
-    let grammar = COND.replace("kind = \"pathfinding\"", "kind = \"grammar\"");
+    let grammar = COND.replace("kind = \"pathfinding\"\nwidth = 3\nheight = 3\nmax_moves = 8", "kind = \"grammar\"");
     let e = Experiment::load(&experiment(tmp.path(), &grammar)).unwrap_err();
     assert_eq!(e.key, "distance.conditional", "{e}");
     let on_copy = "{ kind = \"copy\", only_conditions = [[1, 1]] }";

@@ -722,8 +722,8 @@ impl RunConfig {
     }
 
     /// The hash that builds before [`RunConfig::hash`] recorded: of the `Debug` form, with
-    /// task specs in the flat form of those builds ([`legacy`]). It recognises a run they
-    /// stored only while the other parts' `Debug` forms are what they were then, i.e. no
+    /// task specs in the flat form of those builds (`config/legacy.rs`). It recognises a run
+    /// they stored only while the other parts' `Debug` forms are what they were then, i.e. no
     /// model, phase or checkpoint field has been added, removed, renamed or reordered since.
     pub fn legacy_hash(&self) -> String {
         short_sha256(&format!("{:?}", legacy::Legacy(self)))
