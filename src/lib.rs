@@ -6,7 +6,8 @@
 //!    - [`hf`]: Hugging Face format I/O (model directories, safetensors, tokenizers);
 //!    - [`store`]: the run store (SQLite, plus one CSV per run);
 //!    - [`analysis`]: study-neutral statistics: decay-law fits, half-lives, bootstrap
-//!      intervals and scaling fits.
+//!      intervals and scaling fits;
+//!    - [`fs`]: atomic file writes.
 //! 2. Independent of each other:
 //!    - [`engine`]: model math: configs, weights, per-layer forward/backward, optimizers;
 //!    - [`data`]: tasks, corpora and mixtures as deterministic sample streams;
@@ -22,6 +23,7 @@ pub mod analysis;
 pub mod commands;
 pub mod data;
 pub mod engine;
+pub mod fs;
 pub mod hf;
 pub mod lab;
 pub mod report;

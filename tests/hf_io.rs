@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use serde_json::json;
+use vestige::fs::write_atomic;
 use vestige::hf::io::*;
 
 fn tensor(shape: &[usize], data: &[f32]) -> HfTensor {

@@ -21,7 +21,7 @@ use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::Model;
 use crate::engine::optim::AdamW;
 use crate::engine::shards::ShardedPass;
-use crate::hf::io::write_atomic;
+use crate::fs::write_atomic;
 use crate::train::batching::batch_of;
 use crate::train::build::model_tokenizer;
 use crate::train::eval::{eval_task, teacher_forced_accuracy, Adaptation};

@@ -21,7 +21,8 @@
 
 use super::spec::{default_seq_len, SpecError};
 use super::{mix, sample_key, Sample, Split, Task};
-use crate::hf::io::{write_atomic, HfError};
+use crate::fs::write_atomic;
+use crate::hf::io::HfError;
 use crate::hf::tokenizer::{Tokenizer, TokenizerError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -269,7 +270,7 @@ fn write_creating(path: &Path, bytes: &[u8]) -> Result<(), HfError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| HfError::Io { path: dir.into(), source })?;
     }
-    write_atomic(path, bytes)
+    Ok(write_atomic(path, bytes)?)
 }
 
 /// The cached streams, if the cache exists, is whole and matches both keys.

@@ -8,7 +8,7 @@
 //! [`tokenizer_for`] picks that file, or writes the exact vocabulary of the others.
 
 use super::{Task, PAD_TEXT};
-use crate::hf::io::{write_atomic, HfError};
+use crate::fs::{write_atomic, FsError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub enum VocabError {
     #[error("task {first_task} takes its tokens from {first} but task {second_task} from {second}; these tasks cannot share a tokenizer")]
     Sources { first: String, first_task: String, second: String, second_task: String },
     #[error(transparent)]
-    Write(#[from] HfError),
+    Write(#[from] FsError),
 }
 
 /// `texts[id]` for every id below the largest vocabulary of `tasks`; every task whose
@@ -85,7 +85,7 @@ pub fn tokenizer_json(tasks: &[Arc<dyn Task>]) -> Result<String, VocabError> {
 /// Writes `dir/tokenizer.json` for `tasks` atomically (creating `dir`); returns its path.
 pub fn write_tokenizer(dir: &Path, tasks: &[Arc<dyn Task>]) -> Result<PathBuf, VocabError> {
     let json = tokenizer_json(tasks)?;
-    std::fs::create_dir_all(dir).map_err(|source| HfError::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| FsError { path: dir.to_path_buf(), source })?;
     let path = dir.join("tokenizer.json");
     write_atomic(&path, json.as_bytes())?;
     Ok(path)

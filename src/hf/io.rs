@@ -10,15 +10,15 @@
 //! - [`load_tensors`] / [`read_safetensors`] read F32, F16, BF16 and F64 tensors as f32,
 //!   skip integer and boolean buffers, and reject every truncated or corrupt file with an
 //!   [`HfError`] naming the file (and the tensor where relevant).
-//! - [`write_safetensors`] / [`save_model_dir`] / [`write_atomic`] write files atomically:
+//! - [`write_safetensors`] / [`save_model_dir`] write files atomically (through
+//!   [`crate::fs`]):
 //!   a crash never leaves a half-written file under the final name.
 
+use crate::fs::write_atomic;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensorError, SafeTensors, View};
@@ -64,6 +64,9 @@ pub enum HfError {
         /// The path that was given.
         path: PathBuf,
     },
+    /// An atomic write failed.
+    #[error(transparent)]
+    Write(#[from] crate::fs::FsError),
     /// A file or directory could not be read or written.
     #[error("I/O error on {}: {source}", path.display())]
     Io {
@@ -563,7 +566,7 @@ pub fn write_safetensors(
         metadata.into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
     meta.entry("format".into()).or_insert_with(|| "pt".into());
     let views = tensors.iter().map(|(name, t)| (name.as_str(), F32View(t)));
-    replace_atomically(path, |tmp| {
+    crate::fs::replace_atomically(path, |tmp| {
         safetensors::serialize_to_file(views, Some(meta), tmp)
             .map_err(|e| HfError::Serialize { path: path.to_path_buf(), reason: e.to_string() })
     })
@@ -603,51 +606,6 @@ pub fn save_model_dir(
     if let Some(bytes) = tokenizer_bytes {
         write_atomic(&out.join(TOKENIZER), &bytes)?;
     }
-    write_atomic(&config_path, &config_bytes)
+    Ok(write_atomic(&config_path, &config_bytes)?)
 }
 
-/// Replaces `path` with `bytes` atomically: writes a temporary file in the same
-/// directory, fsyncs it, renames it over `path`, then fsyncs the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HfError> {
-    replace_atomically(path, |tmp| {
-        let mut file = File::options().write(true).create_new(true).open(tmp).map_err(io(tmp))?;
-        file.write_all(bytes).map_err(io(tmp))
-    })
-}
-
-/// Runs `write` on a fresh temporary sibling of `path`, then fsyncs and renames it over
-/// `path`; the temporary file is removed on any failure.
-fn replace_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<(), HfError>) -> Result<(), HfError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = temp_sibling(path, dir)?;
-    let result = write(&tmp).and_then(|()| sync_file(&tmp)).and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir)
-}
-
-/// A temporary name next to `path`, unique within this process and across processes.
-fn temp_sibling(path: &Path, dir: &Path) -> Result<PathBuf, HfError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| HfError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-    })?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(dir.join(format!(".{}.tmp.{}.{n}", name.to_string_lossy(), std::process::id())))
-}
-
-/// Flushes a written file's data to disk (opened for writing: Windows requires it).
-fn sync_file(path: &Path) -> Result<(), HfError> {
-    File::options().write(true).open(path).and_then(|f| f.sync_all()).map_err(io(path))
-}
-
-/// Makes a rename in `dir` durable; directories cannot be fsynced this way off Unix.
-fn sync_dir(dir: &Path) -> Result<(), HfError> {
-    if cfg!(unix) {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    }
-    Ok(())
-}

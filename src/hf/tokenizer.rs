@@ -11,7 +11,6 @@
 //! produced by `scripts/fixtures/make_tokenizer_fixtures.py`.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Errors from loading, using or saving a [`Tokenizer`].
@@ -122,43 +121,6 @@ impl Tokenizer {
             .inner
             .to_string(true)
             .map_err(|source| TokenizerError::Serialize { path: path.to_path_buf(), source })?;
-        write_atomic(path, json.as_bytes()).map_err(|(p, source)| TokenizerError::Write { path: p, source })
+        crate::fs::write_atomic(path, json.as_bytes()).map_err(|e| TokenizerError::Write { path: e.path, source: e.source })
     }
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, fsyncs it, and renames it to `path`.
-/// On error returns the path that failed together with the I/O error; the temporary file
-/// is removed on a best-effort basis.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| {
-            (path.to_path_buf(), std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-
-    let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err((path.to_path_buf(), e));
-    }
-    // Make the rename itself durable. Directories cannot be opened this way on every
-    // platform, so failures here are ignored.
-    #[cfg(unix)]
-    if let Ok(d) = fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }

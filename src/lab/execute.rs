@@ -7,7 +7,7 @@
 use super::experiment::{Cell, Experiment};
 use super::plan::{plan, plan_cells, render, PlannedCell};
 use super::search::{self, SearchSpec};
-use crate::hf::io::write_atomic;
+use crate::fs::write_atomic;
 use crate::store::Store;
 use crate::train::build::build;
 use crate::train::run::{run_or_resume, RunPaths};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::table::Table;
 use super::ReportError;
-use crate::hf::io::write_atomic;
+use crate::fs::write_atomic;
 
 /// The page's style sheet.
 const CSS: &str = "body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}

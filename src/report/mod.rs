@@ -35,7 +35,6 @@ use std::path::PathBuf;
 
 use plotters::drawing::DrawingAreaErrorKind;
 
-use crate::hf::io::HfError;
 
 /// Errors from drawing charts or writing the report.
 #[derive(Debug, thiserror::Error)]
@@ -62,5 +61,5 @@ pub enum ReportError {
     },
     /// A report file could not be written.
     #[error(transparent)]
-    Write(#[from] HfError),
+    Write(#[from] crate::fs::FsError),
 }

@@ -23,7 +23,8 @@ use super::optimizer::OptimizerState;
 use super::regularizers::Anchors;
 use super::trainable;
 use crate::engine::model::Model;
-use crate::hf::io::{read_safetensors, write_atomic, write_safetensors, HfTensor, ModelDir};
+use crate::fs::write_atomic;
+use crate::hf::io::{read_safetensors, write_safetensors, HfTensor, ModelDir};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -102,6 +103,8 @@ pub enum CheckpointError {
     BaseMissing { checkpoint: PathBuf, base: PathBuf, reason: String },
     #[error(transparent)]
     Hf(#[from] crate::hf::io::HfError),
+    #[error(transparent)]
+    Write(#[from] crate::fs::FsError),
     #[error(transparent)]
     Load(#[from] crate::engine::hf_model::LoadError),
     #[error("{path}: {source}")]

@@ -35,6 +35,8 @@ pub enum RunError {
     #[error(transparent)]
     Hf(#[from] HfError),
     #[error(transparent)]
+    Write(#[from] crate::fs::FsError),
+    #[error(transparent)]
     Diverged(#[from] Diverged),
     /// Reading the config or creating the run directory failed.
     #[error("{}: {source}", path.display())]
@@ -109,7 +111,7 @@ pub fn train(config_path: &Path) -> Result<RunSummary, RunError> {
 /// `paths`: continues from the newest checkpoint when there is one, starts fresh otherwise.
 pub fn run_or_resume(cfg: RunConfig, built: Built, text: String, paths: RunPaths) -> Result<RunSummary, RunError> {
     std::fs::create_dir_all(&paths.dir).map_err(|source| RunError::Io { path: paths.dir.clone(), source })?;
-    crate::hf::io::write_atomic(&paths.config, text.as_bytes())?;
+    crate::fs::write_atomic(&paths.config, text.as_bytes())?;
     let resumed = match checkpoint::list(&paths.checkpoints).pop() {
         Some((_, latest)) => Some(checkpoint::load(&latest, &cfg.hash(), &cfg.legacy_hash())?),
         None => None,
