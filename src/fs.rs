@@ -40,7 +40,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 pub fn replace_atomically<E: From<FsError>>(path: &Path, write: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = temp_sibling(path, dir)?;
-    let result = write(&tmp).and_then(|()| Ok(sync_file(&tmp)?)).and_then(|()| Ok(fs::rename(&tmp, path).map_err(at(path))?));
+    let result =
+        write(&tmp).and_then(|()| Ok(sync_file(&tmp)?)).and_then(|()| Ok(fs::rename(&tmp, path).map_err(at(path))?));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

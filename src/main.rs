@@ -253,7 +253,7 @@ fn run(command: Command, threads: Option<usize>) -> Result<()> {
             } else {
                 vestige::engine::generate::Sampling::Greedy
             };
-            let inputs = vec![ids.iter().map(|&t| vestige::engine::generate::Slot::Token(t)).collect()];
+            let inputs = vec![ids.iter().map(|&t| vestige::engine::generate::InputSlot::Token(t)).collect()];
             let req = vestige::engine::generate::GenerateRequest {
                 inputs: &inputs,
                 prompt_vectors: &[],

@@ -9,11 +9,11 @@ use common::experiment;
 use std::path::Path;
 use vestige::data::spec::Kind;
 use vestige::data::{Sample, Split};
-use vestige::engine::kernels::embed::Slot;
-use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, Distance};
-use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
+use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
+use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, Distance};
+use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::store::Store;
 use vestige::train::batching::{batch_at, Insert};
 use vestige::train::checkpoint;
@@ -34,7 +34,7 @@ fn a_prepended_prompt_predicts_nothing_and_tokens_predict_their_weighted_success
     let s = Sample::new(vec![10, 11, 12, 13, 14], vec![0.0, 1.0, 0.0, 1.0, 0.5], 2);
     let batch = batch_at(&[s], 3, &[0]);
     assert_eq!(batch.seq, 8);
-    assert!((0..3).all(|i| batch.slots[i] == Slot::Prompt(i as u32)));
+    assert!((0..3).all(|i| batch.slots[i] == InputSlot::Prompt(i as u32)));
     // Token 0 is never scored (no 0-token baseline can predict it); token 10 → 11 (weight 1),
     // 11 → 12 has weight 0, 12 → 13, 13 → 14 (0.5).
     assert_eq!(scored(&batch, 0), vec![(3, 11, 1.0), (5, 13, 1.0), (6, 14, 0.5)]);
@@ -45,8 +45,8 @@ fn a_random_insertion_ignores_labels_before_it_and_its_last_slot_predicts_the_fi
     let s = Sample::new((10..18).collect(), vec![1.0; 8], 1);
     let batch = batch_at(&[s], 2, &[3]);
     // Slots: 10 11 12 P0 P1 13 14 15 16 17.
-    assert_eq!(batch.slots[3], Slot::Prompt(0));
-    assert_eq!(batch.slots[5], Slot::Token(13));
+    assert_eq!(batch.slots[3], InputSlot::Prompt(0));
+    assert_eq!(batch.slots[5], InputSlot::Token(13));
     let want: Vec<(usize, i32, f32)> = [(4, 13), (5, 14), (6, 15), (7, 16), (8, 17)].map(|(i, t)| (i, t, 1.0)).to_vec();
     assert_eq!(scored(&batch, 0), want, "labels 11, 12 (before the prompt) and the first prompt slot are unscored");
 }

@@ -8,7 +8,7 @@ mod common;
 use common::RunToml;
 use std::collections::HashSet;
 use std::sync::Arc;
-use vestige::data::family::{Family, Format, COUNT0, EVEN, MARKERS, ODD, QUERY};
+use vestige::data::family::{Family, MarkerPlacement, COUNT0, EVEN, MARKERS, ODD, QUERY};
 use vestige::data::pair::{pipelines, Knobs, Pair};
 use vestige::data::pathfinding::Pathfinding;
 use vestige::data::primitives::{Primitive, ALL};
@@ -111,8 +111,8 @@ fn reference(f: &Family, x: &[usize], q: Option<usize>) -> Expected {
 /// The input values and query read back from a prompt.
 fn parse_prompt(f: &Family, prompt: &[u32]) -> (Vec<usize>, Option<usize>) {
     let body = match f.format {
-        Format::Prefix => &prompt[1..prompt.len() - 1],
-        Format::Suffix => &prompt[..prompt.len() - 2],
+        MarkerPlacement::Prefix => &prompt[1..prompt.len() - 1],
+        MarkerPlacement::Suffix => &prompt[..prompt.len() - 2],
     };
     let value = |t: &u32| f.alphabet.iter().position(|a| a == t).expect("a symbol of the alphabet");
     match body.iter().position(|&t| t == QUERY) {
@@ -190,7 +190,7 @@ fn tokens_stay_within_the_vocabulary_and_markers_lead_the_prefix_format() {
         for i in 0..100 {
             let s = f.sample(0, Split::Train, i);
             assert!(s.tokens.iter().all(|&t| (t as usize) < f.vocab_size()), "{}", f.name);
-            let marker_at = if f.format == Format::Prefix { 0 } else { s.prompt_len - 2 };
+            let marker_at = if f.format == MarkerPlacement::Prefix { 0 } else { s.prompt_len - 2 };
             assert_eq!(s.tokens[marker_at], f.marker, "{}", f.name);
         }
     }

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use vestige::engine::activations::Activations;
 use vestige::engine::batch::Batch;
-use vestige::engine::generate::{Decoder, GenerateError, GenerateRequest, Sampling, Slot};
+use vestige::engine::generate::{Decoder, GenerateError, GenerateRequest, InputSlot, Sampling};
 use vestige::engine::model::{standard_normal, Model, Steer};
 
 const TOL: f64 = 1e-4;
@@ -20,9 +20,9 @@ fn load(case: &str) -> Model {
 }
 
 /// `n` deterministic pseudo-random tokens.
-fn tokens(model: &Model, n: usize, salt: u32) -> Vec<Slot> {
+fn tokens(model: &Model, n: usize, salt: u32) -> Vec<InputSlot> {
     let v = model.cfg.vocab_size as u32;
-    (0..n as u32).map(|i| Slot::Token((i * 37 + salt * 11 + 5) % v)).collect()
+    (0..n as u32).map(|i| InputSlot::Token((i * 37 + salt * 11 + 5) % v)).collect()
 }
 
 /// `rows × d` normal(0, scale) values, deterministic in `seed`.
@@ -38,12 +38,12 @@ fn soft_prompt(model: &Model) -> Vec<f32> {
     random_rows(model, N_PROMPT, rms, 7)
 }
 
-fn prompt_slots() -> Vec<Slot> {
-    (0..N_PROMPT as u32).map(Slot::Prompt).collect()
+fn prompt_slots() -> Vec<InputSlot> {
+    (0..N_PROMPT as u32).map(InputSlot::Prompt).collect()
 }
 
 /// `[S, V]` logits of `Model::forward` on one sequence.
-fn full_logits(model: &Model, slots: &[Slot], prompts: &[f32], steers: &[Steer]) -> Vec<f32> {
+fn full_logits(model: &Model, slots: &[InputSlot], prompts: &[f32], steers: &[Steer]) -> Vec<f32> {
     let s = slots.len();
     let batch = Batch { batch: 1, seq: s, slots: slots.to_vec(), targets: vec![-1; s], weights: vec![0.0; s] };
     let mut acts = Activations::default();
@@ -61,7 +61,7 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 fn request<'a>(
-    inputs: &'a [Vec<Slot>],
+    inputs: &'a [Vec<InputSlot>],
     prompts: &'a [f32],
     steers: &'a [Steer],
     n: usize,
@@ -71,14 +71,14 @@ fn request<'a>(
 }
 
 /// Greedy decoding by repeated full forwards: the argmax at the last slot, appended.
-fn full_forward_greedy(model: &Model, input: &[Slot], prompts: &[f32], steers: &[Steer], n: usize) -> Vec<u32> {
+fn full_forward_greedy(model: &Model, input: &[InputSlot], prompts: &[f32], steers: &[Steer], n: usize) -> Vec<u32> {
     let (mut seq, mut out) = (input.to_vec(), Vec::new());
     let v = model.cfg.vocab_size;
     for _ in 0..n {
         let logits = full_logits(model, &seq, prompts, steers);
         let t = argmax(&logits[(seq.len() - 1) * v..]);
         out.push(t);
-        seq.push(Slot::Token(t));
+        seq.push(InputSlot::Token(t));
     }
     out
 }
@@ -88,8 +88,8 @@ fn full_forward_greedy(model: &Model, input: &[Slot], prompts: &[f32], steers: &
 /// position; sequences with an empty chunk must keep their previous logits.
 fn assert_steps_match_full(
     model: &Model,
-    inputs: &[Vec<Slot>],
-    steps: &[Vec<Vec<Slot>>],
+    inputs: &[Vec<InputSlot>],
+    steps: &[Vec<Vec<InputSlot>>],
     prompts: &[f32],
     steers: &[Steer],
 ) {
@@ -97,10 +97,10 @@ fn assert_steps_match_full(
     let total = |b: usize| inputs[b].len() + steps.iter().map(|s| s[b].len()).sum::<usize>();
     let capacity = (0..b_n).map(total).max().unwrap();
     let mut dec = Decoder::new(model, b_n, capacity).unwrap();
-    let mut seqs: Vec<Vec<Slot>> = vec![Vec::new(); b_n];
+    let mut seqs: Vec<Vec<InputSlot>> = vec![Vec::new(); b_n];
     let mut before = vec![0.0; b_n * v];
     for (k, chunks) in std::iter::once(inputs).chain(steps.iter().map(Vec::as_slice)).enumerate() {
-        let refs: Vec<&[Slot]> = chunks.iter().map(Vec::as_slice).collect();
+        let refs: Vec<&[InputSlot]> = chunks.iter().map(Vec::as_slice).collect();
         let logits = dec.step(&refs, prompts, steers).unwrap().to_vec();
         for b in 0..b_n {
             let got = &logits[b * v..(b + 1) * v];
@@ -123,7 +123,7 @@ fn assert_steps_match_full(
 }
 
 /// One token per step for every sequence.
-fn single_token_steps(model: &Model, b_n: usize, n: usize) -> Vec<Vec<Vec<Slot>>> {
+fn single_token_steps(model: &Model, b_n: usize, n: usize) -> Vec<Vec<Vec<InputSlot>>> {
     (0..n).map(|k| (0..b_n).map(|b| tokens(model, 1, (k * 3 + b) as u32 + 50)).collect()).collect()
 }
 
@@ -152,7 +152,7 @@ fn check_greedy_equals_repeated_full_forward(case: &str) {
 
 /// Greedy generation from `input` equals full-forward decoding, its first token is the
 /// argmax at the last input slot, and its step logits match the full forward.
-fn check_soft_prompt_input(m: &Model, input: Vec<Slot>, prompts: &[f32], what: &str) {
+fn check_soft_prompt_input(m: &Model, input: Vec<InputSlot>, prompts: &[f32], what: &str) {
     let v = m.cfg.vocab_size;
     let inputs = vec![input.clone()];
     let got = m.generate(&request(&inputs, prompts, &[], 5, Sampling::Greedy)).unwrap();
@@ -164,12 +164,12 @@ fn check_soft_prompt_input(m: &Model, input: Vec<Slot>, prompts: &[f32], what: &
         "{what}: first token is the argmax at the last input slot"
     );
     assert_eq!(got[0], full_forward_greedy(m, &input, prompts, &[], 5), "{what}: greedy continuation");
-    let steps: Vec<Vec<Vec<Slot>>> = got[0][..4].iter().map(|&t| vec![vec![Slot::Token(t)]]).collect();
+    let steps: Vec<Vec<Vec<InputSlot>>> = got[0][..4].iter().map(|&t| vec![vec![InputSlot::Token(t)]]).collect();
     assert_steps_match_full(m, &inputs, &steps, prompts, &[]);
     // The prefill logits are those of the last slot, not of the last soft-prompt slot.
     let mut dec = Decoder::new(m, 1, input.len()).unwrap();
     let first = dec.step(&[&input], prompts, &[]).unwrap().to_vec();
-    let soft_last = input.iter().rposition(|s| matches!(s, Slot::Prompt(_))).unwrap();
+    let soft_last = input.iter().rposition(|s| matches!(s, InputSlot::Prompt(_))).unwrap();
     if soft_last != last {
         assert!(
             rel_err(&first, &row(&full, soft_last, v), 1e-12) > 1e-2,
@@ -182,13 +182,13 @@ fn check_soft_prompts(case: &str) {
     let m = load(case);
     let sp = soft_prompt(&m);
     let ids = tokens(&m, 6, 3);
-    let prepended: Vec<Slot> = prompt_slots().into_iter().chain(ids.clone()).collect();
+    let prepended: Vec<InputSlot> = prompt_slots().into_iter().chain(ids.clone()).collect();
     check_soft_prompt_input(&m, prepended, &sp, "prepended");
-    let appended: Vec<Slot> = ids.iter().copied().chain(prompt_slots()).collect();
+    let appended: Vec<InputSlot> = ids.iter().copied().chain(prompt_slots()).collect();
     check_soft_prompt_input(&m, appended, &sp, "appended");
-    let raw: Vec<u32> = ids.iter().map(|s| if let Slot::Token(t) = s { *t } else { unreachable!() }).collect();
+    let raw: Vec<u32> = ids.iter().map(|s| if let InputSlot::Token(t) = s { *t } else { unreachable!() }).collect();
     let mid = Batch::with_prompt(&raw, 1, raw.len(), N_PROMPT, &[2]).slots;
-    assert!(matches!(mid[2], Slot::Prompt(0)) && matches!(mid[mid.len() - 1], Slot::Token(_)));
+    assert!(matches!(mid[2], InputSlot::Prompt(0)) && matches!(mid[mid.len() - 1], InputSlot::Token(_)));
     check_soft_prompt_input(&m, mid, &sp, "mid-sequence");
 }
 
@@ -201,10 +201,10 @@ fn check_steering(case: &str) {
     let inputs = vec![tokens(&m, 5, 6)];
     let got = m.generate(&request(&inputs, &[], &steers, 7, Sampling::Greedy)).unwrap();
     assert_eq!(got[0], full_forward_greedy(&m, &inputs[0], &[], &steers, 7), "{case}: steered greedy");
-    let steps: Vec<Vec<Vec<Slot>>> = got[0][..6].iter().map(|&t| vec![vec![Slot::Token(t)]]).collect();
+    let steps: Vec<Vec<Vec<InputSlot>>> = got[0][..6].iter().map(|&t| vec![vec![InputSlot::Token(t)]]).collect();
     assert_steps_match_full(&m, &inputs, &steps, &[], &steers);
     // The steers do change the logits of generated positions.
-    let seq: Vec<Slot> = inputs[0].iter().copied().chain(got[0].iter().map(|&t| Slot::Token(t))).collect();
+    let seq: Vec<InputSlot> = inputs[0].iter().copied().chain(got[0].iter().map(|&t| InputSlot::Token(t))).collect();
     let (plain, steered) = (full_logits(&m, &seq, &[], &[]), full_logits(&m, &seq, &[], &steers));
     let v = m.cfg.vocab_size;
     assert!(rel_err(&plain[8 * v..9 * v], &row(&steered, 8, v), 1e-12) > 1e-2, "{case}: steering is active");
@@ -264,7 +264,7 @@ per_architecture!(gpt_neox_parallel, gpt_neox_sequential, gpt2, llama_gqa, llama
 
 const HOT: Sampling = Sampling::TopP { temperature: 5.0, top_p: 0.98 };
 
-fn sample(m: &Model, inputs: &[Vec<Slot>], sampling: Sampling, seed: u64) -> Vec<Vec<u32>> {
+fn sample(m: &Model, inputs: &[Vec<InputSlot>], sampling: Sampling, seed: u64) -> Vec<Vec<u32>> {
     m.generate(&GenerateRequest { seed, ..request(inputs, &[], &[], 20, sampling) }).unwrap()
 }
 
@@ -336,11 +336,11 @@ fn exceeding_max_positions_is_an_error() {
 fn invalid_requests_are_errors() {
     let m = load("llama_gqa");
     let ok = vec![tokens(&m, 3, 1)];
-    let gen = |inputs: &[Vec<Slot>], prompts: &[f32], steers: &[Steer], sampling| {
+    let gen = |inputs: &[Vec<InputSlot>], prompts: &[f32], steers: &[Steer], sampling| {
         m.generate(&request(inputs, prompts, steers, 2, sampling)).unwrap_err()
     };
     assert_eq!(gen(&[vec![]], &[], &[], Sampling::Greedy), GenerateError::EmptyInput { seq: 0 });
-    let bad_token = vec![vec![Slot::Token(m.cfg.vocab_size as u32)]];
+    let bad_token = vec![vec![InputSlot::Token(m.cfg.vocab_size as u32)]];
     assert!(matches!(gen(&bad_token, &[], &[], Sampling::Greedy), GenerateError::TokenOutOfRange { .. }));
     let one_row = &soft_prompt(&m)[..m.cfg.d_model];
     let err = gen(&[prompt_slots()], one_row, &[], Sampling::Greedy);
@@ -384,7 +384,7 @@ fn residual_tap_during_generation_matches_full_forward() {
         let mut dec = Decoder::new(&model, 1, 8).unwrap();
         dec.set_tap(Some(layer));
         for (t, &id) in ids.iter().enumerate() {
-            dec.step(&[&[vestige::engine::generate::Slot::Token(id)]], &[], &steers).unwrap();
+            dec.step(&[&[vestige::engine::generate::InputSlot::Token(id)]], &[], &steers).unwrap();
             let want = &acts.residual(layer)[t * d..(t + 1) * d];
             let err = dec.tapped().iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(err < 1e-4, "layer {layer} position {t}: tap differs by {err}");

@@ -14,7 +14,7 @@
 
 use super::error::{self, AnalysisError};
 use super::laws::{Curve, Decay, Law};
-use super::lm;
+use super::levenberg_marquardt;
 use serde::Serialize;
 
 /// One law fitted to one curve.
@@ -94,7 +94,7 @@ fn fit_checked(law: Law, t: &[f64], y: &[f64], w: &[f64]) -> Result<Fit, Analysi
     let best = shape_starts(law, t)
         .into_iter()
         .filter_map(|q| linear_start(Decay::from_log_params(law, &q), t, y, w).map(|ca| [&ca[..], &q].concat()))
-        .filter_map(|theta0| lm::minimize(&model, theta0, t.len()))
+        .filter_map(|theta0| levenberg_marquardt::minimize(&model, theta0, t.len()))
         .min_by(|a, b| a.1.total_cmp(&b.1));
     let (theta, sse) = best.ok_or(AnalysisError::FitFailed { law: law.name() })?;
     Ok(summarize(curve_from(law, &theta), sse, y, w))

@@ -3,7 +3,7 @@
 //! - [`laws`]: the three decay laws (exponential, power law, shifted power law) as [`Curve`]s
 //!   that evaluate and invert themselves.
 //! - [`fit`]: weighted least-squares fits of those laws ([`fit_law`], [`fit_all`] ranked by
-//!   AIC, [`best`]), solved by the Levenberg–Marquardt loop in `lm.rs`.
+//!   AIC, [`best`]), solved by the Levenberg–Marquardt loop in `levenberg_marquardt.rs`.
 //! - [`half_life`]: steps until a metric has moved halfway from its start to a floor, observed
 //!   (interpolated, with right-censoring) or from a fitted law.
 //! - [`bootstrap`]: deterministic percentile bootstrap CIs over seeds.
@@ -19,7 +19,7 @@ mod error;
 pub mod fit;
 pub mod half_life;
 pub mod laws;
-mod lm;
+mod levenberg_marquardt;
 pub mod scaling;
 mod special;
 

@@ -65,7 +65,7 @@ pub enum CorpusError {
 
 /// How documents are laid out in the corpus file.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Format {
+pub enum CorpusFormat {
     /// Plain text, documents separated by blank lines.
     Text,
     /// JSON lines; the document is the string field of this name.
@@ -86,7 +86,7 @@ pub enum TokenizerSource {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CorpusOptions {
     pub path: PathBuf,
-    pub format: Format,
+    pub format: CorpusFormat,
     pub tokenizer: TokenizerSource,
     /// The token cache file.
     pub cache: PathBuf,
@@ -169,11 +169,11 @@ fn source_key(corpus: &[u8], opts: &CorpusOptions) -> [u8; 32] {
 }
 
 /// The documents of the corpus file, in order.
-fn documents(path: &Path, bytes: &[u8], format: &Format) -> Result<Vec<String>, CorpusError> {
+fn documents(path: &Path, bytes: &[u8], format: &CorpusFormat) -> Result<Vec<String>, CorpusError> {
     let text = String::from_utf8_lossy(bytes);
     let docs: Vec<String> = match format {
-        Format::Text => paragraphs(&text),
-        Format::Jsonl(field) => text
+        CorpusFormat::Text => paragraphs(&text),
+        CorpusFormat::Jsonl(field) => text
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -336,7 +336,7 @@ impl CorpusSpec {
         let path = self.path.clone().unwrap_or_default();
         let cache = self.cache_dir.clone().unwrap_or_else(|| format!("{}.cache", path.display()).into());
         let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-        let format = if jsonl { Format::Jsonl(self.field.clone()) } else { Format::Text };
+        let format = if jsonl { CorpusFormat::Jsonl(self.field.clone()) } else { CorpusFormat::Text };
         let tokenizer = match &self.tokenizer {
             Some(file) => TokenizerSource::File(file.clone()),
             None => TokenizerSource::Train { vocab: self.bpe_vocab, save_to: cache.join("tokenizer.json") },

@@ -48,7 +48,7 @@ const TEXTS: [&str; 8] = ["<pad>", "|", "=", "?", "even", "odd", "<a>", "<b>"];
 
 /// Where the marker goes and which separator precedes the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub enum MarkerPlacement {
     /// `M x… [? q] | y…`
     Prefix,
     /// `x… [? q] M = y…`
@@ -67,7 +67,7 @@ pub struct Family {
     pub alphabet: Vec<u32>,
     /// Input symbols per sample.
     pub length: usize,
-    pub format: Format,
+    pub format: MarkerPlacement,
     /// The marker token (one of [`MARKERS`]).
     pub marker: u32,
     /// The vocabulary size (at least the largest token + 1).
@@ -139,7 +139,7 @@ impl Family {
             params,
             alphabet,
             length,
-            format: Format::Prefix,
+            format: MarkerPlacement::Prefix,
             marker: MARKERS[0],
             vocab,
         };
@@ -233,8 +233,8 @@ impl Family {
             body.extend([QUERY, self.alphabet[q]]);
         }
         match self.format {
-            Format::Prefix => [vec![self.marker], body, vec![SEP]].concat(),
-            Format::Suffix => [body, vec![self.marker, EQ]].concat(),
+            MarkerPlacement::Prefix => [vec![self.marker], body, vec![SEP]].concat(),
+            MarkerPlacement::Suffix => [body, vec![self.marker, EQ]].concat(),
         }
     }
 
@@ -297,7 +297,7 @@ impl Task for Family {
         let tokens = |y: &Vec<usize>| y.iter().map(|&v| self.alphabet[v]).collect::<Vec<_>>();
         serde_json::json!({
             "primitives": self.stages.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            "format": if self.format == Format::Prefix { "prefix" } else { "suffix" },
+            "format": if self.format == MarkerPlacement::Prefix { "prefix" } else { "suffix" },
             "shift": self.params.shift,
             "query": query.map(|q| self.alphabet[q]),
             "stages": self.trace(&x).iter().map(tokens).collect::<Vec<_>>(),

@@ -24,7 +24,7 @@
 //!
 //! [`PairSpec`] holds the keys of a `kind = "pair"` spec, which builds one member.
 
-use super::family::{alphabet_range, Family, Format, MARKERS};
+use super::family::{alphabet_range, Family, MarkerPlacement, MARKERS};
 use super::mix;
 use super::primitives::{Primitive, ALL};
 use super::spec::{check_length, default_length, SpecError};
@@ -100,7 +100,7 @@ impl Pair {
         let mut b = Family::new("b", stages_b, tokens_b, length, task_seed)?;
         a.vocab = alphabet.end as usize + n;
         b.vocab = a.vocab;
-        b.format = if knobs.format { Format::Prefix } else { Format::Suffix };
+        b.format = if knobs.format { MarkerPlacement::Prefix } else { MarkerPlacement::Suffix };
         b.marker = if knobs.marker { MARKERS[0] } else { MARKERS[1] };
         Ok(Pair { a, b })
     }

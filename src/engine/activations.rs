@@ -4,7 +4,7 @@
 
 use super::config::ModelConfig;
 use super::kernels::dropout::Dropout;
-use super::kernels::embed::Slot;
+use super::kernels::embed::InputSlot;
 use super::kernels::norm::partials_len;
 use super::lora::Proj;
 use super::model::Model;
@@ -78,17 +78,17 @@ pub struct GradScratch {
 #[derive(Default)]
 pub struct PromptRows {
     pub rows: Vec<usize>,
-    pub slots: Vec<Slot>,
+    pub slots: Vec<InputSlot>,
     pub positions: Vec<usize>,
 }
 
 impl PromptRows {
     /// Selects the prompt slots of `slots: [B·seq]` (reusing the buffers).
-    pub fn select(&mut self, slots: &[Slot], seq: usize) {
+    pub fn select(&mut self, slots: &[InputSlot], seq: usize) {
         self.rows.clear();
         self.slots.clear();
         self.positions.clear();
-        for (r, slot) in slots.iter().enumerate().filter(|(_, s)| matches!(s, Slot::Prompt(_))) {
+        for (r, slot) in slots.iter().enumerate().filter(|(_, s)| matches!(s, InputSlot::Prompt(_))) {
             self.rows.push(r);
             self.slots.push(*slot);
             self.positions.push(r % seq);

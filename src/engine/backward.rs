@@ -12,7 +12,7 @@ use super::kernels::embed::embed_backward;
 use super::kernels::linear::{linear_backward_input, linear_backward_params};
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_backward;
-use super::layout::{LinearSlots, NormSlots, Slot};
+use super::layout::{LinearSpans, NormSpans, TensorSpan};
 use super::lora::Proj;
 use super::model::{Model, Steer};
 
@@ -62,7 +62,7 @@ impl GradSinks<'_> {
 }
 
 /// Splits a flat gradient buffer into the part one slot owns.
-fn slot_mut<'a>(g: &'a mut Option<&mut [f32]>, slot: &Slot) -> Option<&'a mut [f32]> {
+fn slot_mut<'a>(g: &'a mut Option<&mut [f32]>, slot: &TensorSpan) -> Option<&'a mut [f32]> {
     g.as_deref_mut().map(|g| &mut g[slot.range()])
 }
 
@@ -250,7 +250,7 @@ impl Model {
     #[allow(clippy::too_many_arguments)]
     fn norm_back(
         &self,
-        p: &NormSlots,
+        p: &NormSpans,
         weights: &mut Option<&mut [f32]>,
         g: &mut GradScratch,
         which: Dln,
@@ -301,17 +301,17 @@ enum Dln {
 }
 
 /// The gradient slices of a linear layer's weight and bias.
-fn split_weight_bias<'a>(g: &'a mut [f32], p: &LinearSlots) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+fn split_weight_bias<'a>(g: &'a mut [f32], p: &LinearSpans) -> (&'a mut [f32], Option<&'a mut [f32]>) {
     split_pair(g, &p.weight, p.bias.as_ref())
 }
 
 /// The gradient slices of a norm layer's weight and bias.
-fn split_norm<'a>(g: &'a mut [f32], p: &NormSlots) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+fn split_norm<'a>(g: &'a mut [f32], p: &NormSpans) -> (&'a mut [f32], Option<&'a mut [f32]>) {
     split_pair(g, &p.weight, p.bias.as_ref())
 }
 
 /// Two disjoint slots of one buffer, the second optional and laid out after the first.
-fn split_pair<'a>(g: &'a mut [f32], a: &Slot, b: Option<&Slot>) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+fn split_pair<'a>(g: &'a mut [f32], a: &TensorSpan, b: Option<&TensorSpan>) -> (&'a mut [f32], Option<&'a mut [f32]>) {
     match b {
         None => (&mut g[a.range()], None),
         Some(b) => {

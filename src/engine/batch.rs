@@ -1,7 +1,7 @@
 //! What one forward pass consumes: per slot, what occupies it (token or prompt vector),
 //! what it should predict and with what loss weight.
 
-use super::kernels::embed::Slot;
+use super::kernels::embed::InputSlot;
 
 /// A rectangular batch of `batch` sequences of `seq` slots each.
 #[derive(Clone, Debug, Default)]
@@ -9,7 +9,7 @@ pub struct Batch {
     pub batch: usize,
     pub seq: usize,
     /// `[batch · seq]`: the content of each slot.
-    pub slots: Vec<Slot>,
+    pub slots: Vec<InputSlot>,
     /// `[batch · seq]`: the token each slot predicts, or −1.
     pub targets: Vec<i32>,
     /// `[batch · seq]`: the loss weight of each slot's prediction.
@@ -32,12 +32,12 @@ impl Batch {
         let mut out = Batch { batch, seq: total, ..Default::default() };
         for (b, row) in ids.chunks_exact(seq).enumerate() {
             let at = insert_at[b].min(seq);
-            let mut slots: Vec<Slot> = row[..at].iter().map(|&t| Slot::Token(t)).collect();
-            slots.extend((0..n_prompt as u32).map(Slot::Prompt));
-            slots.extend(row[at..].iter().map(|&t| Slot::Token(t)));
+            let mut slots: Vec<InputSlot> = row[..at].iter().map(|&t| InputSlot::Token(t)).collect();
+            slots.extend((0..n_prompt as u32).map(InputSlot::Prompt));
+            slots.extend(row[at..].iter().map(|&t| InputSlot::Token(t)));
             for i in 0..total {
                 let next = match (slots[i], slots.get(i + 1)) {
-                    (Slot::Token(_), Some(Slot::Token(t))) => *t as i32,
+                    (InputSlot::Token(_), Some(InputSlot::Token(t))) => *t as i32,
                     _ => -1,
                 };
                 out.targets.push(next);
@@ -52,7 +52,7 @@ impl Batch {
     /// `b·n + j` (for conditional prompts, which differ per sequence).
     pub fn per_sequence_prompts(mut self, n_prompt: usize) -> Self {
         for (r, slot) in self.slots.iter_mut().enumerate() {
-            if let Slot::Prompt(j) = slot {
+            if let InputSlot::Prompt(j) = slot {
                 *j += ((r / self.seq) * n_prompt) as u32;
             }
         }

@@ -65,7 +65,7 @@ pub struct ModelConfig {
 /// A `config.json` that the engine cannot use, with the file and key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
-pub struct ConfigError {
+pub struct ModelConfigError {
     pub file: String,
     pub message: String,
 }
@@ -77,15 +77,15 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn err(&self, message: String) -> ConfigError {
-        ConfigError { file: self.file.to_string(), message }
+    fn err(&self, message: String) -> ModelConfigError {
+        ModelConfigError { file: self.file.to_string(), message }
     }
 
     fn present(&self, key: &str) -> Option<&Value> {
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize, ConfigError> {
+    fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize, ModelConfigError> {
         match self.present(key) {
             Some(v) => v
                 .as_u64()
@@ -95,21 +95,21 @@ impl Fields<'_> {
         }
     }
 
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelConfigError> {
         match self.present(key) {
             Some(v) => v.as_f64().ok_or_else(|| self.err(format!("key `{key}` must be a number, found {v}"))),
             None => Ok(default),
         }
     }
 
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelConfigError> {
         match self.present(key) {
             Some(v) => v.as_bool().ok_or_else(|| self.err(format!("key `{key}` must be true or false, found {v}"))),
             None => Ok(default),
         }
     }
 
-    fn str_or<'v>(&'v self, key: &str, default: &'v str) -> Result<&'v str, ConfigError> {
+    fn str_or<'v>(&'v self, key: &str, default: &'v str) -> Result<&'v str, ModelConfigError> {
         match self.present(key) {
             Some(v) => v.as_str().ok_or_else(|| self.err(format!("key `{key}` must be a string, found {v}"))),
             None => Ok(default),
@@ -117,7 +117,7 @@ impl Fields<'_> {
     }
 
     /// A rope field that newer `transformers` nests under `rope_parameters`.
-    fn rope_f64(&self, key: &str, default: f64) -> Result<f64, ConfigError> {
+    fn rope_f64(&self, key: &str, default: f64) -> Result<f64, ModelConfigError> {
         if let Some(Value::Object(rope)) = self.present("rope_parameters") {
             let nested = Fields { map: rope, file: self.file };
             if nested.present(key).is_some() {
@@ -128,7 +128,7 @@ impl Fields<'_> {
     }
 
     /// Rejects rope scaling variants the engine does not implement.
-    fn require_default_rope(&self) -> Result<(), ConfigError> {
+    fn require_default_rope(&self) -> Result<(), ModelConfigError> {
         for key in ["rope_scaling", "rope_parameters"] {
             if let Some(Value::Object(rope)) = self.present(key) {
                 let kind = rope.get("rope_type").or_else(|| rope.get("type")).and_then(Value::as_str);
@@ -145,11 +145,11 @@ impl Fields<'_> {
 
 impl ModelConfig {
     /// Reads and validates a Hugging Face `config.json`.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+    pub fn from_file(path: &Path) -> Result<Self, ModelConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError { file: file.clone(), message: format!("cannot read: {e}") })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| ConfigError {
+            .map_err(|e| ModelConfigError { file: file.clone(), message: format!("cannot read: {e}") })?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ModelConfigError {
             file: file.clone(),
             message: format!("invalid JSON at line {}: {e}", e.line()),
         })?;
@@ -157,10 +157,11 @@ impl ModelConfig {
     }
 
     /// Validates a parsed `config.json`; `file` names it in errors.
-    pub fn from_json(hf: Value, file: &str) -> Result<Self, ConfigError> {
-        let map = hf
-            .as_object()
-            .ok_or_else(|| ConfigError { file: file.to_string(), message: "top level must be a JSON object".into() })?;
+    pub fn from_json(hf: Value, file: &str) -> Result<Self, ModelConfigError> {
+        let map = hf.as_object().ok_or_else(|| ModelConfigError {
+            file: file.to_string(),
+            message: "top level must be a JSON object".into(),
+        })?;
         let f = Fields { map, file };
         let model_type = f.str_or("model_type", "")?;
         let cfg = match model_type {
@@ -177,7 +178,7 @@ impl ModelConfig {
         Ok(ModelConfig { hf, ..cfg })
     }
 
-    fn gpt_neox(f: &Fields) -> Result<Self, ConfigError> {
+    fn gpt_neox(f: &Fields) -> Result<Self, ModelConfigError> {
         let d_model = f.usize_or("hidden_size", None)?;
         let n_heads = f.usize_or("num_attention_heads", None)?;
         let head_dim = d_model / n_heads.max(1);
@@ -206,7 +207,7 @@ impl ModelConfig {
         })
     }
 
-    fn gpt2(f: &Fields) -> Result<Self, ConfigError> {
+    fn gpt2(f: &Fields) -> Result<Self, ModelConfigError> {
         let d_model = f.usize_or("n_embd", None)?;
         let n_heads = f.usize_or("n_head", None)?;
         for key in ["scale_attn_by_inverse_layer_idx"] {
@@ -241,7 +242,7 @@ impl ModelConfig {
         })
     }
 
-    fn llama(f: &Fields) -> Result<Self, ConfigError> {
+    fn llama(f: &Fields) -> Result<Self, ModelConfigError> {
         f.require_default_rope()?;
         let d_model = f.usize_or("hidden_size", None)?;
         let n_heads = f.usize_or("num_attention_heads", None)?;
@@ -275,8 +276,8 @@ impl ModelConfig {
     }
 
     /// Range checks that every architecture shares; `file` names the configuration in errors.
-    pub fn check(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |message: String| ConfigError { file: file.to_string(), message };
+    pub fn check(&self, file: &str) -> Result<(), ModelConfigError> {
+        let err = |message: String| ModelConfigError { file: file.to_string(), message };
         let positive = [
             ("vocab size", self.vocab_size),
             ("hidden size", self.d_model),
@@ -327,7 +328,7 @@ impl ModelConfig {
 }
 
 /// Maps an HF activation name to a GELU kind.
-fn gelu_kind(f: &Fields, key: &str, default: &str) -> Result<Activation, ConfigError> {
+fn gelu_kind(f: &Fields, key: &str, default: &str) -> Result<Activation, ModelConfigError> {
     match f.str_or(key, default)? {
         "gelu" => Ok(Activation::GeluExact),
         "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),

@@ -12,7 +12,7 @@ use super::kernels::linear::linear_forward;
 use super::kernels::loss::cross_entropy;
 use super::kernels::norm::norm_forward;
 use super::kernels::rope::rope_row;
-use super::layout::NormSlots;
+use super::layout::NormSpans;
 use super::lora::Proj;
 use super::model::{Model, Steer};
 use rayon::prelude::*;
@@ -101,7 +101,7 @@ impl Model {
     }
 
     /// Applies one normalisation layer.
-    pub(crate) fn norm(&self, slots: &NormSlots, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32]) {
+    pub(crate) fn norm(&self, slots: &NormSpans, y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32]) {
         let b = slots.bias.as_ref().map(|b| self.w(b));
         norm_forward(y, mean, rstd, x, self.w(&slots.weight), b, self.norm_kind());
     }

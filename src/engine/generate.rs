@@ -14,13 +14,13 @@
 //! - the slot at index `p` of a sequence has absolute position `p`, which selects its
 //!   rotary angle or learned position (`wpe`) and decides which [`Steer`]s reach it; a
 //!   query at position `p` attends to positions `0..=p` of its own sequence;
-//! - `Slot::Prompt(i)` reads row `i` of the caller's `prompts: [P, d]` buffer.
+//! - `InputSlot::Prompt(i)` reads row `i` of the caller's `prompts: [P, d]` buffer.
 //!
 //! Sequences are ragged: each keeps its own length and nothing is padded. A step packs
 //! only the non-empty chunks into its rows, so a sequence with an empty chunk (one that
 //! stopped, say) costs nothing and its cache and logits are left as they were.
 
-pub use super::kernels::embed::Slot;
+pub use super::kernels::embed::InputSlot;
 
 use super::activations::BlockActs;
 use super::config::ModelConfig;
@@ -54,8 +54,8 @@ pub struct GenerateRequest<'a> {
     /// Per sequence, its non-empty input slots (tokens and soft-prompt slots in any order,
     /// e.g. the slots of one row of [`Batch::with_prompt`](super::batch::Batch::with_prompt)).
     /// Lengths may differ.
-    pub inputs: &'a [Vec<Slot>],
-    /// `[P, d]` soft-prompt vectors read by `Slot::Prompt` (may be empty if none is used).
+    pub inputs: &'a [Vec<InputSlot>],
+    /// `[P, d]` soft-prompt vectors read by `InputSlot::Prompt` (may be empty if none is used).
     pub prompt_vectors: &'a [f32],
     /// Residual-stream steering, applied by absolute position to input and generated slots.
     pub steers: &'a [Steer],
@@ -332,7 +332,12 @@ impl<'m> Decoder<'m> {
     /// or a soft-prompt vector; other rows keep their previous values. Slots at positions
     /// `p0..` (`p0` = the cached length) are embedded, steered and attended exactly as
     /// `Model::forward` treats the same positions of the concatenated sequence.
-    pub fn step(&mut self, chunks: &[&[Slot]], prompts: &[f32], steers: &[Steer]) -> Result<&[f32], GenerateError> {
+    pub fn step(
+        &mut self,
+        chunks: &[&[InputSlot]],
+        prompts: &[f32],
+        steers: &[Steer],
+    ) -> Result<&[f32], GenerateError> {
         self.validate(chunks, prompts, steers)?;
         let n = self.plan(chunks);
         if n == 0 {
@@ -355,7 +360,7 @@ impl<'m> Decoder<'m> {
     }
 
     /// Checks a step's chunks, prompt buffer and steers before anything is written.
-    fn validate(&self, chunks: &[&[Slot]], prompts: &[f32], steers: &[Steer]) -> Result<(), GenerateError> {
+    fn validate(&self, chunks: &[&[InputSlot]], prompts: &[f32], steers: &[Steer]) -> Result<(), GenerateError> {
         let c = &self.model.cfg;
         let batch = self.cache.batch;
         if chunks.len() != batch {
@@ -374,7 +379,7 @@ impl<'m> Decoder<'m> {
     }
 
     /// Packs the non-empty chunks into rows (spans and positions); returns the row count.
-    fn plan(&mut self, chunks: &[&[Slot]]) -> usize {
+    fn plan(&mut self, chunks: &[&[InputSlot]]) -> usize {
         let b = &mut self.bufs;
         b.spans.clear();
         b.row_pos.clear();
@@ -403,9 +408,9 @@ impl<'m> Decoder<'m> {
         }
         self.reset();
         let mut rngs: Vec<ChaCha8Rng> = (0..batch).map(|b| sequence_rng(req.seed, b)).collect();
-        let chunks: Vec<&[Slot]> = req.inputs.iter().map(Vec::as_slice).collect();
+        let chunks: Vec<&[InputSlot]> = req.inputs.iter().map(Vec::as_slice).collect();
         self.step(&chunks, req.prompt_vectors, req.steers)?;
-        let mut next = vec![Slot::Token(0); batch];
+        let mut next = vec![InputSlot::Token(0); batch];
         let mut active = vec![true; batch];
         loop {
             for b in 0..batch {
@@ -414,13 +419,13 @@ impl<'m> Decoder<'m> {
                 }
                 let token = self.sample(b, req.sampling, &mut rngs[b]);
                 out[b].push(token);
-                next[b] = Slot::Token(token);
+                next[b] = InputSlot::Token(token);
                 active[b] = Some(token) != req.eos && out[b].len() < req.max_new_tokens;
             }
             if !active.contains(&true) {
                 return Ok(out);
             }
-            let chunks: Vec<&[Slot]> =
+            let chunks: Vec<&[InputSlot]> =
                 (0..batch).map(|b| if active[b] { std::slice::from_ref(&next[b]) } else { &[][..] }).collect();
             self.step(&chunks, req.prompt_vectors, req.steers)?;
         }
@@ -517,13 +522,13 @@ fn check_steers(steers: &[Steer], c: &ModelConfig) -> Result<(), GenerateError> 
 }
 
 /// Every token must be in the vocabulary and every prompt row in the buffer.
-fn check_slots(seq: usize, slots: &[Slot], rows: usize, vocab: usize) -> Result<(), GenerateError> {
+fn check_slots(seq: usize, slots: &[InputSlot], rows: usize, vocab: usize) -> Result<(), GenerateError> {
     for slot in slots {
         match *slot {
-            Slot::Token(token) if token as usize >= vocab => {
+            InputSlot::Token(token) if token as usize >= vocab => {
                 return Err(GenerateError::TokenOutOfRange { seq, token, vocab })
             }
-            Slot::Prompt(row) if row as usize >= rows => {
+            InputSlot::Prompt(row) if row as usize >= rows => {
                 return Err(GenerateError::PromptRowOutOfRange { seq, row, rows })
             }
             _ => {}
@@ -533,7 +538,7 @@ fn check_slots(seq: usize, slots: &[Slot], rows: usize, vocab: usize) -> Result<
 }
 
 /// `x[span] = embed(chunk)`, with learned positions starting at the span's `p0`.
-fn embed(model: &Model, b: &mut StepBuffers, chunks: &[&[Slot]], prompts: &[f32]) {
+fn embed(model: &Model, b: &mut StepBuffers, chunks: &[&[InputSlot]], prompts: &[f32]) {
     let d = model.cfg.d_model;
     let wte = model.w(&model.layout.wte);
     let wpe = model.layout.wpe.as_ref().map(|p| model.w(p));

@@ -1,6 +1,6 @@
 //! Loading and saving whole models as Hugging Face model directories.
 
-use super::config::{Arch, ConfigError, ModelConfig};
+use super::config::{Arch, ModelConfig, ModelConfigError};
 use super::hf_names::{export_all, is_ignorable, tensor_specs};
 use super::model::Model;
 use crate::hf::io::{load_tensors, resolve_model_dir, save_model_dir, HfError, ModelDir, TensorMap};
@@ -12,7 +12,7 @@ pub enum LoadError {
     #[error(transparent)]
     Io(#[from] HfError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ModelConfigError),
     #[error(
         "{files}: tensor `{name}` is missing (expected shape {shape:?}); the checkpoint does not match its config.json"
     )]

@@ -2,7 +2,7 @@
 //! per architecture. Import and export are exact inverses (a pure permutation of floats).
 
 use super::config::{Arch, ModelConfig};
-use super::layout::{Layout, LinearSlots, NormSlots, Slot};
+use super::layout::{Layout, LinearSpans, NormSpans, TensorSpan};
 use crate::hf::io::{HfTensor, TensorMap};
 
 /// How an HF tensor's floats map onto an internal slot.
@@ -23,7 +23,7 @@ enum Placement {
 pub struct TensorSpec {
     pub name: String,
     pub hf_shape: Vec<usize>,
-    slot: Slot,
+    slot: TensorSpan,
     placement: Placement,
 }
 
@@ -43,29 +43,29 @@ struct Specs<'a> {
 }
 
 impl Specs<'_> {
-    fn push(&mut self, name: String, hf_shape: Vec<usize>, slot: &Slot, placement: Placement) {
+    fn push(&mut self, name: String, hf_shape: Vec<usize>, slot: &TensorSpan, placement: Placement) {
         self.out.push(TensorSpec { name, hf_shape, slot: slot.clone(), placement });
     }
 
-    fn same(&mut self, name: String, slot: &Slot) {
+    fn same(&mut self, name: String, slot: &TensorSpan) {
         self.push(name, slot.shape.clone(), slot, Placement::Same);
     }
 
-    fn norm(&mut self, prefix: &str, n: &NormSlots) {
+    fn norm(&mut self, prefix: &str, n: &NormSpans) {
         self.same(format!("{prefix}.weight"), &n.weight);
         if let Some(b) = &n.bias {
             self.same(format!("{prefix}.bias"), b);
         }
     }
 
-    fn linear(&mut self, prefix: &str, l: &LinearSlots) {
+    fn linear(&mut self, prefix: &str, l: &LinearSpans) {
         self.same(format!("{prefix}.weight"), &l.weight);
         if let Some(b) = &l.bias {
             self.same(format!("{prefix}.bias"), b);
         }
     }
 
-    fn conv1d(&mut self, prefix: &str, l: &LinearSlots) {
+    fn conv1d(&mut self, prefix: &str, l: &LinearSpans) {
         let (out, inp) = l.dims();
         self.push(format!("{prefix}.weight"), vec![inp, out], &l.weight, Placement::Transposed);
         if let Some(b) = &l.bias {
@@ -74,7 +74,7 @@ impl Specs<'_> {
     }
 
     /// Rows `[start, start+rows)` of a fused linear layer, as a separate HF linear layer.
-    fn linear_rows(&mut self, prefix: &str, l: &LinearSlots, start: usize, rows: usize) {
+    fn linear_rows(&mut self, prefix: &str, l: &LinearSpans, start: usize, rows: usize) {
         let inp = l.dims().1;
         self.push(format!("{prefix}.weight"), vec![rows, inp], &l.weight, Placement::Rows { start });
         if let Some(b) = &l.bias {
@@ -82,7 +82,7 @@ impl Specs<'_> {
         }
     }
 
-    fn neox_qkv(&mut self, prefix: &str, l: &LinearSlots) {
+    fn neox_qkv(&mut self, prefix: &str, l: &LinearSpans) {
         let placement = Placement::NeoxQkv { heads: self.cfg.n_heads, head_dim: self.cfg.head_dim };
         self.push(format!("{prefix}.weight"), l.weight.shape.clone(), &l.weight, placement);
         if let Some(b) = &l.bias {

@@ -11,23 +11,23 @@ use std::ops::Range;
 
 /// A contiguous tensor inside the flat buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Slot {
+pub struct TensorSpan {
     pub offset: usize,
     pub shape: Vec<usize>,
 }
 
-impl Slot {
+impl TensorSpan {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
-    /// Whether the slot holds no elements.
+    /// Whether the span holds no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The slot's range in the flat buffer.
+    /// The span's range in the flat buffer.
     pub fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len()
     }
@@ -35,19 +35,19 @@ impl Slot {
 
 /// A normalisation layer's parameters (bias only for LayerNorm).
 #[derive(Clone, Debug)]
-pub struct NormSlots {
-    pub weight: Slot,
-    pub bias: Option<Slot>,
+pub struct NormSpans {
+    pub weight: TensorSpan,
+    pub bias: Option<TensorSpan>,
 }
 
 /// A linear layer's parameters.
 #[derive(Clone, Debug)]
-pub struct LinearSlots {
-    pub weight: Slot,
-    pub bias: Option<Slot>,
+pub struct LinearSpans {
+    pub weight: TensorSpan,
+    pub bias: Option<TensorSpan>,
 }
 
-impl LinearSlots {
+impl LinearSpans {
     /// Output and input widths.
     pub fn dims(&self) -> (usize, usize) {
         (self.weight.shape[0], self.weight.shape[1])
@@ -56,49 +56,49 @@ impl LinearSlots {
 
 /// One transformer block's parameters.
 #[derive(Clone, Debug)]
-pub struct BlockSlots {
-    pub ln1: NormSlots,
-    pub qkv: LinearSlots,
-    pub attn_out: LinearSlots,
-    pub ln2: NormSlots,
-    pub fc: LinearSlots,
-    pub down: LinearSlots,
+pub struct BlockSpans {
+    pub ln1: NormSpans,
+    pub qkv: LinearSpans,
+    pub attn_out: LinearSpans,
+    pub ln2: NormSpans,
+    pub fc: LinearSpans,
+    pub down: LinearSpans,
 }
 
 /// The whole model's parameter layout.
 #[derive(Clone, Debug)]
 pub struct Layout {
-    pub wte: Slot,
-    pub wpe: Option<Slot>,
-    pub blocks: Vec<BlockSlots>,
-    pub ln_f: NormSlots,
+    pub wte: TensorSpan,
+    pub wpe: Option<TensorSpan>,
+    pub blocks: Vec<BlockSpans>,
+    pub ln_f: NormSpans,
     /// The output head; `None` when tied to `wte`.
-    pub head: Option<Slot>,
+    pub head: Option<TensorSpan>,
     pub total: usize,
 }
 
-/// Hands out consecutive slots.
+/// Hands out consecutive spans.
 struct Allocator {
     next: usize,
 }
 
 impl Allocator {
-    fn slot(&mut self, shape: &[usize]) -> Slot {
-        let slot = Slot { offset: self.next, shape: shape.to_vec() };
-        self.next += slot.len();
-        slot
+    fn span(&mut self, shape: &[usize]) -> TensorSpan {
+        let span = TensorSpan { offset: self.next, shape: shape.to_vec() };
+        self.next += span.len();
+        span
     }
 
-    fn norm(&mut self, cfg: &ModelConfig) -> NormSlots {
-        let weight = self.slot(&[cfg.d_model]);
-        let bias = (cfg.norm == Norm::LayerNorm).then(|| self.slot(&[cfg.d_model]));
-        NormSlots { weight, bias }
+    fn norm(&mut self, cfg: &ModelConfig) -> NormSpans {
+        let weight = self.span(&[cfg.d_model]);
+        let bias = (cfg.norm == Norm::LayerNorm).then(|| self.span(&[cfg.d_model]));
+        NormSpans { weight, bias }
     }
 
-    fn linear(&mut self, out: usize, inp: usize, bias: bool) -> LinearSlots {
-        let weight = self.slot(&[out, inp]);
-        let bias = bias.then(|| self.slot(&[out]));
-        LinearSlots { weight, bias }
+    fn linear(&mut self, out: usize, inp: usize, bias: bool) -> LinearSpans {
+        let weight = self.span(&[out, inp]);
+        let bias = bias.then(|| self.span(&[out]));
+        LinearSpans { weight, bias }
     }
 }
 
@@ -106,10 +106,10 @@ impl Layout {
     /// Lays out every parameter of `cfg` in a fixed order.
     pub fn new(cfg: &ModelConfig) -> Self {
         let mut a = Allocator { next: 0 };
-        let wte = a.slot(&[cfg.vocab_size, cfg.d_model]);
-        let wpe = cfg.learned_positions.then(|| a.slot(&[cfg.max_positions, cfg.d_model]));
+        let wte = a.span(&[cfg.vocab_size, cfg.d_model]);
+        let wpe = cfg.learned_positions.then(|| a.span(&[cfg.max_positions, cfg.d_model]));
         let blocks = (0..cfg.n_layers)
-            .map(|_| BlockSlots {
+            .map(|_| BlockSpans {
                 ln1: a.norm(cfg),
                 qkv: a.linear(cfg.qkv_dim(), cfg.d_model, cfg.attn_bias),
                 attn_out: a.linear(cfg.d_model, cfg.attn_dim(), cfg.attn_bias),
@@ -119,12 +119,12 @@ impl Layout {
             })
             .collect();
         let ln_f = a.norm(cfg);
-        let head = (!cfg.tied_embeddings).then(|| a.slot(&[cfg.vocab_size, cfg.d_model]));
+        let head = (!cfg.tied_embeddings).then(|| a.span(&[cfg.vocab_size, cfg.d_model]));
         Layout { wte, wpe, blocks, ln_f, head, total: a.next }
     }
 
-    /// The slot the output head reads (`wte` when tied).
-    pub fn head_slot(&self) -> &Slot {
+    /// The span the output head reads (`wte` when tied).
+    pub fn head_slot(&self) -> &TensorSpan {
         self.head.as_ref().unwrap_or(&self.wte)
     }
 }

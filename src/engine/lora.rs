@@ -3,7 +3,7 @@
 //! leaves the model unchanged.
 
 use super::kernels::linear::{linear_accumulate, linear_backward_input, linear_backward_params, linear_forward};
-use super::layout::{BlockSlots, LinearSlots, Slot};
+use super::layout::{BlockSpans, LinearSpans, TensorSpan};
 use super::model::Model;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,7 @@ impl Proj {
     }
 
     /// The linear layer this names in a block.
-    pub fn of(self, b: &BlockSlots) -> &LinearSlots {
+    pub fn of(self, b: &BlockSpans) -> &LinearSpans {
         match self {
             Proj::Qkv => &b.qkv,
             Proj::AttnOut => &b.attn_out,
@@ -54,9 +54,9 @@ pub struct LoraSpec {
 #[derive(Clone, Debug)]
 pub struct Adapter {
     /// `[r, in]`.
-    pub a: Slot,
+    pub a: TensorSpan,
     /// `[out, r]`.
-    pub b: Slot,
+    pub b: TensorSpan,
 }
 
 /// All adapters of a model, with their parameters in one flat buffer.
@@ -73,7 +73,7 @@ impl Lora {
     pub fn new(model: &Model, spec: LoraSpec, seed: u64) -> Self {
         let mut next = 0;
         let mut slot = |shape: [usize; 2]| {
-            let s = Slot { offset: next, shape: shape.to_vec() };
+            let s = TensorSpan { offset: next, shape: shape.to_vec() };
             next += s.len();
             s
         };

@@ -3,7 +3,7 @@
 use super::config::{ModelConfig, Norm};
 use super::kernels::norm::NormKind;
 use super::kernels::rope::RopeTable;
-use super::layout::{Layout, LinearSlots, Slot};
+use super::layout::{Layout, LinearSpans, TensorSpan};
 use super::lora::Lora;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,7 +39,7 @@ impl Model {
         let layout = Layout::new(&cfg);
         let mut weights = vec![0.0; layout.total];
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut normal = |slot: &Slot, w: &mut [f32]| {
+        let mut normal = |slot: &TensorSpan, w: &mut [f32]| {
             for x in &mut w[slot.range()] {
                 *x = std * standard_normal(&mut rng);
             }
@@ -72,12 +72,12 @@ impl Model {
     }
 
     /// The weights of one slot.
-    pub fn w(&self, slot: &Slot) -> &[f32] {
+    pub fn w(&self, slot: &TensorSpan) -> &[f32] {
         &self.weights[slot.range()]
     }
 
     /// A linear layer's weight and optional bias.
-    pub fn lin(&self, slots: &LinearSlots) -> (&[f32], Option<&[f32]>) {
+    pub fn lin(&self, slots: &LinearSpans) -> (&[f32], Option<&[f32]>) {
         (self.w(&slots.weight), slots.bias.as_ref().map(|b| self.w(b)))
     }
 

@@ -608,4 +608,3 @@ pub fn save_model_dir(
     }
     Ok(write_atomic(&config_path, &config_bytes)?)
 }
-

@@ -121,6 +121,7 @@ impl Tokenizer {
             .inner
             .to_string(true)
             .map_err(|source| TokenizerError::Serialize { path: path.to_path_buf(), source })?;
-        crate::fs::write_atomic(path, json.as_bytes()).map_err(|e| TokenizerError::Write { path: e.path, source: e.source })
+        crate::fs::write_atomic(path, json.as_bytes())
+            .map_err(|e| TokenizerError::Write { path: e.path, source: e.source })
     }
 }

@@ -35,7 +35,6 @@ use std::path::PathBuf;
 
 use plotters::drawing::DrawingAreaErrorKind;
 
-
 /// Errors from drawing charts or writing the report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -74,7 +74,7 @@ pub fn batch_at(samples: &[Sample], n_prompt: usize, at: &[usize]) -> Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::kernels::embed::Slot;
+    use crate::engine::kernels::embed::InputSlot;
 
     #[test]
     fn weights_follow_the_sample_and_padding_and_prompt_slots_are_never_scored() {
@@ -88,7 +88,7 @@ mod tests {
         // Sequence 1: P P 9 10 11 PAD — 9→10 (1.0), 10→11 (0.5), then padding is unscored.
         assert_eq!(&batch.targets[6..], &[-1, -1, 10, 11, -1, -1]);
         assert_eq!(&batch.weights[6..], &[0.0, 0.0, 1.0, 0.5, 0.0, 0.0]);
-        assert_eq!(batch.slots[11], Slot::Token(PAD));
+        assert_eq!(batch.slots[11], InputSlot::Token(PAD));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::config::{ModelSpec, RunConfig, TaskSpec};
 use crate::data::corpus::CorpusError;
 use crate::data::vocab::{tokenizer_for, VocabError};
 use crate::data::Task;
-use crate::engine::config::{Activation, Arch, ConfigError, ModelConfig, Norm};
+use crate::engine::config::{Activation, Arch, ModelConfig, ModelConfigError, Norm};
 use crate::engine::hf_model::LoadError;
 use crate::engine::model::Model;
 use crate::hf::io::HfError;
@@ -28,7 +28,7 @@ pub enum BuildError {
     #[error(transparent)]
     Hf(#[from] HfError),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ModelConfigError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]

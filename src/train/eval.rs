@@ -9,7 +9,7 @@ use crate::data::score::{self, score_all};
 use crate::data::{mix, Sample, Split, Task};
 use crate::engine::activations::Activations;
 use crate::engine::batch::Batch;
-use crate::engine::generate::{GenerateError, GenerateRequest, Sampling, Slot};
+use crate::engine::generate::{GenerateError, GenerateRequest, InputSlot, Sampling};
 use crate::engine::kernels::loss::default_norm;
 use crate::engine::model::{Model, Steer};
 
@@ -181,16 +181,16 @@ fn generated_answers(
     seed: u64,
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
     let n = adapt.n_prompt as u32;
-    let inputs: Vec<Vec<Slot>> = (0..)
+    let inputs: Vec<Vec<InputSlot>> = (0..)
         .zip(samples.iter().zip(at))
         .map(|(b, (s, &a))| {
             let (before, after) = s.tokens[..s.prompt_len].split_at(a.min(s.prompt_len));
-            let token = |t: &u32| Slot::Token(*t);
+            let token = |t: &u32| InputSlot::Token(*t);
             let first = if adapt.per_sequence { b * n } else { 0 };
             before
                 .iter()
                 .map(token)
-                .chain((first..first + n).map(Slot::Prompt))
+                .chain((first..first + n).map(InputSlot::Prompt))
                 .chain(after.iter().map(token))
                 .collect()
         })
