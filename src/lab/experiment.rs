@@ -130,7 +130,9 @@ impl Experiment {
         }
         let mut axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
         let study = match parser {
-            Some(parse) => Some(parse(&first_point(&base, &axes).map_err(|(k, m)| err(&k, m))?).map_err(|(k, m)| err(&k, m))?),
+            Some(parse) => {
+                Some(parse(&first_point(&base, &axes).map_err(|(k, m)| err(&k, m))?).map_err(|(k, m)| err(&k, m))?)
+            }
             None => None,
         };
         if let Some(search) = &settings.search {
@@ -172,7 +174,17 @@ impl Experiment {
             }
             None => Vec::new(),
         };
-        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, study, axes, cells, rungs, root })
+        Ok(Experiment {
+            name,
+            file: path.to_path_buf(),
+            text: text.to_string(),
+            settings,
+            study,
+            axes,
+            cells,
+            rungs,
+            root,
+        })
     }
 
     /// The experiment an earlier `vestige run` copied into `dir`, with results read from `dir`.
@@ -190,6 +202,12 @@ impl Experiment {
     /// The experiment's run store.
     pub fn db(&self) -> PathBuf {
         self.root.join("vestige.db")
+    }
+
+    /// The store file of cell `id` when the cell keeps its own (under Slurm; the report
+    /// merges it into [`Experiment::db`]).
+    pub fn cell_db(&self, id: &str) -> PathBuf {
+        self.cells_dir().join(id).join("vestige.db")
     }
 }
 

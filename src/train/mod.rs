@@ -6,6 +6,7 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod config;
 pub mod forgetting;
+pub mod interrupt;
 pub mod locate;
 pub mod run;
 pub mod schedule;

@@ -305,7 +305,11 @@ impl Runner {
     fn run(mut self) -> Result<RunSummary> {
         while self.state.phase < self.cfg.phases.len() {
             if let Err(e) = self.run_phase() {
-                let status = if e.is::<Diverged>() { "diverged".to_string() } else { format!("failed: {e}") };
+                let status = match () {
+                    _ if e.is::<Diverged>() => "diverged".to_string(),
+                    _ if e.is::<super::interrupt::Interrupted>() => "interrupted".to_string(),
+                    _ => format!("failed: {e}"),
+                };
                 self.store.set_status(&self.cfg.name, &status)?;
                 return Err(e);
             }
@@ -378,8 +382,13 @@ impl Runner {
                 self.evaluate(&p, &params, n_prompt)?;
             }
             let every = self.cfg.checkpoint.every;
-            if every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_phase < p.steps {
+            let stop = super::interrupt::requested();
+            if (stop || every > 0 && self.state.global_step.is_multiple_of(every)) && self.state.step_in_phase < p.steps
+            {
                 self.checkpoint(&p, &opt, &params, &anchors, None)?;
+                if stop {
+                    return Err(super::interrupt::Interrupted { step: self.state.global_step }.into());
+                }
             }
         }
         bar.finish_and_clear();
