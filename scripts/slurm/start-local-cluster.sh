@@ -38,11 +38,15 @@ ClusterName=vestige-local
 SlurmctldHost=$host
 SlurmUser=root
 AuthType=auth/munge
+# A requeued task waits cred_expire seconds (120 by default) before it starts again.
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
+# Start eligible jobs (a requeued task, a dependent array) within a couple of seconds.
+SchedulerParameters=bf_interval=1,sched_interval=2
 ReturnToService=2
 StateSaveLocation=/tmp/slurm/state
 SlurmdSpoolDir=/tmp/slurm/spool
@@ -63,10 +67,13 @@ if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want" ]; then
     changed=1
 fi
 
+if [ "${changed:-0}" = 1 ] && pgrep -x slurmctld >/dev/null; then
+    # Some settings (AuthInfo) need a restart: stop both daemons and start them again.
+    scontrol shutdown || true
+    for _ in $(seq 30); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 1; done
+fi
 if ! pgrep -x slurmctld >/dev/null; then
     slurmctld -c -i
-elif [ "${changed:-0}" = 1 ]; then
-    scontrol reconfigure
 fi
 if ! pgrep -x slurmd >/dev/null; then
     slurmd

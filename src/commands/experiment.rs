@@ -26,8 +26,15 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
     for (cell, holder) in &outcome.busy {
         println!("cell {cell} is running in {holder}; skipped here");
     }
-    if let Some(index) = write_report(&exp, outcome.search.as_deref())? {
-        println!("report: {}", index.display());
+    for (cell, dead) in &outcome.taken_over {
+        println!("cell {cell}: took over the lock that {dead} left (that runner had died)");
+    }
+    // A cell with its own store file (a Slurm task) leaves the merge and the report to
+    // `vestige report` or `--wait`.
+    if !opts.cell_store {
+        if let Some(index) = write_report(&exp, outcome.search.as_deref())? {
+            println!("report: {}", index.display());
+        }
     }
     if let Some((cell, stop)) = outcome.interrupted.into_iter().next() {
         return Err(anyhow::Error::new(stop).context(format!("cell {cell}")));

@@ -43,6 +43,8 @@ pub struct Outcome {
     pub skipped: Vec<String>,
     /// `(cell, holder)`: cells another runner holds the lock of, skipped.
     pub busy: Vec<(String, String)>,
+    /// `(cell, holder)`: cells whose lock a runner that died left behind, taken over.
+    pub taken_over: Vec<(String, String)>,
     /// Cells stopped by `SIGUSR1` after a checkpoint (see [`crate::train::interrupt`]).
     pub interrupted: Vec<(String, Interrupted)>,
     /// `(cell, error)`.
@@ -176,7 +178,10 @@ fn run_batch(
     let results = run_cells(exp, store.path(), &todo, threads);
     for ((cell, _), result) in todo.iter().zip(results) {
         match result {
-            Ok(Ran::Finished) => outcome.ran.push(cell.id.clone()),
+            Ok(Ran::Finished { took_over }) => {
+                outcome.taken_over.extend(took_over.map(|dead| (cell.id.clone(), dead)));
+                outcome.ran.push(cell.id.clone())
+            }
             Ok(Ran::Elsewhere) => outcome.skipped.push(cell.id.clone()),
             Ok(Ran::Busy(holder)) => outcome.busy.push((cell.id.clone(), holder)),
             Err(e) if e.is::<Interrupted>() => {
@@ -195,7 +200,8 @@ fn available_threads() -> usize {
 
 /// What became of a cell a runner set out to run.
 enum Ran {
-    Finished,
+    /// Ran it, after taking over the lock a dead runner (`pid@host`) left, if one did.
+    Finished { took_over: Option<String> },
     /// Another runner finished it meanwhile.
     Elsewhere,
     /// Another runner holds its lock (`pid@host`).
@@ -220,13 +226,9 @@ fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize
                 while let Some(&(cell, flops)) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let k = cells.iter().position(|c| c.0.id == cell.id).expect("a listed cell");
                     bar.set_message(format!("running {}", cell.id));
-                    let result = pool.install(|| run_cell(exp, db, cell, &bar));
-                    match &result {
-                        Err(e) => bar.println(format!("cell {} failed: {e:#}", cell.id)),
-                        Ok(Ran::Busy(holder)) => {
-                            bar.println(format!("cell {} is running in {holder}, skipped", cell.id))
-                        }
-                        Ok(_) => {}
+                    let result = pool.install(|| run_cell(exp, db, cell));
+                    if let Err(e) = &result {
+                        bar.println(format!("cell {} failed: {e:#}", cell.id));
                     }
                     let mut done = flops_done.lock().expect("no poisoned lock");
                     *done += flops;
@@ -242,22 +244,19 @@ fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize
 }
 
 /// Runs or resumes one cell under its lock, recording into the store at `db`.
-fn run_cell(exp: &Experiment, db: &Path, cell: &Cell, bar: &ProgressBar) -> Result<Ran> {
+fn run_cell(exp: &Experiment, db: &Path, cell: &Cell) -> Result<Ran> {
     let dir = exp.cells_dir().join(&cell.id);
     let lock = match CellLock::try_acquire(&dir).with_context(|| format!("locking cell {}", cell.id))? {
         Acquired::Locked(lock) => lock,
         Acquired::Busy(holder) => return Ok(Ran::Busy(holder)),
     };
-    if let Some(dead) = lock.took_over() {
-        bar.println(format!("cell {}: taking over the lock that {dead} left (it is no longer running)", cell.id));
-    }
     // Checked again under the lock: the runner that held it may have finished the cell.
     if Store::open(db)?.run_info(&cell.id)?.is_some_and(|i| i.status == "done" && i.config_hash == cell.config.hash()) {
         return Ok(Ran::Elsewhere);
     }
     let paths = RunPaths::in_dir(dir, db.to_path_buf());
     run_or_resume(cell.config.clone(), cell.text.clone(), paths)?;
-    Ok(Ran::Finished)
+    Ok(Ran::Finished { took_over: lock.took_over().map(str::to_string) })
 }
 
 /// The experiment-level progress bar.

@@ -4,6 +4,16 @@
 use super::SlurmError;
 use std::process::Command;
 
+/// Fails unless `sbatch` is on PATH (checked first, so that a machine without Slurm gets
+/// one clear error).
+pub fn require_sbatch() -> Result<(), SlurmError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    match std::env::split_paths(&path).any(|d| d.join("sbatch").is_file()) {
+        true => Ok(()),
+        false => Err(SlurmError::NotInstalled { program: "sbatch".into() }),
+    }
+}
+
 /// Runs `program args` and returns its standard output.
 fn call(program: &str, args: &[String]) -> Result<String, SlurmError> {
     let out = Command::new(program).args(args).output().map_err(|source| match source.kind() {

@@ -172,6 +172,9 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
     let script_path = slurm.join("array.sbatch");
     write_atomic(&script_path, script.as_bytes())?;
 
+    if !opts.dry_run {
+        cluster::require_sbatch()?;
+    }
     let mut record = Submissions::load(exp)?;
     let hash = experiment_hash(exp);
     let cells: Vec<usize> = match opts.resubmit {
