@@ -4,16 +4,20 @@
 //! Each task runs cell `VESTIGE_CELL_OFFSET + SLURM_ARRAY_TASK_ID` (the offset lets a grid
 //! larger than the cluster's `MaxArraySize` go out in chunks) with its own store file, its
 //! output appended to `slurm/logs/cell-<i>.log`, and its end written to
-//! `slurm/exits/cell-<i>` (`exit CODE`, `timed out` or `requeued`), which `vestige status`
-//! reads where `sacct` has no accounting to offer. The batch shell receives Slurm's
+//! `slurm/exits/cell-<i>` (`exit CODE` or `requeued`), which `vestige status` reads where
+//! `sacct` has no accounting to offer. The batch shell receives Slurm's
 //! `USR1` ahead of the time limit (or from `scancel --signal=USR1 --batch`) and forwards it
 //! to the cell, which checkpoints and exits with [`INTERRUPTED_EXIT`]; the task then
-//! requeues itself and resumes from that checkpoint.
+//! requeues itself (up to [`MAX_REQUEUES`] times) and resumes from that checkpoint.
 
 use std::path::Path;
 
 /// The exit code of a cell that checkpointed and stopped on `USR1`.
 pub const INTERRUPTED_EXIT: i32 = 75;
+
+/// A task requeues itself at most this many times (a time limit shorter than the USR1
+/// warning would otherwise requeue it forever); then it counts as failed, to resubmit.
+pub const MAX_REQUEUES: u32 = 10;
 
 /// What the script needs to know.
 pub struct Script<'a> {
@@ -73,14 +77,12 @@ cd {workdir}
 pid=$!
 # USR1 (before the time limit, or scancel --signal=USR1 --batch): checkpoint and stop.
 trap 'kill -USR1 $pid' USR1
-# TERM: cancelled, or out of time.
-trap 'end=$(date -d "$(squeue -h -j "$SLURM_JOB_ID" -o %e)" +%s 2>/dev/null || echo 0)
-      if [ "$(date +%s)" -ge $(( end - 5 )) ]; then echo "timed out" >"$exits"; else echo "exit 143" >"$exits"; fi
-      kill -TERM $pid' TERM
+# TERM: cancelled, or out of time (Slurm's note in the job's output file says which).
+trap 'echo "exit 143" >"$exits"; kill -TERM $pid 2>/dev/null' TERM
 while kill -0 $pid 2>/dev/null; do wait $pid; done
 wait $pid
 rc=$?
-if [ $rc -eq {interrupted} ]; then
+if [ $rc -eq {interrupted} ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then
     echo "requeued" >"$exits"
     scontrol requeue "${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
     exit 0
@@ -93,6 +95,7 @@ exit $rc
             vestige = q(self.vestige),
             cpus = self.cpus_per_task,
             interrupted = INTERRUPTED_EXIT,
+            max_requeues = MAX_REQUEUES,
         ));
         s
     }

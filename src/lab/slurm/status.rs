@@ -70,7 +70,7 @@ pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
             {
                 CellState::Running
             }
-            (_, None, Some("timed out")) => CellState::TimedOut,
+            (_, None, Some("exit 143")) if out_of_time(exp, &submissions, cell.index) => CellState::TimedOut,
             (_, None, Some(e)) => {
                 CellState::Failed { code: e.strip_prefix("exit ").and_then(|c| c.parse().ok()), last_line: last_line() }
             }
@@ -80,4 +80,14 @@ pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
         out.push(CellStatus { index: cell.index, id: cell.id.clone(), state });
     }
     Ok(out)
+}
+
+/// Whether Slurm's note in the output file of the last job that ran cell `index` says it
+/// was stopped for its time limit (`*** JOB ... CANCELLED AT ... DUE TO TIME LIMIT ***`).
+fn out_of_time(exp: &Experiment, submissions: &Submissions, index: usize) -> bool {
+    let last = submissions.jobs.iter().rev().find(|j| j.cells.contains(&index));
+    last.is_some_and(|j| {
+        let out = exp.root.join("slurm").join("logs").join(format!("job-{}_{}.out", j.id, index - j.offset));
+        std::fs::read_to_string(out).is_ok_and(|text| text.contains("DUE TO TIME LIMIT"))
+    })
 }
