@@ -2,50 +2,12 @@
 //! first one is running (instead of training them twice), and a lock left by a dead runner
 //! is taken over.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{output_text as text, tiny_decay_experiment};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vestige::store::read_csv;
-
-const EXPERIMENT: &str = r#"name = "lock-test"
-template = "decay"
-threads = 2
-
-[model]
-scale = "100k"
-max_positions = 16
-
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 4
-vocab = 12
-
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 4
-vocab = 12
-
-[decay]
-a = "copy"
-b = "reverse"
-together_steps = 300
-after_steps = 20
-after_evals = 4
-eval_samples = 8
-batch_size = 8
-
-[sweep]
-seed = [0, 1]
-"#;
-
-fn experiment(dir: &Path) -> PathBuf {
-    let path = dir.join("exp.toml");
-    let text = EXPERIMENT.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn vestige(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vestige"));
@@ -53,14 +15,10 @@ fn vestige(args: &[&str]) -> Command {
     c
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 #[test]
 fn a_second_runner_skips_the_cells_the_first_is_running_and_no_cell_trains_twice() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = experiment(tmp.path());
+    let path = tiny_decay_experiment(tmp.path(), "lock-test", "[0, 1]", 300);
     let cells = tmp.path().join("lock-test").join("cells");
     let first = vestige(&["run", path.to_str().unwrap()]).spawn().unwrap();
     // Wait until the first runner holds both cells' locks.
@@ -92,7 +50,7 @@ fn a_second_runner_skips_the_cells_the_first_is_running_and_no_cell_trains_twice
 #[test]
 fn a_lock_left_by_a_dead_runner_is_taken_over() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = experiment(tmp.path());
+    let path = tiny_decay_experiment(tmp.path(), "lock-test", "[0, 1]", 300);
     let cell = tmp.path().join("lock-test").join("cells").join("c000_seed-0");
     std::fs::create_dir_all(&cell).unwrap();
     // What a killed runner leaves: its name in the file, but no flock (the kernel dropped it).

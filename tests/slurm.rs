@@ -4,46 +4,13 @@
 //! checkpoints, is requeued and resumes bit-identically, and bad input gets clear errors.
 //! Without a cluster these tests skip with a printed reason, unless VESTIGE_REQUIRE_SLURM=1.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{output_text as text, tiny_decay_experiment as experiment};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use vestige::store::Store;
-
-const EXPERIMENT: &str = r#"name = "NAME"
-template = "decay"
-threads = 2
-
-[model]
-scale = "100k"
-max_positions = 16
-
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 4
-vocab = 12
-
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 4
-vocab = 12
-
-[checkpoint]
-every = 100
-
-[decay]
-a = "copy"
-b = "reverse"
-together_steps = STEPS
-after_steps = 20
-after_evals = 4
-eval_samples = 8
-batch_size = 8
-
-[sweep]
-seed = SEEDS
-"#;
 
 /// Whether a Slurm cluster answers; prints why not (or fails under VESTIGE_REQUIRE_SLURM=1).
 fn cluster() -> bool {
@@ -61,23 +28,8 @@ fn cluster() -> bool {
     false
 }
 
-/// Writes an experiment named `name` with `seeds` and `steps` steps of its first phase,
-/// recording under `dir`.
-fn experiment(dir: &Path, name: &str, seeds: &str, steps: u64) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    let text = EXPERIMENT.replace("NAME", name).replace("SEEDS", seeds).replace("STEPS", &steps.to_string());
-    let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn vestige(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vestige")).args(args).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Runs `args`, failing the test on a non-zero exit; returns the output.
