@@ -2,8 +2,9 @@
 //! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
 //! count), cheapest first; finished cells are skipped, interrupted ones resume from their
 //! checkpoints. A cell runs under its [`CellLock`], so a second runner (another terminal, a
-//! requeued Slurm task) skips a cell that is running elsewhere. A search runs a budgeted sample of the cells instead: at once (random), or
-//! rung by rung, each rung's survivors chosen from the last one's results (halving).
+//! requeued Slurm task) skips a cell that is running elsewhere. A search runs a budgeted
+//! sample of the cells instead: at once (random), or rung by rung, each rung's survivors
+//! chosen from the last one's results (halving).
 
 use super::experiment::{Cell, Experiment};
 use super::lock::{Acquired, CellLock};

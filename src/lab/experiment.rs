@@ -130,9 +130,7 @@ impl Experiment {
         }
         let mut axes = axes(&settings.sweep).map_err(|(k, m)| err(&k, m))?;
         let study = match parser {
-            Some(parse) => {
-                Some(parse(&first_point(&base, &axes).map_err(|(k, m)| err(&k, m))?).map_err(|(k, m)| err(&k, m))?)
-            }
+            Some(parse) => Some(parse(&first_point(&base, &axes).map_err(|(k, m)| err(&k, m))?).map_err(|(k, m)| err(&k, m))?),
             None => None,
         };
         if let Some(search) = &settings.search {
@@ -174,17 +172,7 @@ impl Experiment {
             }
             None => Vec::new(),
         };
-        Ok(Experiment {
-            name,
-            file: path.to_path_buf(),
-            text: text.to_string(),
-            settings,
-            study,
-            axes,
-            cells,
-            rungs,
-            root,
-        })
+        Ok(Experiment { name, file: path.to_path_buf(), text: text.to_string(), settings, study, axes, cells, rungs, root })
     }
 
     /// The experiment an earlier `vestige run` copied into `dir`, with results read from `dir`.

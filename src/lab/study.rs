@@ -79,10 +79,7 @@ pub fn parse_table<T: serde::de::DeserializeOwned>(
     name: &str,
     problems: impl FnOnce(&T) -> Vec<Problem>,
 ) -> Result<T, Problem> {
-    let table = doc
-        .get(name)
-        .cloned()
-        .ok_or(("template".to_string(), format!("template = {name:?} needs a [{name}] table")))?;
+    let table = doc.get(name).cloned().ok_or(("template".to_string(), format!("template = {name:?} needs a [{name}] table")))?;
     let spec: T = table.try_into().map_err(|e: toml::de::Error| (name.to_string(), e.message().trim().to_string()))?;
     match problems(&spec).into_iter().next() {
         Some((k, m)) => Err((format!("{name}.{k}"), m)),

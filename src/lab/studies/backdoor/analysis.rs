@@ -10,8 +10,8 @@ use super::{BackdoorSpec, CONTINUE, PLANT};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::pooling::{
-    condition_name, conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits, series,
-    Condition, KnobEffect, ScalingFit, SeedResult, Series,
+    condition_name, conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits,
+    series, Condition, KnobEffect, ScalingFit, SeedResult, Series,
 };
 use crate::lab::search::{configurations, ranking, Score};
 use crate::store::{MetricRow, Store};

@@ -63,14 +63,7 @@ impl Study for BackdoorSpec {
         Ok(())
     }
 
-    fn score(
-        &self,
-        exp: &Experiment,
-        store: &Store,
-        cells: &[Cell],
-        members: &[usize],
-        params: &[usize],
-    ) -> anyhow::Result<Score> {
+    fn score(&self, exp: &Experiment, store: &Store, cells: &[Cell], members: &[usize], params: &[usize]) -> anyhow::Result<Score> {
         let floor = exp.settings.analysis.floor.unwrap_or(0.0);
         let results = analysis::finished_results(self, store, cells, members, params, floor)?;
         Ok(analysis::score(&results.iter().collect::<Vec<_>>(), members.len()))

@@ -5,10 +5,10 @@
 //! Markdown).
 
 use super::analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung, PLANTED};
-use crate::hf::io::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, seed_band};
 use crate::lab::pooling::{knob_table, reached, Condition, Series};
+use crate::hf::io::write_atomic;
 use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -66,11 +66,7 @@ fn curve_figures(exp: &Experiment, a: &BackdoorAnalysis) -> Result<Vec<Figure>> 
     for (family, lines) in families(exp, &a.cells) {
         let label = if family.is_empty() { String::new() } else { format!(" · {family}") };
         for (title, y, pick) in [
-            (
-                "Attack success by scale",
-                "attack success",
-                (|c: &BackdoorCell| &c.attack) as fn(&BackdoorCell) -> &Series,
-            ),
+            ("Attack success by scale", "attack success", (|c: &BackdoorCell| &c.attack) as fn(&BackdoorCell) -> &Series),
             ("False triggers on near misses by scale", "near-miss false-trigger rate", |c| &c.false_near_miss),
             ("Clean loss by scale", "clean loss", |c| &c.clean_loss),
         ] {

@@ -9,8 +9,8 @@
 pub mod analysis;
 pub mod report;
 
-use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
+use crate::lab::experiment::Experiment;
 use crate::lab::study::{parse_table, replace_phases, task_kinds, Problem, Study};
 use serde::Deserialize;
 use std::path::PathBuf;

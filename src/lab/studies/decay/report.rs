@@ -3,12 +3,12 @@
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
 use super::analysis::{CellResult, DecayAnalysis};
-use crate::analysis::HalfLife;
-use crate::hf::io::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, scale_axis, seed_band, value_of};
 use crate::lab::pooling::{knob_effects, knob_table, reached, Condition, Series};
 use crate::lab::sweep::label_of;
+use crate::analysis::HalfLife;
+use crate::hf::io::write_atomic;
 use crate::report::{
     heatmap, line_chart, scatter_fit, Figure, Fit, Frame, Heatmap, LineChart, NumberFormat, Page, Point, ScatterFit,
     Section, Table,

@@ -192,12 +192,8 @@ pub fn variant_of(cell: &Cell) -> Option<Variant> {
 
 /// `axis=value, …` of a cell's sweep point without the variant axis.
 pub fn point_name(cell: &Cell) -> String {
-    let parts: Vec<String> = cell
-        .point
-        .iter()
-        .filter(|(k, _)| k != AXIS)
-        .map(|(k, v)| format!("{k}={}", crate::lab::sweep::slug(v)))
-        .collect();
+    let parts: Vec<String> =
+        cell.point.iter().filter(|(k, _)| k != AXIS).map(|(k, v)| format!("{k}={}", crate::lab::sweep::slug(v))).collect();
     if parts.is_empty() {
         "all".into()
     } else {

@@ -7,9 +7,9 @@
 
 use super::analysis::{final_metric, phase_index, point_name, variant_of};
 use super::{Arm, Conditional, DistanceSpec, Tuning};
-use crate::analysis::scaling::slope_only;
 use crate::lab::experiment::Experiment;
 use crate::lab::pooling::finished_rows;
+use crate::analysis::scaling::slope_only;
 use crate::report::Table;
 use crate::store::Store;
 use anyhow::Result;

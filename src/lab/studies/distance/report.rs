@@ -5,8 +5,8 @@
 use super::analysis::{analyse, ArmResult, CountStats, Distance, DistanceAnalysis};
 use super::conditional::{self, CondAnalysis};
 use super::{Arm, Conditional, DistanceSpec};
-use crate::hf::io::write_atomic;
 use crate::lab::experiment::Experiment;
+use crate::hf::io::write_atomic;
 use crate::report::{
     bar_chart, line_chart, Bar, BarChart, BarSeries, Figure, Frame, LineChart, Page, Point, Reference, Section, Series,
     Table,
