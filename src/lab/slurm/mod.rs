@@ -196,7 +196,12 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
                 .map(|s| s.index)
                 .collect();
             if chosen.is_empty() {
-                return Err(SlurmError::Nothing(format!("no cell is {which:?}").to_lowercase()));
+                let which = match which {
+                    Resubmit::Failed => "failed",
+                    Resubmit::TimedOut => "timed out",
+                    Resubmit::AllUnfinished => "unfinished (each is done, running or pending)",
+                };
+                return Err(SlurmError::Nothing(format!("no cell is {which}")));
             }
             chosen
         }
