@@ -49,6 +49,21 @@ enum Command {
         /// e.g. --search maximize=backdoor.half_life.
         #[arg(long)]
         search: Option<String>,
+        /// With --cell: record into the cell's own store file (what a Slurm task does; the
+        /// report merges it).
+        #[arg(long, requires = "cell")]
+        cell_store: bool,
+        /// Where the cells run: here, or as Slurm job arrays (returns once submitted).
+        #[arg(long, value_enum, default_value = "local")]
+        backend: Backend,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+    },
+    /// Show where each cell of an experiment stands: done, running, pending, failed (with
+    /// the exit code and the last log line), timed out or not run.
+    Status {
+        /// The experiment directory (runs/<experiment>).
+        dir: PathBuf,
     },
     /// Rewrite an experiment's report from its store.
     Report {
@@ -148,12 +163,87 @@ enum Command {
     },
 }
 
-/// Exit codes: 2 for a bad config, 3 for a diverged run, 1 for anything else.
+/// Where `vestige run` runs the cells.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Local,
+    Slurm,
+}
+
+/// `vestige run --backend slurm` options.
+#[derive(clap::Args)]
+struct SlurmArgs {
+    /// Slurm partition (default: the cluster's default).
+    #[arg(long, help_heading = "Slurm")]
+    partition: Option<String>,
+    /// Time limit of each task, e.g. 2:00:00.
+    #[arg(long, help_heading = "Slurm")]
+    time: Option<String>,
+    /// CPUs of each task (default: the experiment's threads_per_cell, which keeps results
+    /// bit-identical to a local run).
+    #[arg(long, help_heading = "Slurm")]
+    cpus_per_task: Option<usize>,
+    /// Memory of each task, e.g. 4G.
+    #[arg(long, help_heading = "Slurm")]
+    mem: Option<String>,
+    /// At most K tasks run at once.
+    #[arg(long, value_name = "K", help_heading = "Slurm")]
+    max_parallel: Option<usize>,
+    /// A further sbatch option, e.g. --sbatch-arg=--account=lab (repeatable).
+    #[arg(long, allow_hyphen_values = true, help_heading = "Slurm")]
+    sbatch_arg: Vec<String>,
+    /// Write and print the batch script without submitting it.
+    #[arg(long, help_heading = "Slurm")]
+    dry_run: bool,
+    /// Wait for the jobs with a progress bar, then write the report.
+    #[arg(long, help_heading = "Slurm")]
+    wait: bool,
+    /// Submit only the cells that failed, timed out, or every unfinished one.
+    #[arg(long, value_enum, help_heading = "Slurm")]
+    resubmit: Option<vestige::lab::slurm::Resubmit>,
+}
+
+impl SlurmArgs {
+    /// Whether any option was given (they need --backend slurm).
+    fn given(&self) -> bool {
+        let SlurmArgs { partition, time, cpus_per_task, mem, max_parallel, sbatch_arg, dry_run, wait, resubmit } = self;
+        partition.is_some()
+            || time.is_some()
+            || cpus_per_task.is_some()
+            || mem.is_some()
+            || max_parallel.is_some()
+            || !sbatch_arg.is_empty()
+            || *dry_run
+            || *wait
+            || resubmit.is_some()
+    }
+
+    fn options(self) -> Result<vestige::lab::slurm::Options> {
+        Ok(vestige::lab::slurm::Options {
+            partition: self.partition,
+            time: self.time,
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem,
+            max_parallel: self.max_parallel,
+            sbatch_args: self.sbatch_arg,
+            dry_run: self.dry_run,
+            resubmit: self.resubmit,
+            vestige: std::env::current_exe()?,
+        })
+    }
+}
+
+/// Exit codes: 2 for a bad config, 3 for a diverged run, 75 for a run stopped by SIGUSR1
+/// after a checkpoint, 1 for anything else.
 fn exit_code(e: &anyhow::Error) -> ExitCode {
     use vestige::train::run::RunError;
     match e.downcast_ref::<RunError>() {
         Some(RunError::Config(_)) => ExitCode::from(2),
         Some(RunError::Diverged(_)) => ExitCode::from(3),
+        Some(RunError::Interrupted(_)) => ExitCode::from(vestige::lab::slurm::INTERRUPTED_EXIT as u8),
+        _ if e.is::<vestige::train::interrupt::Interrupted>() => {
+            ExitCode::from(vestige::lab::slurm::INTERRUPTED_EXIT as u8)
+        }
         _ if e.is::<vestige::train::config::ConfigError>() => ExitCode::from(2),
         _ => ExitCode::FAILURE,
     }
@@ -216,10 +306,20 @@ fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
 
 fn run(command: Command, threads: Option<usize>) -> Result<()> {
     match command {
-        Command::Run { experiment, cell, plan, search } => {
-            let opts = vestige::lab::execute::Options { cell, plan_only: plan, threads, search };
+        Command::Run { experiment, backend: Backend::Slurm, cell: None, plan: false, search: None, slurm, .. } => {
+            let wait = slurm.wait;
+            vestige::commands::slurm::submit(&experiment, &slurm.options()?, wait)?
+        }
+        Command::Run { backend: Backend::Slurm, .. } => {
+            anyhow::bail!("--backend slurm submits the whole experiment; --cell, --plan and --search run locally")
+        }
+        Command::Run { slurm, .. } if slurm.given() => anyhow::bail!("the Slurm options need --backend slurm"),
+        Command::Run { experiment, cell, plan, search, cell_store, .. } => {
+            vestige::train::interrupt::install()?;
+            let opts = vestige::lab::execute::Options { cell, cell_store, plan_only: plan, threads, search };
             vestige::commands::experiment::run(&experiment, &opts)?
         }
+        Command::Status { dir } => vestige::commands::slurm::print_status(&dir)?,
         Command::Report { dir } => vestige::commands::experiment::report(&dir)?,
         Command::Forward { model, input, out, soft_prompt } => {
             let r = forward::run(&model, &input, &out, soft_prompt.as_deref())?;

@@ -4,6 +4,7 @@
 use crate::lab::execute::{run as run_cells, Options};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::plan;
+use crate::lab::slurm::merge;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
@@ -22,8 +23,21 @@ pub fn run(path: &Path, opts: &Options) -> Result<()> {
         outcome.failed.len(),
         exp.root.display()
     );
-    if let Some(index) = write_report(&exp, outcome.search.as_deref())? {
-        println!("report: {}", index.display());
+    for (cell, holder) in &outcome.busy {
+        println!("cell {cell} is running in {holder}; skipped here");
+    }
+    for (cell, dead) in &outcome.taken_over {
+        println!("cell {cell}: took over the lock that {dead} left (that runner had died)");
+    }
+    // A cell with its own store file (a Slurm task) leaves the merge and the report to
+    // `vestige report` or `--wait`.
+    if !opts.cell_store {
+        if let Some(index) = write_report(&exp, outcome.search.as_deref())? {
+            println!("report: {}", index.display());
+        }
+    }
+    if let Some((cell, stop)) = outcome.interrupted.into_iter().next() {
+        return Err(anyhow::Error::new(stop).context(format!("cell {cell}")));
     }
     if !outcome.failed.is_empty() {
         let list: Vec<String> = outcome.failed.iter().map(|(c, e)| format!("  {c}: {e}")).collect();
@@ -42,9 +56,11 @@ pub fn report(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The study's report, if the experiment names one; returns the index page. `search` says
-/// how a search chose the cells.
+/// The study's report, if the experiment names one, after merging the cells that kept their
+/// own store files (under Slurm); returns the index page. `search` says how a search chose
+/// the cells.
 pub fn write_report(exp: &Experiment, search: Option<&str>) -> Result<Option<PathBuf>> {
+    merge(exp)?;
     match &exp.study {
         Some(study) => Ok(Some(study.report(exp, &plan(exp)?, search)?)),
         None => Ok(None),

@@ -7,3 +7,4 @@ pub mod demo;
 pub mod experiment;
 pub mod forward;
 pub mod inspect;
+pub mod slurm;

@@ -1,16 +1,21 @@
 //! Running an experiment locally: cells run in parallel within a thread budget (each cell
 //! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
 //! count), cheapest first; finished cells are skipped, interrupted ones resume from their
-//! checkpoints. A search runs a budgeted sample of the cells instead: at once (random), or
-//! rung by rung, each rung's survivors chosen from the last one's results (halving).
+//! checkpoints. A cell runs under its [`CellLock`], so a second runner (another terminal, a
+//! requeued Slurm task) skips a cell that is running elsewhere. A search runs a budgeted
+//! sample of the cells instead: at once (random), or rung by rung, each rung's survivors
+//! chosen from the last one's results (halving).
 
 use super::experiment::{Cell, Experiment};
+use super::lock::{Acquired, CellLock};
 use super::plan::{plan, plan_cells, render, PlannedCell};
 use super::search::{self, SearchSpec};
+use super::slurm::merge;
 use crate::fs::write_atomic;
 use crate::store::Store;
 use crate::train::build::build;
-use crate::train::run::{run_or_resume, RunPaths};
+use crate::train::interrupt::Interrupted;
+use crate::train::run::{run_or_resume, RunError, RunPaths};
 use crate::train::step_loop::progress_bars;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +28,9 @@ use std::sync::Mutex;
 pub struct Options {
     /// Run only this cell (by index), e.g. from an external scheduler.
     pub cell: Option<usize>,
+    /// With `cell`: record into the cell's own store file ([`Experiment::cell_db`]) instead
+    /// of the experiment's, as a Slurm task does (SQLite's WAL is unsafe on NFS).
+    pub cell_store: bool,
     /// Print and save the plan, run nothing.
     pub plan_only: bool,
     /// Override the experiment's thread budget.
@@ -36,6 +44,12 @@ pub struct Options {
 pub struct Outcome {
     pub ran: Vec<String>,
     pub skipped: Vec<String>,
+    /// `(cell, holder)`: cells another runner holds the lock of, skipped.
+    pub busy: Vec<(String, String)>,
+    /// `(cell, holder)`: cells whose lock a runner that died left behind, taken over.
+    pub taken_over: Vec<(String, String)>,
+    /// Cells stopped by `SIGUSR1` after a checkpoint (see [`crate::train::interrupt`]).
+    pub interrupted: Vec<(String, Interrupted)>,
     /// `(cell, error)`.
     pub failed: Vec<(String, String)>,
     /// How a search chose the cells, when one did.
@@ -54,7 +68,16 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
         return Ok((exp, Outcome::default()));
     }
     let mut outcome = Outcome::default();
-    let store = Store::open(&exp.db())?;
+    let db = match (opts.cell, opts.cell_store) {
+        (Some(i), true) if i < exp.cells.len() => exp.cell_db(&exp.cells[i].id),
+        (None, true) => bail!("a cell's own store file (--cell-store) needs --cell"),
+        _ => exp.db(),
+    };
+    if !opts.cell_store {
+        // Cells a Slurm array finished count here too.
+        merge(&exp)?;
+    }
+    let store = Store::open(&db)?;
     let threads = opts.threads.or(exp.settings.threads).unwrap_or_else(available_threads);
     let flops: Vec<f64> = planned.iter().map(|c| c.flops).collect();
     let with_flops = |indices: &mut dyn Iterator<Item = usize>| -> Vec<(&Cell, f64)> {
@@ -155,10 +178,18 @@ fn run_batch(
     if !outcome.skipped.is_empty() {
         eprintln!("{} cells already finished, skipped", outcome.skipped.len());
     }
-    let results = run_cells(exp, &todo, threads);
+    let results = run_cells(exp, store.path(), &todo, threads);
     for ((cell, _), result) in todo.iter().zip(results) {
         match result {
-            Ok(()) => outcome.ran.push(cell.id.clone()),
+            Ok(Ran::Finished { took_over }) => {
+                outcome.taken_over.extend(took_over.map(|dead| (cell.id.clone(), dead)));
+                outcome.ran.push(cell.id.clone())
+            }
+            Ok(Ran::Elsewhere) => outcome.skipped.push(cell.id.clone()),
+            Ok(Ran::Busy(holder)) => outcome.busy.push((cell.id.clone(), holder)),
+            Err(e) if e.is::<Interrupted>() => {
+                outcome.interrupted.push((cell.id.clone(), e.downcast().expect("an interruption")))
+            }
             Err(e) => outcome.failed.push((cell.id.clone(), format!("{e:#}"))),
         }
     }
@@ -170,14 +201,24 @@ fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Runs `cells` (with their estimated compute) on `threads / threads_per_cell` workers;
-/// returns each cell's result in order.
-fn run_cells(exp: &Experiment, cells: &[(&Cell, f64)], threads: usize) -> Vec<Result<()>> {
+/// What became of a cell a runner set out to run.
+enum Ran {
+    /// Ran it, after taking over the lock a dead runner (`pid@host`) left, if one did.
+    Finished { took_over: Option<String> },
+    /// Another runner finished it meanwhile.
+    Elsewhere,
+    /// Another runner holds its lock (`pid@host`).
+    Busy(String),
+}
+
+/// Runs `cells` (with their estimated compute) on `threads / threads_per_cell` workers,
+/// recording into the store at `db`; returns each cell's result in order.
+fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize) -> Vec<Result<Ran>> {
     let per_cell = exp.settings.threads_per_cell.min(threads).max(1);
     let workers = (threads / per_cell).clamp(1, cells.len().max(1));
     let bar = cells_bar(cells.len());
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<()>>>> = Mutex::new((0..cells.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<Ran>>>> = Mutex::new((0..cells.len()).map(|_| None).collect());
     let flops_done = Mutex::new(0.0f64);
     let total: f64 = cells.iter().map(|c| c.1).sum();
     let started = std::time::Instant::now();
@@ -188,7 +229,7 @@ fn run_cells(exp: &Experiment, cells: &[(&Cell, f64)], threads: usize) -> Vec<Re
                 while let Some(&(cell, flops)) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let k = cells.iter().position(|c| c.0.id == cell.id).expect("a listed cell");
                     bar.set_message(format!("running {}", cell.id));
-                    let result = pool.install(|| run_cell(exp, cell));
+                    let result = pool.install(|| run_cell(exp, db, cell));
                     if let Err(e) = &result {
                         bar.println(format!("cell {} failed: {e:#}", cell.id));
                     }
@@ -205,11 +246,24 @@ fn run_cells(exp: &Experiment, cells: &[(&Cell, f64)], threads: usize) -> Vec<Re
     results.into_inner().expect("no poisoned lock").into_iter().map(|r| r.expect("every cell ran")).collect()
 }
 
-/// Runs or resumes one cell.
-fn run_cell(exp: &Experiment, cell: &Cell) -> Result<()> {
-    let paths = RunPaths::in_dir(exp.cells_dir().join(&cell.id), exp.db());
-    run_or_resume(cell.config.clone(), build(&cell.config)?, cell.text.clone(), paths)?;
-    Ok(())
+/// Runs or resumes one cell under its lock, recording into the store at `db`.
+fn run_cell(exp: &Experiment, db: &Path, cell: &Cell) -> Result<Ran> {
+    let dir = exp.cells_dir().join(&cell.id);
+    let lock = match CellLock::try_acquire(&dir).with_context(|| format!("locking cell {}", cell.id))? {
+        Acquired::Locked(lock) => lock,
+        Acquired::Busy(holder) => return Ok(Ran::Busy(holder)),
+    };
+    // Checked again under the lock: the runner that held it may have finished the cell.
+    if Store::open(db)?.run_info(&cell.id)?.is_some_and(|i| i.status == "done" && i.config_hash == cell.config.hash()) {
+        return Ok(Ran::Elsewhere);
+    }
+    let paths = RunPaths::in_dir(dir, db.to_path_buf());
+    // An interruption stays its own error, so that the outcome can tell it from a failure.
+    run_or_resume(cell.config.clone(), build(&cell.config)?, cell.text.clone(), paths).map_err(|e| match e {
+        RunError::Interrupted(stop) => anyhow::Error::from(stop),
+        e => e.into(),
+    })?;
+    Ok(Ran::Finished { took_over: lock.took_over().map(str::to_string) })
 }
 
 /// The experiment-level progress bar.

@@ -203,6 +203,12 @@ impl Experiment {
     pub fn db(&self) -> PathBuf {
         self.root.join("vestige.db")
     }
+
+    /// The store file of cell `id` when the cell keeps its own (under Slurm; the report
+    /// merges it into [`Experiment::db`]).
+    pub fn cell_db(&self, id: &str) -> PathBuf {
+        self.cells_dir().join(id).join("vestige.db")
+    }
 }
 
 /// The experiment-file line of a cell config error: by key path, or for a parse error by

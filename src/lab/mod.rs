@@ -11,10 +11,12 @@
 pub mod execute;
 pub mod experiment;
 pub mod figures;
+pub mod lock;
 pub mod plan;
 pub mod pooling;
 pub mod scales;
 pub mod search;
+pub mod slurm;
 pub mod studies;
 pub mod study;
 pub mod sweep;

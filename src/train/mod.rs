@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod eval;
 pub mod forgetting;
+pub mod interrupt;
 pub mod locate;
 pub mod optimizer;
 pub mod regularizers;

@@ -38,6 +38,8 @@ pub enum RunError {
     Write(#[from] crate::fs::FsError),
     #[error(transparent)]
     Diverged(#[from] Diverged),
+    #[error(transparent)]
+    Interrupted(#[from] super::interrupt::Interrupted),
     /// Reading the config or creating the run directory failed.
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },

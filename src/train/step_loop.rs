@@ -123,6 +123,7 @@ impl Runner {
             if let Err(e) = self.run_phase() {
                 let status = match e {
                     RunError::Diverged(_) => "diverged".to_string(),
+                    RunError::Interrupted(_) => "interrupted".to_string(),
                     _ => format!("failed: {e}"),
                 };
                 self.store.set_status(&self.cfg.name, &status)?;
@@ -205,8 +206,13 @@ impl Runner {
                 self.evaluate(&p, &mut ph.set)?;
             }
             let every = self.cfg.checkpoint.every;
-            if every > 0 && self.state.global_step.is_multiple_of(every) && self.state.step_in_phase < p.steps {
+            let stop = super::interrupt::requested();
+            if (stop || every > 0 && self.state.global_step.is_multiple_of(every)) && self.state.step_in_phase < p.steps
+            {
                 self.checkpoint(&ph)?;
+                if stop {
+                    return Err(super::interrupt::Interrupted { step: self.state.global_step }.into());
+                }
             }
         }
         bar.finish_and_clear();

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: reading reference fixtures of any dtype,
-//! comparing tensors at a tolerance relative to the reference's scale, and building run
-//! configs ([`RunToml`]).
+//! comparing tensors at a tolerance relative to the reference's scale, building run
+//! configs ([`RunToml`]), and a tiny decay experiment for the scheduler's tests.
 #![allow(dead_code)]
 
 use safetensors::{Dtype, SafeTensors};
@@ -58,6 +58,55 @@ pub fn experiment(dir: &Path, text: &str) -> PathBuf {
     assert!(text.contains("threads = 2"), "an experiment for `experiment` sets threads = 2");
     let path = dir.join("exp.toml");
     let text = text.replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A tiny decay experiment named `name` (seeds `seeds`, e.g. `[0, 1]`; `steps` steps in its
+/// first phase; a checkpoint every 100 steps), written to `dir/<name>.toml` and recording
+/// under `dir`; returns its path.
+pub fn tiny_decay_experiment(dir: &Path, name: &str, seeds: &str, steps: u64) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+template = "decay"
+threads = 2
+out_dir = "{out}"
+
+[model]
+scale = "100k"
+max_positions = 16
+
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 4
+vocab = 12
+
+[[tasks]]
+name = "reverse"
+kind = "reverse"
+length = 4
+vocab = 12
+
+[checkpoint]
+every = 100
+
+[decay]
+a = "copy"
+b = "reverse"
+together_steps = {steps}
+after_steps = 20
+after_evals = 4
+eval_samples = 8
+batch_size = 8
+
+[sweep]
+seed = {seeds}
+"#,
+        out = dir.display()
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -148,4 +197,9 @@ impl fmt::Display for RunToml {
         }
         Ok(())
     }
+}
+
+/// A finished command's standard output and error, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }

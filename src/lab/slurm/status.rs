@@ -1,0 +1,93 @@
+//! Where each cell of an experiment stands, from what is on disk and in the queue: the
+//! stores (the experiment's and each cell's own), `squeue` for the submitted jobs, and the
+//! end each task wrote to `slurm/exits/` (a minimal cluster keeps no accounting for
+//! `sacct` to read).
+
+use super::{cluster, log_path, SlurmError, Submissions};
+use crate::lab::experiment::Experiment;
+use crate::lab::lock::CellLock;
+use crate::store::Store;
+
+/// Where a cell stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CellState {
+    Done,
+    Running,
+    /// Queued (also after a requeue).
+    Pending,
+    /// It ended without finishing: its exit code when the task recorded one (143 for a
+    /// cancelled task), and the last line of its log.
+    Failed {
+        code: Option<i32>,
+        last_line: String,
+    },
+    TimedOut,
+    /// Never started (or started outside Slurm and stopped without a trace).
+    NotRun,
+}
+
+/// One cell's state.
+#[derive(Clone, Debug)]
+pub struct CellStatus {
+    pub index: usize,
+    pub id: String,
+    pub state: CellState,
+}
+
+/// The state of every cell of `exp`.
+pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
+    let submissions = Submissions::load(exp)?;
+    let ids: Vec<String> = submissions.jobs.iter().map(|j| j.id.clone()).collect();
+    let queue = if ids.is_empty() { Vec::new() } else { cluster::queued(&ids)? };
+    let shared = if exp.db().is_file() { Some(Store::open(&exp.db())?) } else { None };
+    let mut out = Vec::new();
+    for cell in &exp.cells {
+        let mut recorded = match &shared {
+            Some(store) => store.run_info(&cell.id)?.map(|i| i.status),
+            None => None,
+        };
+        let own = exp.cell_db(&cell.id);
+        if recorded.as_deref() != Some("done") && own.is_file() {
+            recorded = Store::open(&own)?.run_info(&cell.id)?.map(|i| i.status);
+        }
+        let queued = queue
+            .iter()
+            .find(|(job, task, _)| submissions.jobs.iter().any(|j| &j.id == job && j.offset + task == cell.index));
+        let exit = std::fs::read_to_string(exp.root.join("slurm").join("exits").join(format!("cell-{}", cell.index)))
+            .ok()
+            .map(|s| s.trim().to_string());
+        let last_line = || {
+            let log = std::fs::read_to_string(log_path(&exp.root, cell.index)).unwrap_or_default();
+            log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
+        };
+        let state = match (recorded.as_deref(), queued, exit.as_deref()) {
+            (Some("done"), _, _) => CellState::Done,
+            (_, Some((_, _, st)), _) if st == "PD" => CellState::Pending,
+            (_, Some(_), _) => CellState::Running,
+            _ if CellLock::held_by(&exp.cells_dir().join(&cell.id))
+                .map_err(|source| SlurmError::Io { what: format!("reading the lock of cell {}", cell.id), source })?
+                .is_some() =>
+            {
+                CellState::Running
+            }
+            (_, None, Some("exit 143")) if out_of_time(exp, &submissions, cell.index) => CellState::TimedOut,
+            (_, None, Some(e)) => {
+                CellState::Failed { code: e.strip_prefix("exit ").and_then(|c| c.parse().ok()), last_line: last_line() }
+            }
+            (Some(_), None, None) => CellState::Failed { code: None, last_line: last_line() },
+            (None, None, None) => CellState::NotRun,
+        };
+        out.push(CellStatus { index: cell.index, id: cell.id.clone(), state });
+    }
+    Ok(out)
+}
+
+/// Whether Slurm's note in the output file of the last job that ran cell `index` says it
+/// was stopped for its time limit (`*** JOB ... CANCELLED AT ... DUE TO TIME LIMIT ***`).
+fn out_of_time(exp: &Experiment, submissions: &Submissions, index: usize) -> bool {
+    let last = submissions.jobs.iter().rev().find(|j| j.cells.contains(&index));
+    last.is_some_and(|j| {
+        let out = exp.root.join("slurm").join("logs").join(format!("job-{}_{}.out", j.id, index - j.offset));
+        std::fs::read_to_string(out).is_ok_and(|text| text.contains("DUE TO TIME LIMIT"))
+    })
+}
