@@ -18,9 +18,7 @@
 //!   convergence, not by the formula).
 
 use serde_json::Value;
-use vestige::analysis::{
-    kaplan_meier, log_t_interval, loglog_fit, lognormal_fit, tobit, Design, Observation,
-};
+use vestige::analysis::{kaplan_meier, log_t_interval, loglog_fit, lognormal_fit, tobit, Design, Observation};
 
 fn load(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/survival/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -130,7 +128,12 @@ fn tobit_regression_matches_lifelines_lognormal_aft() {
             assert_eq!(got.name, w["name"].as_str().unwrap(), "{name}");
             // Intercepts sit far from 0 (ln params ≈ 12–16), so compare on the SE's scale.
             let se = num(&w["se"]);
-            close(&format!("{name} {}", got.name), got.estimate, num(&w["estimate"]), 1e-7 * se.max(num(&w["estimate"]).abs()));
+            close(
+                &format!("{name} {}", got.name),
+                got.estimate,
+                num(&w["estimate"]),
+                1e-7 * se.max(num(&w["estimate"]).abs()),
+            );
             rel_close(&format!("{name} se({})", got.name), got.observed_se, se, 1e-6);
         }
         close(&format!("{name} ln sigma"), fit.sigma.ln(), num(&set["ln_sigma"]), 1e-7);

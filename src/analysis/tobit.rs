@@ -32,6 +32,8 @@ const MAX_ITERATIONS: usize = 200;
 /// Converged when the Newton decrement `gᵀ(−H)⁻¹g` (the predicted log-likelihood gain, times 2)
 /// falls below this: parameters are then within ~1e-8 standard errors of the maximum.
 const DECREMENT_TOL: f64 = 1e-16;
+/// A Newton decrement below which a failed line search means the rounding floor was reached.
+const ROUNDING_DECREMENT: f64 = 1e-10;
 /// Relative pivot tolerance for rank checks and factorisations.
 const RANK_TOL: f64 = 1e-10;
 
@@ -100,7 +102,12 @@ impl Design {
         if len == self.n {
             return Ok(());
         }
-        Err(AnalysisError::LengthMismatch { left_name: "design rows", left: self.n, right_name: "covariate", right: len })
+        Err(AnalysisError::LengthMismatch {
+            left_name: "design rows",
+            left: self.n,
+            right_name: "covariate",
+            right: len,
+        })
     }
 }
 
@@ -181,7 +188,8 @@ impl TobitFit {
             });
         }
         let estimate = weights.iter().zip(&self.coefficients).map(|(w, c)| w * c.estimate).sum();
-        let var: f64 = (0..p).map(|i| (0..p).map(|j| weights[i] * self.covariance[i][j] * weights[j]).sum::<f64>()).sum();
+        let var: f64 =
+            (0..p).map(|i| (0..p).map(|j| weights[i] * self.covariance[i][j] * weights[j]).sum::<f64>()).sum();
         let first = &self.coefficients[0];
         let se = var.max(0.0).sqrt();
         let observed_se = se / ((self.n as f64) / (first.dof as f64)).sqrt();
@@ -196,7 +204,12 @@ pub fn tobit(design: &Design, y: &[Observation]) -> Result<TobitFit, AnalysisErr
     check_finite(y)?;
     let (n, p) = (design.n(), design.p());
     if y.len() != n {
-        return Err(AnalysisError::LengthMismatch { left_name: "design rows", left: n, right_name: "y", right: y.len() });
+        return Err(AnalysisError::LengthMismatch {
+            left_name: "design rows",
+            left: n,
+            right_name: "y",
+            right: y.len(),
+        });
     }
     let events = n - count_censored(y);
     if events < p + 1 {
@@ -349,9 +362,11 @@ impl Problem<'_> {
                     accepted = Some(next);
                     break;
                 }
-                // No ascent along this direction: a steeper (more damped) one.
-                if damping == 0.0 && decrement < 1e-10 {
-                    // Rounding-limited: the gain is below what the likelihood's rounding can show.
+                // No ascent along the Newton direction. With a tiny decrement this is the rounding
+                // floor (statrs's erfc is good to ~1e-10, which limits how flat the computed
+                // likelihood can be resolved): converged, within ~1e-5 SE at worst. Otherwise try
+                // a steeper, more damped direction.
+                if damping == 0.0 && decrement < ROUNDING_DECREMENT {
                     return Ok((theta, iteration));
                 }
                 damping = if damping == 0.0 { 1e-8 } else { damping * 10.0 };
@@ -366,13 +381,15 @@ impl Problem<'_> {
     }
 
     /// Backtracking along `step` from `theta` (log-likelihood `ll`) until the Armijo
-    /// condition holds; `None` if 40 halvings do not find it.
+    /// condition holds and the log-likelihood strictly increases; `None` if 40 halvings do not
+    /// find such a point.
     fn line_search(&self, theta: &[f64], ll: f64, step: &[f64], decrement: f64) -> Option<Vec<f64>> {
         let mut alpha = 1.0;
         for _ in 0..40 {
             let next: Vec<f64> = theta.iter().zip(step).map(|(t, d)| t + alpha * d).collect();
             let (ll_next, _, _) = self.evaluate(&next);
-            if ll_next.is_finite() && ll_next >= ll + 1e-4 * alpha * decrement {
+            // Strictly better: at the rounding floor a step that changes nothing must not count.
+            if ll_next.is_finite() && ll_next > ll && ll_next >= ll + 1e-4 * alpha * decrement {
                 return Some(next);
             }
             alpha *= 0.5;
