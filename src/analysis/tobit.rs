@@ -63,7 +63,25 @@ impl Design {
 
     /// Adds a categorical factor named `name` with one level per observation: a 0/1 column
     /// `"name=level"` for each level except the reference, the first level to appear.
-    pub fn factor<S: AsRef<str>>(mut self, name: &str, levels: &[S]) -> Result<Design, AnalysisError> {
+    pub fn factor<S: AsRef<str>>(self, name: &str, levels: &[S]) -> Result<Design, AnalysisError> {
+        match levels.first() {
+            Some(first) => {
+                let reference = first.as_ref().to_string();
+                self.factor_with_reference(name, levels, &reference)
+            }
+            None => self.factor_with_reference(name, levels, ""),
+        }
+    }
+
+    /// [`Design::factor`] with an explicit reference level. It should be one of the levels:
+    /// otherwise every level gets a column, collinear with the intercept, and [`tobit`] refuses
+    /// the design.
+    pub fn factor_with_reference<S: AsRef<str>>(
+        mut self,
+        name: &str,
+        levels: &[S],
+        reference: &str,
+    ) -> Result<Design, AnalysisError> {
         self.check_len(levels.len())?;
         let mut seen: Vec<&str> = Vec::new();
         for l in levels {
@@ -71,7 +89,7 @@ impl Design {
                 seen.push(l.as_ref());
             }
         }
-        for level in seen.iter().skip(1) {
+        for level in seen.iter().filter(|l| **l != reference) {
             self.names.push(format!("{name}={level}"));
             self.columns.push(levels.iter().map(|l| f64::from(u8::from(l.as_ref() == *level))).collect());
         }
@@ -419,6 +437,30 @@ mod tests {
         let ci = slope.interval(0.95).unwrap();
         assert!((ci.lo - ols.slope_ci.0).abs() < 1e-7 && (ci.hi - ols.slope_ci.1).abs() < 1e-7, "{ci:?} vs {ols:?}");
         assert_eq!(ci.method_label(), "Tobit (n=6)");
+    }
+
+    #[test]
+    fn a_contrast_equals_the_coefficient_of_a_refit_with_another_reference_level() {
+        let x = [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0];
+        let ov = ["0", "0.25", "0.5", "0", "0.25", "0.5", "0.5", "0", "0.25", "0.25", "0.5", "0"];
+        let y = [0.1, 0.5, 1.6, 0.6, 1.2, 1.9, 0.9, 0.4, 1.0, 0.2, 1.5, 0.7];
+        let obs: Vec<Observation> = y
+            .iter()
+            .map(|&v| if v > 1.45 { Observation::censored_at(1.45) } else { Observation::reached(v) })
+            .collect();
+        let base = Design::new(12).numeric("x", &x).unwrap();
+        let a = tobit(&base.clone().factor("overlap", &ov).unwrap(), &obs).unwrap();
+        let b = tobit(&base.factor_with_reference("overlap", &ov, "0.25").unwrap(), &obs).unwrap();
+        assert_eq!(
+            a.coefficients.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["intercept", "x", "overlap=0.25", "overlap=0.5"]
+        );
+        let diff = a.contrast("0.5 - 0.25", &[0.0, 0.0, -1.0, 1.0]).unwrap();
+        let direct = b.coefficient("overlap=0.5").unwrap();
+        assert!((diff.estimate - direct.estimate).abs() < 1e-7, "{diff:?} vs {direct:?}");
+        assert!((diff.se - direct.se).abs() < 1e-6 * direct.se, "{diff:?} vs {direct:?}");
+        assert!((diff.observed_se - direct.observed_se).abs() < 1e-6 * direct.observed_se);
+        assert!((a.log_likelihood - b.log_likelihood).abs() < 1e-9);
     }
 
     #[test]
