@@ -27,7 +27,7 @@ impl Observation {
 
     /// The same observation of `ln value` (censoring survives a monotone map); `value` must be > 0.
     pub fn ln(self, index: usize) -> Result<Observation, AnalysisError> {
-        if !(self.value > 0.0) || !self.value.is_finite() {
+        if !self.value.is_finite() || self.value <= 0.0 {
             return Err(AnalysisError::NonPositive { what: "observation", index, value: self.value });
         }
         Ok(Observation { value: self.value.ln(), ..self })

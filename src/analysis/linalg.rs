@@ -12,7 +12,7 @@ pub(crate) fn cholesky(a: &[Vec<f64>], rel_tol: f64) -> Option<Vec<Vec<f64>>> {
             let dot: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
             if i == j {
                 let pivot = a[i][i] - dot;
-                if !(pivot > rel_tol * a[i][i].abs()) || !pivot.is_finite() {
+                if !pivot.is_finite() || pivot <= rel_tol * a[i][i].abs() {
                     return None;
                 }
                 l[i][i] = pivot.sqrt();

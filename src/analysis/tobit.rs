@@ -345,9 +345,8 @@ impl Problem<'_> {
             g[p] += gs;
             h[p][p] += hss;
         }
-        for i in 0..p {
-            h[p][i] = h[i][p];
-        }
+        let last_column: Vec<f64> = h.iter().take(p).map(|row| row[p]).collect();
+        h[p][..p].copy_from_slice(&last_column);
         (ll, g, h)
     }
 
@@ -390,9 +389,9 @@ impl Problem<'_> {
                 damping = if damping == 0.0 { 1e-8 } else { damping * 10.0 };
             }
             theta = accepted.ok_or_else(|| fail("no ascent direction was found".into()))?;
-            let sigma = theta[q - 1];
-            if !(sigma > -30.0) || theta.iter().any(|t| !t.is_finite() || t.abs() > 1e12) {
-                return Err(fail(format!("the parameters diverged (ln σ = {sigma})")));
+            let ln_sigma = theta[q - 1];
+            if ln_sigma <= -30.0 || theta.iter().any(|t| !t.is_finite() || t.abs() > 1e12) {
+                return Err(fail(format!("the parameters diverged (ln σ = {ln_sigma})")));
             }
         }
         Err(fail(format!("Newton's method did not converge in {MAX_ITERATIONS} iterations")))
