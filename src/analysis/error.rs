@@ -33,6 +33,10 @@ pub enum AnalysisError {
     /// The least-squares solver found no finite fit from any starting point.
     #[error("no finite {law} fit was found from any starting point")]
     FitFailed { law: &'static str },
+    /// A maximum-likelihood fit whose likelihood has no finite maximum, or whose search did not
+    /// converge (every seed of a factor level censored, collinear covariates…).
+    #[error("the {model} fit has no finite maximum: {reason}")]
+    NoFiniteMaximum { model: &'static str, reason: String },
 }
 
 /// Checks that `a` (named `an`) and `b` (named `bn`) have the same length.
