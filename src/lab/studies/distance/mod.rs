@@ -570,7 +570,7 @@ fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
         .ok_or(("distance.variant".to_string(), "set by the template's sweep axis; do not write it".into()))?;
     let seed = doc.get("seed").and_then(|s| s.as_integer()).unwrap_or(0);
     let task = match variant.arm {
-        Arm::NullTarget => null_task(&spec, doc)?,
+        Arm::NullTarget => null_task(spec, doc)?,
         _ => spec.behavior.clone(),
     };
     let (task, evals) = match &spec.conditional {
