@@ -66,49 +66,21 @@ pub fn experiment(dir: &Path, text: &str) -> PathBuf {
 /// first phase; a checkpoint every 100 steps), written to `dir/<name>.toml` and recording
 /// under `dir`; returns its path.
 pub fn tiny_decay_experiment(dir: &Path, name: &str, seeds: &str, steps: u64) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-template = "decay"
-threads = 2
-out_dir = "{out}"
-
-[model]
-scale = "100k"
-max_positions = 16
-
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 4
-vocab = 12
-
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 4
-vocab = 12
-
-[checkpoint]
-every = 100
-
-[decay]
-a = "copy"
-b = "reverse"
-together_steps = {steps}
-after_steps = 20
-after_evals = 4
-eval_samples = 8
-batch_size = 8
-
-[sweep]
-seed = {seeds}
-"#,
-        out = dir.display()
+    let decay = format!(
+        "a = \"copy\"\nb = \"reverse\"\ntogether_steps = {steps}\nafter_steps = 20\nafter_evals = 4\n\
+         eval_samples = 8\nbatch_size = 8"
     );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
+    RunToml::new(name)
+        .set("template", "decay")
+        .set("threads", 2)
+        .out_dir(dir)
+        .table("[model]", "scale = \"100k\"\nmax_positions = 16")
+        .sequence_task("copy", 4, 12)
+        .sequence_task("reverse", 4, 12)
+        .table("[checkpoint]", "every = 100")
+        .table("[decay]", &decay)
+        .table("[sweep]", &format!("seed = {seeds}"))
+        .write(dir, &format!("{name}.toml"))
 }
 
 /// A run config (or an experiment) as TOML text, built table by table so that a test states
