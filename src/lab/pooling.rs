@@ -7,8 +7,8 @@
 use super::experiment::{Cell, Experiment};
 use super::sweep::{label_of, slug};
 use crate::analysis::{
-    bootstrap_mean, fit_all, fit_half_life, linear_fit, loglog_fit, observed_half_life, BootstrapConfig, Estimate, Fit,
-    HalfLife, LineFit,
+    fit_all, fit_half_life, linear_fit, log_t_interval, loglog_fit, lognormal_fit, mean_interval, observed_half_life,
+    BootstrapConfig, Fit, HalfLife, Interval, LineFit, Observation,
 };
 use crate::report::Table;
 use crate::store::{MetricRow, Store};
@@ -30,12 +30,15 @@ pub struct Condition {
     /// `(axis key, value)` without the seed.
     pub point: Vec<(String, toml::Value)>,
     pub params: usize,
-    /// Mean half-life over seeds whose B crossed halfway, with its bootstrap CI.
-    pub half_life: Option<Estimate>,
+    /// The typical half-life over seeds (see [`half_life_estimate`]), censored seeds counted
+    /// as the lower bounds they are, with its interval, n and method; none where it cannot
+    /// be estimated (a single seed, or every seed censored).
+    pub half_life: Option<Interval>,
     /// Seeds still above halfway at the horizon (their half-life is only a lower bound).
     pub censored: usize,
-    /// Mean over seeds of the fraction of the way to the floor covered by the horizon.
-    pub moved: Option<Estimate>,
+    /// Mean over seeds of the fraction of the way to the floor covered by the horizon, with a
+    /// t-interval below 8 seeds and a percentile bootstrap from 8 on.
+    pub moved: Option<Interval>,
     pub cells: Vec<usize>,
 }
 
@@ -123,18 +126,33 @@ pub fn conditions<C: SeedResult>(cells: &[C], boot: &BootstrapConfig) -> Vec<Con
     groups
         .into_iter()
         .map(|(name, members)| {
-            let reached: Vec<f64> = members.iter().filter_map(|&i| reached(cells[i].half_life())).collect();
+            let half_lives: Vec<HalfLife> = members.iter().map(|&i| cells[i].half_life().clone()).collect();
             Condition {
                 name,
                 point: cells[members[0]].point().iter().filter(|(k, _)| k != "seed").cloned().collect(),
                 params: cells[members[0]].params(),
-                half_life: bootstrap_mean(&reached, boot).ok(),
-                censored: members.len() - reached.len(),
-                moved: bootstrap_mean(&members.iter().map(|&i| cells[i].moved()).collect::<Vec<_>>(), boot).ok(),
+                half_life: half_life_estimate(&half_lives, boot.level),
+                censored: half_lives.iter().filter(|h| reached(h).is_none()).count(),
+                moved: mean_interval(&members.iter().map(|&i| cells[i].moved()).collect::<Vec<_>>(), boot).ok(),
                 cells: members,
             }
         })
         .collect()
+}
+
+/// The typical half-life of one condition's seeds at confidence `level`: without censoring
+/// the geometric mean with a Student-t interval on ln half-life (valid at small n, unlike a
+/// percentile bootstrap); with censored seeds the median of a log-normal survival fit by
+/// maximum likelihood, which uses a censored seed as the lower bound it is instead of
+/// dropping it. None for fewer than two seeds, or where every seed is censored (the
+/// likelihood has no finite maximum).
+pub fn half_life_estimate(half_lives: &[HalfLife], level: f64) -> Option<Interval> {
+    let reached: Vec<f64> = half_lives.iter().filter_map(reached).collect();
+    if reached.len() == half_lives.len() {
+        return log_t_interval(&reached, level).ok();
+    }
+    let observations: Vec<Observation> = half_lives.iter().cloned().map(Observation::from).collect();
+    lognormal_fit(&observations).and_then(|fit| fit.median(level)).ok()
 }
 
 /// The half-life when reached, else the horizon it outlasted (a lower bound).
@@ -257,5 +275,29 @@ pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
             .map(String::from)
             .to_vec(),
         rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::Method;
+
+    #[test]
+    fn a_condition_counts_censored_seeds_as_lower_bounds_and_states_its_method() {
+        let reached = [HalfLife::Reached(10.0), HalfLife::Reached(40.0)];
+        let all = half_life_estimate(&reached, 0.95).unwrap();
+        assert_eq!((all.method, all.n, all.censored), (Method::LogT, 2, 0));
+        assert!((all.value - 20.0).abs() < 1e-9, "the geometric mean: {all}");
+        assert!(all.lo < 10.0 && all.hi > 40.0, "at n = 2 the t-interval is wider than the seeds' range: {all}");
+
+        let with_censored = [HalfLife::Reached(10.0), HalfLife::Reached(40.0), HalfLife::Censored { horizon: 300.0 }];
+        let e = half_life_estimate(&with_censored, 0.95).unwrap();
+        assert_eq!((e.method, e.n, e.censored), (Method::LogNormalMle, 3, 1));
+        assert!(e.value > all.value, "a seed that outlasted 300 raises the estimate: {e} vs {all}");
+
+        let censored = [HalfLife::Censored { horizon: 300.0 }, HalfLife::Censored { horizon: 300.0 }];
+        assert_eq!(half_life_estimate(&censored, 0.95), None, "no finite estimate when every seed is censored");
+        assert_eq!(half_life_estimate(&reached[..1], 0.95), None, "one seed gives no interval");
     }
 }

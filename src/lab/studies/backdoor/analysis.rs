@@ -1,7 +1,7 @@
 //! Analysis of a backdoor experiment: per cell, the attack success, false-trigger and clean
 //! loss curves over the continue phase (in tokens), the decay laws fitted to attack success
 //! and its persistence half-life (tokens until it falls halfway to its floor); per condition,
-//! half-lives with bootstrap CIs over seeds; a scaling fit against parameters; and the effect
+//! half-lives with censoring-aware intervals over seeds; a scaling fit against parameters; and the effect
 //! of each swept knob (mean half-life per value); after a successive-halving search, every
 //! rung's configurations with their scores and which went on. Pooling and fits come from
 //! [`crate::lab::pooling`].

@@ -137,13 +137,13 @@ fn ranked(conditions: &[Condition]) -> Table {
         .map(|c| {
             let h = c
                 .half_life
-                .map_or("—".into(), |e| format!("{:.0} [{:.0}, {:.0}] (n = {})", e.value, e.lo, e.hi, e.n));
+                .map_or("—".into(), |e| format!("{:.0} [{:.0}, {:.0}] {}", e.value, e.lo, e.hi, e.method_label()));
             vec![c.name.clone(), c.params.to_string(), h, c.censored.to_string()]
         })
         .collect();
     Table {
         caption: "Configurations ranked by persistence (censored seeds outlasted the horizon and rank first)".into(),
-        header: ["configuration", "params", "half-life tokens, mean [95% CI]", "censored seeds"]
+        header: ["configuration", "params", "half-life tokens [95% CI] method", "censored seeds"]
             .map(String::from)
             .to_vec(),
         rows,

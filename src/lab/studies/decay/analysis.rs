@@ -1,6 +1,6 @@
 //! Analysis of a decay experiment: per cell, the curves of A and B in phase 2, the decay
 //! laws fitted to B and its half-life; per condition (a cell's sweep point without the
-//! seed), half-lives with bootstrap CIs over seeds; and scaling fits of half-life against
+//! seed), half-lives with censoring-aware intervals over seeds; and scaling fits of half-life against
 //! parameter count, regulariser strength and task overlap (pooling from [`crate::lab::pooling`]).
 
 use super::DecaySpec;

@@ -60,8 +60,10 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
         format!(
             "Half-life: phase-2 steps until {}'s {} has moved halfway from its end-of-phase-1 value to the chance \
              level ({}), by linear interpolation between evaluations; seeds that never cross are censored (the \
-             half-life exceeds the horizon) and left out of means. Intervals are 95% percentile bootstraps over \
-             seeds. Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
+             half-life exceeds the horizon: a lower bound). Per condition, the half-life is the geometric mean over \
+             seeds with a 95% Student-t interval on ln half-life; where some seeds are censored, the median of a \
+             log-normal survival fit by maximum likelihood, which counts them as the lower bounds they are. The \
+             method and n stand beside each interval. The scaling fits still use only the seeds that crossed. Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
             a.b,
             a.metric,
             a.cells.first().map_or("n/a".into(), |c| format!("{:.3}", c.floor))
@@ -179,6 +181,11 @@ fn interval(c: &Condition) -> String {
     c.half_life.map_or("—".into(), |e| format!("{:.1} [{:.1}, {:.1}]", e.value, e.lo, e.hi))
 }
 
+/// `t on ln (n=2)`, or `—` where no estimate exists.
+fn method(c: &Condition) -> String {
+    c.half_life.map_or("—".into(), |e| e.method_label())
+}
+
 /// One row per condition.
 fn conditions_table(a: &DecayAnalysis) -> Table {
     let rows = a
@@ -192,6 +199,7 @@ fn conditions_table(a: &DecayAnalysis) -> Table {
                 c.params.to_string(),
                 c.cells.len().to_string(),
                 interval(c),
+                method(c),
                 c.censored.to_string(),
                 c.moved.map_or("—".into(), |e| {
                     format!("{:.0}% [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)
@@ -201,14 +209,18 @@ fn conditions_table(a: &DecayAnalysis) -> Table {
         })
         .collect();
     Table {
-        caption: format!("Half-life of {}'s {} per condition (95% bootstrap CI over seeds)", a.b, a.metric),
+        caption: format!(
+            "Half-life of {}'s {} per condition (95% intervals over seeds; method and n beside each)",
+            a.b, a.metric
+        ),
         header: [
             "condition",
             "params",
             "seeds",
             "half-life [CI]",
+            "method",
             "censored",
-            "moved to floor by horizon [CI]",
+            "moved to floor by horizon [t-interval]",
             "best law (mode)",
         ]
         .map(String::from)
