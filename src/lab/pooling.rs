@@ -6,9 +6,10 @@
 
 use super::experiment::{Cell, Experiment};
 use super::sweep::{label_of, slug};
+use crate::analysis::scaling::SLOPE_CI_LEVEL;
 use crate::analysis::{
     fit_all, fit_half_life, linear_fit, log_t_interval, loglog_fit, lognormal_fit, mean_interval, observed_half_life,
-    BootstrapConfig, Fit, HalfLife, Interval, LineFit, Observation,
+    tobit, AnalysisError, BootstrapConfig, Design, Fit, HalfLife, Interval, LineFit, Observation,
 };
 use crate::report::Table;
 use crate::store::{MetricRow, Store};
@@ -49,9 +50,23 @@ pub struct ScalingFit {
     pub against: String,
     /// The conditions' shared other axes.
     pub family: String,
+    /// Least squares when every seed crossed halfway; with censored seeds, a censored
+    /// (Tobit) regression that counts them as lower bounds, whose `r2` is NaN.
     pub fit: LineFit,
+    /// Seeds in the fit that never crossed halfway (their half-life is a lower bound).
+    pub censored: usize,
     /// `(x, half-life)` per seed that crossed halfway.
     pub points: Vec<(f64, f64)>,
+}
+
+impl ScalingFit {
+    /// `R² 0.76` for a least-squares fit, `Tobit, 2 of 6 censored` for a censored one.
+    pub fn quality(&self, decimals: usize) -> String {
+        match self.censored {
+            0 => format!("R² {:.*}", decimals, self.fit.r2),
+            c => format!("Tobit, {c} of {} censored", self.fit.n),
+        }
+    }
 }
 
 /// A finished cell's metric rows, or why there are none (`not run`, or the cell's status).
@@ -210,14 +225,15 @@ pub fn reached(h: &HalfLife) -> Option<f64> {
 }
 
 /// Scaling fits: half-life against parameters (log-log) within each family of cells that
-/// share every other axis, and against each other numeric axis (linear) likewise.
+/// share every other axis, and against each other numeric axis (linear) likewise. A seed
+/// that never crossed halfway enters as the lower bound it is (see [`line_fit`]).
 pub fn scaling_fits<C: SeedResult>(exp: &Experiment, cells: &[C]) -> Vec<ScalingFit> {
     let mut out = Vec::new();
     for axis in exp.axes.iter().filter(|a| a.key != "seed") {
         let by_params = axis.key.starts_with("model.");
-        let mut families: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut families: BTreeMap<String, Vec<(f64, HalfLife)>> = BTreeMap::new();
         for c in cells {
-            let Some(h) = reached(c.half_life()) else { continue };
+            let h = c.half_life().clone();
             let value = c.point().iter().find(|(k, _)| *k == axis.key).map(|(_, v)| v);
             let x = if by_params { Some(c.params() as f64) } else { value.and_then(number) };
             let family: Vec<String> = c
@@ -230,21 +246,47 @@ pub fn scaling_fits<C: SeedResult>(exp: &Experiment, cells: &[C]) -> Vec<Scaling
                 families.entry(family.join(", ")).or_default().push((x, h));
             }
         }
-        for (family, points) in families {
-            let (x, y): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
-            let fit = if by_params { loglog_fit(&x, &y) } else { linear_fit(&x, &y) };
-            if let Ok(fit) = fit {
+        for (family, seeds) in families {
+            let points: Vec<(f64, f64)> = seeds.iter().filter_map(|(x, h)| reached(h).map(|h| (*x, h))).collect();
+            if let Ok(fit) = line_fit(&seeds, by_params) {
                 let against = if by_params { "params".to_string() } else { axis.key.clone() };
                 out.push(ScalingFit {
                     against,
                     family: if family.is_empty() { "all".into() } else { family },
                     fit,
+                    censored: seeds.len() - points.len(),
                     points,
                 });
             }
         }
     }
     out
+}
+
+/// Half-life against `x` (`ln` of both when `log`): least squares when every seed crossed
+/// halfway, else a Tobit regression with the censored seeds as lower bounds at their
+/// horizons (dropping them would bias the slope toward 0 where the long-lived cells are
+/// the censored ones; `tests/censored_stats.rs` measures it).
+fn line_fit(seeds: &[(f64, HalfLife)], log: bool) -> Result<LineFit, AnalysisError> {
+    let scale = |v: f64| if log { v.ln() } else { v };
+    let reached: Vec<(f64, f64)> = seeds.iter().filter_map(|(x, h)| reached(h).map(|h| (*x, h))).collect();
+    if reached.len() == seeds.len() {
+        let (x, y): (Vec<f64>, Vec<f64>) = reached.into_iter().unzip();
+        return if log { loglog_fit(&x, &y) } else { linear_fit(&x, &y) };
+    }
+    let x: Vec<f64> = seeds.iter().map(|(x, _)| scale(*x)).collect();
+    let y: Vec<Observation> = seeds
+        .iter()
+        .map(|(_, h)| match *h {
+            HalfLife::Reached(t) => Observation::reached(scale(t)),
+            HalfLife::Censored { horizon } => Observation::censored_at(scale(horizon)),
+        })
+        .collect();
+    let fit = tobit(&Design::new(x.len()).numeric("x", &x)?, &y)?;
+    let coefficient = |name: &str| fit.coefficient(name).expect("the design's columns");
+    let slope = coefficient("x").interval(SLOPE_CI_LEVEL)?;
+    let intercept = coefficient("intercept").estimate;
+    Ok(LineFit { slope: slope.value, intercept, slope_ci: (slope.lo, slope.hi), r2: f64::NAN, n: fit.n })
 }
 
 /// A numeric sweep value as f64 (strings and other kinds: `None`).
@@ -299,5 +341,32 @@ mod tests {
         let censored = [HalfLife::Censored { horizon: 300.0 }, HalfLife::Censored { horizon: 300.0 }];
         assert_eq!(half_life_estimate(&censored, 0.95), None, "no finite estimate when every seed is censored");
         assert_eq!(half_life_estimate(&reached[..1], 0.95), None, "one seed gives no interval");
+    }
+
+    #[test]
+    fn a_scaling_fit_counts_censored_seeds_instead_of_dropping_them() {
+        // Half-life ∝ params^0.5 with a ±10% spread; the longer-lived seed of the third scale
+        // and both seeds of the largest outlast the horizon.
+        let horizon = 1200.0;
+        let seeds: Vec<(f64, HalfLife)> = [1e5, 1e5, 4e5, 4e5, 1.6e6, 1.6e6, 6.4e6, 6.4e6]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                let h = f64::sqrt(x) * if i % 2 == 0 { 0.9 } else { 1.1 };
+                (x, if h < horizon { HalfLife::Reached(h) } else { HalfLife::Censored { horizon } })
+            })
+            .collect();
+        let censored = seeds.iter().filter(|(_, h)| reached(h).is_none()).count();
+        assert_eq!(censored, 3, "the design censors one seed of the third scale and both of the largest");
+        let with = line_fit(&seeds, true).unwrap();
+        let kept: Vec<(f64, HalfLife)> = seeds.iter().filter(|(_, h)| reached(h).is_some()).cloned().collect();
+        let dropped = line_fit(&kept, true).unwrap();
+        assert!(with.r2.is_nan() && dropped.r2.is_finite(), "Tobit with censoring, least squares without");
+        assert_eq!((with.n, dropped.n), (8, 8 - censored));
+        assert!(with.slope_ci.0 < 0.5 && 0.5 < with.slope_ci.1, "the censored fit covers the true exponent: {with:?}");
+        assert!(
+            with.slope > dropped.slope,
+            "dropping the long-lived seeds flattens the slope: {with:?} vs {dropped:?}"
+        );
     }
 }

@@ -114,8 +114,13 @@ fn scaling_text(a: &BackdoorAnalysis) -> Vec<String> {
         .filter(|s| s.against == "params")
         .map(|s| {
             format!(
-                "{}: half-life ∝ params^{:.2} (95% CI {:.2} to {:.2}, R² {:.2}, n = {}).",
-                s.family, s.fit.slope, s.fit.slope_ci.0, s.fit.slope_ci.1, s.fit.r2, s.fit.n
+                "{}: half-life ∝ params^{:.2} (95% CI {:.2} to {:.2}, {}, n = {}).",
+                s.family,
+                s.fit.slope,
+                s.fit.slope_ci.0,
+                s.fit.slope_ci.1,
+                s.quality(2),
+                s.fit.n
             )
         })
         .collect();

@@ -63,7 +63,7 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
              half-life exceeds the horizon: a lower bound). Per condition, the half-life is the geometric mean over \
              seeds with a 95% Student-t interval on ln half-life; where some seeds are censored, the median of a \
              log-normal survival fit by maximum likelihood, which counts them as the lower bounds they are. The \
-             method and n stand beside each interval. The scaling fits still use only the seeds that crossed. Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
+             method and n stand beside each interval. Scaling fits count censored seeds as lower bounds too (a Tobit regression, without an R²). Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
             a.b,
             a.metric,
             a.cells.first().map_or("n/a".into(), |c| format!("{:.3}", c.floor))
@@ -71,8 +71,13 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
     ];
     for s in a.scaling.iter().filter(|s| s.against == "params") {
         out.push(format!(
-            "Half-life ∝ params^{:.2} (95% CI [{:.2}, {:.2}], R² {:.2}, {} seeds) for {}.",
-            s.fit.slope, s.fit.slope_ci.0, s.fit.slope_ci.1, s.fit.r2, s.fit.n, s.family
+            "Half-life ∝ params^{:.2} (95% CI [{:.2}, {:.2}], {}, {} seeds) for {}.",
+            s.fit.slope,
+            s.fit.slope_ci.0,
+            s.fit.slope_ci.1,
+            s.quality(2),
+            s.fit.n,
+            s.family
         ));
     }
     if !a.missing.is_empty() {
@@ -305,7 +310,10 @@ fn scaling_table(a: &DecayAnalysis) -> Table {
                 s.family.clone(),
                 format!("{:.3}", s.fit.slope),
                 format!("[{:.3}, {:.3}]", s.fit.slope_ci.0, s.fit.slope_ci.1),
-                format!("{:.3}", s.fit.r2),
+                match s.censored {
+                    0 => format!("{:.3}", s.fit.r2),
+                    c => format!("Tobit ({c} censored)"),
+                },
                 s.fit.n.to_string(),
             ]
         })
