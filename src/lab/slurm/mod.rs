@@ -311,12 +311,15 @@ fn submit_arrays(
     Ok(jobs)
 }
 
-/// The cells in `cells` (ascending) as `(offset, --array spec)` chunks whose task indices
-/// stay below `max_array_size`, each capped at `max_parallel` running tasks.
+/// The cells in `cells` (in any order: a search lists them by configuration) as `(offset,
+/// --array spec)` chunks in ascending order whose task indices stay below `max_array_size`,
+/// each capped at `max_parallel` running tasks.
 fn chunks(cells: &[usize], max_array_size: usize, max_parallel: Option<usize>) -> Vec<(usize, String)> {
     let width = max_array_size.saturating_sub(1).max(1);
+    let mut sorted = cells.to_vec();
+    sorted.sort_unstable();
     let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
-    for &c in cells {
+    for c in sorted {
         let offset = c / width * width;
         match out.last_mut() {
             Some((o, tasks)) if *o == offset => tasks.push(c - offset),
@@ -362,5 +365,6 @@ mod tests {
         assert_eq!(c, [(0, "0-999%8".to_string()), (1000, "0-295%8".to_string())]);
         assert_eq!(chunks(&[1, 2, 3, 7, 9, 10], 1001, None), [(0, "1-3,7,9-10".to_string())]);
         assert_eq!(chunks(&[4, 5], 3, None), [(4, "0-1".to_string())]);
+        assert_eq!(chunks(&[5, 0, 4, 1], 3, None), [(0, "0-1".to_string()), (4, "0-1".to_string())]);
     }
 }
