@@ -49,6 +49,10 @@ enum Command {
         /// e.g. --search maximize=backdoor.half_life.
         #[arg(long)]
         search: Option<String>,
+        /// With --cell: the cell of this lower rung of a halving search (what a Slurm task of
+        /// a searched rung runs).
+        #[arg(long, requires = "cell", hide = true)]
+        rung: Option<usize>,
         /// With --cell: record into the cell's own store file (what a Slurm task does; the
         /// report merges it).
         #[arg(long, requires = "cell")]
@@ -64,6 +68,17 @@ enum Command {
     Status {
         /// The experiment directory (runs/<experiment>).
         dir: PathBuf,
+    },
+    /// A halving search's selection job under Slurm: choose rung K's configurations from the
+    /// last rung's cells and submit them.
+    #[command(hide = true)]
+    SearchRung {
+        /// The experiment directory (runs/<experiment>).
+        dir: PathBuf,
+        #[arg(long)]
+        rung: usize,
+        #[arg(long)]
+        max_parallel: Option<usize>,
     },
     /// Rewrite an experiment's report from its store.
     Report {
@@ -228,6 +243,7 @@ impl SlurmArgs {
             sbatch_args: self.sbatch_arg,
             dry_run: self.dry_run,
             resubmit: self.resubmit,
+            search: None,
             vestige: std::env::current_exe()?,
         })
     }
@@ -306,18 +322,22 @@ fn report_run(s: vestige::train::run::RunSummary) -> Result<()> {
 
 fn run(command: Command, threads: Option<usize>) -> Result<()> {
     match command {
-        Command::Run { experiment, backend: Backend::Slurm, cell: None, plan: false, search: None, slurm, .. } => {
+        Command::Run { experiment, backend: Backend::Slurm, cell: None, plan: false, search, slurm, .. } => {
             let wait = slurm.wait;
-            vestige::commands::slurm::submit(&experiment, &slurm.options()?, wait)?
+            let opts = vestige::lab::slurm::Options { search, ..slurm.options()? };
+            vestige::commands::slurm::submit(&experiment, &opts, wait)?
         }
         Command::Run { backend: Backend::Slurm, .. } => {
-            anyhow::bail!("--backend slurm submits the whole experiment; --cell, --plan and --search run locally")
+            anyhow::bail!("--backend slurm submits the whole experiment (or its search); --cell and --plan run locally")
         }
         Command::Run { slurm, .. } if slurm.given() => anyhow::bail!("the Slurm options need --backend slurm"),
-        Command::Run { experiment, cell, plan, search, cell_store, .. } => {
+        Command::Run { experiment, cell, rung, plan, search, cell_store, .. } => {
             vestige::train::interrupt::install()?;
-            let opts = vestige::lab::execute::Options { cell, cell_store, plan_only: plan, threads, search };
+            let opts = vestige::lab::execute::Options { cell, rung, cell_store, plan_only: plan, threads, search };
             vestige::commands::experiment::run(&experiment, &opts)?
+        }
+        Command::SearchRung { dir, rung, max_parallel } => {
+            vestige::commands::slurm::select_rung(&dir, rung, max_parallel)?
         }
         Command::Status { dir } => vestige::commands::slurm::print_status(&dir)?,
         Command::Report { dir } => vestige::commands::experiment::report(&dir)?,

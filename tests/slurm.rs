@@ -1,13 +1,14 @@
 //! `vestige run --backend slurm` against a real Slurm cluster (CI starts a one-node one with
 //! scripts/slurm/start-local-cluster.sh): an array's report equals a local run's bits, a
 //! cancelled task shows as failed and a resubmission completes it, a task sent USR1
-//! checkpoints, is requeued and resumes bit-identically, and bad input gets clear errors.
+//! checkpoints, is requeued and resumes bit-identically, a two-rung halving search goes out
+//! whole and selects as a local search does, and bad input gets clear errors.
 //! Without a cluster these tests skip with a printed reason, unless VESTIGE_REQUIRE_SLURM=1.
 
 mod common;
 
 use common::{output_text as text, tiny_decay_experiment as experiment};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use vestige::store::Store;
@@ -167,4 +168,54 @@ fn without_sbatch_on_path_a_submission_says_what_is_missing() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("`sbatch` is not on PATH: run this on a Slurm login node"), "{}", text(&out));
+}
+
+/// `experiments/backdoor-small.toml` under `dir` as a tiny two-rung halving search over three
+/// planting learning rates (the same as the local halving test in tests/backdoor_study.rs).
+fn tiny_search(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string("experiments/backdoor-small.toml").unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let grid =
+        "\"backdoor.plant_lr\" = [0.0003, 0.003, 0.03]\nseed = [0]\n\n[search]\naxes = [\"backdoor.plant_lr\"]\n\
+                budget_cells = 4\nmethod = \"halving\"\nrungs = 2\nseed = 3";
+    let text = text
+        .replacen("threads = 2", &format!("threads = 2\nout_dir = \"{}\"", dir.display()), 1)
+        .replace(sweep, grid)
+        .replace("pretrain_steps = 150", "pretrain_steps = 60")
+        .replace("continue_steps = 300", "continue_steps = 90");
+    let path = dir.join("exp.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_two_rung_halving_search_goes_out_whole_and_promotes_what_a_local_search_does() {
+    if !cluster() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, slurm) = (tiny_search(&tmp.path().join("local")), tiny_search(&tmp.path().join("slurm")));
+    let search = "maximize=backdoor.half_life";
+    ok(&["run", local.to_str().unwrap(), "--search", search]);
+    let out = ok(&["run", slurm.to_str().unwrap(), "--backend", "slurm", "--search", search, "--wait"]);
+    assert!(out.contains("(3 cells)") && out.contains("(the selection of rung 1"), "{out}");
+    let (a, b) = (tmp.path().join("local/backdoor-small"), tmp.path().join("slurm/backdoor-small"));
+    for file in ["fits.csv", "summary.md"] {
+        let read = |d: &Path| std::fs::read_to_string(d.join("report").join(file)).unwrap();
+        assert!(read(&a) == read(&b), "report/{file} differs between the local and the Slurm search");
+    }
+    assert_eq!(metric_bits(&a.join("vestige.db")), metric_bits(&b.join("vestige.db")), "the same cells, bit for bit");
+    let rung1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("slurm/rung-1.json")).unwrap()).unwrap();
+    let promoted = rung1["cells"].as_array().unwrap();
+    assert_eq!(promoted.len(), 1, "{rung1}");
+    let id = Store::open(&b.join("vestige.db")).unwrap().runs().unwrap().into_iter().map(|r| r.run);
+    let full: Vec<String> = id.filter(|r| !r.ends_with("_rung0")).collect();
+    assert_eq!(full.len(), 1, "only the promoted configuration ran in full: {full:?}");
+    assert!(full[0].starts_with(&format!("c{:03}_", promoted[0].as_u64().unwrap())), "{full:?} vs {rung1}");
+    let status = ok(&["status", b.to_str().unwrap()]);
+    assert!(status.contains("4 cells: 4 done") && status.contains("rung 1: 1 configurations selected"), "{status}");
+    let out = vestige(&["run", slurm.to_str().unwrap(), "--backend", "slurm", "--resubmit", "failed"]);
+    assert!(text(&out).contains("--resubmit of a search is not supported yet"), "{}", text(&out));
 }

@@ -1,10 +1,11 @@
 //! `vestige run EXP --backend slurm` (submit the cells as job arrays, optionally wait for
-//! them and write the report) and `vestige status DIR` (where each cell stands).
+//! them and write the report), `vestige status DIR` (where each cell stands) and the hidden
+//! `vestige search-rung DIR --rung K` (a halving search's selection job).
 
 use super::experiment::write_report;
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::{plan, render};
-use crate::lab::slurm::{self, status, CellState, Options};
+use crate::lab::slurm::{self, status, CellState, CellStatus, Options, RungSelection, Submissions};
 use crate::train::step_loop::progress_bars;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,16 +23,16 @@ pub fn submit(path: &Path, opts: &Options, wait: bool) -> Result<()> {
     let done = slurm::submit(&exp, opts)?;
     if opts.dry_run {
         print!("{}", done.script);
-        for (offset, array) in &done.arrays {
-            println!(
-                "# would submit: sbatch --array={array} --export=ALL,VESTIGE_CELL_OFFSET={offset} {}",
-                done.script_path.display()
-            );
+        for args in &done.arrays {
+            println!("# would submit: sbatch {} {}", args.join(" "), done.script_path.display());
         }
         return Ok(());
     }
     for job in &done.jobs {
-        println!("submitted job {} ({} cells): {}", job.id, job.cells.len(), done.script_path.display());
+        match job.selects {
+            Some(k) => println!("submitted job {} (the selection of rung {k}, after the jobs above)", job.id),
+            None => println!("submitted job {} ({} cells): {}", job.id, job.cells.len(), done.script_path.display()),
+        }
     }
     println!("follow it with `vestige status {}`", exp.root.display());
     if !wait {
@@ -42,20 +43,31 @@ pub fn submit(path: &Path, opts: &Options, wait: bool) -> Result<()> {
     bar.set_style(ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}").expect("valid template"));
     bar.set_prefix("cells done");
     loop {
-        let states = status(&exp)?;
+        // A halving search's selection jobs submit further jobs as they run.
+        let jobs = Submissions::load(&exp)?.jobs;
+        let states = submitted(&exp, status(&exp)?)?;
+        bar.set_length(states.len() as u64);
         bar.set_position(states.iter().filter(|s| s.state == CellState::Done).count() as u64);
         let running = states.iter().filter(|s| s.state == CellState::Running).count();
         bar.set_message(format!("{running} running"));
-        if slurm::active(&done.jobs)? == 0 {
+        // A selection job records the jobs it submitted before it ends: once none of `jobs` is
+        // active, the record read again holds every job.
+        if slurm::active(&jobs)? == 0 && Submissions::load(&exp)?.jobs.len() == jobs.len() {
             break;
         }
         std::thread::sleep(Duration::from_secs(2));
     }
     bar.finish_and_clear();
-    if let Some(index) = write_report(&exp, None)? {
+    if let Some(index) = write_report(&exp, done.search.as_deref())? {
         println!("report: {}", index.display());
     }
-    let unfinished: Vec<String> = status(&exp)?
+    for k in (1..=exp.rungs.len()).filter(|_| done.jobs.iter().any(|j| j.selects.is_some())) {
+        if RungSelection::load(&exp, k)?.is_none() {
+            let log = exp.root.join("slurm").join("logs").join(format!("select-rung-{k}.out"));
+            bail!("the selection of the search's rung {k} did not run or failed: see {}", log.display());
+        }
+    }
+    let unfinished: Vec<String> = submitted(&exp, status(&exp)?)?
         .into_iter()
         .filter(|s| s.state != CellState::Done)
         .map(|s| format!("  {}", line(&s.id, &s.state)))
@@ -70,10 +82,31 @@ pub fn submit(path: &Path, opts: &Options, wait: bool) -> Result<()> {
     Ok(())
 }
 
+/// The states of the cells that went out (every cell, unless a search chose them): a cell no
+/// job ran and no runner started is left out once something was submitted.
+fn submitted(exp: &Experiment, states: Vec<CellStatus>) -> Result<Vec<CellStatus>> {
+    let jobs = Submissions::load(exp)?.jobs;
+    let listed = |s: &CellStatus| jobs.iter().any(|j| j.rung == s.rung && j.cells.contains(&s.index));
+    Ok(states.into_iter().filter(|s| jobs.is_empty() || listed(s) || s.state != CellState::NotRun).collect())
+}
+
+/// What a halving search's selection job does: selects rung `k`, submits it and says so.
+pub fn select_rung(dir: &Path, k: usize, max_parallel: Option<usize>) -> Result<()> {
+    let (selection, jobs) = slurm::select_rung(dir, k, max_parallel)?;
+    println!("rung {k}: configurations {:?}, cells {:?}", selection.configurations, selection.cells);
+    for job in jobs {
+        match job.selects {
+            Some(next) => println!("submitted job {} (the selection of rung {next})", job.id),
+            None => println!("submitted job {} ({} cells)", job.id, job.cells.len()),
+        }
+    }
+    Ok(())
+}
+
 /// Prints each cell's state and a count per state.
 pub fn print_status(dir: &Path) -> Result<()> {
     let exp = Experiment::open_dir(dir)?;
-    let states = status(&exp)?;
+    let states = submitted(&exp, status(&exp)?)?;
     let mut counts = std::collections::BTreeMap::new();
     for s in &states {
         println!("{}", line(&s.id, &s.state));
@@ -81,6 +114,15 @@ pub fn print_status(dir: &Path) -> Result<()> {
     }
     let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
     println!("{} cells: {}", states.len(), counts.join(", "));
+    let jobs = Submissions::load(&exp)?.jobs;
+    for k in (1..=exp.rungs.len()).filter(|_| jobs.iter().any(|j| j.selects.is_some())) {
+        match RungSelection::load(&exp, k)? {
+            Some(s) => {
+                println!("rung {k}: {} configurations selected, {} cells", s.configurations.len(), s.cells.len())
+            }
+            None => println!("rung {k}: not selected yet"),
+        }
+    }
     Ok(())
 }
 

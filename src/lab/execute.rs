@@ -9,7 +9,7 @@
 use super::experiment::{Cell, Experiment};
 use super::lock::{Acquired, CellLock};
 use super::plan::{plan, plan_cells, render, PlannedCell};
-use super::search::{self, SearchSpec};
+use super::search::{self, Ladder, SearchSpec};
 use super::slurm::merge;
 use crate::fs::write_atomic;
 use crate::store::Store;
@@ -28,6 +28,9 @@ use std::sync::Mutex;
 pub struct Options {
     /// Run only this cell (by index), e.g. from an external scheduler.
     pub cell: Option<usize>,
+    /// With `cell`: the cell of this lower rung of a halving search ([`Experiment::rungs`]),
+    /// as a Slurm task of a searched rung runs it.
+    pub rung: Option<usize>,
     /// With `cell`: record into the cell's own store file ([`Experiment::cell_db`]) instead
     /// of the experiment's, as a Slurm task does (SQLite's WAL is unsafe on NFS).
     pub cell_store: bool,
@@ -68,8 +71,16 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
         return Ok((exp, Outcome::default()));
     }
     let mut outcome = Outcome::default();
+    let grid = match (opts.rung, opts.cell) {
+        (None, _) => exp.cells.as_slice(),
+        (Some(_), None) => bail!("--rung needs --cell"),
+        (Some(k), Some(_)) => match exp.rungs.get(k) {
+            Some(cells) => cells.as_slice(),
+            None => bail!("--rung {k}: the experiment's search has lower rungs 0..{}", exp.rungs.len()),
+        },
+    };
     let db = match (opts.cell, opts.cell_store) {
-        (Some(i), true) if i < exp.cells.len() => exp.cell_db(&exp.cells[i].id),
+        (Some(i), true) if i < grid.len() => exp.cell_db(&grid[i].id),
         (None, true) => bail!("a cell's own store file (--cell-store) needs --cell"),
         _ => exp.db(),
     };
@@ -84,7 +95,8 @@ pub fn run(path: &Path, opts: &Options) -> Result<(Experiment, Outcome)> {
         indices.map(|i| (&exp.cells[i], flops[i])).collect()
     };
     let selected = match (opts.cell, &opts.search) {
-        (Some(i), _) if i >= exp.cells.len() => bail!("--cell {i}: the experiment has cells 0..{}", exp.cells.len()),
+        (Some(i), _) if i >= grid.len() => bail!("--cell {i}: the experiment has cells 0..{}", grid.len()),
+        (Some(i), _) if opts.rung.is_some() => vec![(&grid[i], plan_cells(&grid[i..=i])?[0].flops)],
         (Some(i), _) => with_flops(&mut std::iter::once(i)),
         (None, Some(arg)) => {
             search::objective(arg, exp.study.as_deref()).map_err(anyhow::Error::msg)?;
@@ -114,30 +126,18 @@ fn halving(
     threads: usize,
     outcome: &mut Outcome,
 ) -> Result<String> {
-    let rungs: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
-    let mut flops = Vec::new();
-    for cells in &exp.rungs {
-        flops.push(plan_cells(cells)?.iter().map(|c| c.flops).collect::<Vec<f64>>());
-    }
-    flops.push(planned.iter().map(|c| c.flops).collect());
-    let h = search::plan_halving(exp, spec, &flops).map_err(anyhow::Error::msg)?;
-    eprintln!("{}", h.description);
-    let params: Vec<usize> = planned.iter().map(|c| c.params).collect();
-    let study = exp.study.as_deref().context("a halving search needs a study to score its configurations")?;
-    let mut alive: Vec<usize> = (0..h.configs.len()).collect();
-    for (k, cells) in rungs.iter().enumerate() {
+    let ladder = Ladder::new(exp, spec, planned)?;
+    eprintln!("{}", ladder.plan.description);
+    let mut alive: Vec<usize> = (0..ladder.plan.configs.len()).collect();
+    for (k, cells) in ladder.rungs.iter().enumerate() {
         if k > 0 {
-            let mut scores = Vec::new();
-            for &p in &alive {
-                scores.push(study.score(exp, store, rungs[k - 1], &h.configs[p], &params)?);
-            }
-            alive = search::survivors(&scores, h.sizes[k]).into_iter().map(|j| alive[j]).collect();
+            alive = ladder.promote(exp, store, k, &alive)?;
         }
         eprintln!("rung {k}: {} configurations at 1/{} of the continue phase", alive.len(), spec.divisor(k));
-        let batch = alive.iter().flat_map(|&p| h.configs[p].iter().map(|&i| (&cells[i], flops[k][i]))).collect();
+        let batch = ladder.cells(&alive).into_iter().map(|i| (&cells[i], ladder.flops[k][i])).collect();
         run_batch(exp, store, batch, threads, outcome)?;
     }
-    Ok(h.description)
+    Ok(ladder.plan.description)
 }
 
 /// Runs `cells` (with their estimated compute), skipping finished ones; records what happened.

@@ -19,10 +19,12 @@
 //! Both depend only on the experiment, the plan, the spec and (for halving) the cells' results,
 //! which are themselves deterministic.
 
-use super::experiment::Experiment;
-use super::plan::human_flops;
+use super::experiment::{Cell, Experiment};
+use super::plan::{human_flops, plan_cells, PlannedCell};
 use super::study::Study;
 use super::sweep::{slug, Axis};
+use crate::store::Store;
+use anyhow::Context;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -287,4 +289,47 @@ pub fn survivors(scores: &[Score], keep: usize) -> Vec<usize> {
     ranked.truncate(keep);
     ranked.sort_unstable();
     ranked
+}
+
+/// A halving search laid out for running, locally or on Slurm: each rung's cells, their
+/// compute, the cells' sizes and the plan.
+pub struct Ladder<'a> {
+    /// The cells of each rung: the experiment's lower rungs, then the grid's cells.
+    pub rungs: Vec<&'a [Cell]>,
+    /// `flops[k][i]`: the compute of cell `i` at rung `k`.
+    pub flops: Vec<Vec<f64>>,
+    /// Each cell's parameter count (the same at every rung).
+    pub params: Vec<usize>,
+    pub plan: Halving,
+}
+
+impl<'a> Ladder<'a> {
+    /// Lays out the halving search `spec` of `exp`, whose grid's cells are `planned`.
+    pub fn new(exp: &'a Experiment, spec: &SearchSpec, planned: &[PlannedCell]) -> anyhow::Result<Ladder<'a>> {
+        let rungs: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
+        let mut flops = Vec::new();
+        for cells in &exp.rungs {
+            flops.push(plan_cells(cells)?.iter().map(|c| c.flops).collect::<Vec<f64>>());
+        }
+        flops.push(planned.iter().map(|c| c.flops).collect());
+        let plan = plan_halving(exp, spec, &flops).map_err(anyhow::Error::msg)?;
+        Ok(Ladder { rungs, flops, params: planned.iter().map(|c| c.params).collect(), plan })
+    }
+
+    /// The configurations (positions in `plan.configs`) that go on to rung `k` (> 0) from
+    /// `alive`, those run at rung `k - 1`: the best by the study's scores of their finished
+    /// rung `k - 1` cells in `store`.
+    pub fn promote(&self, exp: &Experiment, store: &Store, k: usize, alive: &[usize]) -> anyhow::Result<Vec<usize>> {
+        let study = exp.study.as_deref().context("a halving search needs a study to score its configurations")?;
+        let mut scores = Vec::new();
+        for &p in alive {
+            scores.push(study.score(exp, store, self.rungs[k - 1], &self.plan.configs[p], &self.params)?);
+        }
+        Ok(survivors(&scores, self.plan.sizes[k]).into_iter().map(|j| alive[j]).collect())
+    }
+
+    /// The cells (indices, ascending within each configuration) of configurations `alive`.
+    pub fn cells(&self, alive: &[usize]) -> Vec<usize> {
+        alive.iter().flat_map(|&p| self.plan.configs[p].iter().copied()).collect()
+    }
 }

@@ -53,8 +53,9 @@ pub fn max_array_size() -> Result<usize, SlurmError> {
 }
 
 /// `(array job id, task index, state code)` of the queued and running tasks of `jobs`
-/// (`PD`, `R`, `CG`, ...). A job Slurm has already forgotten is simply absent.
-pub fn queued(jobs: &[String]) -> Result<Vec<(String, usize, String)>, SlurmError> {
+/// (`PD`, `R`, `CG`, ...); a job that is no array (a search's selection) has no task index.
+/// A job Slurm has already forgotten is simply absent.
+pub fn queued(jobs: &[String]) -> Result<Vec<(String, Option<usize>, String)>, SlurmError> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -69,7 +70,7 @@ pub fn queued(jobs: &[String]) -> Result<Vec<(String, usize, String)>, SlurmErro
         .lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
-            let (job, task, state) = (f.next()?, f.next()?.parse().ok()?, f.next()?);
+            let (job, task, state) = (f.next()?, f.next()?.parse().ok(), f.next()?);
             Some((job.to_string(), task, state.to_string()))
         })
         .collect())

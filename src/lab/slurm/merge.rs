@@ -4,12 +4,14 @@
 use crate::lab::experiment::Experiment;
 use crate::store::{Store, StoreError};
 
-/// Copies every finished cell from its own store file into the experiment's store; returns
+/// Copies every finished cell (of every rung of a halving search) from its own store file into the experiment's store; returns
 /// the cells copied. Idempotent: a cell already in the experiment's store as done is left
 /// alone, and a cell whose own store does not say done (still running, failed, interrupted)
 /// is not copied. A cell recorded in both under different config hashes is refused.
 pub fn merge(exp: &Experiment) -> Result<Vec<String>, StoreError> {
-    let cell_dbs: Vec<_> = exp.cells.iter().map(|c| (c, exp.cell_db(&c.id))).filter(|(_, db)| db.is_file()).collect();
+    // A halving search's lower rungs' cells too.
+    let cells = exp.rungs.iter().flatten().chain(&exp.cells);
+    let cell_dbs: Vec<_> = cells.map(|c| (c, exp.cell_db(&c.id))).filter(|(_, db)| db.is_file()).collect();
     if cell_dbs.is_empty() {
         return Ok(Vec::new());
     }

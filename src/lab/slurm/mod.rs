@@ -5,19 +5,27 @@
 //! changed since the first submission. Each cell records into its own store file, which
 //! [`merge`] copies into the experiment's store for the report.
 //!
-//! Files, under `runs/<exp>/slurm/`: `array.sbatch` (the script), `submissions.json` (the
-//! experiment's hash and each submitted job with the cells it runs), `logs/` and `exits/`.
+//! A search goes out whole: a random search's sample as one array; a successive-halving
+//! search's first rung as an array and each later rung's selection as a small job that runs
+//! after the last rung's arrays ([`search`]).
+//!
+//! Files, under `runs/<exp>/slurm/`: `array.sbatch` (the script), `select.sbatch` (a halving
+//! search's selection), `submissions.json` (the experiment's hash and each submitted job with
+//! the cells it runs), `rung-<k>.json` (a halving rung's configurations), `logs/` and `exits/`.
 
 mod cluster;
 mod merge;
 mod script;
+mod search;
 mod status;
 
 pub use merge::merge;
 pub use script::INTERRUPTED_EXIT;
+pub use search::{select_rung, RungSelection};
 pub use status::{status, CellState, CellStatus};
 
 use super::experiment::Experiment;
+use super::plan::plan;
 use crate::fs::write_atomic;
 use script::Script;
 use sha2::{Digest, Sha256};
@@ -39,6 +47,8 @@ pub enum SlurmError {
     Changed { submitted: String, now: String },
     #[error("nothing to resubmit: {0}")]
     Nothing(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -49,6 +59,11 @@ pub enum SlurmError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Write(#[from] crate::fs::FsError),
+    #[error(transparent)]
+    Config(#[from] crate::train::config::ConfigError),
+    /// A search that cannot be planned or scored.
+    #[error(transparent)]
+    Search(#[from] anyhow::Error),
 }
 
 /// Which cells a resubmission sends.
@@ -81,6 +96,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Send only these cells again.
     pub resubmit: Option<Resubmit>,
+    /// `maximize=OBJECTIVE`: submit the `[search]` table's search instead of the whole grid.
+    pub search: Option<String>,
     /// The vestige binary the tasks run (the running one, for the CLI).
     pub vestige: PathBuf,
 }
@@ -91,6 +108,13 @@ pub struct Job {
     pub id: String,
     pub offset: usize,
     pub cells: Vec<usize>,
+    /// The lower halving rung whose cells the array runs ([`Experiment::rungs`]); none for
+    /// the grid's cells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rung: Option<usize>,
+    /// A halving search's selection job (no array): the rung it selects and submits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selects: Option<usize>,
 }
 
 /// What `runs/<exp>/slurm/submissions.json` holds.
@@ -99,6 +123,9 @@ pub struct Submissions {
     /// [`experiment_hash`] at the first submission.
     pub experiment_hash: String,
     pub jobs: Vec<Job>,
+    /// How a search chose the cells, when the experiment went out as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
 }
 
 impl Submissions {
@@ -132,8 +159,10 @@ pub struct Submitted {
     pub script_path: PathBuf,
     /// The jobs submitted (none for a dry run).
     pub jobs: Vec<Job>,
-    /// The `--array` specification of each chunk, with its cell offset.
-    pub arrays: Vec<(usize, String)>,
+    /// The `sbatch` options of each chunk's array (`--array=...`, `--export=...`).
+    pub arrays: Vec<Vec<String>>,
+    /// How a search chose the cells, when one did (for the report).
+    pub search: Option<String>,
 }
 
 /// A hash of every cell's config: what a resubmission must find unchanged.
@@ -146,8 +175,8 @@ pub fn experiment_hash(exp: &Experiment) -> String {
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the experiment's batch script and submits its cells (all of them, or those a
-/// resubmission asks for) as job arrays; returns at once.
+/// Writes the experiment's batch script and submits its cells (all of them, those a
+/// resubmission asks for, or a search's) as job arrays; returns at once.
 pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError> {
     let io = |what: String| move |source| SlurmError::Io { what, source };
     let slurm = exp.root.join("slurm");
@@ -167,24 +196,38 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
         time: opts.time.as_deref(),
         mem: opts.mem.as_deref(),
         extra: &opts.sbatch_args,
-    }
-    .render();
+    };
     let script_path = slurm.join("array.sbatch");
-    write_atomic(&script_path, script.as_bytes())?;
+    write_atomic(&script_path, script.render().as_bytes())?;
 
     if !opts.dry_run {
         cluster::require_sbatch()?;
     }
     let mut record = Submissions::load(exp)?;
     let hash = experiment_hash(exp);
-    let cells: Vec<usize> = match opts.resubmit {
-        None => (0..exp.cells.len()).collect(),
-        Some(which) => {
+    let mut cells: Vec<usize> = (0..exp.cells.len()).collect();
+    // A search's: the rung of its first cells, how it chose them, and for a halving search,
+    // how many configurations its first rung runs.
+    let (mut rung, mut search, mut halving) = (None, None, None);
+    if opts.resubmit.is_some() && (opts.search.is_some() || record.search.is_some()) {
+        return Err(SlurmError::Unsupported(
+            "--resubmit of a search is not supported yet; rerun the search with `vestige run EXP --search ...` \
+             (locally, which skips the finished cells)"
+                .into(),
+        ));
+    }
+    match (&opts.search, opts.resubmit) {
+        (Some(arg), _) => {
+            let start = search::start(exp, arg, &plan(exp)?)?;
+            (cells, rung, search, halving) = (start.cells, start.rung, Some(start.description), start.configurations);
+        }
+        (None, None) => {}
+        (None, Some(which)) => {
             if !record.experiment_hash.is_empty() && record.experiment_hash != hash {
                 return Err(SlurmError::Changed { submitted: record.experiment_hash.clone(), now: hash });
             }
             let states = status(exp)?;
-            let chosen: Vec<usize> = states
+            cells = states
                 .iter()
                 .filter(|s| match which {
                     Resubmit::Failed => matches!(s.state, CellState::Failed { .. }),
@@ -195,7 +238,7 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
                 })
                 .map(|s| s.index)
                 .collect();
-            if chosen.is_empty() {
+            if cells.is_empty() {
                 let which = match which {
                     Resubmit::Failed => "failed",
                     Resubmit::TimedOut => "timed out",
@@ -203,12 +246,17 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
                 };
                 return Err(SlurmError::Nothing(format!("no cell is {which}")));
             }
-            chosen
         }
-    };
+    }
+    if halving.is_some() && !exp.rungs.is_empty() {
+        write_atomic(&slurm.join("select.sbatch"), script.render_select(opts.max_parallel).as_bytes())?;
+    }
     let max = if opts.dry_run { 1001 } else { cluster::max_array_size()? };
-    let arrays = chunks(&cells, max, opts.max_parallel);
-    let mut submitted = Submitted { script, script_path, jobs: Vec::new(), arrays };
+    let arrays = chunks(&cells, max, opts.max_parallel)
+        .into_iter()
+        .map(|(offset, array)| array_args(offset, &array, rung))
+        .collect();
+    let mut submitted = Submitted { script: script.render(), script_path, jobs: Vec::new(), arrays, search };
     if opts.dry_run {
         return Ok(submitted);
     }
@@ -218,31 +266,60 @@ pub fn submit(exp: &Experiment, opts: &Options) -> Result<Submitted, SlurmError>
             return Err(SlurmError::UnknownPartition { given: p.clone(), known });
         }
     }
-    let script_arg = submitted.script_path.display().to_string();
-    for (offset, array) in &submitted.arrays {
-        let mut args = vec![format!("--array={array}"), format!("--export=ALL,VESTIGE_CELL_OFFSET={offset}")];
-        // Chunks run one after another, so that --max-parallel holds across them.
-        if let Some(last) = submitted.jobs.last() {
-            args.push(format!("--dependency=afterany:{}", last.id));
-        }
-        let id = cluster::sbatch(&args, &script_arg)?;
-        let in_chunk = cells.iter().copied().filter(|&c| c >= *offset && c - offset < max - 1).collect();
-        submitted.jobs.push(Job { id, offset: *offset, cells: in_chunk });
+    submitted.jobs = submit_arrays(&submitted.script_path, &cells, rung, max, opts.max_parallel)?;
+    if let Some(n) = halving.filter(|_| !exp.rungs.is_empty()) {
+        search::save_rung(exp, 0, &RungSelection { configurations: (0..n).collect(), cells: cells.clone() })?;
+        submitted.jobs.push(search::submit_selection(exp, 1, &submitted.jobs)?);
     }
     if record.experiment_hash.is_empty() {
         record.experiment_hash = hash;
     }
+    record.search = record.search.or(submitted.search.clone());
     record.jobs.extend(submitted.jobs.iter().cloned());
     record.save(exp)?;
     Ok(submitted)
 }
 
-/// The cells in `cells` (ascending) as `(offset, --array spec)` chunks whose task indices
-/// stay below `max_array_size`, each capped at `max_parallel` running tasks.
+/// The `sbatch` options of the array of chunk `array` at `offset`, of cells of `rung`.
+fn array_args(offset: usize, array: &str, rung: Option<usize>) -> Vec<String> {
+    // Always set: a selection job's own VESTIGE_RUNG would otherwise pass on to the grid's array.
+    let rung = rung.map(|k| k.to_string()).unwrap_or_default();
+    vec![format!("--array={array}"), format!("--export=ALL,VESTIGE_CELL_OFFSET={offset},VESTIGE_RUNG={rung}")]
+}
+
+/// Submits `cells` (of the lower halving `rung`, or the grid's) as arrays of the batch script
+/// at `script`, chunked below `max_array_size`, each chunk after the last; returns the jobs.
+fn submit_arrays(
+    script: &Path,
+    cells: &[usize],
+    rung: Option<usize>,
+    max_array_size: usize,
+    max_parallel: Option<usize>,
+) -> Result<Vec<Job>, SlurmError> {
+    let mut jobs: Vec<Job> = Vec::new();
+    let width = max_array_size.saturating_sub(1).max(1);
+    for (offset, array) in chunks(cells, max_array_size, max_parallel) {
+        let mut args = array_args(offset, &array, rung);
+        // Chunks run one after another, so that --max-parallel holds across them.
+        if let Some(last) = jobs.last() {
+            args.push(format!("--dependency=afterany:{}", last.id));
+        }
+        let id = cluster::sbatch(&args, &script.display().to_string())?;
+        let in_chunk = cells.iter().copied().filter(|&c| c >= offset && c - offset < width).collect();
+        jobs.push(Job { id, offset, cells: in_chunk, rung, selects: None });
+    }
+    Ok(jobs)
+}
+
+/// The cells in `cells` (in any order: a search lists them by configuration) as `(offset,
+/// --array spec)` chunks in ascending order whose task indices stay below `max_array_size`,
+/// each capped at `max_parallel` running tasks.
 fn chunks(cells: &[usize], max_array_size: usize, max_parallel: Option<usize>) -> Vec<(usize, String)> {
     let width = max_array_size.saturating_sub(1).max(1);
+    let mut sorted = cells.to_vec();
+    sorted.sort_unstable();
     let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
-    for &c in cells {
+    for c in sorted {
         let offset = c / width * width;
         match out.last_mut() {
             Some((o, tasks)) if *o == offset => tasks.push(c - offset),
@@ -271,9 +348,10 @@ pub fn active(jobs: &[Job]) -> Result<usize, SlurmError> {
     Ok(cluster::queued(&jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>())?.len())
 }
 
-/// Where the experiment's cells' logs are.
-pub fn log_path(root: &Path, cell: usize) -> PathBuf {
-    root.join("slurm").join("logs").join(format!("cell-{cell}.log"))
+/// The name of a cell's log (`.log`) and exit files: `cell-<i>`, or `cell-<i>_rung<k>` for
+/// the cell of a lower halving rung.
+pub fn task_name(cell: usize, rung: Option<usize>) -> String {
+    format!("cell-{cell}{}", rung.map(|k| format!("_rung{k}")).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -287,5 +365,6 @@ mod tests {
         assert_eq!(c, [(0, "0-999%8".to_string()), (1000, "0-295%8".to_string())]);
         assert_eq!(chunks(&[1, 2, 3, 7, 9, 10], 1001, None), [(0, "1-3,7,9-10".to_string())]);
         assert_eq!(chunks(&[4, 5], 3, None), [(4, "0-1".to_string())]);
+        assert_eq!(chunks(&[5, 0, 4, 1], 3, None), [(0, "0-1".to_string()), (4, "0-1".to_string())]);
     }
 }

@@ -54,26 +54,22 @@ impl Script<'_> {
             root = self.root.display(),
             cpus = self.cpus_per_task,
         );
-        for (key, value) in [("partition", self.partition), ("time", self.time), ("mem", self.mem)] {
-            if let Some(v) = value {
-                s.push_str(&format!("#SBATCH --{key}={v}\n"));
-            }
-        }
-        for arg in self.extra {
-            s.push_str(&format!("#SBATCH {arg}\n"));
-        }
+        s.push_str(&self.options());
         s.push_str(&format!(
             r#"
 set -u
 cell=$(( ${{VESTIGE_CELL_OFFSET:-0}} + SLURM_ARRAY_TASK_ID ))
+# A lower rung of a halving search (its cells' ids end in _rung<k>); unset for the grid's cells.
+rung=${{VESTIGE_RUNG:-}}
+name="cell-$cell${{rung:+_rung$rung}}"
 root={root}
-log="$root/slurm/logs/cell-$cell.log"
-exits="$root/slurm/exits/cell-$cell"
+log="$root/slurm/logs/$name.log"
+exits="$root/slurm/exits/$name"
 mkdir -p "$root/slurm/logs" "$root/slurm/exits"
 rm -f "$exits"
 echo "== task ${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}} on $(hostname), restart ${{SLURM_RESTART_COUNT:-0}}, $(date -u +%FT%TZ)" >>"$log"
 cd {workdir}
-{vestige} --threads {cpus} run "$root/experiment.toml" --cell "$cell" --cell-store >>"$log" 2>&1 &
+{vestige} --threads {cpus} run "$root/experiment.toml" --cell "$cell" ${{rung:+--rung "$rung"}} --cell-store >>"$log" 2>&1 &
 pid=$!
 # USR1 (before the time limit, or scancel --signal=USR1 --batch): checkpoint and stop.
 trap 'kill -USR1 $pid' USR1
@@ -97,6 +93,45 @@ exit $rc
             interrupted = INTERRUPTED_EXIT,
             max_requeues = MAX_REQUEUES,
         ));
+        s
+    }
+
+    /// The text of `select.sbatch`: the small job that selects the configurations of a halving
+    /// search's rung `VESTIGE_RUNG` from the last rung's cells and submits that rung's array
+    /// (and the next rung's selection), each array capped at `max_parallel` running tasks.
+    pub fn render_select(&self, max_parallel: Option<usize>) -> String {
+        let q = |p: &Path| shell_quote(&p.display().to_string());
+        let limit = max_parallel.map(|k| format!(" --max-parallel {k}")).unwrap_or_default();
+        format!(
+            "#!/bin/bash\n\
+             # vestige experiment {name}: the selection of a successive-halving rung. Written by\n\
+             # `vestige run --backend slurm --search`, which submits it (and each selection the next) as\n\
+             #   sbatch --dependency=afterany:<the last rung's jobs> --export=ALL,VESTIGE_RUNG=k select.sbatch\n\
+             #SBATCH --job-name=vestige-{name}-select\n\
+             #SBATCH --cpus-per-task=1\n\
+             {options}\n\
+             set -u\n\
+             cd {workdir}\n\
+             exec {vestige} search-rung {root} --rung \"$VESTIGE_RUNG\"{limit}\n",
+            name = self.name,
+            options = self.options(),
+            workdir = q(self.workdir),
+            vestige = q(self.vestige),
+            root = q(self.root),
+        )
+    }
+
+    /// The `#SBATCH` lines of the user's options.
+    fn options(&self) -> String {
+        let mut s = String::new();
+        for (key, value) in [("partition", self.partition), ("time", self.time), ("mem", self.mem)] {
+            if let Some(v) = value {
+                s.push_str(&format!("#SBATCH --{key}={v}\n"));
+            }
+        }
+        for arg in self.extra {
+            s.push_str(&format!("#SBATCH {arg}\n"));
+        }
         s
     }
 }

@@ -3,7 +3,7 @@
 //! end each task wrote to `slurm/exits/` (a minimal cluster keeps no accounting for
 //! `sacct` to read).
 
-use super::{cluster, log_path, SlurmError, Submissions};
+use super::{cluster, task_name, SlurmError, Submissions};
 use crate::lab::experiment::Experiment;
 use crate::lab::lock::CellLock;
 use crate::store::Store;
@@ -30,18 +30,23 @@ pub enum CellState {
 #[derive(Clone, Debug)]
 pub struct CellStatus {
     pub index: usize,
+    /// The lower halving rung of the cell; none for the grid's cells.
+    pub rung: Option<usize>,
     pub id: String,
     pub state: CellState,
 }
 
-/// The state of every cell of `exp`.
+/// The state of every cell of `exp`: of a halving search's lower rungs too, once it went out.
 pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
     let submissions = Submissions::load(exp)?;
     let ids: Vec<String> = submissions.jobs.iter().map(|j| j.id.clone()).collect();
     let queue = if ids.is_empty() { Vec::new() } else { cluster::queued(&ids)? };
     let shared = if exp.db().is_file() { Some(Store::open(&exp.db())?) } else { None };
     let mut out = Vec::new();
-    for cell in &exp.cells {
+    let rungs = exp.rungs.iter().enumerate().filter(|_| submissions.search.is_some());
+    let cells = rungs.flat_map(|(k, cells)| cells.iter().map(move |c| (Some(k), c)));
+    for (rung, cell) in cells.chain(exp.cells.iter().map(|c| (None, c))) {
+        let name = task_name(cell.index, rung);
         let mut recorded = match &shared {
             Some(store) => store.run_info(&cell.id)?.map(|i| i.status),
             None => None,
@@ -50,14 +55,18 @@ pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
         if recorded.as_deref() != Some("done") && own.is_file() {
             recorded = Store::open(&own)?.run_info(&cell.id)?.map(|i| i.status);
         }
-        let queued = queue
-            .iter()
-            .find(|(job, task, _)| submissions.jobs.iter().any(|j| &j.id == job && j.offset + task == cell.index));
-        let exit = std::fs::read_to_string(exp.root.join("slurm").join("exits").join(format!("cell-{}", cell.index)))
+        let queued = queue.iter().find(|(job, task, _)| {
+            submissions
+                .jobs
+                .iter()
+                .any(|j| &j.id == job && j.rung == rung && task.map(|t| j.offset + t) == Some(cell.index))
+        });
+        let exit = std::fs::read_to_string(exp.root.join("slurm").join("exits").join(&name))
             .ok()
             .map(|s| s.trim().to_string());
         let last_line = || {
-            let log = std::fs::read_to_string(log_path(&exp.root, cell.index)).unwrap_or_default();
+            let log = std::fs::read_to_string(exp.root.join("slurm").join("logs").join(format!("{name}.log")))
+                .unwrap_or_default();
             log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
         };
         let state = match (recorded.as_deref(), queued, exit.as_deref()) {
@@ -70,22 +79,22 @@ pub fn status(exp: &Experiment) -> Result<Vec<CellStatus>, SlurmError> {
             {
                 CellState::Running
             }
-            (_, None, Some("exit 143")) if out_of_time(exp, &submissions, cell.index) => CellState::TimedOut,
+            (_, None, Some("exit 143")) if out_of_time(exp, &submissions, cell.index, rung) => CellState::TimedOut,
             (_, None, Some(e)) => {
                 CellState::Failed { code: e.strip_prefix("exit ").and_then(|c| c.parse().ok()), last_line: last_line() }
             }
             (Some(_), None, None) => CellState::Failed { code: None, last_line: last_line() },
             (None, None, None) => CellState::NotRun,
         };
-        out.push(CellStatus { index: cell.index, id: cell.id.clone(), state });
+        out.push(CellStatus { index: cell.index, rung, id: cell.id.clone(), state });
     }
     Ok(out)
 }
 
 /// Whether Slurm's note in the output file of the last job that ran cell `index` says it
-/// was stopped for its time limit (`*** JOB ... CANCELLED AT ... DUE TO TIME LIMIT ***`).
-fn out_of_time(exp: &Experiment, submissions: &Submissions, index: usize) -> bool {
-    let last = submissions.jobs.iter().rev().find(|j| j.cells.contains(&index));
+/// (of `rung`) was stopped for its time limit (`*** JOB ... CANCELLED AT ... DUE TO TIME LIMIT ***`).
+fn out_of_time(exp: &Experiment, submissions: &Submissions, index: usize, rung: Option<usize>) -> bool {
+    let last = submissions.jobs.iter().rev().find(|j| j.rung == rung && j.cells.contains(&index));
     last.is_some_and(|j| {
         let out = exp.root.join("slurm").join("logs").join(format!("job-{}_{}.out", j.id, index - j.offset));
         std::fs::read_to_string(out).is_ok_and(|text| text.contains("DUE TO TIME LIMIT"))
