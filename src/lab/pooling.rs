@@ -141,7 +141,7 @@ pub fn conditions<C: SeedResult>(cells: &[C], boot: &BootstrapConfig) -> Vec<Con
     groups
         .into_iter()
         .map(|(name, members)| {
-            let half_lives: Vec<HalfLife> = members.iter().map(|&i| cells[i].half_life().clone()).collect();
+            let half_lives: Vec<HalfLife> = members.iter().map(|&i| *cells[i].half_life()).collect();
             Condition {
                 name,
                 point: cells[members[0]].point().iter().filter(|(k, _)| k != "seed").cloned().collect(),
@@ -233,7 +233,7 @@ pub fn scaling_fits<C: SeedResult>(exp: &Experiment, cells: &[C]) -> Vec<Scaling
         let by_params = axis.key.starts_with("model.");
         let mut families: BTreeMap<String, Vec<(f64, HalfLife)>> = BTreeMap::new();
         for c in cells {
-            let h = c.half_life().clone();
+            let h = *c.half_life();
             let value = c.point().iter().find(|(k, _)| *k == axis.key).map(|(_, v)| v);
             let x = if by_params { Some(c.params() as f64) } else { value.and_then(number) };
             let family: Vec<String> = c
