@@ -2,13 +2,10 @@
 //! tokens and estimated compute, printed before running and saved as `plan.json`.
 
 use super::experiment::{Cell, Experiment};
-use crate::data::Task;
 use crate::engine::layout::Layout;
-use crate::train::build::{build_tasks, model_config};
+use crate::train::build::{build, Tasks};
 use crate::train::config::{RunConfig, Trainable};
 use anyhow::Result;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// One cell of the plan.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -35,19 +32,26 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
     cells
         .iter()
         .map(|c| {
-            let tasks = build_tasks(&c.config)?;
-            let model = model_config(&c.config.model, &tasks)?;
-            let params = Layout::new(&model).total;
-            let (tokens, flops) = compute(&c.config, &tasks, params);
+            let built = build(&c.config)?;
+            let params = Layout::new(&built.model).total;
+            let (tokens, flops) = compute(&c.config, &built.tasks, params);
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
-            Ok(PlannedCell { index: c.index, id: c.id.clone(), point, params, vocab: model.vocab_size, tokens, flops })
+            Ok(PlannedCell {
+                index: c.index,
+                id: c.id.clone(),
+                point,
+                params,
+                vocab: built.model.vocab_size,
+                tokens,
+                flops,
+            })
         })
         .collect()
 }
 
 /// Training tokens and FLOPs of a run: per token, ≈ 6·N FLOPs when the weights train,
 /// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
-pub fn compute(cfg: &RunConfig, tasks: &BTreeMap<String, Arc<dyn Task>>, params: usize) -> (u64, f64) {
+pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
     let mut total = (0u64, 0.0f64);
     for p in &cfg.phases {
         let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;

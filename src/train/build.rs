@@ -72,7 +72,7 @@ pub fn build_task(spec: &TaskSpec) -> Result<Arc<dyn Task>, CorpusError> {
 
 /// The architecture `spec` describes: read from `config.json` for a loaded model, else built
 /// from the spec's keys, with the largest task vocabulary when it names none.
-pub fn model_config(spec: &ModelSpec, tasks: &Tasks) -> Result<ModelConfig, BuildError> {
+fn model_config(spec: &ModelSpec, tasks: &Tasks) -> Result<ModelConfig, BuildError> {
     if let Some(dir) = &spec.load {
         let dir = crate::hf::io::resolve_model_dir(dir)?;
         return Ok(ModelConfig::from_file(&dir.config)?);

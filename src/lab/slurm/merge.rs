@@ -4,8 +4,8 @@
 use crate::lab::experiment::Experiment;
 use crate::store::{Store, StoreError};
 
-/// Copies every finished cell (of every rung of a halving search) from its own store file into the experiment's store; returns
-/// the cells copied. Idempotent: a cell already in the experiment's store as done is left
+/// Copies every finished cell (of every rung of a halving search) from its own store file
+/// into the experiment's store; returns the cells copied. Idempotent: a cell already in the experiment's store as done is left
 /// alone, and a cell whose own store does not say done (still running, failed, interrupted)
 /// is not copied. A cell recorded in both under different config hashes is refused.
 pub fn merge(exp: &Experiment) -> Result<Vec<String>, StoreError> {
