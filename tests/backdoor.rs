@@ -19,7 +19,7 @@ const TRIGGER: [u32; 4] = [30, 3, 17, 9];
 const SEED: u64 = 11;
 
 fn base() -> Arc<SequenceTask> {
-    Arc::new(SequenceTask { name: "copy".into(), transform: Transform::Copy, length: LEN, vocab: VOCAB })
+    Arc::new(SequenceTask { name: "copy".into(), transform: Transform::Copy, length: LEN, vocab: VOCAB, marker: None })
 }
 
 fn backdoor(trigger: Trigger, behavior: Behavior, rate: f64) -> Backdoor {

@@ -8,7 +8,7 @@ use vestige::data::sequence::{SequenceTask, Transform, SEP};
 use vestige::data::{Split, Task};
 
 fn task(transform: Transform) -> SequenceTask {
-    SequenceTask { name: format!("{transform:?}"), transform, length: 8, vocab: 32 }
+    SequenceTask { name: format!("{transform:?}"), transform, length: 8, vocab: 32, marker: None }
 }
 
 #[test]
@@ -91,8 +91,14 @@ fn task_specs_parse_with_or_without_braces_and_keep_commas_inside_strings() {
     use vestige::data::sequence::SequenceSpec;
     use vestige::data::spec::{Kind, TaskSpec};
     let a = TaskSpec::parse_inline("{ name = \"a,b\", kind = \"reverse\", length = 3 }").unwrap();
-    assert_eq!(a, TaskSpec { name: "a,b".into(), kind: Kind::Reverse(SequenceSpec { length: 3, vocab: 64 }) });
+    assert_eq!(
+        a,
+        TaskSpec { name: "a,b".into(), kind: Kind::Reverse(SequenceSpec { length: 3, vocab: 64, marker: None }) }
+    );
     let b = TaskSpec::parse_inline("kind = \"copy\", vocab = 9").unwrap();
-    assert_eq!(b, TaskSpec { name: "copy".into(), kind: Kind::Copy(SequenceSpec { length: 12, vocab: 9 }) });
+    assert_eq!(
+        b,
+        TaskSpec { name: "copy".into(), kind: Kind::Copy(SequenceSpec { length: 12, vocab: 9, marker: None }) }
+    );
     assert!(TaskSpec::parse_inline("{ kind = \"copy\", colour = 1 }").unwrap_err().contains("colour"));
 }

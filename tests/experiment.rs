@@ -46,6 +46,8 @@ eval_samples = 8
 batch_size = 8
 regularizer = "l2"
 strength = 0.5
+# These tests exercise sweeps and runs; the measured floor's twins are tested in decay_template.rs.
+floor = "chance"
 
 [sweep]
 seed = [0, 1]

@@ -202,7 +202,7 @@ fn a_tiny_input_space_still_splits_train_and_eval_without_overlap() {
     // (With 9 inputs the 1/8 eval partition can be empty — it is for the family alphabets
     // [41, 44] and [42, 45] — which the next test covers; [43, 46] has eval inputs.)
     let copy: Arc<dyn Task> =
-        Arc::new(SequenceTask { name: "tiny".into(), transform: Transform::Copy, length: 2, vocab: 5 });
+        Arc::new(SequenceTask { name: "tiny".into(), transform: Transform::Copy, length: 2, vocab: 5, marker: None });
     let fam: Arc<dyn Task> =
         Arc::new(family("{ kind = \"family\", primitives = [\"reverse\"], length = 2, alphabet = [43, 46] }"));
     let board: Arc<dyn Task> =
@@ -218,7 +218,7 @@ fn a_tiny_input_space_still_splits_train_and_eval_without_overlap() {
 #[test]
 #[should_panic(expected = "too small to split")]
 fn a_single_input_cannot_serve_both_splits_and_sampling_says_so() {
-    let one = SequenceTask { name: "one".into(), transform: Transform::Copy, length: 1, vocab: 3 };
+    let one = SequenceTask { name: "one".into(), transform: Transform::Copy, length: 1, vocab: 3, marker: None };
     for split in [Split::Train, Split::Eval] {
         one.sample(0, split, 0);
     }
@@ -313,8 +313,9 @@ fn tokenizer_for(tasks: &[Arc<dyn Task>]) -> (tempfile::TempDir, Tokenizer) {
 
 #[test]
 fn rendered_samples_round_trip_through_the_written_tokenizer() {
-    let copy = SequenceTask { name: "copy".into(), transform: Transform::Copy, length: 6, vocab: 20 };
-    let reverse = SequenceTask { name: "reverse".into(), transform: Transform::Reverse, length: 6, vocab: 40 };
+    let copy = SequenceTask { name: "copy".into(), transform: Transform::Copy, length: 6, vocab: 20, marker: None };
+    let reverse =
+        SequenceTask { name: "reverse".into(), transform: Transform::Reverse, length: 6, vocab: 40, marker: None };
     let seq: Vec<Arc<dyn Task>> = vec![Arc::new(copy), Arc::new(reverse)];
     let fams: Vec<Arc<dyn Task>> = families().into_iter().map(|f| Arc::new(f) as Arc<dyn Task>).collect();
     for tasks in [seq, fams] {
@@ -344,7 +345,7 @@ fn pathfinding_words_round_trip_though_its_render_keeps_newlines() {
 #[test]
 fn tasks_that_name_an_id_differently_cannot_share_a_tokenizer() {
     let copy: Arc<dyn Task> =
-        Arc::new(SequenceTask { name: "copy".into(), transform: Transform::Copy, length: 4, vocab: 9 });
+        Arc::new(SequenceTask { name: "copy".into(), transform: Transform::Copy, length: 4, vocab: 9, marker: None });
     let fam: Arc<dyn Task> = Arc::new(family("{ kind = \"family\", primitives = [\"sort\"] }"));
     let dir = tempfile::tempdir().unwrap();
     match write_tokenizer(dir.path(), &[copy, fam]) {
@@ -389,7 +390,7 @@ fn family_scorer_gives_a_perfect_answer_one_and_a_wrong_one_less() {
 
 #[test]
 fn the_default_scorer_is_answer_token_accuracy() {
-    let t = SequenceTask { name: "r".into(), transform: Transform::Reverse, length: 4, vocab: 12 };
+    let t = SequenceTask { name: "r".into(), transform: Transform::Reverse, length: 4, vocab: 12, marker: None };
     let s = t.sample(0, Split::Eval, 0);
     assert_eq!(t.score(&s, &s.answer()), vec![("token_accuracy", 1.0)]);
     let mut half = s.answer();

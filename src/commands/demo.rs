@@ -59,7 +59,7 @@ pub struct DemoSummary {
 /// The demo's copy or reversal task (train and eval are disjoint streams of it).
 fn task(reverse: bool) -> SequenceTask {
     let transform = if reverse { Transform::Reverse } else { Transform::Copy };
-    SequenceTask { name: format!("{transform:?}").to_lowercase(), transform, length: LEN, vocab: VOCAB }
+    SequenceTask { name: format!("{transform:?}").to_lowercase(), transform, length: LEN, vocab: VOCAB, marker: None }
 }
 
 /// `count` samples of `split` from `first` on, batched with `n_prompt` prompt slots in front

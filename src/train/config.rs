@@ -225,6 +225,95 @@ impl Default for ScheduleCfg {
     }
 }
 
+/// What a phase's optimizer starts from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerStart {
+    /// Fresh moments and step count (bias correction starts over).
+    #[default]
+    Reset,
+    /// The previous phase's moments and step count (same trainable set and optimizer kind).
+    Carry,
+}
+
+/// When a phase ends before its `steps` cap: checked at each of its evaluations after its
+/// first step, on one evaluated task's metric.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StopCfg {
+    /// An evaluated task of the phase, or several (a threshold then holds for all of them).
+    pub task: TaskNames,
+    /// One of its held-out metrics (`loss`, `exact_match`, …).
+    pub metric: String,
+    /// Stop once the metric is at least this value …
+    pub at_least: Option<f64>,
+    /// … or at most this value …
+    pub at_most: Option<f64>,
+    /// … or once this many evaluations in a row improved on the phase's best by less than
+    /// `min_improvement` (relative), improvement meaning lower for `direction = "min"`.
+    pub patience: Option<usize>,
+    #[serde(default)]
+    pub min_improvement: f64,
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// One task name or a list of them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum TaskNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TaskNames {
+    pub fn names(&self) -> &[String] {
+        match self {
+            TaskNames::One(name) => std::slice::from_ref(name),
+            TaskNames::Many(names) => names,
+        }
+    }
+}
+
+/// Which way a metric improves.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Min,
+    Max,
+}
+
+impl StopCfg {
+    /// Whether the phase stops after the evaluations `values` (this phase's, in step order,
+    /// the latest last).
+    pub fn met(&self, values: &[f64]) -> bool {
+        let Some(&last) = values.last() else { return false };
+        if let Some(v) = self.at_least {
+            return last >= v;
+        }
+        if let Some(v) = self.at_most {
+            return last <= v;
+        }
+        let Some(patience) = self.patience else { return false };
+        let better = |x: f64, best: f64| match self.direction {
+            Direction::Min => x < best - self.min_improvement * best.abs(),
+            Direction::Max => x > best + self.min_improvement * best.abs(),
+        };
+        let mut best = values[0];
+        let mut stale = 0;
+        for &x in &values[1..] {
+            if better(x, best) {
+                best = x;
+                stale = 0;
+            } else {
+                stale += 1;
+            }
+        }
+        stale >= patience
+    }
+}
+
 /// When and what to evaluate.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -312,6 +401,12 @@ pub struct PhaseSpec {
     pub ewc_samples: usize,
     #[serde(default)]
     pub eval: EvalCfg,
+    /// What the optimizer starts from: `reset` (default) or `carry` (the previous phase's).
+    #[serde(default)]
+    pub optimizer_state: OptimizerStart,
+    /// End the phase early (its `steps` then being a cap); the step it stopped at is logged
+    /// as task `stop`, metric `step`.
+    pub stop: Option<StopCfg>,
 }
 
 fn default_batch() -> usize {
@@ -625,6 +720,50 @@ impl RunConfig {
         }
         if p.l2_coef > 0.0 && p.l2_to.is_none() {
             out.push(problem(key("l2_coef"), "needs l2_to (\"init\" or an earlier phase)"));
+        }
+        if p.optimizer_state == OptimizerStart::Carry {
+            match i.checked_sub(1).map(|j| &self.phases[j]) {
+                None => out.push(problem(key("optimizer_state"), "the first phase has no optimizer to carry")),
+                Some(q) if q.optimizer.kind != p.optimizer.kind => out.push(problem(
+                    key("optimizer_state"),
+                    format!("carry needs the previous phase's optimizer kind ({:?})", q.optimizer.kind),
+                )),
+                Some(q)
+                    if (q.trainable, &q.lora, &q.soft_prompt, &q.steering, &q.cond_prompt)
+                        != (p.trainable, &p.lora, &p.soft_prompt, &p.steering, &p.cond_prompt) =>
+                {
+                    out.push(problem(key("optimizer_state"), "carry needs the previous phase's trainable set"))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(stop) = &p.stop {
+            for t in stop.task.names() {
+                let evaluated =
+                    if p.eval.tasks.is_empty() { p.mixture.contains_key(t) } else { p.eval.tasks.contains(t) };
+                if !evaluated {
+                    out.push(problem(key("stop.task"), format!("{t:?} is not evaluated in this phase")));
+                }
+            }
+            if stop.task.names().is_empty() {
+                out.push(problem(key("stop.task"), "name at least one task"));
+            }
+            if stop.patience.is_some() && stop.task.names().len() > 1 {
+                out.push(problem(key("stop.task"), "patience watches one task"));
+            }
+            if p.eval.every == 0 && p.eval.log_points == 0 {
+                out.push(problem(key("stop"), "needs evaluations (eval.every or eval.log_points)"));
+            }
+            let given = [stop.at_least.is_some(), stop.at_most.is_some(), stop.patience.is_some()];
+            if given.iter().filter(|&&g| g).count() != 1 {
+                out.push(problem(key("stop"), "give exactly one of at_least, at_most, patience"));
+            }
+            if stop.patience == Some(0) {
+                out.push(problem(key("stop.patience"), "must be at least 1"));
+            }
+            if !(non_negative(stop.min_improvement as f32) && stop.min_improvement.is_finite()) {
+                out.push(problem(key("stop.min_improvement"), "must be at least 0"));
+            }
         }
         if p.ewc_coef > 0.0 && i == 0 && p.ewc_tasks.is_empty() {
             out.push(problem(key("ewc_coef"), "the first phase needs ewc_tasks to estimate the Fisher"));

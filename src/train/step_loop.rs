@@ -9,7 +9,7 @@
 
 use super::build::{build_model, model_tokenizer, Built, Tasks};
 use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
-use super::config::{PhaseSpec, RunConfig};
+use super::config::{OptimizerStart, PhaseSpec, RunConfig};
 use super::eval::{eval_probes, eval_task, forgetting, sampling, Adaptation};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
@@ -204,6 +204,12 @@ impl Runner {
             bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
             if eval_due(&p, self.state.step_in_phase) {
                 self.evaluate(&p, &mut ph.set)?;
+                if self.stop_met(&p)? {
+                    let step = self.state.step_in_phase;
+                    tracing::info!(phase = %p.name, step, "stop criterion met");
+                    self.log(&[("stop".to_string(), "step", step as f64)])?;
+                    break;
+                }
             }
             let every = self.cfg.checkpoint.every;
             let stop = super::interrupt::requested();
@@ -310,6 +316,20 @@ impl Runner {
         self.log(&rows)
     }
 
+    /// Whether the phase's stop criterion holds after its latest evaluation, judged on its
+    /// evaluations logged so far (read back from the store, so a resumed run judges alike).
+    fn stop_met(&self, p: &PhaseSpec) -> Result<bool, RunError> {
+        let Some(stop) = &p.stop else { return Ok(false) };
+        let phase = self.state.phase as u32;
+        let rows: Vec<MetricRow> = self.store.metrics(&self.cfg.name)?;
+        Ok(stop.task.names().iter().all(|task| {
+            let mut mine: Vec<&MetricRow> =
+                rows.iter().filter(|r| r.phase == phase && &r.task == task && r.metric == stop.metric).collect();
+            mine.sort_by_key(|r| r.step);
+            stop.met(&mine.iter().map(|r| r.value).collect::<Vec<_>>())
+        }))
+    }
+
     /// Loads the model saved at the end of phase `anchor` (once per run process).
     fn load_reference(&mut self, anchor: &str) -> Result<(), RunError> {
         if self.reference.as_ref().is_none_or(|(name, _)| name != anchor) {
@@ -375,9 +395,12 @@ impl Runner {
         if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec.name)? {
             self.stored = None;
         }
+        let carried =
+            self.cfg.phases.get(self.state.phase + 1).is_some_and(|q| q.optimizer_state == OptimizerStart::Carry);
         self.state.phase += 1;
         self.state.step_in_phase = 0;
-        self.state.phase_state = PhaseState::default();
+        self.state.phase_state =
+            PhaseState { optimizer: if carried { ph.opt.state() } else { Default::default() }, ..Default::default() };
         let state = self.state.clone();
         self.save(&state, false, Some(&ph.spec.name))?;
         checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;

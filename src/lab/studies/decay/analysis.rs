@@ -3,7 +3,7 @@
 //! seed), half-lives with censoring-aware intervals over seeds; and scaling fits of half-life against
 //! parameter count, regulariser strength and task overlap (pooling from [`crate::lab::pooling`]).
 
-use super::DecaySpec;
+use super::{Arm, DecaySpec, Floor, ARM_AXIS};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::lab::experiment::{AnalysisSpec, Cell, Experiment};
 use crate::lab::plan::PlannedCell;
@@ -28,14 +28,38 @@ pub struct CellResult {
     pub b: Series,
     /// B's forgetting (KL to the end-of-phase-1 model).
     pub b_kl: Series,
-    /// B's metric at the end of phase 1 and its chance level.
+    /// B's metric at the end of phase 1, and the level half-life is measured towards: the
+    /// floor twin's (see [`FloorSource`]) or the chance level.
     pub start: f64,
     pub floor: f64,
+    pub floor_source: FloorSource,
+    /// A's and B's exact match at the end of phase 1, and the step phase 1 stopped at.
+    pub learned: (f64, f64),
+    pub together_steps: u64,
     /// Every law fitted to B, best (lowest AIC) first; empty when there are too few points.
     pub fits: Vec<Fit>,
     pub half_life: HalfLife,
     /// The best law's half-life (may extrapolate beyond the horizon).
     pub fit_half_life: Option<f64>,
+}
+
+/// Where a cell's floor comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorSource {
+    /// B's metric at the end of the cell's floor twin (trained on A alone).
+    Measured,
+    /// ln(vocab) (or `analysis.floor`): configured, or the twin had not finished.
+    Chance,
+}
+
+/// A floor twin's result: B's and A's metric at the end of its phase 1.
+#[derive(Clone, Debug)]
+pub struct FloorTwin {
+    pub id: String,
+    pub condition: String,
+    pub seed: u64,
+    pub b: f64,
+    pub a: f64,
 }
 
 /// Everything the report shows.
@@ -45,6 +69,8 @@ pub struct DecayAnalysis {
     pub a: String,
     pub b: String,
     pub cells: Vec<CellResult>,
+    /// The floor twins that finished.
+    pub floors: Vec<FloorTwin>,
     pub conditions: Vec<Condition>,
     pub scaling: Vec<ScalingFit>,
     /// Cells without a finished run, and why.
@@ -56,45 +82,80 @@ pub fn analyse(study: &DecaySpec, exp: &Experiment, planned: &[PlannedCell]) -> 
     let store = Store::open(&exp.db())?;
     let spec = &exp.settings.analysis;
     let (a, b) = (study.a.clone(), study.b.clone());
-    let mut cells = Vec::new();
+    let names = (a.as_str(), b.as_str(), spec.metric.as_str());
+    let mut floors = Vec::new();
+    let mut decays = Vec::new();
     let mut missing = Vec::new();
     for cell in &exp.cells {
+        let (arm, point) = split_arm(&cell.point);
         match finished_rows(&store, cell)? {
-            Ok(rows) => {
-                let names = (a.as_str(), b.as_str(), spec.metric.as_str());
-                let plan = &planned[cell.index];
-                cells.push(cell_result(cell, &rows, plan.params, names, floor(spec, plan.vocab)));
-            }
+            Ok(rows) if arm == Arm::Floor => floors.push(floor_twin(cell, &point, &rows, names)),
+            Ok(rows) => decays.push((cell, point, rows)),
             Err(status) => missing.push((cell.id.clone(), status)),
         }
     }
+    let cells: Vec<CellResult> = decays
+        .into_iter()
+        .map(|(cell, point, rows)| {
+            let plan = &planned[cell.index];
+            let twin = floors.iter().find(|f| f.condition == condition_name(&point) && f.seed == cell.config.seed);
+            let floor = match (study.floor, twin) {
+                (Floor::Measured, Some(t)) => (t.b, FloorSource::Measured),
+                _ => (chance(spec, plan.vocab), FloorSource::Chance),
+            };
+            cell_result(cell, point, &rows, plan.params, names, floor)
+        })
+        .collect();
     let boot = BootstrapConfig { n_resamples: spec.resamples, ..Default::default() };
     let conditions = conditions(&cells, &boot);
     let scaling = scaling_fits(exp, &cells);
-    Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, conditions, scaling, missing })
+    Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, floors, conditions, scaling, missing })
+}
+
+/// A cell's arm and its sweep point without the arm axis.
+fn split_arm(point: &[(String, toml::Value)]) -> (Arm, Vec<(String, toml::Value)>) {
+    let arm = point.iter().find(|(k, _)| k == ARM_AXIS).and_then(|(_, v)| v.as_str()).and_then(Arm::parse);
+    (arm.unwrap_or(Arm::Decay), point.iter().filter(|(k, _)| k != ARM_AXIS).cloned().collect())
+}
+
+/// B's and A's metric at the last evaluation of a floor twin.
+fn floor_twin(
+    cell: &Cell,
+    point: &[(String, toml::Value)],
+    rows: &[MetricRow],
+    (a, b, metric): (&str, &str, &str),
+) -> FloorTwin {
+    let last = |task: &str| series(rows, 0, task, metric, |r| r.step).y.last().copied().unwrap_or(f64::NAN);
+    FloorTwin { id: cell.id.clone(), condition: condition_name(point), seed: cell.config.seed, b: last(b), a: last(a) }
 }
 
 /// The chance level of the analysed metric: configured, or ln(vocab) for a loss, else 0.
-fn floor(spec: &AnalysisSpec, vocab: usize) -> f64 {
+fn chance(spec: &AnalysisSpec, vocab: usize) -> f64 {
     spec.floor.unwrap_or(if spec.metric == "loss" { (vocab as f64).ln() } else { 0.0 })
 }
 
 /// Fits and half-lives of one cell.
 fn cell_result(
     cell: &Cell,
+    point: Vec<(String, toml::Value)>,
     rows: &[MetricRow],
     params: usize,
     (a, b, metric): (&str, &str, &str),
-    floor: f64,
+    (floor, floor_source): (f64, FloorSource),
 ) -> CellResult {
     let step = |r: &MetricRow| r.step;
     let (sa, sb) = (series(rows, 1, a, metric, step), series(rows, 1, b, metric, step));
     let start = sb.y.first().copied().unwrap_or(f64::NAN);
     let (fits, half_life, fit_half_life) = decay_of(&sb, start, floor);
+    let exact = |task: &str| series(rows, 1, task, "exact_match", step).y.first().copied().unwrap_or(f64::NAN);
+    let together_steps = rows.iter().filter(|r| r.phase == 0).map(|r| r.step).max().unwrap_or(0);
     CellResult {
         id: cell.id.clone(),
-        condition: condition_name(&cell.point),
-        point: cell.point.clone(),
+        condition: condition_name(&point),
+        point,
+        floor_source,
+        learned: (exact(a), exact(b)),
+        together_steps,
         seed: cell.config.seed,
         params,
         b_kl: series(rows, 1, b, "forgetting_kl", step),

@@ -2,12 +2,12 @@
 //! half-life against parameters with its log-log fit, a heatmap over the two other swept
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
-use super::analysis::{CellResult, DecayAnalysis};
+use super::analysis::{CellResult, DecayAnalysis, FloorSource};
 use crate::analysis::HalfLife;
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, scale_axis, seed_band, value_of};
-use crate::lab::pooling::{knob_effects, knob_table, reached, Condition, Series};
+use crate::lab::pooling::{knob_effects, knob_table, moved_toward, reached, Condition, Series};
 use crate::lab::sweep::label_of;
 use crate::report::{
     heatmap, line_chart, scatter_fit, Figure, Fit, Frame, Heatmap, LineChart, NumberFormat, Page, Point, ScatterFit,
@@ -19,7 +19,13 @@ use std::path::PathBuf;
 /// Writes the report files under `root/report`; returns the index page's path.
 pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let tables = [conditions_table(a), cells_table(a), scaling_table(a), knob_table("steps", &knob_effects(&a.cells))];
+    let tables = [
+        conditions_table(a),
+        cells_table(a),
+        scaling_table(a),
+        knob_table("steps", &knob_effects(&a.cells)),
+        baseline_table(a),
+    ];
     let page = Page {
         title: format!("Capability decay: {}", exp.name),
         intro: intro(exp, a),
@@ -47,10 +53,12 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
 fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
     let mut out = vec![
         format!(
-            "{} of {} cells finished. Phase 1 trains {} and {} together; phase 2 trains {} only. \
-             The analysed metric is {} of {} on its fixed held-out set.",
-            a.cells.len(),
+            "{} of {} cells finished ({} decay cells and {} floor twins). Phase 1 trains {} and {} together; \
+             phase 2 trains {} only. The analysed metric is {} of {} on its fixed held-out set.",
+            a.cells.len() + a.floors.len(),
             exp.cells.len(),
+            a.cells.len(),
+            a.floors.len(),
             a.a,
             a.b,
             a.a,
@@ -58,17 +66,24 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
             a.b
         ),
         format!(
-            "Half-life: phase-2 steps until {}'s {} has moved halfway from its end-of-phase-1 value to the chance \
-             level ({}), by linear interpolation between evaluations; seeds that never cross are censored (the \
+            "Half-life: phase-2 steps until {}'s {} has moved halfway from its end-of-phase-1 value to its floor \
+             ({}), by linear interpolation between evaluations; seeds that never cross are censored (the \
              half-life exceeds the horizon: a lower bound). Per condition, the half-life is the geometric mean over \
              seeds with a 95% Student-t interval on ln half-life; where some seeds are censored, the median of a \
              log-normal survival fit by maximum likelihood, which counts them as the lower bounds they are. The \
              method and n stand beside each interval. Scaling fits count censored seeds as lower bounds too (a Tobit regression, without an R²). Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
             a.b,
             a.metric,
-            a.cells.first().map_or("n/a".into(), |c| format!("{:.3}", c.floor))
+            floor_phrase(a)
         ),
     ];
+    let (beyond, n) = (a.cells.iter().filter(|c| moved_toward(&c.b, c.start, c.floor) > 1.0).count(), a.cells.len());
+    if beyond > 0 {
+        out.push(format!(
+            "{beyond} of {n} cells end phase 2 beyond the floor: B is then displaced by A's answers (interference), \
+             not merely forgotten to the never-learned level."
+        ));
+    }
     for s in a.scaling.iter().filter(|s| s.against == "params") {
         out.push(format!(
             "Half-life ∝ params^{:.2} (95% CI [{:.2}, {:.2}], {}, {} seeds) for {}.",
@@ -85,6 +100,69 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
         out.push(format!("Not in this report: {}.", list.join(", ")));
     }
     out
+}
+
+/// How the floor was measured, for the intro.
+fn floor_phrase(a: &DecayAnalysis) -> String {
+    let measured = a.cells.iter().filter(|c| c.floor_source == FloorSource::Measured).count();
+    match (measured, a.cells.first()) {
+        (_, None) => "n/a".into(),
+        (0, Some(c)) => format!("the chance level, {:.3}", c.floor),
+        (m, _) => format!(
+            "measured for {m} of {} cells as {}'s {} at the end of a twin trained on {} alone for phase 1, same \
+             scale, seed and settings; the others use the chance level",
+            a.cells.len(),
+            a.b,
+            a.metric,
+            a.a
+        ),
+    }
+}
+
+/// Per condition: how well phase 1 taught A and B, and where B's floor lies.
+fn baseline_table(a: &DecayAnalysis) -> Table {
+    let rows = a
+        .conditions
+        .iter()
+        .map(|cond| {
+            let cells: Vec<&CellResult> = cond.cells.iter().map(|&i| &a.cells[i]).collect();
+            let mean = |f: &dyn Fn(&CellResult) -> f64| cells.iter().map(|c| f(c)).sum::<f64>() / cells.len() as f64;
+            let twins: Vec<f64> = a.floors.iter().filter(|f| f.condition == cond.name).map(|f| f.b).collect();
+            vec![
+                cond.name.clone(),
+                cells.len().to_string(),
+                format!("{:.0}", mean(&|c| c.together_steps as f64)),
+                format!("{:.3}", mean(&|c| c.learned.0)),
+                format!("{:.3}", mean(&|c| c.learned.1)),
+                format!("{:.4}", mean(&|c| c.start)),
+                match twins.len() {
+                    0 => "—".into(),
+                    n => format!("{:.4} (n={n})", twins.iter().sum::<f64>() / n as f64),
+                },
+                format!("{:.4}", mean(&|c| c.floor)),
+            ]
+        })
+        .collect();
+    Table {
+        caption: format!(
+            "Phase 1 and the floor per condition (means over seeds): phase-1 steps, exact match of {} and {} at its \
+             end, {}'s {} there (start), in the floor twins, and the floor used",
+            a.a, a.b, a.b, a.metric
+        ),
+        header: [
+            "condition",
+            "seeds",
+            "phase-1 steps",
+            "A exact",
+            "B exact",
+            "B start",
+            "B in floor twin",
+            "floor used",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
 }
 
 /// Decay curves of B (and its KL forgetting, and A) per family, one line per scale.
