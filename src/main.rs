@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         plan: bool,
         /// Run a budgeted search of the [search] table's axes instead of the whole grid,
-        /// e.g. --search maximize=backdoor.half_life.
+        /// e.g. --search maximize=backdoor.half_life or maximize=decay.half_life.
         #[arg(long)]
         search: Option<String>,
         /// With --cell: the cell of this lower rung of a halving search (what a Slurm task of

@@ -89,10 +89,11 @@ fn noisy_curves_recover_each_laws_parameters_loosely() {
 }
 
 #[test]
-fn aic_selects_the_generating_law_on_most_noisy_realizations() {
+fn aicc_selects_the_generating_law_on_most_noisy_realizations() {
     // The power law is the shifted one at s = 1, so on power-law data the shifted law always
-    // fits a little better and AIC's 2-per-parameter penalty picks the power law only when the
-    // gain is small (about 84 % of the time, the χ²₁ < 2 probability). Hence a majority of 20,
+    // fits a little better and the ranking picks the power law only when the gain is small
+    // (AIC's 2-per-parameter penalty alone: about 84 % of the time, the χ²₁ < 2 probability;
+    // AICc's small-sample term penalises the extra parameter more). Hence a majority of 20,
     // not every realization; the other two laws are separable and must win every time.
     let t = log_times();
     for (law, curve, min_wins) in [
@@ -109,13 +110,30 @@ fn aic_selects_the_generating_law_on_most_noisy_realizations() {
 }
 
 #[test]
-fn fit_all_is_sorted_by_aic_with_best_first() {
+fn fit_all_is_sorted_by_aicc_with_best_first() {
     let t = log_times();
     let fits = fit_all(&t, &sample(&power_law(), &t, &noise(3, t.len(), 0.01))).unwrap();
     assert_eq!(fits.len(), 3);
-    assert!(fits.windows(2).all(|w| w[0].aic <= w[1].aic), "{fits:?}");
+    assert!(fits.windows(2).all(|w| w[0].aicc <= w[1].aicc), "{fits:?}");
     assert_eq!(best(&fits), fits.first());
     assert_eq!(best(&[]), None);
+}
+
+#[test]
+fn aicc_adds_the_small_sample_penalty_that_grows_with_the_parameters() {
+    // With K = k + 1 (the noise variance counted): 2K(K+1)/(n − K − 1).
+    let t = log_times();
+    let n = t.len() as f64;
+    for fit in fit_all(&t, &sample(&power_law(), &t, &noise(5, t.len(), 0.01))).unwrap() {
+        let big_k = fit.law().n_params() as f64 + 1.0;
+        let want = 2.0 * big_k * (big_k + 1.0) / (n - big_k - 1.0);
+        assert!((fit.aicc - fit.aic - want).abs() < 1e-9, "{:?}: {} vs {}", fit.law(), fit.aicc - fit.aic, want);
+    }
+    // Too few points for the four-parameter law: it cannot be ranked.
+    let short = &t[..6];
+    let fits = fit_all(short, &sample(&shifted_power_law(), short, &noise(5, 6, 0.01))).unwrap();
+    let shifted = fits.iter().find(|f| f.law() == Law::ShiftedPowerLaw).unwrap();
+    assert!(shifted.aicc.is_infinite() && fits.last().unwrap().law() == Law::ShiftedPowerLaw, "{fits:?}");
 }
 
 #[test]

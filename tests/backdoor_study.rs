@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use vestige::analysis::HalfLife;
 use vestige::data::spec::{Kind, TaskSpec};
 use vestige::lab::experiment::Experiment;
+use vestige::lab::knobs::{knob_effects, Effect};
 use vestige::lab::plan::plan;
-use vestige::lab::pooling::knob_effects;
 use vestige::lab::search::{objective, rung_sizes, select, survivors, Score, SearchSpec};
 use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell};
 use vestige::store::{MetricRow, Store};
@@ -140,7 +140,9 @@ fn the_half_life_is_the_tokens_until_attack_success_falls_halfway_to_its_floor()
 
     let effects = knob_effects(&[fast, lasting]);
     assert_eq!(effects.len(), 1, "one swept knob besides the seed");
-    assert_eq!(effects[0].spread, 1600.0 - 200.0);
+    let levels = &effects[0].levels;
+    assert_eq!(levels.iter().filter(|l| l.effect == Effect::AllCensored).count(), 1, "{levels:?}");
+    assert_eq!(effects[0].spread, f64::INFINITY, "an all-censored level is only bounded below");
 }
 
 #[test]

@@ -48,7 +48,10 @@ fn unknown_keys_are_rejected_with_file_line_and_the_allowed_keys() {
 #[test]
 fn a_key_of_another_task_kind_is_refused_with_file_line_key_and_the_kinds_keys() {
     let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"copy\"\nmax_moves = 9"));
-    assert_eq!(e, "exp.toml:6: tasks[0].max_moves: not a key of kind \"copy\" (keys: name, kind, length, vocab)");
+    assert_eq!(
+        e,
+        "exp.toml:6: tasks[0].max_moves: not a key of kind \"copy\" (keys: name, kind, length, vocab, marker)"
+    );
     let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"skip\"\nover = { kind = \"copy\",\n  max_moves = 9 }"));
     assert!(e.starts_with("exp.toml:7: tasks[0].over.max_moves: not a key of kind \"copy\""), "{e}");
     let e = err(&GOOD.replace("kind = \"copy\"", "kind = \"skip\"\nk = 1\nvocab = 9\nover = { kind = \"copy\" }"));

@@ -210,3 +210,42 @@ fn half_life_is_measured_towards_the_twins_never_learned_level_read_from_the_sto
     assert!(summary.contains("2 of 2 cells finished (1 decay cells and 1 floor twins)"), "{summary}");
     assert!(summary.contains("B in floor twin"), "{summary}");
 }
+
+#[test]
+fn a_decay_search_samples_whole_configurations_ranks_them_and_refuses_halving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let searched = EXPERIMENT
+        .replace(
+            "\"model.scale\" = [\"100k\", \"300k\"]\nseed = [0, 1]",
+            "\"decay.lr_after\" = [1e-3, 3e-2]\nseed = [0]",
+        )
+        .replace("after_steps = 20", "after_steps = 12\nafter_evals = 4")
+        + "\n[search]\naxes = [\"decay.lr_after\"]\nbudget_cells = 3\n";
+    let path = experiment(tmp.path(), &searched);
+    let wrong =
+        vestige::lab::execute::Options { search: Some("maximize=backdoor.half_life".into()), ..Default::default() };
+    let e = vestige::lab::execute::run(&path, &wrong).unwrap_err().to_string();
+    assert!(e.contains("expected maximize=decay.half_life"), "{e}");
+
+    let opts = vestige::lab::execute::Options { search: Some("maximize=decay.half_life".into()), ..Default::default() };
+    let (exp, outcome) = vestige::lab::execute::run(&path, &opts).unwrap();
+    assert_eq!(outcome.failed, []);
+    assert_eq!(
+        outcome.ran.len(),
+        2,
+        "one configuration (a decay cell and its floor twin) fits 3 cells: {:?}",
+        outcome.ran
+    );
+    let lr = |id: &String| exp.cells.iter().find(|c| &c.id == id).unwrap().point[0].1.clone();
+    assert_eq!(lr(&outcome.ran[0]), lr(&outcome.ran[1]), "a configuration's twin runs with it");
+    let page = vestige::commands::experiment::write_report(&exp, outcome.search.as_deref()).unwrap().unwrap();
+    let summary = std::fs::read_to_string(page.with_file_name("summary.md")).unwrap();
+    assert!(summary.contains("Search ranking") && summary.contains("| 1 | lr_after="), "{summary}");
+    assert!(summary.contains("The search did not select the other 2 cells of the grid."), "{summary}");
+    assert!(!summary.contains("(not run)"), "unselected cells are counted, not listed: {summary}");
+
+    let halving = path.with_file_name("halving.toml");
+    std::fs::write(&halving, std::fs::read_to_string(&path).unwrap() + "method = \"halving\"\n").unwrap();
+    let e = Experiment::load(&halving).unwrap_err().to_string();
+    assert!(e.contains("search.method") && e.contains("method = \"random\""), "{e}");
+}

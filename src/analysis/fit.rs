@@ -1,4 +1,4 @@
-//! Least-squares fits of the decay laws in [`laws`](super::laws), and AIC ranking between them.
+//! Least-squares fits of the decay laws in [`laws`](super::laws), and AICc ranking between them.
 //!
 //! Each fit minimizes the weighted SSE `Σ w_i (y_i − y(t_i))²` (unit weights unless given;
 //! pass `w_i = 1/σ_i²` for known per-point noise) by Levenberg–Marquardt from several
@@ -11,6 +11,11 @@
 //! every law has in common cancels in comparisons). A perfect fit would give ln 0, so SSE is
 //! floored at `Σw·(ε·max|y|)²`, the size of rounding error; laws that fit exactly then tie on
 //! SSE and the one with fewer parameters wins. Lower AIC is better.
+//!
+//! Laws are ranked by AICc = AIC + 2K(K+1)/(n − K − 1), the small-sample correction, with
+//! `K = k + 1` counting the noise variance too: a decay curve has only a dozen or so points,
+//! where plain AIC favours the four-parameter shifted power law too often. With `n ≤ K + 1`
+//! AICc is infinite (the law cannot be compared).
 
 use super::error::{self, AnalysisError};
 use super::laws::{Curve, Decay, Law};
@@ -29,6 +34,8 @@ pub struct Fit {
     pub r2: f64,
     /// Akaike information criterion `n·ln(SSE/n) + 2k` (see the module doc); lower is better.
     pub aic: f64,
+    /// Its small-sample correction (see the module doc), which ranks the laws.
+    pub aicc: f64,
     /// Number of data points.
     pub n: usize,
 }
@@ -56,7 +63,7 @@ pub fn fit_law_weighted(law: Law, t: &[f64], y: &[f64], w: &[f64]) -> Result<Fit
 }
 
 /// Fits every law that has fewer parameters than there are points, with unit weights; the
-/// result is sorted by AIC, best first.
+/// result is sorted by AICc, best first.
 pub fn fit_all(t: &[f64], y: &[f64]) -> Result<Vec<Fit>, AnalysisError> {
     fit_all_weighted(t, y, &vec![1.0; t.len()])
 }
@@ -70,13 +77,13 @@ pub fn fit_all_weighted(t: &[f64], y: &[f64], w: &[f64]) -> Result<Vec<Fit>, Ana
         let needed = Law::ALL.iter().map(|l| l.n_params()).min().unwrap_or(0) + 1;
         return Err(AnalysisError::TooFewPoints { what: "a decay fit".into(), needed, got: t.len() });
     }
-    fits.sort_by(|a, b| a.aic.total_cmp(&b.aic));
+    fits.sort_by(|a, b| a.aicc.total_cmp(&b.aicc));
     Ok(fits)
 }
 
-/// The fit with the lowest AIC, or `None` for no fits.
+/// The fit with the lowest AICc, or `None` for no fits.
 pub fn best(fits: &[Fit]) -> Option<&Fit> {
-    fits.iter().min_by(|a, b| a.aic.total_cmp(&b.aic))
+    fits.iter().min_by(|a, b| a.aicc.total_cmp(&b.aicc))
 }
 
 /// Checks a weighted decay series: equal lengths, finite values, `t >= 0`, weights > 0.
@@ -167,6 +174,13 @@ fn summarize(curve: Curve, sse: f64, y: &[f64], w: &[f64]) -> Fit {
     let y_mean = weighted_mean(y, w);
     let sst: f64 = y.iter().zip(w).map(|(yi, wi)| wi * (yi - y_mean).powi(2)).sum();
     let r2 = if sst <= floor { 1.0 } else { 1.0 - sse / sst };
-    let aic = n as f64 * (sse.max(floor) / n as f64).ln() + 2.0 * curve.law().n_params() as f64;
-    Fit { curve, sse, r2, aic, n }
+    let k = curve.law().n_params() as f64;
+    let aic = n as f64 * (sse.max(floor) / n as f64).ln() + 2.0 * k;
+    let big_k = k + 1.0;
+    let aicc = if n as f64 > big_k + 1.0 {
+        aic + 2.0 * big_k * (big_k + 1.0) / (n as f64 - big_k - 1.0)
+    } else {
+        f64::INFINITY
+    };
+    Fit { curve, sse, r2, aic, aicc, n }
 }

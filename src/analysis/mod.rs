@@ -35,7 +35,7 @@ mod levenberg_marquardt;
 mod linalg;
 pub mod lognormal;
 pub mod scaling;
-mod special;
+pub(crate) mod special;
 pub mod tobit;
 
 pub use bootstrap::{bootstrap, bootstrap_mean, bootstrap_over, BootstrapConfig, Estimate};

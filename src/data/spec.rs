@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_struct_lists_its_fields_in_order() {
-        assert_eq!(fields::<SequenceSpec>(), ["length", "vocab"]);
+        assert_eq!(fields::<SequenceSpec>(), ["length", "vocab", "marker"]);
         assert_eq!(fields::<u32>(), [] as [&str; 0]);
     }
 

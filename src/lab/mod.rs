@@ -11,6 +11,7 @@
 pub mod execute;
 pub mod experiment;
 pub mod figures;
+pub mod knobs;
 pub mod lock;
 pub mod plan;
 pub mod pooling;

@@ -1,7 +1,7 @@
 //! Study-neutral pooling of cell results: a metric's series over a phase, the decay laws
 //! and half-life fitted to it, pooling over seeds into conditions (a sweep point without
 //! the seed) with intervals, scaling fits against parameters and other numeric axes, and
-//! the effect of each swept knob. Any study whose cells yield a [`SeedResult`] uses these;
+//! (the effect of each swept knob is in [`super::knobs`]). Any study whose cells yield a [`SeedResult`] uses these;
 //! nothing here knows a particular study.
 
 use super::experiment::{Cell, Experiment};
@@ -11,7 +11,6 @@ use crate::analysis::{
     fit_all, fit_half_life, linear_fit, log_t_interval, loglog_fit, lognormal_fit, mean_interval, observed_half_life,
     tobit, AnalysisError, BootstrapConfig, Design, Fit, HalfLife, Interval, LineFit, Observation,
 };
-use crate::report::Table;
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -69,12 +68,15 @@ impl ScalingFit {
     }
 }
 
+/// Why a cell without a store row has no results.
+pub const NOT_RUN: &str = "not run";
+
 /// A finished cell's metric rows, or why there are none (`not run`, or the cell's status).
 pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>, String>> {
     Ok(match store.run_info(&cell.id)? {
         Some(info) if info.status == "done" => Ok(store.metrics(&cell.id)?),
         Some(info) => Err(info.status),
-        None => Err("not run".into()),
+        None => Err(NOT_RUN.into()),
     })
 }
 
@@ -178,44 +180,6 @@ pub fn persistence(h: &HalfLife) -> f64 {
     }
 }
 
-/// The mean half-life at each value of one swept knob.
-#[derive(Clone, Debug)]
-pub struct KnobEffect {
-    pub axis: String,
-    /// `(value, mean persistence over planted cells, cells, censored cells)`.
-    pub levels: Vec<(String, f64, usize, usize)>,
-    /// The largest minus the smallest level mean: how much the knob matters.
-    pub spread: f64,
-}
-
-/// Mean persistence per value of every swept axis but the seed, most influential axis first.
-pub fn knob_effects<C: SeedResult>(cells: &[C]) -> Vec<KnobEffect> {
-    let mut by_axis: BTreeMap<&str, BTreeMap<String, Vec<&C>>> = BTreeMap::new();
-    for c in cells {
-        for (k, v) in c.point().iter().filter(|(k, _)| k != "seed") {
-            by_axis.entry(k).or_default().entry(slug(v)).or_default().push(c);
-        }
-    }
-    let mut out: Vec<KnobEffect> = by_axis
-        .into_iter()
-        .map(|(axis, values)| {
-            let levels: Vec<(String, f64, usize, usize)> = values
-                .into_iter()
-                .map(|(value, members)| {
-                    let mean = members.iter().map(|c| persistence(c.half_life())).sum::<f64>() / members.len() as f64;
-                    let censored = members.iter().filter(|c| reached(c.half_life()).is_none()).count();
-                    (value, mean, members.len(), censored)
-                })
-                .collect();
-            let means = levels.iter().map(|l| l.1);
-            let spread = means.clone().fold(f64::MIN, f64::max) - means.fold(f64::MAX, f64::min);
-            KnobEffect { axis: axis.to_string(), levels, spread }
-        })
-        .collect();
-    out.sort_by(|a, b| b.spread.total_cmp(&a.spread));
-    out
-}
-
 /// The half-life when reached.
 pub fn reached(h: &HalfLife) -> Option<f64> {
     match h {
@@ -292,32 +256,6 @@ fn line_fit(seeds: &[(f64, HalfLife)], log: bool) -> Result<LineFit, AnalysisErr
 /// A numeric sweep value as f64 (strings and other kinds: `None`).
 pub fn number(v: &toml::Value) -> Option<f64> {
     v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
-}
-
-/// Mean persistence (in `unit`) per value of each knob, the knobs that matter most first.
-pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
-    let rows = knobs
-        .iter()
-        .flat_map(|k| {
-            k.levels.iter().map(move |(value, mean, n, censored)| {
-                vec![
-                    k.axis.clone(),
-                    value.clone(),
-                    format!("{mean:.0}"),
-                    n.to_string(),
-                    censored.to_string(),
-                    format!("{:.0}", k.spread),
-                ]
-            })
-        })
-        .collect();
-    Table {
-        caption: "Knob effects: mean persistence (half-life, or horizon when censored) per value".into(),
-        header: ["knob", "value", &format!("mean persistence ({unit})"), "cells", "censored", "knob spread"]
-            .map(String::from)
-            .to_vec(),
-        rows,
-    }
 }
 
 #[cfg(test)]

@@ -63,12 +63,12 @@ pub fn experiment(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// A tiny decay experiment named `name` (seeds `seeds`, e.g. `[0, 1]`; `steps` steps in its
-/// first phase; a checkpoint every 100 steps), written to `dir/<name>.toml` and recording
-/// under `dir`; returns its path.
+/// first phase; a checkpoint every 100 steps; the chance floor, so one cell per seed), written
+/// to `dir/<name>.toml` and recording under `dir`; returns its path.
 pub fn tiny_decay_experiment(dir: &Path, name: &str, seeds: &str, steps: u64) -> PathBuf {
     let decay = format!(
         "a = \"copy\"\nb = \"reverse\"\ntogether_steps = {steps}\nafter_steps = 20\nafter_evals = 4\n\
-         eval_samples = 8\nbatch_size = 8"
+         eval_samples = 8\nbatch_size = 8\nfloor = \"chance\""
     );
     RunToml::new(name)
         .set("template", "decay")

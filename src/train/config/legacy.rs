@@ -1,10 +1,11 @@
 //! The `Debug` form of a run config that builds before the canonical hash hashed
 //! ([`super::RunConfig::legacy_hash`]), so that the runs they recorded still resume. Those
-//! builds held a task spec as one flat struct of every kind's keys, frozen here as it was;
-//! the rest of the config prints as it does today. Change nothing in this file: a change
-//! orphans those runs.
+//! builds held a task spec as one flat struct of every kind's keys, frozen here as it was,
+//! and a phase without the keys added since (`optimizer_state`, `stop`, which such runs
+//! cannot have set); the rest of the config prints as it does today. Change nothing in this
+//! file: a change orphans those runs.
 
-use super::RunConfig;
+use super::{PhaseSpec, RunConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -16,14 +17,49 @@ impl fmt::Debug for Legacy<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = self.0;
         let tasks: Vec<TaskSpec> = c.tasks.iter().map(TaskSpec::of).collect();
+        let phases: Vec<Phase> = c.phases.iter().map(Phase).collect();
         f.debug_struct("RunConfig")
             .field("name", &c.name)
             .field("seed", &c.seed)
             .field("out_dir", &c.out_dir)
             .field("model", &c.model)
             .field("tasks", &tasks)
-            .field("phases", &c.phases)
+            .field("phases", &phases)
             .field("checkpoint", &c.checkpoint)
+            .finish()
+    }
+}
+
+/// A phase as those builds printed it: every field up to `eval`, in order.
+struct Phase<'a>(&'a PhaseSpec);
+
+impl fmt::Debug for Phase<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        f.debug_struct("PhaseSpec")
+            .field("name", &p.name)
+            .field("seed", &p.seed)
+            .field("steps", &p.steps)
+            .field("tokens", &p.tokens)
+            .field("batch_size", &p.batch_size)
+            .field("trainable", &p.trainable)
+            .field("lora", &p.lora)
+            .field("soft_prompt", &p.soft_prompt)
+            .field("steering", &p.steering)
+            .field("cond_prompt", &p.cond_prompt)
+            .field("mixture", &p.mixture)
+            .field("optimizer", &p.optimizer)
+            .field("schedule", &p.schedule)
+            .field("grad_clip", &p.grad_clip)
+            .field("grad_accum", &p.grad_accum)
+            .field("dropout_attn", &p.dropout_attn)
+            .field("dropout_resid", &p.dropout_resid)
+            .field("l2_to", &p.l2_to)
+            .field("l2_coef", &p.l2_coef)
+            .field("ewc_coef", &p.ewc_coef)
+            .field("ewc_tasks", &p.ewc_tasks)
+            .field("ewc_samples", &p.ewc_samples)
+            .field("eval", &p.eval)
             .finish()
     }
 }

@@ -9,9 +9,10 @@
 use super::{BackdoorSpec, CONTINUE, PLANT};
 use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::lab::experiment::{Cell, Experiment};
+use crate::lab::knobs::{knob_effects, KnobEffect};
 use crate::lab::pooling::{
-    condition_name, conditions, decay_of, finished_rows, knob_effects, moved_toward, persistence, scaling_fits, series,
-    Condition, KnobEffect, ScalingFit, SeedResult, Series,
+    condition_name, conditions, decay_of, finished_rows, moved_toward, persistence, scaling_fits, series, Condition,
+    ScalingFit, SeedResult, Series,
 };
 use crate::lab::search::{configurations, ranking, Score};
 use crate::store::{MetricRow, Store};

@@ -8,7 +8,8 @@ use super::analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung, PLANT
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, seed_band};
-use crate::lab::pooling::{knob_table, reached, Condition, Series};
+use crate::lab::knobs::knob_table;
+use crate::lab::pooling::{reached, Condition, Series};
 use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
 use anyhow::Result;
 use std::path::PathBuf;

@@ -8,9 +8,10 @@ use crate::analysis::{BootstrapConfig, Fit, HalfLife};
 use crate::lab::experiment::{AnalysisSpec, Cell, Experiment};
 use crate::lab::plan::PlannedCell;
 use crate::lab::pooling::{
-    condition_name, conditions, decay_of, finished_rows, moved_toward, scaling_fits, series, Condition, ScalingFit,
-    SeedResult, Series,
+    condition_name, conditions, decay_of, finished_rows, moved_toward, persistence, scaling_fits, series, Condition,
+    ScalingFit, SeedResult, Series,
 };
+use crate::lab::search::Score;
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 
@@ -182,4 +183,17 @@ impl SeedResult for CellResult {
     fn moved(&self) -> f64 {
         moved_toward(&self.b, self.start, self.floor)
     }
+}
+
+/// A searched configuration's standing from its cells (one per seed that finished) out of
+/// `seeds`: the mean over seeds of the half-life where B crossed halfway, else the horizon
+/// (a lower bound), ties broken by the mean fraction of B remaining at the horizon; a seed
+/// without a finished cell counts as 0.
+pub fn score(cells: &[&CellResult], seeds: usize) -> Score {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let (p, r) = cells.iter().fold((0.0, 0.0), |(p, r), c| {
+        (p + finite(persistence(&c.half_life)), r + finite(1.0 - moved_toward(&c.b, c.start, c.floor)))
+    });
+    let n = seeds.max(cells.len()).max(1) as f64;
+    Score { persistence: p / n, remaining: r / n }
 }

@@ -26,6 +26,9 @@ use crate::train::config::OptimizerStart;
 use serde::Deserialize;
 use std::path::PathBuf;
 
+/// What a search of decay experiments maximizes: B's half-life in phase-2 steps.
+pub const OBJECTIVE: &str = "decay.half_life";
+
 /// Reads the `[decay]` table of a cell's config.
 pub fn parse(doc: &toml::Table) -> Result<Box<dyn Study>, Problem> {
     let names: Vec<String> = task_kinds(doc).into_iter().map(|(name, _)| name).collect();
@@ -53,8 +56,22 @@ impl Study for DecaySpec {
         replace_phases(doc, "decay", scaled.phases())
     }
 
-    fn report(&self, exp: &Experiment, planned: &[PlannedCell], _search: Option<&str>) -> anyhow::Result<PathBuf> {
-        report::write(exp, &analysis::analyse(self, exp, planned)?)
+    fn objective(&self) -> Option<&'static str> {
+        Some(OBJECTIVE)
+    }
+
+    /// Refused: a decay search samples configurations at full length (`method = "random"`).
+    fn shorten(&mut self, _divisor: u64) -> Result<(), Problem> {
+        Err((
+            "search.method".into(),
+            "a decay search uses method = \"random\": a shortened rung would still pay for the whole of phase 1 \
+             (learning A and B, most of a cell's compute) and for its floor twin, so halving saves little"
+                .into(),
+        ))
+    }
+
+    fn report(&self, exp: &Experiment, planned: &[PlannedCell], search: Option<&str>) -> anyhow::Result<PathBuf> {
+        report::write(exp, &analysis::analyse(self, exp, planned)?, search.is_some())
     }
 }
 

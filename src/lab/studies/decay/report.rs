@@ -2,12 +2,14 @@
 //! half-life against parameters with its log-log fit, a heatmap over the two other swept
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
-use super::analysis::{CellResult, DecayAnalysis, FloorSource};
-use crate::analysis::HalfLife;
+use super::analysis::{score, CellResult, DecayAnalysis, FloorSource};
+use crate::analysis::{HalfLife, Law};
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, scale_axis, seed_band, value_of};
-use crate::lab::pooling::{knob_effects, knob_table, moved_toward, reached, Condition, Series};
+use crate::lab::knobs::{knob_effects, knob_table};
+use crate::lab::pooling::{moved_toward, reached, Condition, Series, NOT_RUN};
+use crate::lab::search::{ranking, Score};
 use crate::lab::sweep::label_of;
 use crate::report::{
     heatmap, line_chart, scatter_fit, Figure, Fit, Frame, Heatmap, LineChart, NumberFormat, Page, Point, ScatterFit,
@@ -16,19 +18,24 @@ use crate::report::{
 use anyhow::Result;
 use std::path::PathBuf;
 
-/// Writes the report files under `root/report`; returns the index page's path.
-pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
+/// Writes the report files under `root/report`; returns the index page's path. After a
+/// search (`searched`), the configurations that ran are ranked first.
+pub fn write(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let tables = [
+    let mut tables = vec![
         conditions_table(a),
         cells_table(a),
         scaling_table(a),
         knob_table("steps", &knob_effects(&a.cells)),
         baseline_table(a),
+        law_table(a),
     ];
+    if searched {
+        tables.insert(0, search_table(a));
+    }
     let page = Page {
         title: format!("Capability decay: {}", exp.name),
-        intro: intro(exp, a),
+        intro: intro(exp, a, searched),
         sections: vec![
             curves_section(exp, a)?,
             scaling_section(exp, a)?,
@@ -37,7 +44,8 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
         ],
     };
     let index = page.write(&dir)?;
-    write_atomic(&dir.join("fits.csv"), tables[1].to_csv().as_bytes())?;
+    let cells = tables.iter().find(|t| t.caption == CELLS_CAPTION).expect("the cells table is always written");
+    write_atomic(&dir.join("fits.csv"), cells.to_csv().as_bytes())?;
     let mut md = format!("# {}\n\n", page.title);
     for p in &page.intro {
         md.push_str(&format!("{p}\n\n"));
@@ -49,8 +57,11 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis) -> Result<PathBuf> {
     Ok(index)
 }
 
+/// The caption of the per-cell table, which is also `fits.csv`.
+const CELLS_CAPTION: &str = "Per-cell fits";
+
 /// What was run, what is measured and the headline scaling fits.
-fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
+fn intro(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Vec<String> {
     let mut out = vec![
         format!(
             "{} of {} cells finished ({} decay cells and {} floor twins). Phase 1 trains {} and {} together; \
@@ -71,7 +82,7 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
              half-life exceeds the horizon: a lower bound). Per condition, the half-life is the geometric mean over \
              seeds with a 95% Student-t interval on ln half-life; where some seeds are censored, the median of a \
              log-normal survival fit by maximum likelihood, which counts them as the lower bounds they are. The \
-             method and n stand beside each interval. Scaling fits count censored seeds as lower bounds too (a Tobit regression, without an R²). Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AIC.",
+             method and n stand beside each interval. Scaling fits count censored seeds as lower bounds too (a Tobit regression, without an R²). Laws (exponential, power law, shifted power law) are fitted by least squares and ranked by AICc (AIC with the small-sample correction: each curve has only a dozen or so points).",
             a.b,
             a.metric,
             floor_phrase(a)
@@ -95,8 +106,13 @@ fn intro(exp: &Experiment, a: &DecayAnalysis) -> Vec<String> {
             s.family
         ));
     }
-    if !a.missing.is_empty() {
-        let list: Vec<String> = a.missing.iter().map(|(c, s)| format!("{c} ({s})")).collect();
+    // A search leaves most of the grid unrun by design: count those cells instead of listing them.
+    let (unselected, missing): (Vec<_>, Vec<_>) = a.missing.iter().partition(|(_, s)| searched && s == NOT_RUN);
+    if !unselected.is_empty() {
+        out.push(format!("The search did not select the other {} cells of the grid.", unselected.len()));
+    }
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|(c, s)| format!("{c} ({s})")).collect();
         out.push(format!("Not in this report: {}.", list.join(", ")));
     }
     out
@@ -116,6 +132,44 @@ fn floor_phrase(a: &DecayAnalysis) -> String {
             a.metric,
             a.a
         ),
+    }
+}
+
+/// Which decay law wins and by how much: per law, the cells where it has the lowest AICc,
+/// and the median and largest AICc gap to the cell's best law (0 where it wins; a gap above
+/// about 2 is evidence against the law, above 10 strong evidence).
+fn law_table(a: &DecayAnalysis) -> Table {
+    let rows = Law::ALL
+        .iter()
+        .map(|&law| {
+            let mut gaps: Vec<f64> = a
+                .cells
+                .iter()
+                .filter_map(|c| {
+                    let best = c.fits.first()?;
+                    let own = c.fits.iter().find(|f| f.law() == law)?;
+                    Some(own.aicc - best.aicc)
+                })
+                .filter(|g| g.is_finite())
+                .collect();
+            gaps.sort_by(f64::total_cmp);
+            let wins = a.cells.iter().filter(|c| c.fits.first().is_some_and(|f| f.law() == law)).count();
+            let median = if gaps.is_empty() { f64::NAN } else { gaps[gaps.len() / 2] };
+            vec![
+                law.name().to_string(),
+                format!("{wins} of {}", a.cells.iter().filter(|c| !c.fits.is_empty()).count()),
+                format!("{median:.1}"),
+                format!("{:.1}", gaps.last().copied().unwrap_or(f64::NAN)),
+            ]
+        })
+        .collect();
+    Table {
+        caption: "Decay laws compared: cells each law wins on AICc, and its AICc gap to each cell's best law \
+                  (shifted power law and exponential do not depend on the time unit; the unshifted power law \
+                  (1+t)^-b does)"
+            .into(),
+        header: ["law", "cells won", "median ΔAICc", "largest ΔAICc"].map(String::from).to_vec(),
+        rows,
     }
 }
 
@@ -270,6 +324,54 @@ fn method(c: &Condition) -> String {
 }
 
 /// One row per condition.
+/// The searched configurations, most persistent first (see [`score`]), with the
+/// censoring-aware half-life beside the ranking score.
+fn search_table(a: &DecayAnalysis) -> Table {
+    let scores: Vec<Score> = a
+        .conditions
+        .iter()
+        .map(|c| score(&c.cells.iter().map(|&i| &a.cells[i]).collect::<Vec<_>>(), c.cells.len()))
+        .collect();
+    let rows = ranking(&scores)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, i)| {
+            let c = &a.conditions[i];
+            vec![
+                (rank + 1).to_string(),
+                c.name.clone(),
+                c.cells.len().to_string(),
+                format!("{:.0}", scores[i].persistence),
+                format!("{:.0}%", 100.0 * scores[i].remaining),
+                interval(c),
+                method(c),
+                c.censored.to_string(),
+            ]
+        })
+        .collect();
+    Table {
+        caption: format!(
+            "Search ranking: configurations by the mean over seeds of {}'s half-life in steps, a censored seed \
+             counted at its horizon (a lower bound), ties broken by the mean share of {} remaining at the horizon. \
+             The ranking selects; confirm its winners on fresh seeds before reporting them",
+            a.b, a.b
+        ),
+        header: [
+            "rank",
+            "configuration",
+            "seeds",
+            "score (steps, lower bound)",
+            "remaining at horizon",
+            "half-life [CI]",
+            "method",
+            "censored",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows,
+    }
+}
+
 fn conditions_table(a: &DecayAnalysis) -> Table {
     let rows = a
         .conditions
@@ -335,7 +437,7 @@ fn cells_table(a: &DecayAnalysis) -> Table {
                 f.curve.params().iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
             });
             let aic = |law: &str| {
-                c.fits.iter().find(|f| f.law().name() == law).map_or(String::new(), |f| format!("{:.2}", f.aic))
+                c.fits.iter().find(|f| f.law().name() == law).map_or(String::new(), |f| format!("{:.2}", f.aicc))
             };
             vec![
                 c.id.clone(),
@@ -370,11 +472,11 @@ fn cells_table(a: &DecayAnalysis) -> Table {
         "best_law",
         "best_params",
         "r2",
-        "aic_exponential",
-        "aic_power_law",
-        "aic_shifted_power_law",
+        "aicc_exponential",
+        "aicc_power_law",
+        "aicc_shifted_power_law",
     ];
-    Table { caption: "Per-cell fits".into(), header: header.map(String::from).to_vec(), rows }
+    Table { caption: CELLS_CAPTION.into(), header: header.map(String::from).to_vec(), rows }
 }
 
 /// One row per scaling fit.
