@@ -209,6 +209,7 @@ fn half_life_is_measured_towards_the_twins_never_learned_level_read_from_the_sto
     let summary = std::fs::read_to_string(root.join("report").join("summary.md")).unwrap();
     assert!(summary.contains("2 of 2 cells finished (1 decay cells and 1 floor twins)"), "{summary}");
     assert!(summary.contains("B in floor twin"), "{summary}");
+    assert!(summary.contains("Kalajdzievski (2024)'s joint form"), "one size: the table is there, without rows");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! - [`laws`]: the three decay laws (exponential, power law, shifted power law) as [`Curve`]s
 //!   that evaluate and invert themselves.
 //! - [`fit`]: weighted least-squares fits of those laws ([`fit_law`], [`fit_all`] ranked by
-//!   AIC, [`best`]), solved by the Levenberg–Marquardt loop in `levenberg_marquardt.rs`.
+//!   AICc, [`best`]), solved by the Levenberg–Marquardt loop in `levenberg_marquardt.rs`.
 //! - [`half_life`]: steps until a metric has moved halfway from its start to a floor, observed
 //!   (interpolated, with right-censoring) or from a fitted law.
 //! - [`bootstrap`]: deterministic percentile bootstrap CIs over seeds.
@@ -15,6 +15,8 @@
 //!   per-condition half-life with an interval that holds at 5 seeds).
 //! - [`tobit`]: censored normal (Tobit) regression of log half-life on numeric covariates and
 //!   categorical factors, with t-intervals on its coefficients.
+//! - [`forgetting_law`]: Kalajdzievski's joint form, forgetting as a shifted power law in
+//!   steps scaled by a power of the parameter count, with a bootstrap over whole curves.
 //! - [`scaling`]: ordinary least squares lines and log-log scaling fits with Student-t CIs.
 //! - Distribution functions (t and normal quantiles) come from `statrs`, wrapped in
 //!   `special.rs`; `linalg.rs` holds the Cholesky solves the censored fits need.
@@ -27,6 +29,7 @@ pub mod bootstrap;
 pub mod censoring;
 mod error;
 pub mod fit;
+pub mod forgetting_law;
 pub mod half_life;
 pub mod interval;
 pub mod kaplan_meier;
@@ -42,6 +45,7 @@ pub use bootstrap::{bootstrap, bootstrap_mean, bootstrap_over, BootstrapConfig, 
 pub use censoring::{log_observations, Observation};
 pub use error::AnalysisError;
 pub use fit::{best, fit_all, fit_all_weighted, fit_law, fit_law_weighted, Fit};
+pub use forgetting_law::{fit_forgetting_law, ForgettingCurve, ForgettingLaw};
 pub use half_life::{fit_half_life, observed_half_life, HalfLife};
 pub use interval::{
     log_t_interval, mean_interval, percentile_bootstrap, t_interval, Interval, Method, MIN_BOOTSTRAP_N,

@@ -4,7 +4,7 @@
 //! parameter count, regulariser strength and task overlap (pooling from [`crate::lab::pooling`]).
 
 use super::{Arm, DecaySpec, Floor, ARM_AXIS};
-use crate::analysis::{BootstrapConfig, Fit, HalfLife};
+use crate::analysis::{fit_forgetting_law, BootstrapConfig, Fit, ForgettingCurve, ForgettingLaw, HalfLife};
 use crate::lab::experiment::{AnalysisSpec, Cell, Experiment};
 use crate::lab::plan::PlannedCell;
 use crate::lab::pooling::{
@@ -74,6 +74,9 @@ pub struct DecayAnalysis {
     pub floors: Vec<FloorTwin>,
     pub conditions: Vec<Condition>,
     pub scaling: Vec<ScalingFit>,
+    /// Kalajdzievski's joint law of B's forgetting (KL) per family of cells sharing every axis
+    /// but the model's and the seed (families with at least two sizes), or why it failed.
+    pub forgetting_laws: Vec<FamilyLaw>,
     /// Cells without a finished run, and why.
     pub missing: Vec<(String, String)>,
 }
@@ -110,7 +113,48 @@ pub fn analyse(study: &DecaySpec, exp: &Experiment, planned: &[PlannedCell]) -> 
     let boot = BootstrapConfig { n_resamples: spec.resamples, ..Default::default() };
     let conditions = conditions(&cells, &boot);
     let scaling = scaling_fits(exp, &cells);
-    Ok(DecayAnalysis { metric: spec.metric.clone(), a, b, cells, floors, conditions, scaling, missing })
+    let forgetting_laws = forgetting_laws(&cells, &boot);
+    Ok(DecayAnalysis {
+        metric: spec.metric.clone(),
+        a,
+        b,
+        cells,
+        floors,
+        conditions,
+        scaling,
+        forgetting_laws,
+        missing,
+    })
+}
+
+/// One family's joint forgetting law.
+#[derive(Clone, Debug)]
+pub struct FamilyLaw {
+    pub family: String,
+    pub cells: usize,
+    pub law: Result<ForgettingLaw, String>,
+}
+
+/// The joint forgetting law of each family of cells that differ in size (and seed) only.
+fn forgetting_laws(cells: &[CellResult], boot: &BootstrapConfig) -> Vec<FamilyLaw> {
+    let mut families: std::collections::BTreeMap<String, Vec<&CellResult>> = Default::default();
+    for c in cells {
+        let rest: Vec<(String, toml::Value)> =
+            c.point.iter().filter(|(k, _)| !k.starts_with("model.")).cloned().collect();
+        families.entry(condition_name(&rest)).or_default().push(c);
+    }
+    families
+        .into_iter()
+        .filter(|(_, members)| members.iter().any(|c| c.params != members[0].params))
+        .map(|(family, members)| {
+            let curves: Vec<ForgettingCurve> = members
+                .iter()
+                .map(|c| ForgettingCurve { params: c.params as f64, t: c.b_kl.t.clone(), f: c.b_kl.y.clone() })
+                .collect();
+            let law = fit_forgetting_law(&curves, boot).map_err(|e| e.to_string());
+            FamilyLaw { family, cells: members.len(), law }
+        })
+        .collect()
 }
 
 /// A cell's arm and its sweep point without the arm axis.

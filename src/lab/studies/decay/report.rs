@@ -3,7 +3,7 @@
 //! axes, and the fit tables), `fits.csv` (one row per cell) and `summary.md`.
 
 use super::analysis::{score, CellResult, DecayAnalysis, FloorSource};
-use crate::analysis::{HalfLife, Law};
+use crate::analysis::{HalfLife, Interval, Law};
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, scale_axis, seed_band, value_of};
@@ -29,6 +29,7 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Result<Path
         knob_table("steps", &knob_effects(&a.cells)),
         baseline_table(a),
         law_table(a),
+        forgetting_law_table(a),
     ];
     if searched {
         tables.insert(0, search_table(a));
@@ -324,6 +325,47 @@ fn method(c: &Condition) -> String {
 }
 
 /// One row per condition.
+/// Kalajdzievski's joint form per family, fitted to B's forgetting KL.
+fn forgetting_law_table(a: &DecayAnalysis) -> Table {
+    let rows = a
+        .forgetting_laws
+        .iter()
+        .map(|f| {
+            let ci = |i: &Interval| format!("{:.3} [{:.3}, {:.3}]", i.value, i.lo, i.hi);
+            match &f.law {
+                Ok(l) => vec![
+                    f.family.clone(),
+                    f.cells.to_string(),
+                    l.points.to_string(),
+                    ci(&l.alpha),
+                    ci(&l.beta),
+                    format!("{:.1}", l.shift),
+                    format!("{:.3}", l.r2),
+                    l.alpha.method_label(),
+                ],
+                Err(e) => {
+                    let mut row = vec![f.family.clone(), f.cells.to_string(), "—".into(), format!("no fit: {e}")];
+                    row.resize(8, String::new());
+                    row
+                }
+            }
+        })
+        .collect();
+    Table {
+        caption: format!(
+            "Kalajdzievski (2024)'s joint form for {}'s forgetting (KL to the end-of-phase-1 model): \
+             F ≈ A · params^α · (steps + s)^β, one least-squares fit of ln F per family of cells that differ \
+             only in size and seed, the shift s profiled; intervals from a percentile bootstrap over whole \
+             cells (the points of one curve are not independent)",
+            a.b
+        ),
+        header: ["family", "cells", "points", "α [95% CI]", "β [95% CI]", "shift s (steps)", "R² of ln F", "method"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+    }
+}
+
 /// The searched configurations, most persistent first (see [`score`]), with the
 /// censoring-aware half-life beside the ranking score.
 fn search_table(a: &DecayAnalysis) -> Table {
