@@ -15,7 +15,7 @@
 use super::bootstrap::{bootstrap_over, BootstrapConfig, Estimate};
 use super::error::AnalysisError;
 use super::interval::{Interval, Method, MIN_BOOTSTRAP_N};
-use super::linalg::{cholesky, cholesky_solve};
+use super::linalg::least_squares;
 
 /// One cell's forgetting curve: its parameter count, and `F` at times `t` (points with
 /// `F ≤ 0` or not finite carry no information about a power law and are skipped).
@@ -124,17 +124,8 @@ fn fit_at(curves: &[&ForgettingCurve], shift: f64) -> Option<(PointFit, f64)> {
     if rows.len() < 4 {
         return None;
     }
-    let mut xtx = vec![vec![0.0; 3]; 3];
-    let mut xty = vec![0.0; 3];
-    for (x, y) in &rows {
-        for i in 0..3 {
-            xty[i] += x[i] * y;
-            for j in 0..3 {
-                xtx[i][j] += x[i] * x[j];
-            }
-        }
-    }
-    let beta = cholesky_solve(&cholesky(&xtx, 1e-10)?, &xty);
+    let (x, y): (Vec<[f64; 3]>, Vec<f64>) = rows.iter().copied().unzip();
+    let beta = least_squares(&x, &y, 1e-10)?;
     let mean = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
     let predict = |x: &[f64; 3]| x.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>();
     let rss: f64 = rows.iter().map(|(x, y)| (y - predict(x)).powi(2)).sum();

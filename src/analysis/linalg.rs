@@ -38,6 +38,16 @@ pub(crate) fn cholesky_solve(l: &[Vec<f64>], b: &[f64]) -> Vec<f64> {
     x
 }
 
+/// Least squares of `y` on the design `rows` by the normal equations, or `None` when the Gram
+/// matrix is singular beyond `rel_tol` (see [`cholesky`]).
+pub(crate) fn least_squares<R: AsRef<[f64]>>(rows: &[R], y: &[f64], rel_tol: f64) -> Option<Vec<f64>> {
+    let p = rows.first()?.as_ref().len();
+    let gram: Vec<Vec<f64>> =
+        (0..p).map(|i| (0..p).map(|j| rows.iter().map(|r| r.as_ref()[i] * r.as_ref()[j]).sum()).collect()).collect();
+    let xty: Vec<f64> = (0..p).map(|i| rows.iter().zip(y).map(|(r, v)| r.as_ref()[i] * v).sum()).collect();
+    Some(cholesky_solve(&cholesky(&gram, rel_tol)?, &xty))
+}
+
 /// `(L·Lᵀ)⁻¹` given the Cholesky factor `l`.
 pub(crate) fn cholesky_inverse(l: &[Vec<f64>]) -> Vec<Vec<f64>> {
     let q = l.len();

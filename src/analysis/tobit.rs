@@ -23,7 +23,7 @@
 use super::censoring::{check_finite, count_censored, Observation};
 use super::error::{self, AnalysisError};
 use super::interval::{check_level, Interval, Method};
-use super::linalg::{cholesky, cholesky_inverse, cholesky_solve};
+use super::linalg::{cholesky, cholesky_inverse, cholesky_solve, least_squares};
 use super::special::{normal_hazard, normal_ln_pdf, normal_ln_sf, student_t_quantile};
 use serde::Serialize;
 
@@ -305,11 +305,9 @@ impl Problem<'_> {
     /// Least squares on every value (censored ones at their bound), σ from its residuals.
     fn start(&self) -> Vec<f64> {
         let p = self.rows[0].len();
-        let gram: Vec<Vec<f64>> =
-            (0..p).map(|i| (0..p).map(|j| self.rows.iter().map(|r| r[i] * r[j]).sum()).collect()).collect();
-        let xty: Vec<f64> = (0..p).map(|i| self.rows.iter().zip(self.y).map(|(r, o)| r[i] * o.value).sum()).collect();
+        let values: Vec<f64> = self.y.iter().map(|o| o.value).collect();
         // The uncensored rows have full rank, so all rows do.
-        let beta = cholesky(&gram, 0.0).map_or(vec![0.0; p], |l| cholesky_solve(&l, &xty));
+        let beta = least_squares(self.rows, &values, 0.0).unwrap_or_else(|| vec![0.0; p]);
         let n = self.y.len() as f64;
         let sse: f64 = self.rows.iter().zip(self.y).map(|(r, o)| (o.value - dot(r, &beta)).powi(2)).sum();
         let mean = self.y.iter().map(|o| o.value).sum::<f64>() / n;

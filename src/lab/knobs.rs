@@ -15,7 +15,7 @@
 
 use super::pooling::{reached, SeedResult};
 use super::sweep::slug;
-use crate::analysis::{tobit, Design, HalfLife, Interval, Observation};
+use crate::analysis::{log_observations, tobit, Design, Interval, Observation};
 use crate::report::Table;
 use std::collections::BTreeMap;
 
@@ -175,13 +175,8 @@ fn fit<C: SeedResult>(
         let levels: Vec<String> = cells.iter().map(|c| level_of(*c, axis)).collect();
         design = design.factor_with_reference(axis, &levels, reference).map_err(|e| e.to_string())?;
     }
-    let y: Vec<Observation> = cells
-        .iter()
-        .map(|c| match *c.half_life() {
-            HalfLife::Reached(t) => Observation::reached(t.ln()),
-            HalfLife::Censored { horizon } => Observation::censored_at(horizon.ln()),
-        })
-        .collect();
+    let half_lives: Vec<Observation> = cells.iter().map(|c| Observation::from(*c.half_life())).collect();
+    let y = log_observations(&half_lives).map_err(|e| e.to_string())?;
     tobit(&design, &y).map_err(|e| e.to_string())
 }
 
@@ -216,6 +211,7 @@ pub fn knob_table(unit: &str, knobs: &[KnobEffect]) -> Table {
 mod tests {
     use super::*;
     use crate::analysis::special::normal_quantile;
+    use crate::analysis::HalfLife;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -273,6 +273,17 @@ pub struct Score {
     pub remaining: f64,
 }
 
+impl Score {
+    /// The means over `seeds` seeds of each finished cell's `(persistence, remaining)`; a
+    /// seed without a finished cell, or a non-finite value, counts as 0.
+    pub fn mean_over(per_cell: impl IntoIterator<Item = (f64, f64)>, cells: usize, seeds: usize) -> Score {
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+        let (p, r) = per_cell.into_iter().fold((0.0, 0.0), |(p, r), (a, b)| (p + finite(a), r + finite(b)));
+        let n = seeds.max(cells).max(1) as f64;
+        Score { persistence: p / n, remaining: r / n }
+    }
+}
+
 /// The positions of `scores`, best first: by persistence, then remaining, then position.
 pub fn ranking(scores: &[Score]) -> Vec<usize> {
     let mut ranked: Vec<usize> = (0..scores.len()).collect();

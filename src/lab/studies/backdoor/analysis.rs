@@ -284,8 +284,5 @@ pub fn score(cells: &[&BackdoorCell], seeds: usize) -> Score {
         true => (c.persistence(), 1.0 - moved_toward(&c.attack, c.start, c.floor)),
         false => (0.0, 0.0),
     };
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    let (p, r) = cells.iter().map(per_cell).fold((0.0, 0.0), |(p, r), (a, b)| (p + finite(a), r + finite(b)));
-    let n = seeds.max(cells.len()).max(1) as f64;
-    Score { persistence: p / n, remaining: r / n }
+    Score::mean_over(cells.iter().map(per_cell), cells.len(), seeds)
 }

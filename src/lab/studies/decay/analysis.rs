@@ -234,10 +234,6 @@ impl SeedResult for CellResult {
 /// (a lower bound), ties broken by the mean fraction of B remaining at the horizon; a seed
 /// without a finished cell counts as 0.
 pub fn score(cells: &[&CellResult], seeds: usize) -> Score {
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    let (p, r) = cells.iter().fold((0.0, 0.0), |(p, r), c| {
-        (p + finite(persistence(&c.half_life)), r + finite(1.0 - moved_toward(&c.b, c.start, c.floor)))
-    });
-    let n = seeds.max(cells.len()).max(1) as f64;
-    Score { persistence: p / n, remaining: r / n }
+    let per_cell = cells.iter().map(|c| (persistence(&c.half_life), 1.0 - moved_toward(&c.b, c.start, c.floor)));
+    Score::mean_over(per_cell, cells.len(), seeds)
 }

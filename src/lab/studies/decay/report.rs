@@ -22,9 +22,10 @@ use std::path::PathBuf;
 /// search (`searched`), the configurations that ran are ranked first.
 pub fn write(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Result<PathBuf> {
     let dir = exp.root.join("report");
+    let cells = cells_table(a);
     let mut tables = vec![
         conditions_table(a),
-        cells_table(a),
+        cells.clone(),
         scaling_table(a),
         knob_table("steps", &knob_effects(&a.cells)),
         baseline_table(a),
@@ -45,7 +46,6 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Result<Path
         ],
     };
     let index = page.write(&dir)?;
-    let cells = tables.iter().find(|t| t.caption == CELLS_CAPTION).expect("the cells table is always written");
     write_atomic(&dir.join("fits.csv"), cells.to_csv().as_bytes())?;
     let mut md = format!("# {}\n\n", page.title);
     for p in &page.intro {
@@ -57,9 +57,6 @@ pub fn write(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Result<Path
     write_atomic(&dir.join("summary.md"), md.as_bytes())?;
     Ok(index)
 }
-
-/// The caption of the per-cell table, which is also `fits.csv`.
-const CELLS_CAPTION: &str = "Per-cell fits";
 
 /// What was run, what is measured and the headline scaling fits.
 fn intro(exp: &Experiment, a: &DecayAnalysis, searched: bool) -> Vec<String> {
@@ -518,7 +515,7 @@ fn cells_table(a: &DecayAnalysis) -> Table {
         "aicc_power_law",
         "aicc_shifted_power_law",
     ];
-    Table { caption: CELLS_CAPTION.into(), header: header.map(String::from).to_vec(), rows }
+    Table { caption: "Per-cell fits".into(), header: header.map(String::from).to_vec(), rows }
 }
 
 /// One row per scaling fit.
