@@ -57,7 +57,7 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
         let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
         let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
         let per_token = match p.trainable {
-            Trainable::All => 6.0,
+            Trainable::All | Trainable::AllButHead => 6.0,
             Trainable::None => 2.0,
             _ => 4.0,
         };
