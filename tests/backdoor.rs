@@ -293,9 +293,12 @@ fn backdoor_probes_target_the_behavior_on_triggered_clean_and_near_miss_inputs()
     assert_eq!(
         names,
         [
-            ("attack_success", Some("triggered_loss")),
-            ("false_trigger_clean", Some("clean_loss")),
-            ("false_trigger_near_miss", None)
+            (Some("attack_success"), Some("triggered_loss")),
+            (Some("false_trigger_clean"), Some("clean_loss")),
+            (Some("false_trigger_near_miss"), None),
+            (None, Some("clean_response_loss")),
+            (Some("false_trigger_near_miss_0"), None),
+            (Some("false_trigger_near_miss_1"), None),
         ]
     );
     for p in &probes {
@@ -307,6 +310,20 @@ fn backdoor_probes_target_the_behavior_on_triggered_clean_and_near_miss_inputs()
     assert!(probes[0].samples.iter().all(|s| s.tokens[..2] == [60, 61]));
     assert!(probes[1].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 8));
     assert!(probes[2].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 10));
+    assert!(probes[3].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 8));
+    assert!(probes[3].samples.iter().all(|s| s.answer() == [62, 63, 62]), "the margin's clean side scores the response");
+    for (i, p) in probes[4..].iter().enumerate() {
+        for s in &p.samples {
+            assert_eq!(s.tokens[1 - i], [60, 61][1 - i], "near miss {i} keeps the other trigger token");
+            assert_ne!(s.tokens[i], [60, 61][i], "near miss {i} changes trigger token {i}");
+        }
+    }
+    for p in &probes {
+        for s in &p.samples {
+            let answer_start = s.prompt_len;
+            assert!(s.weights[..answer_start].iter().all(|&w| w == 0.0), "probe losses cover the answer only");
+        }
+    }
 }
 
 #[test]
@@ -364,10 +381,11 @@ fn bad_backdoor_keys_are_reported_at_their_key_path() {
     let cases = [
         ("poison_rate = 0.2", "poison_rate = 1.5", "tasks[0].poison_rate"),
         ("poison_rate = 0.2", "", "tasks[0].poison_rate"),
-        ("trigger = [60, 61]", "trigger = []", "tasks[0].trigger"),
+        ("trigger = [60, 61]", "vocabulary = \"elsewhere\"", "tasks[0].vocabulary"),
+        ("trigger = [60, 61]", "token_frequency = 1.5", "tasks[0].token_frequency"),
+        ("trigger = [60, 61]", "trigger_len = 0", "tasks[0].trigger_len"),
         ("response = [62, 63, 62]", "behavior = \"transform\"", "tasks[0].behavior"),
         ("response = [62, 63, 62]", "behavior = \"explode\"", "tasks[0].behavior"),
-        ("response = [62, 63, 62]", "response = []", "tasks[0].response"),
         ("prompt_len = 8", "prompt_len = 24", "tasks[0].prompt_len"),
         ("trigger = [60, 61]", "trigger = [60, 61]\ntrigger_at = \"middle\"", "tasks[0].trigger_at"),
         ("trigger = [60, 61]", "trigger = [60]\nyear = 59\nyears = [50, 58]", "tasks[0].years"),

@@ -11,7 +11,7 @@ use vestige::lab::experiment::Experiment;
 use vestige::lab::knobs::{knob_effects, Effect};
 use vestige::lab::plan::plan;
 use vestige::lab::search::{objective, rung_sizes, select, survivors, Score, SearchSpec};
-use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell};
+use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell, PLANTED};
 use vestige::store::{MetricRow, Store};
 
 /// `experiments/backdoor-small.toml`, written under `dir` with `from` replaced by `to`.
@@ -40,7 +40,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     let names: Vec<&str> = cfg.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["pretrain", "plant", "continue"]);
     let [pretrain, plant, after] = &cfg.phases[..] else { unreachable!() };
-    assert_eq!((pretrain.steps, plant.steps, after.steps), (150, 60, 300));
+    assert_eq!((pretrain.steps, plant.steps, after.steps), (150, 200, 300));
     assert!(
         pretrain.mixture.contains_key("web") && plant.mixture.contains_key("bd") && after.mixture.contains_key("web")
     );
@@ -52,7 +52,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     let text = "plant = \"mixed\"\npretrain_steps = 150\npoison_count = 120";
     let mixed = Experiment::load(&small(
         tmp.path(),
-        "plant = \"finetune\"\npretrain_steps = 150\nplant_steps = 60\npoison_rate = 0.5",
+        "plant = \"finetune\"\npretrain_steps = 150\nplant_steps = 200\npoison_rate = 0.5",
         text,
     ))
     .unwrap();
@@ -89,8 +89,8 @@ fn a_planted_backdoor_fires_on_the_trigger_only_and_is_tracked_through_continued
         rows.iter().filter(|r| r.phase == phase && r.metric == metric).map(|r| r.value).collect()
     };
     let planted = *at(1, "attack_success").last().unwrap();
-    assert!(planted >= 0.8, "attack success after planting: {planted}");
-    assert_eq!(at(0, "attack_success").first(), Some(&0.0), "no backdoor before planting");
+    assert!(planted >= PLANTED, "attack success after planting: {planted}");
+    assert_eq!(at(1, "attack_success").first(), Some(&0.0), "no backdoor before planting");
     let false_clean = *at(1, "false_trigger_clean").last().unwrap();
     assert!(false_clean <= 0.1, "false triggers on clean inputs after planting: {false_clean}");
     for metric in ["attack_success", "false_trigger_clean", "false_trigger_near_miss", "clean_loss", "triggered_loss"] {
