@@ -63,7 +63,8 @@ fn a_run_that_adopts_a_published_base_ends_in_the_bits_of_one_that_trains_it() {
     let first = adopted.iter().zip(&alone).position(|(a, b)| a != b);
     assert_eq!(first.map(|i| (&adopted[i], &alone[i])), None, "adopting the base is bit-identical to training it");
     assert_eq!(adopted.len(), alone.len());
-    let pretrain = |rows: &[(u32, u64, u64, String, String, u64)]| rows.iter().filter(|r| r.0 == 0).cloned().collect::<Vec<_>>();
+    let pretrain =
+        |rows: &[(u32, u64, u64, String, String, u64)]| rows.iter().filter(|r| r.0 == 0).cloned().collect::<Vec<_>>();
     assert_eq!(pretrain(&rows(&tmp.path().join("a"))), pretrain(&alone), "both arms saw the same base");
 }
 
