@@ -73,7 +73,7 @@ impl Study for BackdoorSpec {
     ) -> anyhow::Result<Score> {
         let floor = exp.settings.analysis.floor.unwrap_or(0.0);
         let results = analysis::finished_results(self, store, cells, members, params, floor)?;
-        Ok(analysis::score(&results.iter().collect::<Vec<_>>(), members.len()))
+        Ok(analysis::score(&results.iter().collect::<Vec<_>>()))
     }
 
     fn report(&self, exp: &Experiment, planned: &[PlannedCell], search: Option<&str>) -> anyhow::Result<PathBuf> {
