@@ -283,7 +283,7 @@ fn clopper_pearson_planting_rate_intervals_cover_at_least_95_percent_at_five_see
         let trials = 4000;
         let (mut exact, mut wald) = (0, 0);
         for _ in 0..trials {
-            let k = (0..5).filter(|_| rng.gen::<f64>() < p).count();
+            let k = (0..5).filter(|_| rng.random::<f64>() < p).count();
             exact += proportion_interval(k, 5, 0.95).unwrap().contains(p) as usize;
             let q = k as f64 / 5.0;
             wald += ((q - p).abs() <= 1.96 * (q * (1.0 - q) / 5.0).sqrt()) as usize;

@@ -54,7 +54,7 @@ pub struct BackdoorCell {
     pub floor: f64,
     /// The decay laws fitted to attack success, best first.
     pub fits: Vec<Fit>,
-    pub half_life: HalfLife,
+    pub attack_half_life: HalfLife,
     pub fit_half_life: Option<f64>,
 }
 
@@ -70,7 +70,7 @@ impl SeedResult for ByAttack<'_> {
         self.0.params
     }
     fn half_life(&self) -> &HalfLife {
-        &self.0.half_life
+        &self.0.attack_half_life
     }
     fn moved(&self) -> f64 {
         moved_toward(&self.0.attack, self.0.start, self.0.floor)
@@ -101,7 +101,7 @@ impl BackdoorCell {
 
     /// The attack-success half-life when reached, else the horizon it outlasted (a lower bound).
     pub fn persistence(&self) -> f64 {
-        persistence(&self.half_life)
+        persistence(&self.attack_half_life)
     }
 
     /// The margin half-life when reached, else the horizon it outlasted (a lower bound).
@@ -320,7 +320,7 @@ pub fn cell_result(task: &str, cell: &Cell, rows: &[MetricRow], params: usize, f
         start,
         floor,
         fits,
-        half_life,
+        attack_half_life: half_life,
         fit_half_life,
     }
 }

@@ -56,7 +56,7 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
         paragraphs: [scaling_text(&a.margin_scaling, "margin"), scaling_text(&a.scaling, "attack-success")].concat(),
         figures: vec![
             half_life_figure(a, &a.margin_scaling, "margin", |c| &c.margin_half_life)?,
-            half_life_figure(a, &a.scaling, "attack-success", |c| &c.half_life)?,
+            half_life_figure(a, &a.scaling, "attack-success", |c| &c.attack_half_life)?,
         ],
         tables: Vec::new(),
     };
@@ -119,7 +119,7 @@ fn half_life_figure(
         .find(|s| s.against == "params")
         .map(|s| report::Fit { slope: s.fit.slope, intercept: s.fit.intercept });
     let chart = ScatterFit {
-        frame: Frame::new(&format!("{metric} half-life against parameters"), "parameters", "half-life (tokens)"),
+        frame: Frame::new(format!("{metric} half-life against parameters"), "parameters", "half-life (tokens)"),
         log_log: true,
         name: format!("cells whose {metric} fell halfway"),
         points,
@@ -269,7 +269,7 @@ fn cell_table(a: &BackdoorAnalysis) -> Table {
         .chain(&a.unplanted)
         .map(|c| {
             let planting: Vec<String> = c.planting.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let half = match reached(&c.half_life) {
+            let half = match reached(&c.attack_half_life) {
                 Some(h) => format!("{h:.0}"),
                 None => format!(">{:.0}", c.persistence()),
             };
