@@ -173,7 +173,7 @@ pub fn analyse(spec: &BackdoorSpec, exp: &Experiment, params: &[usize]) -> Resul
     for cell in &exp.cells {
         match finished_rows(&store, cell)? {
             Ok(rows) => {
-                let result = cell_result(&spec.task, cell, &rows, params[cell.index], floor);
+                let result = cell_result(&backdoor_task(spec, cell), cell, &rows, params[cell.index], floor);
                 if result.planted() {
                     cells.push(result)
                 } else {
@@ -226,7 +226,7 @@ pub fn finished_results(
     let mut out = Vec::new();
     for &i in members {
         if let Ok(rows) = finished_rows(store, &cells[i])? {
-            out.push(cell_result(&spec.task, &cells[i], &rows, params[i], floor));
+            out.push(cell_result(&backdoor_task(spec, &cells[i]), &cells[i], &rows, params[i], floor));
         }
     }
     Ok(out)
@@ -289,6 +289,13 @@ fn halving(
         alive.sort_unstable();
     }
     Ok((!rungs.is_empty()).then_some(HalvingResult { rungs, knobs }))
+}
+
+/// The backdoor task of `cell`: the one its continue phase evaluates (a sweep over
+/// `backdoor.task` gives cells different ones), else the experiment's.
+fn backdoor_task(spec: &BackdoorSpec, cell: &Cell) -> String {
+    let after = cell.config.phases.iter().find(|p| p.name == CONTINUE);
+    after.and_then(|p| p.eval.tasks.first()).cloned().unwrap_or_else(|| spec.task.clone())
 }
 
 /// The curves, fits and half-life of one cell whose backdoor task is `task`.
