@@ -80,6 +80,15 @@ fn a_study_shares_one_base_per_scale_and_seed_and_a_changed_base_config_keys_a_n
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 4, "one base per (scale, seed), shared by both planting arms");
+    let planned = vestige::lab::plan::plan(&exp).unwrap();
+    let pretrain = |c: &vestige::lab::plan::PlannedCell| 6.0 * c.params as f64 * (150 * 16 * 24) as f64;
+    let sum: f64 = planned.iter().map(|c| c.flops).sum();
+    let once: f64 = planned.iter().map(pretrain).sum::<f64>() / 2.0;
+    let total = vestige::lab::plan::total_flops(&planned);
+    assert!(
+        (total - (sum - once)).abs() < 1e-6 * sum,
+        "the plan counts each shared pretraining once: {total} vs {sum}"
+    );
 
     let base = exp.cells[0].config.clone();
     let mut changed = base.clone();
