@@ -79,9 +79,9 @@ fn grammar_eval_documents_never_equal_train_documents() {
 
 #[test]
 fn grammar_splits_are_disjoint_by_construction_even_where_chance_would_collide() {
-    // Three-token documents over a small vocabulary repeat within a split all the time, so
+    // Four-token documents over a small vocabulary repeat within a split all the time, so
     // independent draws would share documents across splits; the split sampler keeps them apart.
-    let t = grammar(8, 3);
+    let t = grammar(16, 4);
     let train: Vec<Vec<u32>> = (0..3000).map(|i| t.sample(1, Split::Train, i).tokens).collect();
     let distinct: HashSet<&Vec<u32>> = train.iter().collect();
     assert!(distinct.len() < 1000, "short documents repeat: {} distinct of 3000", distinct.len());
