@@ -287,3 +287,32 @@ fn a_tiny_halving_search_runs_the_rungs_and_promotes_the_best_configuration() {
     let summary = std::fs::read_to_string(page.with_file_name("summary.md")).unwrap();
     assert!(summary.contains("Rung 0") && summary.contains("Rung 1") && summary.contains("at the first rung"));
 }
+
+#[test]
+fn each_cell_is_analysed_on_the_backdoor_task_its_sweep_point_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let path = small(tmp.path(), sweep, "\"backdoor.task\" = [\"bd\", \"other\"]\nseed = [0]");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let other =
+        "[[tasks]]\nname = \"other\"\nkind = \"backdoor\"\nover = { kind = \"grammar\", vocab = 48, seq_len = 24 }\n\
+                 prompt_len = 8\nvocabulary = \"reserved\"\npoison_rate = 0.05\n\n[backdoor]";
+    std::fs::write(&path, text.replacen("[backdoor]", other, 1)).unwrap();
+    let exp = Experiment::load(&path).unwrap();
+    let store = Store::open(&exp.db()).unwrap();
+    for cell in &exp.cells {
+        let task = cell.config.phases[2].eval.tasks[0].clone();
+        let rows: Vec<MetricRow> = rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64))
+            .into_iter()
+            .map(|r| MetricRow { run: cell.id.clone(), task: task.clone(), ..r })
+            .collect();
+        store.begin_run(&cell.id, "", "").unwrap();
+        store.log_metrics(&rows).unwrap();
+        store.set_status(&cell.id, "done").unwrap();
+    }
+    let study = exp.study.as_deref().unwrap();
+    for i in 0..2 {
+        let score = study.score(&exp, &store, &exp.cells, &[i], &[1, 1]).unwrap();
+        assert_eq!(score.persistence, 200.0, "cell {} is read on its own task", exp.cells[i].id);
+    }
+}
