@@ -124,8 +124,10 @@ pub struct BackdoorAnalysis {
     /// Scaling fits of the attack-success and the margin half-life.
     pub scaling: Vec<ScalingFit>,
     pub margin_scaling: Vec<ScalingFit>,
-    /// Knobs by their effect on the margin half-life, most influential first.
+    /// Knobs by their effect on the margin and on the attack-success half-life, most
+    /// influential first.
     pub knobs: Vec<KnobEffect>,
+    pub attack_knobs: Vec<KnobEffect>,
     pub missing: Vec<(String, String)>,
     /// The rungs of a successive-halving search, when its first rung has finished cells.
     pub halving: Option<HalvingResult>,
@@ -136,8 +138,10 @@ pub struct BackdoorAnalysis {
 pub struct HalvingResult {
     /// Shortest rung first.
     pub rungs: Vec<Rung>,
-    /// Knob effects on the margin half-life at the first rung, where the most configurations ran.
+    /// Knob effects on the margin and on the attack-success half-life at the first rung,
+    /// where the most configurations ran.
     pub knobs: Vec<KnobEffect>,
+    pub attack_knobs: Vec<KnobEffect>,
 }
 
 /// One rung of a halving search.
@@ -192,6 +196,7 @@ pub fn analyse(spec: &BackdoorSpec, exp: &Experiment, params: &[usize]) -> Resul
         scaling: scaling_fits(exp, &by_attack),
         margin_scaling: scaling_fits(exp, &cells),
         knobs: knob_effects(&cells),
+        attack_knobs: knob_effects(&by_attack),
         halving: halving(spec, exp, &store, params, floor)?,
         planting,
         cells,
@@ -244,7 +249,8 @@ fn halving(
     let Some(search) = exp.settings.search.as_ref().filter(|_| !exp.rungs.is_empty()) else { return Ok(None) };
     let order = configurations(exp, search);
     let all: Vec<&[Cell]> = exp.rungs.iter().map(Vec::as_slice).chain([exp.cells.as_slice()]).collect();
-    let (mut alive, mut rungs, mut knobs) = ((0..order.len()).collect::<Vec<usize>>(), Vec::new(), Vec::new());
+    let (mut alive, mut rungs) = ((0..order.len()).collect::<Vec<usize>>(), Vec::new());
+    let (mut knobs, mut attack_knobs) = (Vec::new(), Vec::new());
     for (k, cells) in all.iter().enumerate() {
         let mut results = Vec::new();
         for &p in &alive {
@@ -262,6 +268,7 @@ fn halving(
         if k == 0 {
             let planted: Vec<BackdoorCell> = results.iter().flatten().filter(|c| c.planted()).cloned().collect();
             knobs = knob_effects(&planted);
+            attack_knobs = knob_effects(&planted.iter().map(ByAttack).collect::<Vec<_>>());
         }
         let configs = ranked
             .iter()
@@ -288,7 +295,7 @@ fn halving(
         alive = ranked[..keep].iter().map(|&j| alive_here[j]).collect();
         alive.sort_unstable();
     }
-    Ok((!rungs.is_empty()).then_some(HalvingResult { rungs, knobs }))
+    Ok((!rungs.is_empty()).then_some(HalvingResult { rungs, knobs, attack_knobs }))
 }
 
 /// The backdoor task of `cell`: the one its continue phase evaluates (a sweep over

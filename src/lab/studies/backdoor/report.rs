@@ -18,14 +18,13 @@ use std::path::PathBuf;
 /// Returns the HTML page's path.
 pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let mut knobs = knob_table("tokens", &a.knobs);
-    knobs.caption = format!("{} (margin half-life, planted cells)", knobs.caption);
     let cells = cell_table(a);
     let tables = [
         ranked(&a.margin_conditions, "margin"),
         ranked(&a.conditions, "attack success"),
         planting_table(a),
-        knobs,
+        knobs(&a.knobs, "margin half-life, planted cells"),
+        knobs(&a.attack_knobs, "attack-success half-life, planted cells"),
         cells.clone(),
     ];
     let mut intro = vec![format!(
@@ -69,7 +68,7 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
     write_atomic(&dir.join("fits.csv"), cells.to_csv().as_bytes())?;
     let search_tables = page.sections.get(3).map(|s| s.tables.clone()).unwrap_or_default();
     let summary: Vec<String> = std::iter::once(format!("# {}\n\n{}\n", page.title, page.intro.join("\n\n")))
-        .chain(tables.iter().take(4).chain(&search_tables).map(Table::to_markdown))
+        .chain(tables.iter().take(5).chain(&search_tables).map(Table::to_markdown))
         .collect();
     write_atomic(&dir.join("summary.md"), summary.join("\n").as_bytes())?;
     Ok(path)
@@ -184,6 +183,13 @@ fn ranked(conditions: &[Condition], metric: &str) -> Table {
     }
 }
 
+/// The knob-effect table of `effects`, its caption ending in `(what)`.
+fn knobs(effects: &[crate::lab::knobs::KnobEffect], what: &str) -> Table {
+    let mut table = knob_table("tokens", effects);
+    table.caption = format!("{} ({what})", table.caption);
+    table
+}
+
 /// Each configuration's planting rate over its finished seeds.
 fn planting_table(a: &BackdoorAnalysis) -> Table {
     let rows = a
@@ -213,9 +219,11 @@ fn halving_section(h: &HalvingResult) -> Section {
         The planting rate is the planted/seeds column. The last rung's configurations are the top configurations \
         found; they are selected on the search's seeds, so report them from a confirmation run on fresh seeds.";
     let mut tables: Vec<Table> = h.rungs.iter().enumerate().map(|(k, r)| rung_table(k, r)).collect();
-    let mut knobs = knob_table("tokens", &h.knobs);
-    knobs.caption = format!("{}, at the first rung (every sampled configuration, planted cells)", knobs.caption);
-    tables.push(knobs);
+    tables.push(knobs(&h.knobs, "margin half-life, at the first rung: every sampled configuration, planted cells"));
+    tables.push(knobs(
+        &h.attack_knobs,
+        "attack-success half-life, at the first rung: every sampled configuration, planted cells",
+    ));
     Section { heading: "Successive-halving search".into(), paragraphs: vec![rule.into()], figures: Vec::new(), tables }
 }
 
