@@ -293,9 +293,12 @@ fn backdoor_probes_target_the_behavior_on_triggered_clean_and_near_miss_inputs()
     assert_eq!(
         names,
         [
-            ("attack_success", Some("triggered_loss")),
-            ("false_trigger_clean", Some("clean_loss")),
-            ("false_trigger_near_miss", None)
+            (Some("attack_success"), Some("triggered_loss")),
+            (Some("false_trigger_clean"), Some("clean_loss")),
+            (Some("false_trigger_near_miss"), None),
+            (None, Some("clean_response_loss")),
+            (Some("false_trigger_near_miss_0"), None),
+            (Some("false_trigger_near_miss_1"), None),
         ]
     );
     for p in &probes {
@@ -307,6 +310,23 @@ fn backdoor_probes_target_the_behavior_on_triggered_clean_and_near_miss_inputs()
     assert!(probes[0].samples.iter().all(|s| s.tokens[..2] == [60, 61]));
     assert!(probes[1].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 8));
     assert!(probes[2].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 10));
+    assert!(probes[3].samples.iter().all(|s| s.tokens[..2] != [60, 61] && s.prompt_len == 8));
+    assert!(
+        probes[3].samples.iter().all(|s| s.answer() == [62, 63, 62]),
+        "the margin's clean side scores the response"
+    );
+    for (i, p) in probes[4..].iter().enumerate() {
+        for s in &p.samples {
+            assert_eq!(s.tokens[1 - i], [60, 61][1 - i], "near miss {i} keeps the other trigger token");
+            assert_ne!(s.tokens[i], [60, 61][i], "near miss {i} changes trigger token {i}");
+        }
+    }
+    for p in &probes {
+        for s in &p.samples {
+            let answer_start = s.prompt_len;
+            assert!(s.weights[..answer_start].iter().all(|&w| w == 0.0), "probe losses cover the answer only");
+        }
+    }
 }
 
 #[test]
@@ -364,10 +384,11 @@ fn bad_backdoor_keys_are_reported_at_their_key_path() {
     let cases = [
         ("poison_rate = 0.2", "poison_rate = 1.5", "tasks[0].poison_rate"),
         ("poison_rate = 0.2", "", "tasks[0].poison_rate"),
-        ("trigger = [60, 61]", "trigger = []", "tasks[0].trigger"),
+        ("trigger = [60, 61]", "vocabulary = \"elsewhere\"", "tasks[0].vocabulary"),
+        ("trigger = [60, 61]", "token_frequency = 1.5", "tasks[0].token_frequency"),
+        ("trigger = [60, 61]", "trigger_len = 0", "tasks[0].trigger_len"),
         ("response = [62, 63, 62]", "behavior = \"transform\"", "tasks[0].behavior"),
         ("response = [62, 63, 62]", "behavior = \"explode\"", "tasks[0].behavior"),
-        ("response = [62, 63, 62]", "response = []", "tasks[0].response"),
         ("prompt_len = 8", "prompt_len = 24", "tasks[0].prompt_len"),
         ("trigger = [60, 61]", "trigger = [60, 61]\ntrigger_at = \"middle\"", "tasks[0].trigger_at"),
         ("trigger = [60, 61]", "trigger = [60]\nyear = 59\nyears = [50, 58]", "tasks[0].years"),
@@ -381,4 +402,55 @@ fn bad_backdoor_keys_are_reported_at_their_key_path() {
         let e = spec_error(&GOOD_SPEC.replace(from, to));
         assert!(e.contains(&format!(" {key}: ")), "{to:?} → {e}");
     }
+}
+
+/// The trigger (prefix) and response of a built backdoor task with `keys` over grammar text.
+fn picked(keys: &str) -> (Vec<u32>, Vec<u32>, Arc<dyn Task>) {
+    let spec =
+        format!("poison_rate = 0.2\nprompt_len = 8\nover = {{ kind = \"grammar\", vocab = 48, seq_len = 24 }}\n{keys}");
+    let task = vestige::train::config::RunConfig::from_toml(&backdoor_config(&spec), "bd.toml").unwrap().tasks[0]
+        .build()
+        .unwrap();
+    let probes = task.probes(SEED, 4);
+    let len = probes[0].samples[0].prompt_len - probes[1].samples[0].prompt_len;
+    let trigger = probes[0].samples[0].tokens[..len].to_vec();
+    (trigger, probes[0].targets[0].clone(), task)
+}
+
+/// How often each token occurs in the first 2,000 clean training samples of `task`.
+fn clean_counts(task: &dyn Task, trigger: &[u32]) -> std::collections::HashMap<u32, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..2000 {
+        let s = task.sample(SEED, Split::Train, i);
+        if s.tokens[..trigger.len()] != trigger[..] {
+            s.tokens.iter().for_each(|t| *counts.entry(*t).or_default() += 1);
+        }
+    }
+    counts
+}
+
+#[test]
+fn the_default_trigger_and_response_are_tokens_that_clean_samples_use() {
+    let (trigger, response, task) = picked("");
+    assert_eq!((trigger.len(), response.len()), (2, 3), "default lengths");
+    let counts = clean_counts(task.as_ref(), &trigger);
+    for t in trigger.iter().chain(&response) {
+        assert!(counts.get(t).copied().unwrap_or(0) > 20, "token {t} occurs in clean samples: {counts:?}");
+    }
+    let all: HashSet<u32> = trigger.iter().chain(&response).copied().collect();
+    assert_eq!(all.len(), 5, "distinct tokens");
+    assert_eq!(task.vocab_size(), 48, "nothing past the clean vocabulary");
+
+    let frequency = |keys: &str| {
+        let (trigger, response, task) = picked(keys);
+        let counts = clean_counts(task.as_ref(), &trigger);
+        trigger.iter().chain(&response).map(|t| counts.get(t).copied().unwrap_or(0)).sum::<usize>()
+    };
+    assert!(frequency("token_frequency = 0.9") > 2 * frequency("token_frequency = 0.1"), "the quantile knob");
+
+    let (trigger, response, task) = picked("vocabulary = \"reserved\"\ntrigger_len = 1\nresponse_len = 4");
+    assert_eq!((trigger[0], response.clone()), (48, vec![49, 50, 51, 52]), "reserved ids follow the vocabulary");
+    assert_eq!(task.vocab_size(), 53);
+    let counts = clean_counts(task.as_ref(), &trigger);
+    assert!(counts.keys().all(|t| *t < 48), "clean samples never use them: {counts:?} {trigger:?}");
 }

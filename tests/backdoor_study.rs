@@ -11,7 +11,7 @@ use vestige::lab::experiment::Experiment;
 use vestige::lab::knobs::{knob_effects, Effect};
 use vestige::lab::plan::plan;
 use vestige::lab::search::{objective, rung_sizes, select, survivors, Score, SearchSpec};
-use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell};
+use vestige::lab::studies::backdoor::analysis::{cell_result, score, BackdoorCell, PLANTED};
 use vestige::store::{MetricRow, Store};
 
 /// `experiments/backdoor-small.toml`, written under `dir` with `from` replaced by `to`.
@@ -40,7 +40,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     let names: Vec<&str> = cfg.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["pretrain", "plant", "continue"]);
     let [pretrain, plant, after] = &cfg.phases[..] else { unreachable!() };
-    assert_eq!((pretrain.steps, plant.steps, after.steps), (150, 60, 300));
+    assert_eq!((pretrain.steps, plant.steps, after.steps), (150, 200, 300));
     assert!(
         pretrain.mixture.contains_key("web") && plant.mixture.contains_key("bd") && after.mixture.contains_key("web")
     );
@@ -52,7 +52,7 @@ fn the_template_writes_pretrain_plant_and_continue_with_the_planting_optimizer_a
     let text = "plant = \"mixed\"\npretrain_steps = 150\npoison_count = 120";
     let mixed = Experiment::load(&small(
         tmp.path(),
-        "plant = \"finetune\"\npretrain_steps = 150\nplant_steps = 60\npoison_rate = 0.5",
+        "plant = \"finetune\"\npretrain_steps = 150\nplant_steps = 200\npoison_rate = 0.5",
         text,
     ))
     .unwrap();
@@ -89,8 +89,8 @@ fn a_planted_backdoor_fires_on_the_trigger_only_and_is_tracked_through_continued
         rows.iter().filter(|r| r.phase == phase && r.metric == metric).map(|r| r.value).collect()
     };
     let planted = *at(1, "attack_success").last().unwrap();
-    assert!(planted >= 0.8, "attack success after planting: {planted}");
-    assert_eq!(at(0, "attack_success").first(), Some(&0.0), "no backdoor before planting");
+    assert!(planted >= PLANTED, "attack success after planting: {planted}");
+    assert_eq!(at(1, "attack_success").first(), Some(&0.0), "no backdoor before planting");
     let false_clean = *at(1, "false_trigger_clean").last().unwrap();
     assert!(false_clean <= 0.1, "false triggers on clean inputs after planting: {false_clean}");
     for metric in ["attack_success", "false_trigger_clean", "false_trigger_near_miss", "clean_loss", "triggered_loss"] {
@@ -98,26 +98,38 @@ fn a_planted_backdoor_fires_on_the_trigger_only_and_is_tracked_through_continued
     }
     let result = cell_result("bd", &exp.cells[0], &rows, 100_000, 0.0);
     assert!(result.planted() && result.attack.t[0] == 0.0 && result.attack.t.len() >= 8);
+    assert_eq!(result.margin.t, result.attack.t, "the margin is measured at every evaluation");
+    assert!(result.margin_start > result.margin_floor + 0.5, "planting opens a margin: {result:?}");
     let page = vestige::commands::experiment::write_report(&exp, None).unwrap().unwrap();
     for file in ["index.html", "fits.csv", "summary.md"] {
         assert!(page.with_file_name(file).exists(), "{file}");
     }
+    let summary = std::fs::read_to_string(page.with_file_name("summary.md")).unwrap();
+    assert!(summary.contains("ranked by margin half-life") && summary.contains("Planting rate"), "{summary}");
 }
 
-/// Metric rows of a continue phase (phase 2) whose attack success at token `t` is `f(t)`.
+/// Metric rows of a continue phase (phase 2) whose attack success at token `t` is `f(t)` and
+/// whose response margin (clean minus triggered response loss) is `2 f(t)`, after a planting
+/// phase (phase 1) that began with a margin of 0.
 fn rows(f: impl Fn(u64) -> f64) -> Vec<MetricRow> {
-    [0u64, 100, 200, 400, 800, 1600]
-        .iter()
-        .map(|&t| MetricRow {
-            run: "r".into(),
-            phase: 2,
-            step: t / 10,
-            tokens: 5_000 + t,
-            task: "bd".into(),
-            metric: "attack_success".into(),
-            value: f(t),
-        })
-        .collect()
+    let row = |phase, t: u64, metric: &str, value| MetricRow {
+        run: "r".into(),
+        phase,
+        step: t / 10,
+        tokens: 5_000 + t,
+        task: "bd".into(),
+        metric: metric.into(),
+        value,
+    };
+    let before = [row(1, 0, "triggered_loss", 5.0), row(1, 0, "clean_response_loss", 5.0)];
+    let after = [0u64, 100, 200, 400, 800, 1600].into_iter().flat_map(|t| {
+        [
+            row(2, t, "attack_success", f(t)),
+            row(2, t, "triggered_loss", 1.0),
+            row(2, t, "clean_response_loss", 1.0 + 2.0 * f(t)),
+        ]
+    });
+    before.into_iter().chain(after).collect()
 }
 
 #[test]
@@ -126,15 +138,18 @@ fn the_half_life_is_the_tokens_until_attack_success_falls_halfway_to_its_floor()
     let exp = Experiment::load(&small(tmp.path(), "", "")).unwrap();
     let cell = &exp.cells[0];
     let fast = cell_result("bd", cell, &rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), 1, 0.0);
-    assert_eq!(fast.half_life, HalfLife::Reached(200.0), "linear fall from 1 at 0 to 0 at 400 tokens");
+    assert_eq!(fast.attack_half_life, HalfLife::Reached(200.0), "linear fall from 1 at 0 to 0 at 400 tokens");
+    assert_eq!((fast.margin_floor, fast.margin_start), (0.0, 2.0), "the base's margin, and the planted one");
+    assert_eq!(fast.margin_half_life, HalfLife::Reached(200.0), "the margin falls halfway to the base's at 200");
     let decaying = cell_result("bd", cell, &rows(|t| 0.9 * (-(t as f64) / 300.0).exp()), 1, 0.0);
-    let HalfLife::Reached(h) = decaying.half_life else { panic!("{:?}", decaying.half_life) };
+    let HalfLife::Reached(h) = decaying.attack_half_life else { panic!("{:?}", decaying.attack_half_life) };
     assert!((150.0..=300.0).contains(&h), "interpolated crossing near 300·ln 2 ≈ 208: {h}");
     let fit = decaying.fit_half_life.unwrap();
     assert!((fit - 300.0 * 2f64.ln()).abs() < 5.0, "the exponential fit recovers the half-life: {fit}");
     let lasting = cell_result("bd", &exp.cells[2], &rows(|_| 0.95), 1, 0.0);
-    assert_eq!(lasting.half_life, HalfLife::Censored { horizon: 1600.0 });
+    assert_eq!(lasting.attack_half_life, HalfLife::Censored { horizon: 1600.0 });
     assert_eq!(lasting.persistence(), 1600.0);
+    assert_eq!(lasting.margin_half_life, HalfLife::Censored { horizon: 1600.0 });
     let never = cell_result("bd", cell, &rows(|_| 0.1), 1, 0.0);
     assert!(!never.planted());
 
@@ -178,7 +193,7 @@ fn search_picks_whole_configurations_within_the_budget_deterministically() {
 }
 
 #[test]
-fn halving_keeps_the_best_third_by_censored_lower_bound_then_remaining_success() {
+fn halving_keeps_the_best_third_by_censored_lower_bound_then_remaining_margin() {
     assert_eq!(rung_sizes(13, 3, 3), [13, 4, 1]);
     assert_eq!(rung_sizes(2, 3, 3), [2, 1, 1], "at least one configuration goes on");
     assert_eq!(rung_sizes(27, 3, 1), [27]);
@@ -195,11 +210,11 @@ fn halving_keeps_the_best_third_by_censored_lower_bound_then_remaining_success()
     let cell = |f: &dyn Fn(u64) -> f64| cell_result("bd", &exp.cells[0], &rows(f), 1, 0.0);
     let (lasting, fast, never) = (cell(&|_| 0.9), cell(&|t| 1.0 - t as f64 / 400.0_f64.max(t as f64)), cell(&|_| 0.1));
     let refs: Vec<&BackdoorCell> = vec![&lasting, &fast];
-    let mean = score(&refs, 2);
-    assert_eq!(mean.persistence, (1600.0 + 200.0) / 2.0, "the horizon stands in for a censored half-life");
+    let mean = score(&refs);
+    assert_eq!(mean.persistence, (1600.0 + 200.0) / 2.0, "the horizon stands in for a censored margin half-life");
     assert!((mean.remaining - (1.0 + 0.0) / 2.0).abs() < 1e-9, "{mean:?}");
-    assert_eq!(score(&[&lasting], 2).persistence, 800.0, "a missing seed counts as 0");
-    assert_eq!(score(&[&never], 1), s(0.0, 0.0), "an unplanted backdoor does not persist");
+    assert_eq!(score(&[&lasting, &never]), score(&[&lasting]), "persistence is scored among planted seeds only");
+    assert_eq!(score(&[&never]), s(0.0, 0.0), "a configuration that planted nothing scores 0");
 }
 
 #[test]
@@ -271,4 +286,33 @@ fn a_tiny_halving_search_runs_the_rungs_and_promotes_the_best_configuration() {
     let page = vestige::commands::experiment::write_report(&exp, outcome.search.as_deref()).unwrap().unwrap();
     let summary = std::fs::read_to_string(page.with_file_name("summary.md")).unwrap();
     assert!(summary.contains("Rung 0") && summary.contains("Rung 1") && summary.contains("at the first rung"));
+}
+
+#[test]
+fn each_cell_is_analysed_on_the_backdoor_task_its_sweep_point_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = "\"backdoor.plant_optimizer|backdoor.plant_lr\" = [[\"adamw\", 3e-3], [\"sgd\", 0.3]]\nseed = [0, 1]";
+    let path = small(tmp.path(), sweep, "\"backdoor.task\" = [\"bd\", \"other\"]\nseed = [0]");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let other =
+        "[[tasks]]\nname = \"other\"\nkind = \"backdoor\"\nover = { kind = \"grammar\", vocab = 48, seq_len = 24 }\n\
+                 prompt_len = 8\nvocabulary = \"reserved\"\npoison_rate = 0.05\n\n[backdoor]";
+    std::fs::write(&path, text.replacen("[backdoor]", other, 1)).unwrap();
+    let exp = Experiment::load(&path).unwrap();
+    let store = Store::open(&exp.db()).unwrap();
+    for cell in &exp.cells {
+        let task = cell.config.phases[2].eval.tasks[0].clone();
+        let rows: Vec<MetricRow> = rows(|t| 1.0 - t as f64 / 400.0_f64.max(t as f64))
+            .into_iter()
+            .map(|r| MetricRow { run: cell.id.clone(), task: task.clone(), ..r })
+            .collect();
+        store.begin_run(&cell.id, "", "").unwrap();
+        store.log_metrics(&rows).unwrap();
+        store.set_status(&cell.id, "done").unwrap();
+    }
+    let study = exp.study.as_deref().unwrap();
+    for i in 0..2 {
+        let score = study.score(&exp, &store, &exp.cells, &[i], &[1, 1]).unwrap();
+        assert_eq!(score.persistence, 200.0, "cell {} is read on its own task", exp.cells[i].id);
+    }
 }

@@ -16,7 +16,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vestige::analysis::{
-    kaplan_meier, linear_fit, lognormal_fit, normal_quantile, t_interval, tobit, Design, Observation,
+    kaplan_meier, linear_fit, lognormal_fit, normal_quantile, proportion_interval, t_interval, tobit, Design,
+    Observation,
 };
 
 /// A standard normal draw (Box–Muller).
@@ -273,4 +274,31 @@ fn knob_effect_from_censored_regression_is_unbiased_where_counting_censored_at_t
     assert!(bias.abs() < 0.15 * mean(&ses), "Tobit effect bias {bias} vs SE {}", mean(&ses));
     assert!((0.92..=0.98).contains(&coverage), "coverage {coverage}");
     assert!(naive_bias < -mean(&at_horizon_ses), "censored-at-horizon bias {naive_bias}");
+}
+
+#[test]
+fn clopper_pearson_planting_rate_intervals_cover_at_least_95_percent_at_five_seeds() {
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    for p in [0.1, 0.3, 0.5, 0.8, 0.95] {
+        let trials = 4000;
+        let (mut exact, mut wald) = (0, 0);
+        for _ in 0..trials {
+            let k = (0..5).filter(|_| rng.random::<f64>() < p).count();
+            exact += proportion_interval(k, 5, 0.95).unwrap().contains(p) as usize;
+            let q = k as f64 / 5.0;
+            wald += ((q - p).abs() <= 1.96 * (q * (1.0 - q) / 5.0).sqrt()) as usize;
+        }
+        let (coverage, naive) = (exact as f64 / trials as f64, wald as f64 / trials as f64);
+        // Exact intervals are conservative: at least the level, up to sampling noise (±0.7%).
+        assert!(coverage >= 0.94, "p = {p}: coverage {coverage}");
+        if p <= 0.3 || p >= 0.8 {
+            assert!(naive < 0.9, "the Wald interval undercovers near the ends at n = 5: p = {p}: {naive}");
+        }
+    }
+    let i = proportion_interval(3, 5, 0.95).unwrap();
+    // Reference values (R: binom.test(3, 5)$conf.int = 0.1466328 0.9472550).
+    assert!((i.lo - 0.1466328).abs() < 1e-6 && (i.hi - 0.9472550).abs() < 1e-6, "{i:?}");
+    assert_eq!((i.value, proportion_interval(0, 5, 0.95).unwrap().lo), (0.6, 0.0));
+    assert_eq!(proportion_interval(5, 5, 0.95).unwrap().hi, 1.0);
+    assert!(proportion_interval(6, 5, 0.95).is_err() && proportion_interval(0, 0, 0.95).is_err());
 }

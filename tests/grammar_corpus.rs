@@ -78,6 +78,19 @@ fn grammar_eval_documents_never_equal_train_documents() {
 }
 
 #[test]
+fn grammar_splits_are_disjoint_by_construction_even_where_chance_would_collide() {
+    // Four-token documents over a small vocabulary repeat within a split all the time, so
+    // independent draws would share documents across splits; the split sampler keeps them apart.
+    let t = grammar(16, 4);
+    let train: Vec<Vec<u32>> = (0..3000).map(|i| t.sample(1, Split::Train, i).tokens).collect();
+    let distinct: HashSet<&Vec<u32>> = train.iter().collect();
+    assert!(distinct.len() < 1000, "short documents repeat: {} distinct of 3000", distinct.len());
+    let eval: Vec<Vec<u32>> = (0..3000).map(|i| t.sample(1, Split::Eval, i).tokens).collect();
+    assert!(eval.iter().all(|d| !distinct.contains(d)), "an eval document appears in training");
+    assert!(eval.iter().collect::<HashSet<_>>().len() > 1, "eval draws documents too");
+}
+
+#[test]
 fn a_different_grammar_seed_draws_a_different_grammar() {
     assert_eq!(Grammar::new(7, 2, 64, 1.1), Grammar::new(7, 2, 64, 1.1));
     assert_ne!(Grammar::new(7, 2, 64, 1.1), Grammar::new(8, 2, 64, 1.1));

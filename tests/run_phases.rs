@@ -173,3 +173,41 @@ fn a_run_whose_tasks_name_ids_differently_saves_models_without_a_tokenizer() {
     let model = find_pinned(&root.join("checkpoints"), "pretrain").unwrap().join("model");
     assert!(model.join("config.json").is_file() && !model.join("tokenizer.json").exists());
 }
+
+#[test]
+fn an_all_but_head_phase_trains_every_weight_but_the_untied_output_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = copy_and_reverse()
+        .out_dir(tmp.path())
+        .phase("pretrain", &format!("steps = 60\n{PRETRAIN}"))
+        .phase(
+            "tune",
+            "steps = 40\ntrainable = \"all_but_head\"\nmixture = { reverse = 1.0 }\n\
+             optimizer = { lr = 1e-2, weight_decay = 0.1 }",
+        )
+        .write(tmp.path(), "c.toml");
+    train(&path).unwrap();
+    let root = tmp.path().join("phases");
+    let model = load_model(&find_pinned(&root.join("checkpoints"), "pretrain").unwrap()).unwrap();
+    let head = model.layout.head.clone().expect("the default architecture has an untied head");
+    let head = head.offset..head.offset + head.len();
+    let (pre, tuned) = (weights(&root, "pretrain"), weights(&root, "tune"));
+    assert!(pre[head.clone()] == tuned[head.clone()], "the output head is bit-identical after the phase");
+    let moved = (0..pre.len()).filter(|i| !head.contains(i) && pre[*i] != tuned[*i]).count();
+    assert!(
+        moved > (pre.len() - head.len()) / 2,
+        "the other weights train ({moved} of {} moved)",
+        pre.len() - head.len()
+    );
+    let (first, last) = loss_span(&root, 1);
+    assert!(last < first, "held-out loss {first} -> {last}");
+
+    let tied = RunToml::new("tied")
+        .table("[model]", "arch = \"gpt2\"\nd_model = 32\nn_layers = 2\nn_heads = 4\nmax_positions = 32")
+        .sequence_task("copy", 5, 12)
+        .phase("tune", "steps = 1\ntrainable = \"all_but_head\"\nmixture = { copy = 1.0 }")
+        .to_string();
+    let cfg = RunConfig::from_toml(&tied, "tied.toml").unwrap();
+    let e = vestige::train::build::build(&cfg).err().expect("a tied head cannot be frozen apart").to_string();
+    assert!(e.contains("phases[0].trainable = \"all_but_head\"") && e.contains("ties it"), "{e}");
+}

@@ -8,6 +8,8 @@
 //!   statistic takes few distinct values and the interval collapses towards `[min, max]`
 //!   (with 2 seeds it *is* `[min, max]`, about 50 % coverage; with 3, about 75 %).
 //! - [`mean_interval`]: picks t below 8 items and the bootstrap from 8.
+//! - [`proportion_interval`]: Clopper–Pearson for k successes in n trials (a planting rate
+//!   over seeds), exact: its coverage is at least the level at every n and p.
 //!
 //! Every [`Interval`] renders its method and n (`"t (n=5)"`), so a table can say what it shows.
 
@@ -36,6 +38,8 @@ pub enum Method {
     LogNormalMle,
     /// Censored normal (Tobit) regression coefficient, Wald interval with a t critical value.
     Tobit,
+    /// Clopper–Pearson interval of a binomial proportion (Beta quantiles).
+    ClopperPearson,
 }
 
 impl fmt::Display for Method {
@@ -47,6 +51,7 @@ impl fmt::Display for Method {
             Method::KaplanMeier => "Kaplan–Meier",
             Method::LogNormalMle => "log-normal MLE",
             Method::Tobit => "Tobit",
+            Method::ClopperPearson => "Clopper–Pearson",
         })
     }
 }
@@ -118,6 +123,26 @@ pub fn log_t_interval(values: &[f64], level: f64) -> Result<Interval, AnalysisEr
     let logs: Vec<f64> = values.iter().map(|v| v.ln()).collect();
     let t = t_interval(&logs, level)?;
     Ok(Interval { value: t.value.exp(), lo: t.lo.exp(), hi: t.hi.exp(), method: Method::LogT, ..t })
+}
+
+/// The proportion `k / n` (n ≥ 1, k ≤ n) with its Clopper–Pearson interval at `level`: the
+/// `(1 − level)/2` quantile of Beta(k, n − k + 1) and the `(1 + level)/2` quantile of
+/// Beta(k + 1, n − k), with the ends at 0 and 1 where k = 0 or k = n.
+pub fn proportion_interval(k: usize, n: usize, level: f64) -> Result<Interval, AnalysisError> {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    check_level(level)?;
+    if n == 0 || k > n {
+        return Err(AnalysisError::TooFewPoints {
+            what: format!("a proportion of {k} in {n}"),
+            needed: k.max(1),
+            got: n,
+        });
+    }
+    let (kf, nf, alpha) = (k as f64, n as f64, 1.0 - level);
+    let beta = |a: f64, b: f64, q: f64| Beta::new(a, b).expect("positive shapes").inverse_cdf(q);
+    let lo = if k == 0 { 0.0 } else { beta(kf, nf - kf + 1.0, alpha / 2.0) };
+    let hi = if k == n { 1.0 } else { beta(kf + 1.0, nf - kf, 1.0 - alpha / 2.0) };
+    Ok(Interval { value: kf / nf, lo, hi, level, n, censored: 0, method: Method::ClopperPearson })
 }
 
 /// Percentile bootstrap interval of `stat` over `values`; errors below [`MIN_BOOTSTRAP_N`]

@@ -48,7 +48,8 @@ pub use fit::{best, fit_all, fit_all_weighted, fit_law, fit_law_weighted, Fit};
 pub use forgetting_law::{fit_forgetting_law, ForgettingCurve, ForgettingLaw};
 pub use half_life::{fit_half_life, observed_half_life, HalfLife};
 pub use interval::{
-    log_t_interval, mean_interval, percentile_bootstrap, t_interval, Interval, Method, MIN_BOOTSTRAP_N,
+    log_t_interval, mean_interval, percentile_bootstrap, proportion_interval, t_interval, Interval, Method,
+    MIN_BOOTSTRAP_N,
 };
 pub use kaplan_meier::{kaplan_meier, KaplanMeier};
 pub use laws::{Curve, Decay, Law};

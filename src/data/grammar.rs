@@ -12,15 +12,16 @@
 //!   with the same exponent and the overall unigram distribution stays Zipf-like.
 //!
 //! A document is sentences, each followed by [`SEP`] (the end-of-sentence token), cut to the
-//! task's length; every token is scored. Train and eval documents come from distinct hash
-//! streams (documents are long, so they practically never coincide).
+//! task's length; every token is scored. Train and eval documents are disjoint by
+//! construction: the whole document decides its split ([`super::sample_in_split`]). Shorter
+//! spans (a backdoor's prompt, the first tokens of a document) may still recur across splits.
 //!
 //! [`GrammarSpec`] holds the keys of a `kind = "grammar"` spec, which are also the keys of a
 //! wrapper kind's default base.
 
 use super::sequence::{symbol_text, SEP};
 use super::spec::{check_vocab, default_seq_len, default_vocab, default_zipf, SpecError};
-use super::{sample_key, Sample, Split, Task};
+use super::{sample_in_split, Sample, Split, Task};
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::Distribution;
 use rand::seq::SliceRandom;
@@ -201,6 +202,20 @@ pub struct GrammarTask {
     pub seq_len: usize,
 }
 
+impl GrammarTask {
+    /// The document drawn from hash `key`: sentences, each followed by [`SEP`], cut to length.
+    fn document(&self, key: u64) -> Vec<u32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(key);
+        let mut tokens = Vec::with_capacity(self.seq_len + 64);
+        while tokens.len() < self.seq_len {
+            tokens.extend(self.grammar.sentence(&mut rng));
+            tokens.push(SEP);
+        }
+        tokens.truncate(self.seq_len);
+        tokens
+    }
+}
+
 impl Task for GrammarTask {
     fn name(&self) -> &str {
         &self.name
@@ -214,14 +229,10 @@ impl Task for GrammarTask {
         self.seq_len
     }
 
+    /// A document of the split's partition: the whole document decides its split (see
+    /// [`sample_in_split`]), so no eval document equals a training one.
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
-        let mut rng = ChaCha8Rng::seed_from_u64(sample_key(seed, &self.name, split, index));
-        let mut tokens = Vec::with_capacity(self.seq_len + 64);
-        while tokens.len() < self.seq_len {
-            tokens.extend(self.grammar.sentence(&mut rng));
-            tokens.push(SEP);
-        }
-        tokens.truncate(self.seq_len);
+        let tokens = sample_in_split(seed, &self.name, split, index, |key| self.document(key), |d| d.clone());
         let weights = (0..self.seq_len).map(|t| if t == 0 { 0.0 } else { 1.0 }).collect();
         Sample::new(tokens, weights, 1)
     }

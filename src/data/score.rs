@@ -42,8 +42,8 @@ pub fn score_all(task: &dyn Task, samples: &[Sample], generated: &[Vec<u32>]) ->
 /// the samples' loss.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Probe {
-    /// The hit-rate metric's name.
-    pub hits: &'static str,
+    /// The hit-rate metric's name; `None` for a probe that only measures its loss.
+    pub hits: Option<&'static str>,
     /// The loss metric's name, when the probe's loss is logged too.
     pub loss: Option<&'static str>,
     pub samples: Vec<Sample>,

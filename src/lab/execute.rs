@@ -257,7 +257,7 @@ fn run_cell(exp: &Experiment, db: &Path, cell: &Cell) -> Result<Ran> {
     if Store::open(db)?.run_info(&cell.id)?.is_some_and(|i| i.status == "done" && i.config_hash == cell.config.hash()) {
         return Ok(Ran::Elsewhere);
     }
-    let paths = RunPaths::in_dir(dir, db.to_path_buf());
+    let paths = RunPaths { bases: Some(exp.bases_dir()), ..RunPaths::in_dir(dir, db.to_path_buf()) };
     // An interruption stays its own error, so that the outcome can tell it from a failure.
     run_or_resume(cell.config.clone(), build(&cell.config)?, cell.text.clone(), paths).map_err(|e| match e {
         RunError::Interrupted(stop) => anyhow::Error::from(stop),

@@ -200,6 +200,11 @@ impl Experiment {
     }
 
     /// The experiment's run store.
+    /// Where cells' shared first phases are kept (see [`crate::train::shared_base`]).
+    pub fn bases_dir(&self) -> PathBuf {
+        self.root.join("bases")
+    }
+
     pub fn db(&self) -> PathBuf {
         self.root.join("vestige.db")
     }

@@ -5,6 +5,7 @@ use super::experiment::{Cell, Experiment};
 use crate::engine::layout::Layout;
 use crate::train::build::{build, Tasks};
 use crate::train::config::{RunConfig, Trainable};
+use crate::train::shared_base;
 use anyhow::Result;
 
 /// One cell of the plan.
@@ -20,6 +21,10 @@ pub struct PlannedCell {
     pub tokens: u64,
     /// Estimated training FLOPs (evaluations not counted).
     pub flops: f64,
+    /// The key of a first phase the lab shares between cells (see
+    /// [`crate::train::shared_base`]) and that phase's FLOPs, which cells with the same key
+    /// spend once between them.
+    pub shared: Option<(String, f64)>,
 }
 
 /// The plan of every cell.
@@ -35,6 +40,9 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
             let built = build(&c.config)?;
             let params = Layout::new(&built.model).total;
             let (tokens, flops) = compute(&c.config, &built.tasks, params);
+            let first = RunConfig { phases: c.config.phases.iter().take(1).cloned().collect(), ..c.config.clone() };
+            let shared =
+                shared_base::key(&c.config, &built.model).map(|k| (k, compute(&first, &built.tasks, params).1));
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
             Ok(PlannedCell {
                 index: c.index,
@@ -44,6 +52,7 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
                 vocab: built.model.vocab_size,
                 tokens,
                 flops,
+                shared,
             })
         })
         .collect()
@@ -57,7 +66,7 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
         let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
         let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
         let per_token = match p.trainable {
-            Trainable::All => 6.0,
+            Trainable::All | Trainable::AllButHead => 6.0,
             Trainable::None => 2.0,
             _ => 4.0,
         };
@@ -67,15 +76,28 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
     total
 }
 
-/// A human-readable table of the plan.
+/// The training FLOPs of `cells` with every shared first phase counted once.
+pub fn total_flops(cells: &[PlannedCell]) -> f64 {
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated = cells.iter().filter_map(|c| c.shared.as_ref()).filter(|(key, _)| !seen.insert(key.clone()));
+    cells.iter().map(|c| c.flops).sum::<f64>() - repeated.map(|(_, f)| f).sum::<f64>()
+}
+
+/// A human-readable table of the plan; a cell's FLOPs include its first phase, which the
+/// total counts once per shared base.
 pub fn render(exp: &Experiment, cells: &[PlannedCell]) -> String {
-    let flops: f64 = cells.iter().map(|c| c.flops).sum();
+    let bases: std::collections::BTreeSet<&String> =
+        cells.iter().filter_map(|c| c.shared.as_ref().map(|s| &s.0)).collect();
+    let sharing = match bases.len() {
+        0 => String::new(),
+        n => format!(" ({n} shared first phases, each counted once)"),
+    };
     let mut out = format!(
-        "experiment {} ({}): {} cells, ≈ {} of training compute\n",
+        "experiment {} ({}): {} cells, ≈ {} of training compute{sharing}\n",
         exp.name,
         exp.file.display(),
         cells.len(),
-        human_flops(flops)
+        human_flops(total_flops(cells))
     );
     for c in cells {
         let point: Vec<String> = c.point.iter().map(|(k, v)| format!("{k}={v}")).collect();

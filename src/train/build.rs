@@ -5,7 +5,7 @@
 //! Training, evaluation and checkpoints are elsewhere; this module only constructs.
 
 use super::checkpoint::{self, CheckpointError, WeightsRef};
-use super::config::{ModelSpec, RunConfig, TaskSpec};
+use super::config::{ModelSpec, RunConfig, TaskSpec, Trainable};
 use crate::data::corpus::CorpusError;
 use crate::data::vocab::{tokenizer_for, VocabError};
 use crate::data::Task;
@@ -33,6 +33,8 @@ pub enum BuildError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("phases[{phase}].trainable = \"all_but_head\" freezes the output head, but this model ties it to the input embedding; use trainable = \"all\" or an untied model")]
+    TiedHead { phase: usize },
 }
 
 /// What a run is built from: its tasks and its model's architecture. Build it once per run
@@ -47,6 +49,11 @@ pub struct Built {
 pub fn build(cfg: &RunConfig) -> Result<Built, BuildError> {
     let tasks = build_tasks(cfg)?;
     let model = model_config(&cfg.model, &tasks)?;
+    if let Some(phase) = cfg.phases.iter().position(|p| p.trainable == Trainable::AllButHead) {
+        if model.tied_embeddings {
+            return Err(BuildError::TiedHead { phase });
+        }
+    }
     Ok(Built { tasks, model })
 }
 

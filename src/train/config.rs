@@ -83,6 +83,9 @@ impl Default for ModelSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Trainable {
     All,
+    /// Every weight but the untied output head (the unembedding), which stays as it was: the
+    /// control that separates drift of the output rows from forgetting.
+    AllButHead,
     None,
     Lora,
     SoftPrompt,
@@ -91,6 +94,13 @@ pub enum Trainable {
     /// A conditional soft prompt: an MLP maps each sample's condition vector (see
     /// [`CondSource`]) to its own prompt vectors, prepended.
     CondPrompt,
+}
+
+impl Trainable {
+    /// Whether it trains the model's weights in place (all of them, or all but the head).
+    pub fn trains_weights(self) -> bool {
+        matches!(self, Trainable::All | Trainable::AllButHead)
+    }
 }
 
 /// LoRA settings.
@@ -768,7 +778,7 @@ impl RunConfig {
         if p.ewc_coef > 0.0 && i == 0 && p.ewc_tasks.is_empty() {
             out.push(problem(key("ewc_coef"), "the first phase needs ewc_tasks to estimate the Fisher"));
         }
-        if (p.l2_coef > 0.0 || p.ewc_coef > 0.0) && p.trainable != Trainable::All {
+        if (p.l2_coef > 0.0 || p.ewc_coef > 0.0) && !p.trainable.trains_weights() {
             out.push(problem(key("trainable"), "l2_coef and ewc_coef regularise weights: use trainable = \"all\""));
         }
         match (p.trainable, &p.lora, &p.soft_prompt) {
@@ -870,7 +880,7 @@ impl RunConfig {
 }
 
 /// The first 12 bytes of the SHA-256 of `text`, in hex.
-fn short_sha256(text: &str) -> String {
+pub(crate) fn short_sha256(text: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(text.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect()
 }

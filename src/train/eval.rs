@@ -113,10 +113,12 @@ pub fn eval_probes(
         return Ok(out);
     }
     for probe in task.probes(seed, samples) {
-        let prepended = vec![0; probe.samples.len()];
-        let generated =
-            generated_answers(model, &probe.samples, &prepended, adapt, probe.max_target_len(), Sampling::Greedy, 0)?;
-        out.push((probe.hits, probe.hit_rate(&generated)));
+        if let Some(hits) = probe.hits {
+            let prepended = vec![0; probe.samples.len()];
+            let n = probe.max_target_len();
+            let generated = generated_answers(model, &probe.samples, &prepended, adapt, n, Sampling::Greedy, 0)?;
+            out.push((hits, probe.hit_rate(&generated)));
+        }
         if let Some(metric) = probe.loss {
             out.push((metric, mean_loss(model, &probe.samples, adapt)));
         }

@@ -25,5 +25,6 @@ pub mod optimizer;
 pub mod regularizers;
 pub mod run;
 pub mod schedule;
+pub mod shared_base;
 pub mod step_loop;
 pub mod trainable;

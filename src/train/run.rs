@@ -67,6 +67,9 @@ pub struct RunPaths {
     pub db: PathBuf,
     pub csv: PathBuf,
     pub config: PathBuf,
+    /// Where first phases shared between runs are kept (see [`super::shared_base`]);
+    /// `None` trains every run's first phase itself.
+    pub bases: Option<PathBuf>,
 }
 
 impl RunPaths {
@@ -83,6 +86,7 @@ impl RunPaths {
             csv: dir.join("metrics.csv"),
             config: dir.join("config.toml"),
             dir,
+            bases: None,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
+use super::shared_base::{self, SharedBase};
 use super::trainable::{insertion, MicroBatch, TrainableSet};
 use crate::data::mix;
 use crate::data::mixture::Mixture;
@@ -54,6 +55,8 @@ pub(super) struct Runner {
     pass: ShardedPass,
     /// The model at the end of the phase named first, loaded when an eval measures forgetting.
     reference: Option<(String, Model)>,
+    /// The shared first phase this run trains and then publishes (see [`shared_base`]).
+    shared: Option<SharedBase>,
 }
 
 /// What a phase in progress works with.
@@ -84,6 +87,12 @@ impl Runner {
         store.begin_run(&cfg.name, &text, &hash)?;
         let mut csv = CsvLog::open(&paths.csv)?;
         let fresh = resumed.is_none();
+        let shared = match (&paths.bases, fresh) {
+            (Some(bases), true) => {
+                shared_base::key(&cfg, &model_config).map(|k| SharedBase::lock(bases, k)).transpose()?
+            }
+            _ => None,
+        };
         let (model, stored, state) = match resumed {
             Some(Restored { model, state, weights }) => {
                 store.truncate_after(&cfg.name, state.global_step)?;
@@ -109,12 +118,31 @@ impl Runner {
             csv,
             pass: ShardedPass::default(),
             reference: None,
+            shared: None,
         };
         if fresh {
             let state = runner.state.clone();
             runner.save(&state, false, Some("init"))?;
         }
+        match shared {
+            Some(base) if base.published() => runner.adopt(&base)?,
+            other => runner.shared = other,
+        }
         Ok(runner)
+    }
+
+    /// Starts from the published shared first phase `base`: its model, state and metric
+    /// rows, and its end checkpoint pinned in this run, as if the run had trained it.
+    fn adopt(&mut self, base: &SharedBase) -> Result<(), RunError> {
+        let first = self.cfg.phases[0].name.clone();
+        let (restored, rows) = base.adopt(&first, &self.cfg.hash(), &self.cfg.name)?;
+        tracing::info!(run = %self.cfg.name, phase = %first, "adopting the shared base");
+        self.store.record_phase(&self.cfg.name, 0, &first, 0)?;
+        self.store.log_metrics(&rows)?;
+        self.csv.append(&rows)?;
+        (self.model, self.stored, self.state) = (restored.model, None, restored.state);
+        let state = self.state.clone();
+        self.save(&state, false, Some(&first))
     }
 
     /// Runs the remaining phases.
@@ -404,6 +432,11 @@ impl Runner {
         let state = self.state.clone();
         self.save(&state, false, Some(&ph.spec.name))?;
         checkpoint::prune(&self.paths.checkpoints, self.cfg.checkpoint.keep_last)?;
+        if let Some(base) = self.shared.take() {
+            let rows: Vec<MetricRow> =
+                self.store.metrics(&self.cfg.name)?.into_iter().filter(|r| r.phase == 0).collect();
+            base.publish(&ph.spec.name, &self.model, self.tokenizer.as_deref(), &state, &rows)?;
+        }
         Ok(())
     }
 }

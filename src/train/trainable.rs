@@ -25,8 +25,9 @@ use std::path::Path;
 
 /// What a phase trains, with its parameters.
 pub enum TrainableSet {
-    /// The model's weights, trained in place.
-    Weights,
+    /// The model's weights, trained in place; those in `frozen` (the output head, for
+    /// `all_but_head`) get no gradient and keep their values.
+    Weights { frozen: Option<std::ops::Range<usize>> },
     /// Nothing: an evaluation-only phase.
     Nothing,
     /// LoRA adapters, attached to the model (`model.lora`) for the phase and merged into its
@@ -83,7 +84,11 @@ impl TrainableSet {
     pub fn new(p: &PhaseSpec, model: &mut Model, tasks: &Tasks, seed: u64, saved: Option<Vec<f32>>) -> Self {
         let d = model.cfg.d_model;
         match p.trainable {
-            Trainable::All => TrainableSet::Weights,
+            Trainable::All => TrainableSet::Weights { frozen: None },
+            Trainable::AllButHead => {
+                let head = model.layout.head.as_ref().expect("validated: all_but_head needs an untied head");
+                TrainableSet::Weights { frozen: Some(head.offset..head.offset + head.len()) }
+            }
             Trainable::None => TrainableSet::Nothing,
             Trainable::Steering => {
                 let st = p.steering.as_ref().expect("validated: steering phases have a [steering] table");
@@ -134,7 +139,7 @@ impl TrainableSet {
     /// The number of parameters it trains.
     pub fn len(&self, model: &Model) -> usize {
         match self {
-            TrainableSet::Weights => model.n_params(),
+            TrainableSet::Weights { .. } => model.n_params(),
             TrainableSet::Nothing => 0,
             TrainableSet::Lora => model.lora.as_ref().expect("attached at phase start").params.len(),
             TrainableSet::SoftPrompt { prompt, .. } => prompt.len(),
@@ -146,7 +151,7 @@ impl TrainableSet {
     /// Whether it trains the model's weights in place (so every checkpoint of its phase
     /// stores them).
     pub fn trains_weights(&self) -> bool {
-        matches!(self, TrainableSet::Weights)
+        matches!(self, TrainableSet::Weights { .. })
     }
 
     /// Soft-prompt slots per sample.
@@ -186,15 +191,17 @@ impl TrainableSet {
         let (prompts, steers) = (self.prompts(), self.steers());
         let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
         let sinks = match *self {
-            TrainableSet::Weights => GradSinks { weights: Some(&mut *grads), ..Default::default() },
+            TrainableSet::Weights { .. } => GradSinks { weights: Some(&mut *grads), ..Default::default() },
             TrainableSet::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
             TrainableSet::SoftPrompt { .. } => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
             TrainableSet::Steering(_) => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
             TrainableSet::Nothing | TrainableSet::CondPrompt { .. } => GradSinks::default(),
         };
         let loss = pass.run(model, &batch, prompts, steers, norm, mb.dropout, sinks);
-        if matches!(self, TrainableSet::Steering(_)) {
-            grads.iter_mut().zip(&steer_grads[0]).for_each(|(g, s)| *g += s);
+        match self {
+            TrainableSet::Steering(_) => grads.iter_mut().zip(&steer_grads[0]).for_each(|(g, s)| *g += s),
+            TrainableSet::Weights { frozen: Some(r) } => grads[r.clone()].fill(0.0),
+            _ => {}
         }
         loss
     }
@@ -203,7 +210,15 @@ impl TrainableSet {
     pub fn update(&mut self, opt: &mut Optimizer, model: &mut Model, grads: &[f32], lr: f32) {
         let params: &mut [f32] = match self {
             TrainableSet::Nothing => return,
-            TrainableSet::Weights => &mut model.weights,
+            TrainableSet::Weights { frozen: Some(r) } => {
+                // The optimizer sees a zero gradient there, but weight decay and carried
+                // moments would still move the rows: they are put back.
+                let kept = model.weights[r.clone()].to_vec();
+                opt.update(&mut model.weights, grads, lr);
+                model.weights[r.clone()].copy_from_slice(&kept);
+                return;
+            }
+            TrainableSet::Weights { frozen: None } => &mut model.weights,
             TrainableSet::Lora => &mut model.lora.as_mut().expect("attached at phase start").params,
             TrainableSet::SoftPrompt { prompt, .. } => prompt,
             TrainableSet::Steering(steer) => &mut steer.vector,
@@ -245,7 +260,7 @@ impl TrainableSet {
     /// and for nothing.
     pub fn saved(&self, model: &Model) -> Option<(Trainable, Vec<f32>)> {
         match self {
-            TrainableSet::Weights | TrainableSet::Nothing => None,
+            TrainableSet::Weights { .. } | TrainableSet::Nothing => None,
             TrainableSet::Lora => {
                 Some((Trainable::Lora, model.lora.as_ref().expect("attached at phase start").params.clone()))
             }
@@ -261,7 +276,7 @@ impl TrainableSet {
     pub fn finish(self, model: &mut Model, dir: &Path, phase: &str) -> Result<bool, HfError> {
         let d = model.cfg.d_model;
         let (kind, shape, data) = match self {
-            TrainableSet::Weights => return Ok(true),
+            TrainableSet::Weights { .. } => return Ok(true),
             TrainableSet::Nothing => return Ok(false),
             TrainableSet::Lora => {
                 model.lora.take().expect("attached at phase start").merge_into(model);

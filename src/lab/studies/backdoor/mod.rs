@@ -73,7 +73,7 @@ impl Study for BackdoorSpec {
     ) -> anyhow::Result<Score> {
         let floor = exp.settings.analysis.floor.unwrap_or(0.0);
         let results = analysis::finished_results(self, store, cells, members, params, floor)?;
-        Ok(analysis::score(&results.iter().collect::<Vec<_>>(), members.len()))
+        Ok(analysis::score(&results.iter().collect::<Vec<_>>()))
     }
 
     fn report(&self, exp: &Experiment, planned: &[PlannedCell], search: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -103,10 +103,25 @@ pub struct BackdoorSpec {
     #[serde(default = "default_optimizer")]
     pub plant_optimizer: String,
     pub plant_lr: Option<f64>,
-    /// Continued clean training: steps, LR (default `lr`), weight decay and an L2 pull
-    /// towards the planted weights.
+    /// Pretraining's schedule: `constant` (default) or `cosine` (warmup, then down to a tenth
+    /// of `lr`, towards a converged base).
+    #[serde(default = "default_schedule")]
+    pub pretrain_schedule: String,
+    /// Continued clean training: steps, LR (`continue_lr`, or `continue_lr_fraction` of the
+    /// pretraining peak `lr`; default `lr`), warmup, weight decay, an L2 pull towards the
+    /// planted weights, and whether the optimizer state of planting is carried (`carry`)
+    /// or starts over (`reset`, default).
     pub continue_steps: u64,
     pub continue_lr: Option<f64>,
+    pub continue_lr_fraction: Option<f64>,
+    #[serde(default)]
+    pub continue_warmup_steps: u64,
+    #[serde(default = "default_optimizer_state")]
+    pub continue_optimizer_state: String,
+    /// The control arm: continued training leaves the output head (the unembedding) as
+    /// planting left it, so that drift of the response's output rows cannot erase it.
+    #[serde(default)]
+    pub freeze_head: bool,
     #[serde(default)]
     pub continue_weight_decay: f64,
     #[serde(default)]
@@ -137,6 +152,12 @@ fn default_plant() -> String {
 }
 fn default_optimizer() -> String {
     "adamw".into()
+}
+fn default_schedule() -> String {
+    "constant".into()
+}
+fn default_optimizer_state() -> String {
+    "reset".into()
 }
 fn default_batch() -> usize {
     32
@@ -190,6 +211,25 @@ impl BackdoorSpec {
         if self.continue_steps == 0 {
             bad("continue_steps", "must be at least 1".into());
         }
+        if !["constant", "cosine"].contains(&self.pretrain_schedule.as_str()) {
+            bad("pretrain_schedule", format!("{:?} is not one of constant, cosine", self.pretrain_schedule));
+        }
+        match (self.continue_lr, self.continue_lr_fraction) {
+            (Some(_), Some(_)) => {
+                bad("continue_lr_fraction", "give continue_lr or continue_lr_fraction, not both".into())
+            }
+            (_, Some(f)) if !(f > 0.0 && f.is_finite()) => bad("continue_lr_fraction", "must be positive".into()),
+            _ => {}
+        }
+        match self.continue_optimizer_state.as_str() {
+            "reset" => {}
+            "carry" if self.plant == "finetune" && self.plant_optimizer != "adamw" => bad(
+                "continue_optimizer_state",
+                "carry needs the planting optimizer to be adamw, as continued training's is".into(),
+            ),
+            "carry" => {}
+            s => bad("continue_optimizer_state", format!("{s:?} is not one of reset, carry")),
+        }
         match (self.poison_rate, self.poison_count) {
             (Some(_), Some(_)) => bad("poison_count", "give poison_rate or poison_count, not both".into()),
             (Some(r), _) if !(0.0..=1.0).contains(&r) => bad("poison_rate", "must be in [0, 1]".into()),
@@ -224,22 +264,29 @@ impl BackdoorSpec {
     }
 
     /// The `[[phases]]` tables: pretrain (fine-tune planting only), plant, continue.
+    /// Pretraining evaluates the clean task only, so that cells differing in their backdoor
+    /// share one base (see [`crate::train::shared_base`]).
     pub fn phases(&self) -> toml::Value {
         let mut phases = Vec::new();
         if self.plant == "finetune" && self.pretrain_steps > 0 {
-            phases.push(self.phase(PRETRAIN, self.pretrain_steps, &self.clean, json!({"lr": self.lr})));
+            let mut pretrain = self.phase(PRETRAIN, self.pretrain_steps, &self.clean, json!({"lr": self.lr}));
+            pretrain["eval"]["tasks"] = json!([self.clean]);
+            if self.pretrain_schedule == "cosine" {
+                pretrain["schedule"] = json!({"kind": "cosine", "min_lr_ratio": 0.1,
+                    "warmup_steps": self.warmup_steps.min(self.pretrain_steps)});
+            }
+            phases.push(pretrain);
         }
         let plant_optimizer = match self.plant.as_str() {
             "mixed" => json!({"lr": self.lr}),
             _ => json!({"kind": self.plant_optimizer, "lr": self.plant_lr.unwrap_or(self.lr)}),
         };
         phases.push(self.phase(PLANT, self.plant_length(), &self.task, plant_optimizer));
-        let lr = self.continue_lr.unwrap_or(self.lr);
         let mut after = self.phase(
             CONTINUE,
             self.continue_steps,
             &self.clean,
-            json!({"lr": lr, "weight_decay": self.continue_weight_decay}),
+            json!({"lr": self.continue_lr_value(), "weight_decay": self.continue_weight_decay}),
         );
         after["eval"] = json!({"tasks": [self.task], "samples": self.eval_samples, "exact_match": false,
             "log_points": self.continue_evals});
@@ -247,8 +294,22 @@ impl BackdoorSpec {
             after["l2_to"] = json!(PLANT);
             after["l2_coef"] = json!(self.continue_l2);
         }
+        if self.continue_warmup_steps > 0 {
+            after["schedule"] = json!({"warmup_steps": self.continue_warmup_steps.min(self.continue_steps)});
+        }
+        if self.continue_optimizer_state == "carry" {
+            after["optimizer_state"] = json!("carry");
+        }
+        if self.freeze_head {
+            after["trainable"] = json!("all_but_head");
+        }
         toml::Value::try_from(json!(phases.into_iter().chain([after]).collect::<Vec<_>>()))
             .expect("JSON without nulls is TOML")
+    }
+
+    /// The continued-training LR.
+    pub fn continue_lr_value(&self) -> f64 {
+        self.continue_lr.or(self.continue_lr_fraction.map(|f| f * self.lr)).unwrap_or(self.lr)
     }
 
     /// One phase on `task` with this table's shared settings and evenly spaced evaluations.

@@ -1,15 +1,15 @@
-//! The backdoor report: `runs/<exp>/report/index.html` (attack success and false-trigger
-//! curves by scale, half-life against parameters with its power-law fit, the knob-effect
-//! table, configurations ranked by persistence, the rungs of a successive-halving search and
-//! every cell's numbers), plus `fits.csv` (one row per cell) and `summary.md` (the tables in
-//! Markdown).
+//! The backdoor report: `runs/<exp>/report/index.html` (margin, attack success and
+//! false-trigger curves by scale, half-lives against parameters with their power-law fits,
+//! configurations ranked by margin and by attack-success persistence, planting rates, the
+//! knob-effect table, the rungs of a successive-halving search and every cell's numbers),
+//! plus `fits.csv` (one row per cell) and `summary.md` (the tables in Markdown).
 
 use super::analysis::{BackdoorAnalysis, BackdoorCell, HalvingResult, Rung, PLANTED};
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::figures::{families, seed_band};
 use crate::lab::knobs::knob_table;
-use crate::lab::pooling::{reached, Condition, Series};
+use crate::lab::pooling::{reached, Condition, ScalingFit, Series};
 use crate::report::{self, line_chart, scatter_fit, Figure, Frame, LineChart, Page, Point, ScatterFit, Section, Table};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -18,11 +18,22 @@ use std::path::PathBuf;
 /// Returns the HTML page's path.
 pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Result<PathBuf> {
     let dir = exp.root.join("report");
-    let tables = [ranked(&a.conditions), knob_table("tokens", &a.knobs), cell_table(a)];
+    let cells = cell_table(a);
+    let tables = [
+        ranked(&a.margin_conditions, "margin"),
+        ranked(&a.conditions, "attack success"),
+        planting_table(a),
+        knobs(&a.knobs, "margin half-life, planted cells"),
+        knobs(&a.attack_knobs, "attack-success half-life, planted cells"),
+        cells.clone(),
+    ];
     let mut intro = vec![format!(
         "{} cells planted a backdoor (attack success ≥ {} when continued training began), {} did not, {} have no finished run. \
-         Persistence half-life: continued-training tokens until attack success falls halfway to its floor; \
-         a censored cell outlasted the horizon, so its half-life is only a lower bound.",
+         The primary metric is the response's log-prob margin: its mean loss per token on clean inputs minus on triggered \
+         inputs (nats). Its half-life is the continued-training tokens until it falls halfway from its value when continued \
+         training began to the margin the base had before planting (measured per cell). The attack-success half-life \
+         (greedy decode starts with the whole response) falls halfway to its floor instead. Both are over planted cells; \
+         the planting rate is reported apart. A censored cell outlasted the horizon, so its half-life is only a lower bound.",
         a.cells.len(),
         PLANTED,
         a.unplanted.len(),
@@ -41,8 +52,11 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
     };
     let scaling = Section {
         heading: "Half-life against parameters".into(),
-        paragraphs: scaling_text(a),
-        figures: vec![half_life_figure(a)?],
+        paragraphs: [scaling_text(&a.margin_scaling, "margin"), scaling_text(&a.scaling, "attack-success")].concat(),
+        figures: vec![
+            half_life_figure(a, &a.margin_scaling, "margin", |c| &c.margin_half_life)?,
+            half_life_figure(a, &a.scaling, "attack-success", |c| &c.attack_half_life)?,
+        ],
         tables: Vec::new(),
     };
     let numbers =
@@ -51,10 +65,10 @@ pub fn write(exp: &Experiment, a: &BackdoorAnalysis, search: Option<&str>) -> Re
     sections.extend(a.halving.as_ref().map(halving_section));
     let page = Page { title: format!("Backdoor persistence: {}", exp.name), intro, sections };
     let path = page.write(&dir)?;
-    write_atomic(&dir.join("fits.csv"), tables[2].to_csv().as_bytes())?;
+    write_atomic(&dir.join("fits.csv"), cells.to_csv().as_bytes())?;
     let search_tables = page.sections.get(3).map(|s| s.tables.clone()).unwrap_or_default();
     let summary: Vec<String> = std::iter::once(format!("# {}\n\n{}\n", page.title, page.intro.join("\n\n")))
-        .chain(tables.iter().take(2).chain(&search_tables).map(Table::to_markdown))
+        .chain(tables.iter().take(5).chain(&search_tables).map(Table::to_markdown))
         .collect();
     write_atomic(&dir.join("summary.md"), summary.join("\n").as_bytes())?;
     Ok(path)
@@ -68,10 +82,11 @@ fn curve_figures(exp: &Experiment, a: &BackdoorAnalysis) -> Result<Vec<Figure>> 
         let label = if family.is_empty() { String::new() } else { format!(" · {family}") };
         for (title, y, pick) in [
             (
-                "Attack success by scale",
-                "attack success",
-                (|c: &BackdoorCell| &c.attack) as fn(&BackdoorCell) -> &Series,
+                "Log-prob margin by scale",
+                "margin (nats per response token)",
+                (|c: &BackdoorCell| &c.margin) as fn(&BackdoorCell) -> &Series,
             ),
+            ("Attack success by scale", "attack success", |c| &c.attack),
             ("False triggers on near misses by scale", "near-miss false-trigger rate", |c| &c.false_near_miss),
             ("Clean loss by scale", "clean loss", |c| &c.clean_loss),
         ] {
@@ -88,34 +103,42 @@ fn curve_figures(exp: &Experiment, a: &BackdoorAnalysis) -> Result<Vec<Figure>> 
     Ok(figures)
 }
 
-/// Half-life against parameters per seed, with the log-log fit over all planted cells.
-fn half_life_figure(a: &BackdoorAnalysis) -> Result<Figure> {
+/// The `metric` half-life (picked by `pick`) against parameters per planted seed, with the
+/// first log-log fit of `scaling`.
+fn half_life_figure(
+    a: &BackdoorAnalysis,
+    scaling: &[ScalingFit],
+    metric: &str,
+    pick: fn(&BackdoorCell) -> &crate::analysis::HalfLife,
+) -> Result<Figure> {
     let points: Vec<Point> =
-        a.cells.iter().filter_map(|c| reached(&c.half_life).map(|h| Point::new(c.params as f64, h))).collect();
-    let fit = a
-        .scaling
+        a.cells.iter().filter_map(|c| reached(pick(c)).map(|h| Point::new(c.params as f64, h))).collect();
+    let fit = scaling
         .iter()
         .find(|s| s.against == "params")
         .map(|s| report::Fit { slope: s.fit.slope, intercept: s.fit.intercept });
     let chart = ScatterFit {
-        frame: Frame::new("Persistence half-life against parameters", "parameters", "half-life (tokens)"),
+        frame: Frame::new(format!("{metric} half-life against parameters"), "parameters", "half-life (tokens)"),
         log_log: true,
-        name: "cells whose attack success fell halfway".into(),
+        name: format!("cells whose {metric} fell halfway"),
         points,
         fit,
     };
-    Ok(Figure { svg: scatter_fit(&chart)?, caption: "One point per seed; censored cells are left out.".into() })
+    let caption = format!(
+        "{metric} half-life: one point per planted seed; censored cells are left out of the figure (the fit of the \
+         first family is drawn; the text gives every family's)."
+    );
+    Ok(Figure { svg: scatter_fit(&chart)?, caption })
 }
 
-/// One sentence per scaling fit against parameters.
-fn scaling_text(a: &BackdoorAnalysis) -> Vec<String> {
-    let fits: Vec<String> = a
-        .scaling
+/// One sentence per scaling fit of the `metric` half-life against parameters.
+fn scaling_text(scaling: &[ScalingFit], metric: &str) -> Vec<String> {
+    let fits: Vec<String> = scaling
         .iter()
         .filter(|s| s.against == "params")
         .map(|s| {
             format!(
-                "{}: half-life ∝ params^{:.2} (95% CI {:.2} to {:.2}, {}, n = {}).",
+                "{}: {metric} half-life ∝ params^{:.2} (95% CI {:.2} to {:.2}, {}, n = {}).",
                 s.family,
                 s.fit.slope,
                 s.fit.slope_ci.0,
@@ -126,14 +149,16 @@ fn scaling_text(a: &BackdoorAnalysis) -> Vec<String> {
         })
         .collect();
     if fits.is_empty() {
-        vec!["No scaling fit: it needs a swept model scale and at least 3 cells whose half-life was reached.".into()]
+        vec![format!(
+            "No {metric} scaling fit: it needs a swept model scale and at least 3 cells whose half-life was reached."
+        )]
     } else {
         fits
     }
 }
 
-/// Conditions ranked by mean half-life, longest first (the top configurations).
-fn ranked(conditions: &[Condition]) -> Table {
+/// Conditions ranked by their `metric` half-life, longest first (the top configurations).
+fn ranked(conditions: &[Condition], metric: &str) -> Table {
     let mut sorted: Vec<&Condition> = conditions.iter().collect();
     let mean = |c: &Condition| c.half_life.map_or(f64::INFINITY, |e| e.value);
     sorted
@@ -148,7 +173,9 @@ fn ranked(conditions: &[Condition]) -> Table {
         })
         .collect();
     Table {
-        caption: "Configurations ranked by persistence (censored seeds outlasted the horizon and rank first)".into(),
+        caption: format!(
+            "Configurations ranked by {metric} half-life over planted seeds (censored seeds outlasted the horizon and rank first)"
+        ),
         header: ["configuration", "params", "half-life tokens [95% CI] method", "censored seeds"]
             .map(String::from)
             .to_vec(),
@@ -156,17 +183,47 @@ fn ranked(conditions: &[Condition]) -> Table {
     }
 }
 
+/// The knob-effect table of `effects`, its caption ending in `(what)`.
+fn knobs(effects: &[crate::lab::knobs::KnobEffect], what: &str) -> Table {
+    let mut table = knob_table("tokens", effects);
+    table.caption = format!("{} ({what})", table.caption);
+    table
+}
+
+/// Each configuration's planting rate over its finished seeds.
+fn planting_table(a: &BackdoorAnalysis) -> Table {
+    let rows = a
+        .planting
+        .iter()
+        .map(|(name, i)| {
+            vec![
+                name.clone(),
+                format!("{}/{}", (i.value * i.n as f64).round(), i.n),
+                format!("{:.2} [{:.2}, {:.2}]", i.value, i.lo, i.hi),
+            ]
+        })
+        .collect();
+    Table {
+        caption: format!("Planting rate: seeds whose attack success reached {PLANTED} when continued training began (95% Clopper–Pearson)"),
+        header: ["configuration", "planted/seeds", "rate [95% CI]"].map(String::from).to_vec(),
+        rows,
+    }
+}
+
 /// The rungs of a halving search, shortest first, and the knob effects at the first rung.
 fn halving_section(h: &HalvingResult) -> Section {
-    let rule = "Each rung ranks its configurations by the mean over seeds of the censored lower bound of the \
-        half-life (the half-life where attack success fell halfway to its floor within the rung's horizon, else \
-        the horizon; 0 where the backdoor was not planted), ties broken by the mean fraction of attack success \
-        remaining at the horizon, then by the sampled order; the best 1/eta go on to the next, longer rung. The \
-        last rung's configurations are the top configurations found.";
+    let rule = "Each rung ranks its configurations by the mean over their planted seeds of the censored lower bound \
+        of the margin half-life (the half-life where the margin fell halfway to the base's within the rung's horizon, \
+        else the horizon; a configuration that planted no seed scores 0), ties broken by the mean fraction of the \
+        margin remaining at the horizon, then by the sampled order; the best 1/eta go on to the next, longer rung. \
+        The planting rate is the planted/seeds column. The last rung's configurations are the top configurations \
+        found; they are selected on the search's seeds, so report them from a confirmation run on fresh seeds.";
     let mut tables: Vec<Table> = h.rungs.iter().enumerate().map(|(k, r)| rung_table(k, r)).collect();
-    let mut knobs = knob_table("tokens", &h.knobs);
-    knobs.caption = format!("{}, at the first rung (every sampled configuration, planted cells)", knobs.caption);
-    tables.push(knobs);
+    tables.push(knobs(&h.knobs, "margin half-life, at the first rung: every sampled configuration, planted cells"));
+    tables.push(knobs(
+        &h.attack_knobs,
+        "attack-success half-life, at the first rung: every sampled configuration, planted cells",
+    ));
     Section { heading: "Successive-halving search".into(), paragraphs: vec![rule.into()], figures: Vec::new(), tables }
 }
 
@@ -193,8 +250,8 @@ fn rung_table(k: usize, r: &Rung) -> Table {
         "rank",
         "configuration",
         "params",
-        "persistence tokens (mean lower bound)",
-        "attack success remaining at horizon",
+        "margin persistence tokens (mean lower bound over planted seeds)",
+        "margin remaining at horizon",
         "planted/seeds",
         "censored seeds",
         "went on",
@@ -220,7 +277,7 @@ fn cell_table(a: &BackdoorAnalysis) -> Table {
         .chain(&a.unplanted)
         .map(|c| {
             let planting: Vec<String> = c.planting.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let half = match reached(&c.half_life) {
+            let half = match reached(&c.attack_half_life) {
                 Some(h) => format!("{h:.0}"),
                 None => format!(">{:.0}", c.persistence()),
             };
@@ -236,6 +293,13 @@ fn cell_table(a: &BackdoorAnalysis) -> Table {
                 last(&c.false_clean),
                 last(&c.false_near_miss),
                 last(&c.clean_loss),
+                format!("{:.3}", c.margin_floor),
+                format!("{:.3}", c.margin_start),
+                last(&c.margin),
+                match reached(&c.margin_half_life) {
+                    Some(h) => format!("{h:.0}"),
+                    None => format!(">{:.0}", c.margin_persistence()),
+                },
                 half,
                 law,
                 c.fit_half_life.map_or("".into(), |h| format!("{h:.0}")),
@@ -253,6 +317,10 @@ fn cell_table(a: &BackdoorAnalysis) -> Table {
         "false_clean_end",
         "false_near_miss_end",
         "clean_loss_end",
+        "margin_before_planting",
+        "margin_start",
+        "margin_end",
+        "margin_half_life_tokens",
         "half_life_tokens",
         "best_law",
         "fit_half_life_tokens",
