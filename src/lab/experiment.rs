@@ -199,12 +199,12 @@ impl Experiment {
         self.root.join("cells")
     }
 
-    /// The experiment's run store.
     /// Where cells' shared first phases are kept (see [`crate::train::shared_base`]).
     pub fn bases_dir(&self) -> PathBuf {
         self.root.join("bases")
     }
 
+    /// The experiment's run store.
     pub fn db(&self) -> PathBuf {
         self.root.join("vestige.db")
     }

@@ -4,7 +4,7 @@
 use super::experiment::{Cell, Experiment};
 use crate::engine::layout::Layout;
 use crate::train::build::{build, Tasks};
-use crate::train::config::{RunConfig, Trainable};
+use crate::train::config::{PhaseSpec, RunConfig, Trainable};
 use crate::train::shared_base;
 use anyhow::Result;
 
@@ -40,9 +40,8 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
             let built = build(&c.config)?;
             let params = Layout::new(&built.model).total;
             let (tokens, flops) = compute(&c.config, &built.tasks, params);
-            let first = RunConfig { phases: c.config.phases.iter().take(1).cloned().collect(), ..c.config.clone() };
-            let shared =
-                shared_base::key(&c.config, &built.model).map(|k| (k, compute(&first, &built.tasks, params).1));
+            let shared = shared_base::key(&c.config, &built.model)
+                .map(|k| (k, phase_compute(&c.config.phases[0], &built.tasks, params).1));
             let point = c.point.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
             Ok(PlannedCell {
                 index: c.index,
@@ -58,22 +57,22 @@ pub fn plan_cells(cells: &[Cell]) -> Result<Vec<PlannedCell>> {
         .collect()
 }
 
-/// Training tokens and FLOPs of a run: per token, ≈ 6·N FLOPs when the weights train,
-/// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
+/// Training tokens and FLOPs of a run (see [`phase_compute`]).
 pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
-    let mut total = (0u64, 0.0f64);
-    for p in &cfg.phases {
-        let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
-        let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
-        let per_token = match p.trainable {
-            Trainable::All | Trainable::AllButHead => 6.0,
-            Trainable::None => 2.0,
-            _ => 4.0,
-        };
-        total.0 += tokens;
-        total.1 += per_token * params as f64 * tokens as f64;
-    }
-    total
+    cfg.phases.iter().map(|p| phase_compute(p, tasks, params)).fold((0, 0.0), |(t, f), (u, g)| (t + u, f + g))
+}
+
+/// Training tokens and FLOPs of one phase: per token, ≈ 6·N FLOPs when the weights train,
+/// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
+pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) {
+    let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
+    let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
+    let per_token = match p.trainable {
+        t if t.trains_weights() => 6.0,
+        Trainable::None => 2.0,
+        _ => 4.0,
+    };
+    (tokens, per_token * params as f64 * tokens as f64)
 }
 
 /// The training FLOPs of `cells` with every shared first phase counted once.
