@@ -5,6 +5,7 @@
 
 use super::batching::Insert;
 use super::canonical::canonical_json;
+use super::token_search::TokenSearchCfg;
 use super::locate::line_of;
 pub use crate::data::spec::TaskSpec;
 use crate::data::spec::{Base, Kind};
@@ -94,6 +95,9 @@ pub enum Trainable {
     /// A conditional soft prompt: an MLP maps each sample's condition vector (see
     /// [`CondSource`]) to its own prompt vectors, prepended.
     CondPrompt,
+    /// A discrete prompt of vocabulary tokens, searched with the model frozen (see
+    /// [`crate::train::token_search`]).
+    Tokens,
 }
 
 impl Trainable {
@@ -383,6 +387,7 @@ pub struct PhaseSpec {
     pub soft_prompt: Option<SoftPromptCfg>,
     pub steering: Option<SteeringCfg>,
     pub cond_prompt: Option<CondPromptCfg>,
+    pub token_search: Option<TokenSearchCfg>,
     /// Task name → sampling weight.
     pub mixture: BTreeMap<String, f64>,
     #[serde(default)]
@@ -617,7 +622,14 @@ impl RunConfig {
 
     /// A fresh model must have positions for the longest task sample plus the soft prompt.
     fn prompt_fits(&self, i: usize, p: &PhaseSpec, built: &[(usize, Arc<dyn Task>)], out: &mut Vec<Problem>) {
-        let tokens = p.soft_prompt.as_ref().map(|s| s.tokens).max(p.cond_prompt.as_ref().map(|c| c.tokens));
+        let tokens = [
+            p.soft_prompt.as_ref().map(|s| s.tokens),
+            p.cond_prompt.as_ref().map(|c| c.tokens),
+            p.token_search.as_ref().map(|t| t.tokens),
+        ]
+        .into_iter()
+        .max()
+        .flatten();
         let Some(tokens) = tokens.filter(|_| self.model.load.is_none()) else { return };
         let used = p.mixture.keys().chain(&p.eval.tasks);
         let longest =
@@ -631,7 +643,11 @@ impl RunConfig {
             out.push(problem(
                 format!(
                     "phases[{i}].{}",
-                    if p.soft_prompt.is_some() { "soft_prompt.tokens" } else { "cond_prompt.tokens" }
+                    match (&p.soft_prompt, &p.cond_prompt) {
+                        (Some(_), _) => "soft_prompt.tokens",
+                        (_, Some(_)) => "cond_prompt.tokens",
+                        _ => "token_search.tokens",
+                    }
                 ),
                 msg,
             ));
@@ -787,6 +803,21 @@ impl RunConfig {
             }
             (Trainable::SoftPrompt, _, None) => {
                 out.push(problem(key("soft_prompt"), "trainable = \"soft_prompt\" needs a [phases.soft_prompt] table"))
+            }
+            _ => {}
+        }
+        match (&p.token_search, p.trainable) {
+            (None, Trainable::Tokens) => {
+                out.push(problem(key("token_search"), "trainable = \"tokens\" needs a [phases.token_search] table"))
+            }
+            (Some(_), t) if t != Trainable::Tokens => {
+                out.push(problem(key("token_search"), "only trainable = \"tokens\" searches a discrete prompt"))
+            }
+            (Some(ts), _) => {
+                out.extend(ts.problems().into_iter().map(|(k, m)| problem(key(&format!("token_search.{k}")), m)));
+                if p.grad_accum != 1 {
+                    out.push(problem(key("grad_accum"), "a token search scores one batch per step: use grad_accum = 1"));
+                }
             }
             _ => {}
         }

@@ -27,4 +27,5 @@ pub mod run;
 pub mod schedule;
 pub mod shared_base;
 pub mod step_loop;
+pub mod token_search;
 pub mod trainable;

@@ -1,5 +1,5 @@
 //! The trainable set of a phase: what it trains (the weights, LoRA adapters, a soft prompt, a
-//! steering vector, a conditional-prompt MLP, or nothing), with its own config and
+//! steering vector, a conditional-prompt MLP, a searched discrete prompt, or nothing), with its own config and
 //! parameters: how it starts (fresh or from a checkpoint), how a micro-batch sends gradients
 //! to it, what it adds to an evaluation, its name in checkpoints and the artifact saved when
 //! its phase ends. The optimizer, schedule, clipping and regularisers are the step loop's.
@@ -9,6 +9,7 @@ use super::build::Tasks;
 use super::config::{CondPromptCfg, CondSource, PhaseSpec, Trainable};
 use super::eval::held_out;
 use super::optimizer::Optimizer;
+use super::token_search::TokenSearch;
 use crate::data::{Sample, Task};
 use crate::engine::backward::GradSinks;
 use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
@@ -40,6 +41,9 @@ pub enum TrainableSet {
     /// An MLP from each sample's condition vector to its own prompt; `mixture` names the
     /// phase's tasks in order (a task's one-hot condition).
     CondPrompt { mlp: CondPrompt, cfg: CondPromptCfg, mixture: Vec<String> },
+    /// A discrete prompt and its rows (`[k, d]`, the embedding rows of its tokens), changed
+    /// by search steps rather than an optimizer.
+    Tokens { search: TokenSearch, rows: Vec<f32> },
 }
 
 /// One micro-batch of training samples.
@@ -55,11 +59,12 @@ pub struct MicroBatch<'a> {
 }
 
 /// The checkpoint (and artifact) name of each trainable set that keeps its own parameters.
-const KEYS: [(Trainable, &str); 4] = [
+const KEYS: [(Trainable, &str); 5] = [
     (Trainable::Lora, "lora"),
     (Trainable::SoftPrompt, "soft_prompt"),
     (Trainable::Steering, "steering"),
     (Trainable::CondPrompt, "cond_prompt"),
+    (Trainable::Tokens, "prompt_tokens"),
 ];
 
 /// The tensor name of a trainable set's parameters in checkpoints; `None` for the weights
@@ -73,9 +78,13 @@ pub fn take_saved(tensors: &mut BTreeMap<String, Vec<f32>>) -> Option<(Trainable
     KEYS.iter().find_map(|(kind, name)| tensors.remove(*name).map(|v| (*kind, v)))
 }
 
-/// Where a phase's soft prompt goes (prepended when it has none).
+/// Where a phase's soft or discrete prompt goes (prepended when it has none).
 pub fn insertion(p: &PhaseSpec) -> Insert {
-    p.soft_prompt.as_ref().map_or(Insert::Prepend, |sp| sp.insert)
+    match (&p.soft_prompt, &p.token_search) {
+        (_, Some(ts)) if p.trainable == Trainable::Tokens => ts.insert,
+        (Some(sp), _) => sp.insert,
+        _ => Insert::Prepend,
+    }
 }
 
 impl TrainableSet {
@@ -133,6 +142,11 @@ impl TrainableSet {
                 });
                 TrainableSet::SoftPrompt { prompt, tokens: sp.tokens }
             }
+            Trainable::Tokens => {
+                let cfg = p.token_search.clone().expect("validated: tokens phases have a [token_search] table");
+                let search = TokenSearch::new(cfg, model.cfg.vocab_size, seed, saved);
+                TrainableSet::Tokens { rows: search.rows(model), search }
+            }
         }
     }
 
@@ -140,7 +154,7 @@ impl TrainableSet {
     pub fn len(&self, model: &Model) -> usize {
         match self {
             TrainableSet::Weights { .. } => model.n_params(),
-            TrainableSet::Nothing => 0,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } => 0,
             TrainableSet::Lora => model.lora.as_ref().expect("attached at phase start").params.len(),
             TrainableSet::SoftPrompt { prompt, .. } => prompt.len(),
             TrainableSet::Steering(steer) => steer.vector.len(),
@@ -159,14 +173,15 @@ impl TrainableSet {
         match self {
             TrainableSet::SoftPrompt { tokens, .. } => *tokens,
             TrainableSet::CondPrompt { cfg, .. } => cfg.tokens,
+            TrainableSet::Tokens { search, .. } => search.tokens.len(),
             _ => 0,
         }
     }
 
-    /// The prompt vectors every sample shares (a soft prompt's; none otherwise).
+    /// The prompt vectors every sample shares (a soft or discrete prompt's; none otherwise).
     pub fn prompts(&self) -> &[f32] {
         match self {
-            TrainableSet::SoftPrompt { prompt, .. } => prompt,
+            TrainableSet::SoftPrompt { prompt, .. } | TrainableSet::Tokens { rows: prompt, .. } => prompt,
             _ => &[],
         }
     }
@@ -195,7 +210,9 @@ impl TrainableSet {
             TrainableSet::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
             TrainableSet::SoftPrompt { .. } => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
             TrainableSet::Steering(_) => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
-            TrainableSet::Nothing | TrainableSet::CondPrompt { .. } => GradSinks::default(),
+            TrainableSet::Nothing | TrainableSet::CondPrompt { .. } | TrainableSet::Tokens { .. } => {
+                GradSinks::default()
+            }
         };
         let loss = pass.run(model, &batch, prompts, steers, norm, mb.dropout, sinks);
         match self {
@@ -209,7 +226,7 @@ impl TrainableSet {
     /// One optimizer step on the set's parameters (none in an evaluation-only phase).
     pub fn update(&mut self, opt: &mut Optimizer, model: &mut Model, grads: &[f32], lr: f32) {
         let params: &mut [f32] = match self {
-            TrainableSet::Nothing => return,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } => return,
             TrainableSet::Weights { frozen: Some(r) } => {
                 // The optimizer sees a zero gradient there, but weight decay and carried
                 // moments would still move the rows: they are put back.
@@ -267,6 +284,41 @@ impl TrainableSet {
             TrainableSet::SoftPrompt { prompt, .. } => Some((Trainable::SoftPrompt, prompt.clone())),
             TrainableSet::Steering(steer) => Some((Trainable::Steering, steer.vector.clone())),
             TrainableSet::CondPrompt { mlp, .. } => Some((Trainable::CondPrompt, mlp.params.clone())),
+            TrainableSet::Tokens { search, .. } => Some((Trainable::Tokens, search.saved())),
+        }
+    }
+
+    /// The searched prompt, when the set is one: its search and rows.
+    pub fn token_search(&mut self) -> Option<(&mut TokenSearch, &mut Vec<f32>)> {
+        match self {
+            TrainableSet::Tokens { search, rows } => Some((search, rows)),
+            _ => None,
+        }
+    }
+
+    /// What an evaluation logs about the prompt itself: a discrete prompt's tokens
+    /// (`prompt_token_i`); a soft prompt's nearest embedding row by cosine similarity
+    /// (`nearest_token_i`) and that similarity (`nearest_cos_i`).
+    pub fn prompt_metrics(&self, model: &Model) -> Vec<(String, f64)> {
+        match self {
+            TrainableSet::Tokens { search, .. } => {
+                (0..).zip(&search.tokens).map(|(i, &t)| (format!("prompt_token_{i}"), t as f64)).collect()
+            }
+            TrainableSet::SoftPrompt { prompt, .. } => {
+                let d = model.cfg.d_model;
+                let wte = model.w(&model.layout.wte);
+                let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                let mut out = Vec::new();
+                for (i, p) in prompt.chunks_exact(d).enumerate() {
+                    let cos = |e: &[f32]| e.iter().zip(p).map(|(a, b)| a * b).sum::<f32>() / (norm(e) * norm(p));
+                    let rows = wte.chunks_exact(d).take(model.cfg.vocab_size).map(cos).enumerate();
+                    let (t, c) = rows.max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+                    out.push((format!("nearest_token_{i}"), t as f64));
+                    out.push((format!("nearest_cos_{i}"), c as f64));
+                }
+                out
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -285,6 +337,9 @@ impl TrainableSet {
             TrainableSet::SoftPrompt { prompt, .. } => (Trainable::SoftPrompt, vec![prompt.len() / d, d], prompt),
             TrainableSet::Steering(steer) => (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector),
             TrainableSet::CondPrompt { mlp, .. } => (Trainable::CondPrompt, vec![mlp.params.len()], mlp.params),
+            TrainableSet::Tokens { search, .. } => {
+                (Trainable::Tokens, vec![search.tokens.len()], search.tokens.iter().map(|&t| t as f32).collect())
+            }
         };
         let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
         let path = dir.join(format!("{name}.{phase}.safetensors"));
