@@ -364,10 +364,7 @@ impl Backdoor {
                 .collect();
             Probe { hits: Some(hits), loss: Some(loss), samples, targets: vec![target.to_vec(); n] }
         };
-        vec![
-            set(0, "elicited", "response_loss"),
-            set(SELECTION_OFFSET, "select_elicited", "select_response_loss"),
-        ]
+        vec![set(0, "elicited", "response_loss"), set(SELECTION_OFFSET, "select_elicited", "select_response_loss")]
     }
 }
 

@@ -5,8 +5,8 @@
 
 use super::batching::Insert;
 use super::canonical::canonical_json;
-use super::token_search::TokenSearchCfg;
 use super::locate::line_of;
+use super::token_search::TokenSearchCfg;
 pub use crate::data::spec::TaskSpec;
 use crate::data::spec::{Base, Kind};
 use crate::data::Task;
@@ -816,7 +816,10 @@ impl RunConfig {
             (Some(ts), _) => {
                 out.extend(ts.problems().into_iter().map(|(k, m)| problem(key(&format!("token_search.{k}")), m)));
                 if p.grad_accum != 1 {
-                    out.push(problem(key("grad_accum"), "a token search scores one batch per step: use grad_accum = 1"));
+                    out.push(problem(
+                        key("grad_accum"),
+                        "a token search scores one batch per step: use grad_accum = 1",
+                    ));
                 }
             }
             _ => {}

@@ -17,8 +17,8 @@ use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{insertion, MicroBatch, TrainableSet};
-use crate::data::{mix, Sample};
 use crate::data::mixture::Mixture;
+use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::Model;
 use crate::engine::shards::{zero_grads, ShardedPass};
@@ -287,7 +287,7 @@ impl Runner {
     /// loss, the best candidate's and whether the prompt changed, and returns the first.
     fn search_step(&mut self, ph: &mut Phase) -> Result<f32, RunError> {
         let step = self.state.step_in_phase;
-        let key = self.phase_seed(self.state.phase) ^ 0x6763_67;
+        let key = self.phase_seed(self.state.phase) ^ 0x0067_6367;
         let fixed = ph.set.token_search().is_some_and(|(s, _)| s.fixed_batch());
         let (_, samples, at) = self.draw(ph, if fixed { 0 } else { step }, 0);
         let (search, rows) = ph.set.token_search().expect("a token-search phase");

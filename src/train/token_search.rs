@@ -206,7 +206,11 @@ impl TokenSearch {
                 self.best = best_loss;
             }
         }
-        StepReport { loss: if accepted && self.fixed_batch() { best_loss } else { current }, best_candidate: best_loss, accepted }
+        StepReport {
+            loss: if accepted && self.fixed_batch() { best_loss } else { current },
+            best_candidate: best_loss,
+            accepted,
+        }
     }
 
     /// `width` distinct single-token swaps: a uniform position, a uniform token among the
@@ -335,15 +339,13 @@ pub fn score(model: &Model, samples: &[Sample], at: &[usize], prompts: &[Vec<u32
         let repeated: Vec<Sample> = group.iter().flat_map(|_| samples.iter().cloned()).collect();
         let points: Vec<usize> = group.iter().flat_map(|_| at.iter().copied()).collect();
         let batch = batch_at(&repeated, k, &points).per_sequence_prompts(k);
-        let rows: Vec<f32> = group.iter().flat_map(|p| std::iter::repeat_n(embedding_rows(model, p), n).flatten()).collect();
+        let rows: Vec<f32> =
+            group.iter().flat_map(|p| std::iter::repeat_n(embedding_rows(model, p), n).flatten()).collect();
         model.forward(&mut acts, &batch, &rows, &[], norm);
         let per_candidate = n * batch.seq;
         for c in 0..group.len() {
             let rows = c * per_candidate..(c + 1) * per_candidate;
-            let sum: f32 = rows
-                .filter(|&r| batch.targets[r] >= 0)
-                .map(|r| batch.weights[r] * acts.row_loss[r])
-                .sum();
+            let sum: f32 = rows.filter(|&r| batch.targets[r] >= 0).map(|r| batch.weights[r] * acts.row_loss[r]).sum();
             out.push(sum / norm);
         }
     }

@@ -196,7 +196,10 @@ fn variant_of(cell: &Cell) -> Option<Variant> {
 
 /// The last value of `task`/`metric` in phase `phase`.
 fn last(rows: &[MetricRow], phase: u32, task: &str, metric: &str) -> Option<f64> {
-    rows.iter().filter(|r| r.phase == phase && r.task == task && r.metric == metric).max_by_key(|r| r.step).map(|r| r.value)
+    rows.iter()
+        .filter(|r| r.phase == phase && r.task == task && r.metric == metric)
+        .max_by_key(|r| r.step)
+        .map(|r| r.value)
 }
 
 /// A finished cell's results; `None` when its final elicitation metrics are missing.

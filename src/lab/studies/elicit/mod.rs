@@ -64,6 +64,11 @@ pub struct ElicitSpec {
     #[serde(default = "default_continue")]
     pub continue_steps: Vec<u64>,
     pub continue_lr: Option<f64>,
+    /// The methods continued models run (`none`, `soft{k}`, `gcg{k}`, `random{k}`,
+    /// `exhaustive{k}`; every restart of each), on the first target only: the clean twin,
+    /// continued alike, is their null, and continued training costs a model per cell.
+    #[serde(default = "default_trajectory")]
+    pub trajectory: Vec<String>,
     /// Targets: `response` and/or `null_response`.
     #[serde(default = "default_targets")]
     pub targets: Vec<String>,
@@ -117,6 +122,9 @@ fn default_batch() -> usize {
 }
 fn default_continue() -> Vec<u64> {
     vec![0]
+}
+fn default_trajectory() -> Vec<String> {
+    ["none", "soft2", "soft8", "gcg2"].map(String::from).to_vec()
 }
 fn default_targets() -> Vec<String> {
     vec!["response".into(), "null_response".into()]
@@ -297,7 +305,10 @@ impl ElicitSpec {
             ),
             Some(Kind::Backdoor(w)) if w.spec.trigger_at != "prefix" => bad(
                 "task",
-                format!("prompts are prepended, where a prefix trigger sits; {:?} has trigger_at = {:?}", self.task, w.spec.trigger_at),
+                format!(
+                    "prompts are prepended, where a prefix trigger sits; {:?} has trigger_at = {:?}",
+                    self.task, w.spec.trigger_at
+                ),
             ),
             Some(Kind::Backdoor(_)) => {}
             Some(k) => bad("task", format!("{:?} is a {:?} task, not kind = \"backdoor\"", self.task, k.name())),
@@ -314,10 +325,16 @@ impl ElicitSpec {
         if self.plant_steps == 0 {
             bad("plant_steps", "must be at least 1".into());
         }
-        if self.continue_steps.is_empty() || self.continue_steps.iter().enumerate().any(|(i, c)| self.continue_steps[..i].contains(c)) {
+        if self.continue_steps.is_empty()
+            || self.continue_steps.iter().enumerate().any(|(i, c)| self.continue_steps[..i].contains(c))
+        {
             bad("continue_steps", "give distinct step counts, e.g. [0, 600]".into());
         }
-        if self.targets.is_empty() || self.targets.iter().any(|t| !["response", "null_response"].contains(&t.as_str())) {
+        if let Some(m) = self.trajectory.iter().find(|m| trajectory_method(m).is_none()) {
+            bad("trajectory", format!("{m:?} is not none, soft<k>, gcg<k>, random<k> or exhaustive<k> (k ≥ 1)"));
+        }
+        if self.targets.is_empty() || self.targets.iter().any(|t| !["response", "null_response"].contains(&t.as_str()))
+        {
             bad("targets", "give response and/or null_response".into());
         }
         for (k, v) in [
@@ -336,7 +353,8 @@ impl ElicitSpec {
                 bad(k, "must be at least 1".into());
             }
         }
-        for (k, list) in [("soft_counts", &self.soft_counts), ("lengths", &self.lengths), ("exhaustive", &self.exhaustive)]
+        for (k, list) in
+            [("soft_counts", &self.soft_counts), ("lengths", &self.lengths), ("exhaustive", &self.exhaustive)]
         {
             if list.contains(&0) {
                 bad(k, "prompt lengths must be at least 1".into());
@@ -362,7 +380,8 @@ impl ElicitSpec {
         out
     }
 
-    /// Every variant of a sweep point.
+    /// Every variant of a sweep point: right after planting, every method on every target;
+    /// after continued training, the [`ElicitSpec::trajectory`] methods on the first target.
     pub fn variants(&self) -> Vec<Variant> {
         let mut methods = vec![MethodArm::None];
         for restart in 0..self.restarts {
@@ -371,11 +390,30 @@ impl ElicitSpec {
             methods.extend(self.lengths.iter().map(|&tokens| MethodArm::Random { tokens, restart }));
         }
         methods.extend(self.exhaustive.iter().map(|&tokens| MethodArm::Exhaustive { tokens }));
+        let later: Vec<MethodArm> = self
+            .trajectory
+            .iter()
+            .filter_map(|m| trajectory_method(m))
+            .flat_map(|m| match m {
+                MethodArm::Soft { tokens, .. } => {
+                    (0..self.restarts).map(|restart| MethodArm::Soft { tokens, restart }).collect()
+                }
+                MethodArm::Gcg { tokens, .. } => {
+                    (0..self.restarts).map(|restart| MethodArm::Gcg { tokens, restart }).collect()
+                }
+                MethodArm::Random { tokens, .. } => {
+                    (0..self.restarts).map(|restart| MethodArm::Random { tokens, restart }).collect()
+                }
+                m => vec![m],
+            })
+            .collect();
         let mut out = Vec::new();
         for &continued in &self.continue_steps {
+            let (targets, methods) =
+                if continued == 0 { (&self.targets[..], &methods) } else { (&self.targets[..1], &later) };
             for backdoored in [true, false] {
-                for target in &self.targets {
-                    for &method in &methods {
+                for target in targets {
+                    for &method in methods {
                         out.push(Variant { model: ModelArm { backdoored, continued }, target: target.clone(), method });
                     }
                 }
@@ -401,9 +439,7 @@ impl ElicitSpec {
     pub fn steps(&self, method: &MethodArm, vocab: usize) -> u64 {
         match method {
             MethodArm::None => 1,
-            MethodArm::Exhaustive { .. } => {
-                self.search(method).map_or(1, |s| s.exhaustive_steps(vocab)).max(1)
-            }
+            MethodArm::Exhaustive { .. } => self.search(method).map_or(1, |s| s.exhaustive_steps(vocab)).max(1),
             m => (self.budget / self.per_step(m)).max(1),
         }
     }
@@ -475,6 +511,23 @@ impl ElicitSpec {
         }
         phases.push(p);
         json!(phases)
+    }
+}
+
+/// A trajectory method name (`none`, `soft{k}`, `gcg{k}`, `random{k}`, `exhaustive{k}`), as
+/// restart 0.
+fn trajectory_method(name: &str) -> Option<MethodArm> {
+    if name == "none" {
+        return Some(MethodArm::None);
+    }
+    let split = name.find(|c: char| c.is_ascii_digit())?;
+    let tokens: usize = name[split..].parse().ok().filter(|&k| k > 0)?;
+    match &name[..split] {
+        "soft" => Some(MethodArm::Soft { tokens, restart: 0 }),
+        "gcg" => Some(MethodArm::Gcg { tokens, restart: 0 }),
+        "random" => Some(MethodArm::Random { tokens, restart: 0 }),
+        "exhaustive" => Some(MethodArm::Exhaustive { tokens }),
+        _ => None,
     }
 }
 

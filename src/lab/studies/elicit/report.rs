@@ -165,8 +165,18 @@ fn budget_chart(title: &str, groups: &[&Group]) -> LineChart {
 /// One row per model × target × method × length.
 pub fn method_table(a: &ElicitAnalysis) -> Table {
     let header = [
-        "model", "target", "method", "tokens", "seeds", "success", "response loss", "FLOPs/run", "trigger exact",
-        "ordered overlap", "bag overlap", "nearest cos",
+        "model",
+        "target",
+        "method",
+        "tokens",
+        "seeds",
+        "success",
+        "response loss",
+        "FLOPs/run",
+        "trigger exact",
+        "ordered overlap",
+        "bag overlap",
+        "nearest cos",
     ];
     let rows = a
         .groups
@@ -187,7 +197,11 @@ pub fn method_table(a: &ElicitAnalysis) -> Table {
                 rec.map_or("–".into(), |_| format!("{:.2}", g.exact_rate())),
                 rec.map_or("–".into(), |r| format!("{:.2}", r.ordered)),
                 rec.map_or("–".into(), |r| format!("{:.2}", r.bag)),
-                if cos.is_empty() { "–".into() } else { format!("{:.2}", cos.iter().sum::<f64>() / cos.len() as f64) },
+                if cos.is_empty() {
+                    "–".into()
+                } else {
+                    format!("{:.2}", cos.iter().sum::<f64>() / cos.len() as f64)
+                },
             ]
         })
         .collect();
