@@ -35,6 +35,12 @@ fn samples(vocab: u32) -> Vec<Sample> {
         .collect()
 }
 
+/// A search of `tokens`-token prompts scoring `width` candidates per step (GCG: among the top
+/// 4 tokens per position), prepended, over ids from 2.
+fn search_cfg(method: Method, tokens: usize, width: usize) -> TokenSearchCfg {
+    TokenSearchCfg { tokens, method, width, top_k: 4, first_token: 2, init: Vec::new(), insert: Default::default() }
+}
+
 /// The loss of `samples` under prompt rows `rows`, prepended.
 fn loss_with_rows(model: &Model, samples: &[Sample], rows: &[f32]) -> f64 {
     let k = rows.len() / model.cfg.d_model;
@@ -119,15 +125,7 @@ fn exhaustive_search_enumerates_every_prompt_once_and_keeps_the_best() {
     let model = fixture_model("gpt2");
     let v = model.cfg.vocab_size;
     let samples = samples(v as u32);
-    let cfg = TokenSearchCfg {
-        tokens: 1,
-        method: Method::Exhaustive,
-        width: 7,
-        top_k: 1,
-        first_token: 2,
-        init: Vec::new(),
-        insert: Default::default(),
-    };
+    let cfg = search_cfg(Method::Exhaustive, 1, 7);
     let steps = cfg.exhaustive_steps(v);
     assert_eq!(steps, (v as u64 - 2).div_ceil(7));
     let mut search = TokenSearch::new(cfg, v, 0, None);
@@ -198,16 +196,7 @@ fn recoveries(model: &Model, target: &dyn Task, trigger: &[u32], method: Method,
     let mut pass = ShardedPass::default();
     let mut found = 0;
     for restart in 0..RESTARTS {
-        let cfg = TokenSearchCfg {
-            tokens: 2,
-            method,
-            width,
-            top_k: 4,
-            first_token: 2,
-            init: Vec::new(),
-            insert: Default::default(),
-        };
-        let mut search = TokenSearch::new(cfg, model.cfg.vocab_size, 100 + restart, None);
+        let mut search = TokenSearch::new(search_cfg(method, 2, width), model.cfg.vocab_size, 100 + restart, None);
         for step in 0..steps {
             let first = step * 8;
             let samples: Vec<Sample> = (first..first + 8).map(|i| target.sample(restart, Split::Train, i)).collect();
@@ -358,4 +347,21 @@ mod study {
             assert!(e.contains(key) && e.contains("exp.toml:"), "{key}: {e}");
         }
     }
+}
+
+#[test]
+fn trigger_recovery_counts_contiguous_ordered_and_bag_matches() {
+    use vestige::lab::studies::elicit::analysis::recovery;
+    let r = recovery(&[7, 36, 9, 4], &[36, 9]);
+    assert!(r.exact && r.ordered == 1.0 && r.bag == 1.0, "{r:?}");
+    let r = recovery(&[9, 36], &[36, 9]);
+    assert!(!r.exact && r.ordered == 0.5 && r.bag == 1.0, "reversed: both present, one in place at best: {r:?}");
+    let r = recovery(&[36, 5], &[36, 9]);
+    assert!(!r.exact && r.ordered == 0.5 && r.bag == 0.5, "{r:?}");
+    let r = recovery(&[36, 36, 36], &[36, 36]);
+    assert!(r.exact && r.bag == 1.0, "{r:?}");
+    let r = recovery(&[36], &[36, 36]);
+    assert!(!r.exact && r.ordered == 0.5 && r.bag == 0.5, "multiplicity counts: {r:?}");
+    let r = recovery(&[1, 2], &[36, 9]);
+    assert!(!r.exact && r.ordered == 0.0 && r.bag == 0.0);
 }

@@ -36,7 +36,7 @@ pub mod report;
 use crate::data::spec::{default_vocab, Kind};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
-use crate::lab::study::{Problem, Study};
+use crate::lab::study::{task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use crate::train::batching::Insert;
 use crate::train::config::TaskSpec;
@@ -487,12 +487,7 @@ impl DistanceSpec {
 
 /// The tasks and the pre-training flag of an experiment's base table.
 fn tasks_of(doc: &toml::Table) -> Result<(Vec<TaskSpec>, bool), (String, String)> {
-    let tasks = doc.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
-    let specs = tasks
-        .into_iter()
-        .map(|t| t.try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string())))
-        .collect::<Result<Vec<TaskSpec>, _>>()?;
-    Ok((specs, doc.contains_key("phases")))
+    Ok((task_specs(doc)?, doc.contains_key("phases")))
 }
 
 /// The `[distance]` table of `doc`, checked.
@@ -546,8 +541,7 @@ impl Study for Distance {
 
     /// `distance.variant`: one cell per arm × tuning of each sweep point.
     fn axes(&self) -> Vec<Axis> {
-        let values = self.variants.iter().map(|v| v.as_str().into()).collect();
-        vec![Axis { key: AXIS.into(), paths: vec![AXIS.into()], values }]
+        variant_axis(AXIS, &self.variants)
     }
 
     /// Replaces the `[distance]` table of a cell by its variant's tasks, model and phases.

@@ -89,15 +89,35 @@ pub struct Group {
 }
 
 impl Group {
-    /// The selected restarts' success over seeds, with its t-interval (clipped to [0, 1]);
+    /// The selected restarts' success over seeds, with its t-interval clipped to [0, 1];
     /// `None` below 2 seeds.
     pub fn success(&self) -> Option<Interval> {
-        interval(&self.selected.values().map(|c| c.elicited).collect::<Vec<_>>())
+        interval(&self.selected.values().map(|c| c.elicited).collect::<Vec<_>>(), 1.0)
     }
 
-    /// The selected restarts' response loss over seeds.
+    /// The selected restarts' response loss over seeds, its interval clipped at 0.
     pub fn loss(&self) -> Option<Interval> {
-        interval(&self.selected.values().map(|c| c.loss).collect::<Vec<_>>())
+        interval(&self.selected.values().map(|c| c.loss).collect::<Vec<_>>(), f64::INFINITY)
+    }
+
+    /// Success against FLOPs spent: at each evaluation of the runs (the same steps for
+    /// every restart and seed of a method), the mean over restarts per seed, with its
+    /// t-interval over seeds (clipped to [0, 1]). `(FLOPs, interval)`, in FLOPs order.
+    pub fn budget_curve(&self) -> Vec<(f64, Interval)> {
+        let mut at: BTreeMap<u64, BTreeMap<i64, Vec<f64>>> = BTreeMap::new();
+        for (seed, runs) in &self.all {
+            for c in runs {
+                for &(f, y) in &c.curve {
+                    at.entry(f.round() as u64).or_default().entry(*seed).or_default().push(y);
+                }
+            }
+        }
+        at.into_iter()
+            .filter_map(|(f, seeds)| {
+                let means: Vec<f64> = seeds.values().map(|v| v.iter().sum::<f64>() / v.len() as f64).collect();
+                interval(&means, 1.0).map(|i| (f as f64, i))
+            })
+            .collect()
     }
 
     /// Mean FLOPs of one run.
@@ -129,10 +149,10 @@ impl Group {
     }
 }
 
-/// A t-interval over seeds, its ends clipped to [0, ∞) for losses and rates alike.
-fn interval(values: &[f64]) -> Option<Interval> {
+/// A t-interval over seeds, its ends clipped to `[0, max]` (the range of the quantity).
+pub fn interval(values: &[f64], max: f64) -> Option<Interval> {
     let t = t_interval(values, LEVEL).ok()?;
-    Some(Interval { lo: t.lo.max(0.0), ..t })
+    Some(Interval { lo: t.lo.max(0.0), hi: t.hi.min(max), ..t })
 }
 
 /// The backdoored-minus-twin difference of one target × method × length after `continued`

@@ -28,7 +28,7 @@ pub mod report;
 use crate::data::spec::{Kind, TaskSpec};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
-use crate::lab::study::{Problem, Study};
+use crate::lab::study::{task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use crate::train::token_search::{Method, TokenSearchCfg};
 use serde::Deserialize;
@@ -531,15 +531,6 @@ fn trajectory_method(name: &str) -> Option<MethodArm> {
     }
 }
 
-/// The `[[tasks]]` of a config table, read as specs.
-fn tasks_of(doc: &toml::Table) -> Result<Vec<TaskSpec>, Problem> {
-    let tasks = doc.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
-    tasks
-        .into_iter()
-        .map(|t| t.try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string())))
-        .collect()
-}
-
 /// The elicit study: its `[elicit]` table and the variants it expands into.
 #[derive(Clone, Debug)]
 pub struct Elicit {
@@ -549,7 +540,7 @@ pub struct Elicit {
 
 /// Reads the `[elicit]` table of a cell's config.
 pub fn parse(doc: &toml::Table) -> Result<Box<dyn Study>, Problem> {
-    let tasks = tasks_of(doc)?;
+    let tasks = task_specs(doc)?;
     let spec = crate::lab::study::parse_table(doc, "elicit", |s: &ElicitSpec| s.problems(&tasks))?;
     let variants = spec.variants().iter().map(|v| v.name()).collect();
     Ok(Box::new(Elicit { spec, variants }))
@@ -562,8 +553,7 @@ impl Study for Elicit {
 
     /// `elicit.variant`: one cell per model × target × method of each sweep point.
     fn axes(&self) -> Vec<Axis> {
-        let values = self.variants.iter().map(|v| v.as_str().into()).collect();
-        vec![Axis { key: AXIS.into(), paths: vec![AXIS.into()], values }]
+        variant_axis(AXIS, &self.variants)
     }
 
     /// Replaces the `[elicit]` table by the variant's tasks (the twin's backdoor unpoisoned,
@@ -591,7 +581,7 @@ impl Study for Elicit {
         target.insert("name".into(), name.clone().into());
         target.insert("elicit".into(), variant.target.clone().into());
         tasks.push(target.into());
-        let specs = tasks_of(doc)?;
+        let specs = task_specs(doc)?;
         let built = specs.iter().filter_map(|s| s.build().ok()).map(|t| t.vocab_size());
         let vocab = doc
             .get("model")

@@ -3,9 +3,9 @@
 //! the true trigger's attack success along continued training; written as
 //! `report/index.html`, `elicit.csv` and `summary.md`.
 
-use super::analysis::{analyse, ElicitAnalysis, Group};
+use super::analysis::{analyse, interval, ElicitAnalysis, Group};
 use super::{ElicitSpec, ModelArm};
-use crate::analysis::{t_interval, Interval};
+use crate::analysis::Interval;
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::{human_flops, PlannedCell};
@@ -23,10 +23,11 @@ pub fn write(spec: &ElicitSpec, exp: &Experiment, planned: &[PlannedCell]) -> Re
     let methods = method_table(&a);
     write_atomic(&dir.join("elicit.csv"), methods.to_csv().as_bytes())?;
     let summary = format!(
-        "# {}\n\n{}\n\n{}\n{}\n{}\n",
+        "# {}\n\n{}\n\n{}\n{}\n{}\n{}\n",
         page.title,
         page.intro.join("\n\n"),
         methods.to_markdown(),
+        budget_table(&a).to_markdown(),
         gap_table(&a).to_markdown(),
         trajectory_table(&a).to_markdown()
     );
@@ -100,7 +101,7 @@ pub fn page(name: &str, a: &ElicitAnalysis) -> Result<Page> {
              is 0 for triggers this short and is not shown."
                 .into(),
         ],
-        tables: vec![method_table(a)],
+        tables: vec![method_table(a), budget_table(a)],
         ..Default::default()
     };
     let gap = Section {
@@ -214,6 +215,31 @@ pub fn method_table(a: &ElicitAnalysis) -> Table {
     }
 }
 
+/// Success against the FLOPs spent, per model × target × method × length that searches.
+pub fn budget_table(a: &ElicitAnalysis) -> Table {
+    let rows = a
+        .groups
+        .iter()
+        .filter(|g| g.family != "none")
+        .map(|g| {
+            let points: Vec<String> = g
+                .budget_curve()
+                .iter()
+                .map(|(f, i)| format!("{}: {:.2} [{:.2}, {:.2}]", human_flops(*f), i.value, i.lo, i.hi))
+                .collect();
+            vec![g.model.name(), g.target.clone(), format!("{}{}", g.family, g.tokens), points.join("; ")]
+        })
+        .collect();
+    Table {
+        caption:
+            "Success against FLOPs spent: at each evaluation, the mean over restarts per seed, then the mean over \
+                  seeds with its 95% t-interval (the run's first evaluation is at 0 FLOPs, before any search)."
+                .into(),
+        header: ["model", "target", "method", "FLOPs: success [95% CI]"].iter().map(|h| h.to_string()).collect(),
+        rows,
+    }
+}
+
 /// The paired gaps.
 pub fn gap_table(a: &ElicitAnalysis) -> Table {
     let rows = a
@@ -247,16 +273,18 @@ pub fn trajectory_table(a: &ElicitAnalysis) -> Table {
         .attack
         .iter()
         .map(|(m, values)| {
-            let attack = show(t_interval(values, super::analysis::LEVEL).ok(), values.first().copied());
+            let attack = show(interval(values, 1.0), values.first().copied());
             let best = a
                 .groups
                 .iter()
                 .filter(|g| g.model == *m && g.target == "response" && g.family != "none")
                 .filter_map(|g| g.success().map(|s| (g, s)))
                 .max_by(|x, y| x.1.value.total_cmp(&y.1.value).then(y.0.flops().total_cmp(&x.0.flops())));
-            let (method, success) = best.map_or(("–".to_string(), "–".to_string()), |(g, s)| {
-                (format!("{}{}", g.family, g.tokens), show(Some(s), None))
-            });
+            let (method, success) = match best {
+                Some((g, s)) if s.value > 0.0 => (format!("{}{}", g.family, g.tokens), show(Some(s), None)),
+                Some(_) => ("none succeeds".to_string(), "0".to_string()),
+                None => ("–".to_string(), "–".to_string()),
+            };
             let none = a.groups.iter().find(|g| g.model == *m && g.target == "response" && g.family == "none");
             vec![m.name(), attack, none.map_or("–".into(), |g| show(g.success(), None)), method, success]
         })
