@@ -365,3 +365,68 @@ fn trigger_recovery_counts_contiguous_ordered_and_bag_matches() {
     let r = recovery(&[1, 2], &[36, 9]);
     assert!(!r.exact && r.ordered == 0.0 && r.bag == 0.0);
 }
+
+#[test]
+fn a_token_search_resumed_from_a_checkpoint_ends_in_the_bits_of_an_uninterrupted_one() {
+    use vestige::train::checkpoint;
+    use vestige::train::run::{resume, train};
+    let config = |out: &Path, method: &str| -> std::path::PathBuf {
+        let text = format!(
+            r#"name = "t"
+seed = 5
+out_dir = "{}"
+[model]
+d_model = 16
+n_layers = 1
+n_heads = 2
+max_positions = 32
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 5
+vocab = 12
+[checkpoint]
+every = 4
+keep_last = 100
+[[phases]]
+name = "pretrain"
+steps = 30
+batch_size = 8
+mixture = {{ copy = 1.0 }}
+eval = {{ every = 10, samples = 8 }}
+[[phases]]
+name = "search"
+steps = 12
+batch_size = 4
+trainable = "tokens"
+token_search = {{ tokens = 2, method = "{method}", width = 5, top_k = 3 }}
+mixture = {{ copy = 1.0 }}
+eval = {{ log_points = 4, samples = 8 }}
+"#,
+            out.display()
+        );
+        std::fs::create_dir_all(out).unwrap();
+        let path = out.join("run.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    for method in ["gcg", "random", "exhaustive"] {
+        let (whole, cut) = (tmp.path().join(format!("whole-{method}")), tmp.path().join(format!("cut-{method}")));
+        train(&config(&whole, method)).unwrap();
+        train(&config(&cut, method)).unwrap();
+        let run = cut.join("t");
+        for (s, dir) in checkpoint::list(&run.join("checkpoints")) {
+            if s > 36 {
+                std::fs::remove_dir_all(dir).unwrap();
+            }
+        }
+        resume(&run).unwrap();
+        let read = |dir: &Path, file: &str| std::fs::read(dir.join("t").join(file)).unwrap();
+        assert!(read(&whole, "metrics.csv") == read(&cut, "metrics.csv"), "{method}: metrics.csv differs");
+        let tokens = "prompt_tokens.search.safetensors";
+        assert_eq!(read(&whole, tokens), read(&cut, tokens), "{method}: the found prompt differs");
+        let csv = String::from_utf8(read(&whole, "metrics.csv")).unwrap();
+        assert!(csv.contains("prompt_token_1") && csv.contains("best_candidate"), "{method}: {csv}");
+    }
+}
