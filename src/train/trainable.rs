@@ -107,6 +107,7 @@ impl TrainableSet {
                     start: st.start,
                     end: st.end.unwrap_or(usize::MAX),
                     vector: saved.unwrap_or_else(|| vec![0.0; d]),
+                    project: false,
                 })
             }
             Trainable::CondPrompt => {
