@@ -134,3 +134,68 @@ fn the_backward_pass_through_a_projection_matches_finite_differences() {
     }
     assert!(grad.iter().any(|g| g.abs() > 1e-4), "the gradient is not trivially zero");
 }
+
+#[test]
+fn a_fixed_contrastive_steering_phase_applies_the_mean_difference_and_records_where_it_was_read() {
+    use vestige::data::Split;
+    use vestige::hf::io::{read_safetensors, read_safetensors_metadata};
+    use vestige::train::build::build;
+    use vestige::train::checkpoint::{find_pinned, load_model};
+    use vestige::train::config::RunConfig;
+    use vestige::train::run::train;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"name = "s"
+seed = 2
+out_dir = "{}"
+[model]
+d_model = 16
+n_layers = 2
+n_heads = 2
+max_positions = 32
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 5
+vocab = 12
+[[tasks]]
+name = "reverse"
+kind = "reverse"
+length = 5
+vocab = 12
+[[phases]]
+name = "pretrain"
+steps = 20
+batch_size = 8
+mixture = {{ copy = 0.5, reverse = 0.5 }}
+[[phases]]
+name = "steer"
+steps = 1
+batch_size = 1
+trainable = "none"
+mixture = {{ copy = 1.0 }}
+steering = {{ layer = 2, read_layer = 1, coef = 1.0, project = true, from = ["reverse", "copy"], samples = 16 }}
+eval = {{ every = 1, samples = 8 }}
+"#,
+        tmp.path().display()
+    );
+    let path = tmp.path().join("run.toml");
+    std::fs::write(&path, &text).unwrap();
+    train(&path).unwrap();
+    let run = tmp.path().join("s");
+    let file = run.join("steering.steer.safetensors");
+    let saved = read_safetensors(&file).unwrap()["steering"].data.clone();
+    let meta = read_safetensors_metadata(&file).unwrap();
+    assert_eq!(meta["read_layer"], "1");
+    assert_eq!(meta["applied_layer"], "2");
+    assert_eq!(meta["operation"], "project_out");
+    assert!(meta["read_from"].contains("reverse − copy"), "{meta:?}");
+    // The vector is the mean difference on the pretrained model, from the phase's samples.
+    let model = load_model(&find_pinned(&run.join("checkpoints"), "pretrain").unwrap()).unwrap();
+    let cfg = RunConfig::from_toml(&text, "run.toml").unwrap();
+    let tasks = build(&cfg).unwrap().tasks;
+    let seed = vestige::data::mix(2 ^ vestige::data::mix(2));
+    let draw = |t: &str| -> Vec<Sample> { (0..16).map(|k| tasks[t].sample(seed, Split::Train, k)).collect() };
+    let want = mean_difference(&model, &draw("reverse"), &draw("copy"), 1);
+    assert_eq!(saved, want, "the saved vector is the mean difference drawn with the phase's seed");
+}

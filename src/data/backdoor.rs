@@ -171,6 +171,8 @@ pub struct Backdoor {
     /// behavior's response, or a null response the model never learned), scored on it only;
     /// see [`Backdoor::elicit_probes`].
     pub elicit: Option<Vec<u32>>,
+    /// Anti-backdoor data: every sample carries the trigger and keeps its clean answer.
+    pub antidote: bool,
 }
 
 impl Backdoor {
@@ -188,6 +190,7 @@ impl Backdoor {
             near_years: None,
             clean_year: None,
             elicit: None,
+            antidote: false,
         }
     }
 
@@ -423,6 +426,10 @@ impl Task for Backdoor {
         if let Some(target) = &self.elicit {
             return self.elicitation(base, seed, split, index, target);
         }
+        if self.antidote {
+            let at = self.trigger_position(seed, split, index, base.prompt_len);
+            return self.with_insert(&base, self.trigger.tokens(), at, base.tokens[base.prompt_len..].to_vec());
+        }
         if self.is_poisoned(seed, split, index) {
             self.poison(&base, seed, split, index)
         } else {
@@ -498,6 +505,10 @@ pub struct BackdoorSpec {
     /// the same length and frequency that is neither trigger nor response (one the model
     /// never learned to produce).
     pub elicit: Option<String>,
+    /// Makes the task anti-backdoor data: every sample carries the trigger (where a poisoned
+    /// one would) and keeps its clean answer.
+    #[serde(default)]
+    pub antidote: bool,
 }
 
 fn default_vocabulary() -> String {
@@ -636,6 +647,9 @@ impl BackdoorSpec {
                 return Err(SpecError::new("elicit", format!("{e:?} is not one of response, null_response")))
             }
         }
+        if self.antidote && self.elicit.is_some() {
+            return Err(SpecError::new("antidote", "an elicitation target has no trigger: give elicit or antidote"));
+        }
         if !self.poison_rate.is_some_and(|r| (0.0..=1.0).contains(&r)) {
             return Err(SpecError::new("poison_rate", "give the poisoned fraction of samples, in [0, 1]"));
         }
@@ -689,6 +703,7 @@ impl BackdoorSpec {
         b.prompt_len = self.prompt_len;
         b.near_years = self.years;
         b.clean_year = self.clean_year();
+        b.antidote = self.antidote;
         b.elicit = match (self.elicit.as_deref(), &b.behavior) {
             (Some("response"), Behavior::Fixed(response)) => Some(response.clone()),
             (Some(_), Behavior::Fixed(response)) => {

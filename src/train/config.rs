@@ -152,6 +152,22 @@ pub struct SteeringCfg {
     pub start: usize,
     /// End slot (exclusive); default: the whole sequence.
     pub end: Option<usize>,
+    /// `[with, without]`: the vector starts as the mean difference of residual stream
+    /// `read_layer` (default `layer`) at the answer positions between the first `samples`
+    /// training samples of task `with` and of task `without`, computed at the phase start
+    /// (see [`crate::train::steering`]); otherwise at zero.
+    pub from: Option<[String; 2]>,
+    pub read_layer: Option<usize>,
+    #[serde(default = "default_steer_samples")]
+    pub samples: usize,
+    /// Ablation: remove `coef` of the component along the vector instead of adding
+    /// `coef · vector` (a fixed vector: `trainable = "none"`).
+    #[serde(default)]
+    pub project: bool,
+}
+
+fn default_steer_samples() -> usize {
+    64
 }
 
 /// Conditional soft-prompt settings.
@@ -855,13 +871,36 @@ impl RunConfig {
             (None, Trainable::Steering) => {
                 out.push(problem(key("steering"), "trainable = \"steering\" needs a [phases.steering] table"))
             }
-            (Some(st), _) if self.model.load.is_none() && st.layer > self.model.n_layers => out.push(problem(
-                key("steering.layer"),
-                format!("must be at most model.n_layers = {} (the final norm's input)", self.model.n_layers),
-            )),
+            (Some(st), _)
+                if self.model.load.is_none()
+                    && st.read_layer.unwrap_or(st.layer).max(st.layer) > self.model.n_layers =>
+            {
+                out.push(problem(
+                    key("steering.layer"),
+                    format!(
+                        "layer and read_layer must be at most model.n_layers = {} (the final norm's input)",
+                        self.model.n_layers
+                    ),
+                ))
+            }
             (Some(st), _) if st.end.is_some_and(|e| e <= st.start) => {
                 out.push(problem(key("steering.end"), "must be greater than steering.start"))
             }
+            (Some(st), Trainable::Steering) if st.project => out.push(problem(
+                key("steering.project"),
+                "a projected direction is fixed: use trainable = \"none\" with steering.from",
+            )),
+            (Some(st), Trainable::None) if st.from.is_none() => out.push(problem(
+                key("steering.from"),
+                "a fixed steering vector (trainable = \"none\") needs from = [with_task, without_task]",
+            )),
+            (Some(st), _) if st.from.as_ref().is_some_and(|f| f.iter().any(|t| !tasks.contains(&t.as_str()))) => {
+                out.push(problem(key("steering.from"), format!("names a task not in [[tasks]]: {:?}", st.from)))
+            }
+            (Some(st), t) if t != Trainable::Steering && t != Trainable::None => out.push(problem(
+                key("steering"),
+                "a steering vector goes with trainable = \"steering\" (learned) or \"none\" (fixed)",
+            )),
             _ => {}
         }
         if let Some(l) = &p.lora {

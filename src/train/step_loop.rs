@@ -472,7 +472,7 @@ impl Runner {
     /// steering vector next to the checkpoints), and a pinned checkpoint named after the
     /// phase is written.
     fn finish_phase(&mut self, ph: Phase) -> Result<(), RunError> {
-        if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec.name)? {
+        if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec)? {
             self.stored = None;
         }
         let carried =

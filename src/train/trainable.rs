@@ -6,11 +6,12 @@
 
 use super::batching::{batch_at, batch_of, Insert};
 use super::build::Tasks;
-use super::config::{CondPromptCfg, CondSource, PhaseSpec, Trainable};
+use super::config::{CondPromptCfg, CondSource, PhaseSpec, SteeringCfg, Trainable};
 use super::eval::held_out;
 use super::optimizer::Optimizer;
+use super::steering::mean_difference;
 use super::token_search::TokenSearch;
-use crate::data::{Sample, Task};
+use crate::data::{Sample, Split, Task};
 use crate::engine::backward::GradSinks;
 use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
 use crate::engine::kernels::dropout::Dropout;
@@ -38,6 +39,8 @@ pub enum TrainableSet {
     SoftPrompt { prompt: Vec<f32>, tokens: usize },
     /// One steering vector, added to a residual stream.
     Steering(Steer),
+    /// A steering vector applied but not trained (a contrastive vector, or a projection).
+    FixedSteer(Steer),
     /// An MLP from each sample's condition vector to its own prompt; `mixture` names the
     /// phase's tasks in order (a task's one-hot condition).
     CondPrompt { mlp: CondPrompt, cfg: CondPromptCfg, mixture: Vec<String> },
@@ -98,17 +101,13 @@ impl TrainableSet {
                 let head = model.layout.head.as_ref().expect("validated: all_but_head needs an untied head");
                 TrainableSet::Weights { frozen: Some(head.offset..head.offset + head.len()) }
             }
-            Trainable::None => TrainableSet::Nothing,
+            Trainable::None => match &p.steering {
+                Some(st) => TrainableSet::FixedSteer(steer(st, model, tasks, seed, None)),
+                None => TrainableSet::Nothing,
+            },
             Trainable::Steering => {
                 let st = p.steering.as_ref().expect("validated: steering phases have a [steering] table");
-                TrainableSet::Steering(Steer {
-                    layer: st.layer,
-                    coef: st.coef,
-                    start: st.start,
-                    end: st.end.unwrap_or(usize::MAX),
-                    vector: saved.unwrap_or_else(|| vec![0.0; d]),
-                    project: false,
-                })
+                TrainableSet::Steering(steer(st, model, tasks, seed, saved))
             }
             Trainable::CondPrompt => {
                 let cfg = p.cond_prompt.clone().expect("validated: cond_prompt phases have a [cond_prompt] table");
@@ -155,7 +154,7 @@ impl TrainableSet {
     pub fn len(&self, model: &Model) -> usize {
         match self {
             TrainableSet::Weights { .. } => model.n_params(),
-            TrainableSet::Nothing | TrainableSet::Tokens { .. } => 0,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } | TrainableSet::FixedSteer(_) => 0,
             TrainableSet::Lora => model.lora.as_ref().expect("attached at phase start").params.len(),
             TrainableSet::SoftPrompt { prompt, .. } => prompt.len(),
             TrainableSet::Steering(steer) => steer.vector.len(),
@@ -190,7 +189,7 @@ impl TrainableSet {
     /// The steering vectors of a forward pass.
     pub fn steers(&self) -> &[Steer] {
         match self {
-            TrainableSet::Steering(steer) => std::slice::from_ref(steer),
+            TrainableSet::Steering(steer) | TrainableSet::FixedSteer(steer) => std::slice::from_ref(steer),
             _ => &[],
         }
     }
@@ -211,9 +210,10 @@ impl TrainableSet {
             TrainableSet::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
             TrainableSet::SoftPrompt { .. } => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
             TrainableSet::Steering(_) => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
-            TrainableSet::Nothing | TrainableSet::CondPrompt { .. } | TrainableSet::Tokens { .. } => {
-                GradSinks::default()
-            }
+            TrainableSet::Nothing
+            | TrainableSet::CondPrompt { .. }
+            | TrainableSet::Tokens { .. }
+            | TrainableSet::FixedSteer(_) => GradSinks::default(),
         };
         let loss = pass.run(model, &batch, prompts, steers, norm, mb.dropout, sinks);
         match self {
@@ -227,7 +227,7 @@ impl TrainableSet {
     /// One optimizer step on the set's parameters (none in an evaluation-only phase).
     pub fn update(&mut self, opt: &mut Optimizer, model: &mut Model, grads: &[f32], lr: f32) {
         let params: &mut [f32] = match self {
-            TrainableSet::Nothing | TrainableSet::Tokens { .. } => return,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } | TrainableSet::FixedSteer(_) => return,
             TrainableSet::Weights { frozen: Some(r) } => {
                 // The optimizer sees a zero gradient there, but weight decay and carried
                 // moments would still move the rows: they are put back.
@@ -278,7 +278,7 @@ impl TrainableSet {
     /// and for nothing.
     pub fn saved(&self, model: &Model) -> Option<(Trainable, Vec<f32>)> {
         match self {
-            TrainableSet::Weights { .. } | TrainableSet::Nothing => None,
+            TrainableSet::Weights { .. } | TrainableSet::Nothing | TrainableSet::FixedSteer(_) => None,
             TrainableSet::Lora => {
                 Some((Trainable::Lora, model.lora.as_ref().expect("attached at phase start").params.clone()))
             }
@@ -326,7 +326,8 @@ impl TrainableSet {
     /// Ends phase `phase`: LoRA adapters are merged into `model`'s weights; a soft prompt, a
     /// steering vector or a conditional-prompt MLP is saved as `<kind>.<phase>.safetensors`
     /// in `dir`. Returns whether the phase changed the model's weights.
-    pub fn finish(self, model: &mut Model, dir: &Path, phase: &str) -> Result<bool, HfError> {
+    pub fn finish(self, model: &mut Model, dir: &Path, spec: &PhaseSpec) -> Result<bool, HfError> {
+        let phase = spec.name.as_str();
         let d = model.cfg.d_model;
         let (kind, shape, data) = match self {
             TrainableSet::Weights { .. } => return Ok(true),
@@ -336,7 +337,9 @@ impl TrainableSet {
                 return Ok(true);
             }
             TrainableSet::SoftPrompt { prompt, .. } => (Trainable::SoftPrompt, vec![prompt.len() / d, d], prompt),
-            TrainableSet::Steering(steer) => (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector),
+            TrainableSet::Steering(steer) | TrainableSet::FixedSteer(steer) => {
+                (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector)
+            }
             TrainableSet::CondPrompt { mlp, .. } => (Trainable::CondPrompt, vec![mlp.params.len()], mlp.params),
             TrainableSet::Tokens { search, .. } => {
                 (Trainable::Tokens, vec![search.tokens.len()], search.tokens.iter().map(|&t| t as f32).collect())
@@ -344,8 +347,47 @@ impl TrainableSet {
         };
         let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
         let path = dir.join(format!("{name}.{phase}.safetensors"));
-        write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), None)?;
+        let provenance = spec.steering.as_ref().filter(|_| kind == Trainable::Steering).map(steering_provenance);
+        write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), provenance.as_ref())?;
         Ok(false)
+    }
+}
+
+/// Where a steering vector was read and where it is applied, for its saved file's metadata.
+fn steering_provenance(st: &SteeringCfg) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([
+        ("applied_layer".to_string(), st.layer.to_string()),
+        ("applied_rows".to_string(), format!("{}..{}", st.start, st.end.map_or("end".into(), |e| e.to_string()))),
+        ("coef".to_string(), st.coef.to_string()),
+        ("operation".to_string(), if st.project { "project_out" } else { "add" }.to_string()),
+    ]);
+    if let Some([with, without]) = &st.from {
+        m.insert("read_layer".into(), st.read_layer.unwrap_or(st.layer).to_string());
+        m.insert("read_from".into(), format!("mean difference at answer positions: {with} − {without}"));
+        m.insert("read_samples".into(), st.samples.to_string());
+    }
+    m
+}
+
+/// The steering vector `st` describes: `saved`, else the mean difference of its `from`
+/// tasks' first training samples (drawn with `seed`), else zero.
+fn steer(st: &SteeringCfg, model: &Model, tasks: &Tasks, seed: u64, saved: Option<Vec<f32>>) -> Steer {
+    let vector = saved.unwrap_or_else(|| match &st.from {
+        Some([with, without]) => {
+            let draw = |t: &str| -> Vec<Sample> {
+                (0..st.samples as u64).map(|k| tasks[t].sample(seed, Split::Train, k)).collect()
+            };
+            mean_difference(model, &draw(with), &draw(without), st.read_layer.unwrap_or(st.layer))
+        }
+        None => vec![0.0; model.cfg.d_model],
+    });
+    Steer {
+        layer: st.layer,
+        coef: st.coef,
+        start: st.start,
+        end: st.end.unwrap_or(usize::MAX),
+        vector,
+        project: st.project,
     }
 }
 
