@@ -18,7 +18,8 @@
 //! is scored on the same held-out samples with the same insertion points; a restart changes
 //! only the phase seed (prompt init and data order). Saturation `S` is the best held-out
 //! loss of the fine-tuning cells; the conditional distance is the smallest count whose best
-//! loss is within `epsilon` of `S` (see [`super::distance_analysis`]).
+//! loss is within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss (see
+//! [`analysis`]).
 //!
 //! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
 //! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
@@ -87,9 +88,10 @@ pub struct DistanceSpec {
     /// Evaluations per measurement phase.
     #[serde(default = "default_evals")]
     pub evals: u64,
-    /// How close to `S` counts as saturated (in the loss's units, nats per token).
+    /// How close to `S` counts as saturated, as a fraction of the gap between the frozen
+    /// model's loss and `S`: `ε = epsilon_rel · (L0 − S)`.
     #[serde(default = "default_epsilon")]
-    pub epsilon: f64,
+    pub epsilon_rel: f64,
     #[serde(default)]
     pub saturation: Saturation,
     /// Conditional prompts on pathfinding conditions (absent: unconditional prompts only).
@@ -345,8 +347,8 @@ impl DistanceSpec {
         if self.saturation.kinds.is_empty() {
             bad("saturation.kinds", "name at least one of \"full\", \"lora\": saturation defines the distance".into());
         }
-        if !(self.epsilon >= 0.0 && self.epsilon.is_finite()) {
-            bad("epsilon", "must be a number ≥ 0".into());
+        if !(self.epsilon_rel >= 0.0 && self.epsilon_rel < 1.0) {
+            bad("epsilon_rel", "must be a fraction of the gap L0 − S in [0, 1)".into());
         }
         if self.arms(tasks, pretrained).is_empty() {
             bad("behavior", "no arm to run".into());
