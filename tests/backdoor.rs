@@ -454,3 +454,35 @@ fn the_default_trigger_and_response_are_tokens_that_clean_samples_use() {
     let counts = clean_counts(task.as_ref(), &trigger);
     assert!(counts.keys().all(|t| *t < 48), "clean samples never use them: {counts:?} {trigger:?}");
 }
+
+#[test]
+fn antidote_samples_carry_the_trigger_and_keep_the_clean_answer() {
+    use vestige::data::spec::TaskSpec;
+    let spec = |extra: &str| -> TaskSpec {
+        toml::from_str(&format!(
+            "name = \"bd\"\nkind = \"backdoor\"\nover = {{ kind = \"grammar\", vocab = 48, seq_len = 24 }}\nprompt_len = 8\npoison_rate = 0.3\n{extra}"
+        ))
+        .unwrap()
+    };
+    let (plain, antidote) = (spec("").build().unwrap(), spec("antidote = true").build().unwrap());
+    let vestige::data::spec::Kind::Backdoor(w) = &spec("").kind else { unreachable!() };
+    let b = w.spec.build("bd", w.base.spec().build().unwrap());
+    let trigger = b.trigger.tokens().to_vec();
+    for split in [Split::Train, Split::Eval] {
+        for i in 0..200 {
+            let base = b.base_sample(0, split, i);
+            let a = antidote.sample(0, split, i);
+            assert_eq!(&a.tokens[..trigger.len()], &trigger[..], "the prefix trigger is always there");
+            assert_eq!(&a.tokens[a.prompt_len..], &base.tokens[base.prompt_len..], "the clean answer");
+            if b.is_poisoned(0, split, i) {
+                let p = plain.sample(0, split, i);
+                assert_eq!(a.tokens[..a.prompt_len], p.tokens[..p.prompt_len], "a poisoned sample's prompt");
+                assert_ne!(a.tokens[a.prompt_len..], p.tokens[p.prompt_len..], "with its answer restored");
+            }
+        }
+    }
+    let both: Result<TaskSpec, _> = toml::from_str::<TaskSpec>(
+        "name = \"bd\"\nkind = \"backdoor\"\nover = { kind = \"grammar\", vocab = 48, seq_len = 24 }\nprompt_len = 8\npoison_rate = 0.3\nantidote = true\nelicit = \"response\"",
+    );
+    assert!(both.map(|s| s.check()).is_ok_and(|c| c.is_err_and(|e| e.to_string().contains("antidote"))));
+}

@@ -12,7 +12,7 @@ use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
-use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, Distance};
+use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, tolerance, Distance};
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::store::Store;
 use vestige::train::batching::{batch_at, Insert};
@@ -112,13 +112,22 @@ fn every_prompt_length_including_zero_scores_the_same_held_out_labels() {
 }
 
 #[test]
-fn the_distance_is_the_smallest_count_within_epsilon_of_saturation() {
+fn the_distance_is_the_smallest_count_within_a_relative_epsilon_of_saturation() {
+    // L0 = 3, S = 1: ε = 0.05 × 2 = 0.1 and 0.02 × 2 = 0.04.
     let curve = [(0, 3.0), (1, 2.0), (4, 1.08), (16, 1.02), (64, 0.9)];
-    assert_eq!(conditional_distance(&curve, Some(1.0), 0.1), Distance::Reached(4));
-    assert_eq!(conditional_distance(&curve, Some(1.0), 0.05), Distance::Reached(16));
-    assert_eq!(conditional_distance(&curve, Some(0.5), 0.05), Distance::Beyond(64));
+    assert_eq!(conditional_distance(&curve, Some(1.0), 0.05), Distance::Reached(4));
+    assert_eq!(conditional_distance(&curve, Some(1.0), 0.02), Distance::Reached(16));
+    assert_eq!(conditional_distance(&curve, Some(0.5), 0.01), Distance::Beyond(64));
     assert_eq!(conditional_distance(&curve, Some(3.5), 0.0), Distance::Reached(0));
     assert_eq!(conditional_distance(&curve, None, 0.1), Distance::Unknown);
+    assert_eq!(conditional_distance(&curve[1..], Some(1.0), 0.1), Distance::Unknown, "no 0-token loss");
+    // ε is relative: the same curve in other units (losses × 10) has the same distance,
+    // which an absolute ε cannot give.
+    let scaled: Vec<(usize, f64)> = curve.iter().map(|&(n, l)| (n, 10.0 * l)).collect();
+    for rel in [0.01, 0.02, 0.05, 0.3] {
+        assert_eq!(conditional_distance(&scaled, Some(10.0), rel), conditional_distance(&curve, Some(1.0), rel));
+    }
+    assert_eq!(tolerance(0.05, 3.0, Some(1.0)), 0.05 * 2.0);
 }
 
 #[test]
@@ -137,7 +146,7 @@ fn a_count_is_flagged_for_more_tuning_when_its_ensemble_spreads_or_it_loses_to_f
 
 #[test]
 fn an_arms_saturation_is_its_best_fine_tuning_loss_and_sets_its_distance() {
-    let spec: DistanceSpec = toml::from_str("behavior = \"r\"\nepsilon = 0.1\nlrs = [0.001]").unwrap();
+    let spec: DistanceSpec = toml::from_str("behavior = \"r\"\nepsilon_rel = 0.05\nlrs = [0.001]").unwrap();
     let v = |tuning| Variant { arm: Arm::Target, tuning };
     let p = |tokens, restart| Tuning::Prompt { tokens, restart, lr: 1e-3 };
     let runs = [
@@ -443,7 +452,9 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
     assert_eq!(a.tunings.len(), 8);
     for t in &a.tunings {
         assert_eq!(t.conditions.len(), 2);
-        assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.extra.is_finite() && c.invalid_gap >= 0.0));
+        // Extra moves are a reached path's: defined exactly when some sampled path reaches B.
+        assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.invalid_gap >= 0.0 && c.reached >= 0.0));
+        assert!(t.conditions.iter().all(|c| c.extra.is_finite() == (c.reached > 0.0)), "{:?}", t.conditions);
     }
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
     vestige::commands::experiment::write_report(&exp, None).unwrap();

@@ -195,7 +195,14 @@ fn check_soft_prompts(case: &str) {
 fn check_steering(case: &str) {
     let m = load(case);
     let l = m.cfg.n_layers;
-    let mk = |layer, coef, start, end, seed| Steer { layer, coef, start, end, vector: random_rows(&m, 1, 1.0, seed) };
+    let mk = |layer, coef, start, end, seed| Steer {
+        layer,
+        coef,
+        start,
+        end,
+        vector: random_rows(&m, 1, 1.0, seed),
+        project: false,
+    };
     // Spans covering only the prompt, prompt and generation, only generation, everything.
     let steers = vec![mk(0, 0.5, 1, 3, 1), mk(1, 2.0, 3, 9, 2), mk(l, 1.5, 7, 100, 3), mk(1, -1.0, 0, 100, 4)];
     let inputs = vec![tokens(&m, 5, 6)];
@@ -345,7 +352,14 @@ fn invalid_requests_are_errors() {
     let one_row = &soft_prompt(&m)[..m.cfg.d_model];
     let err = gen(&[prompt_slots()], one_row, &[], Sampling::Greedy);
     assert!(matches!(err, GenerateError::PromptRowOutOfRange { row: 1, .. }), "{err}");
-    let steer = Steer { layer: m.cfg.n_layers + 1, coef: 1.0, start: 0, end: 1, vector: vec![0.0; m.cfg.d_model] };
+    let steer = Steer {
+        layer: m.cfg.n_layers + 1,
+        coef: 1.0,
+        start: 0,
+        end: 1,
+        vector: vec![0.0; m.cfg.d_model],
+        project: false,
+    };
     assert!(matches!(gen(&ok, &[], &[steer], Sampling::Greedy), GenerateError::BadSteer { index: 0, .. }));
     for (temperature, top_p) in [(0.0, 0.9), (1.0, 0.0), (1.0, 1.5)] {
         assert!(matches!(gen(&ok, &[], &[], Sampling::TopP { temperature, top_p }), GenerateError::BadSampling(_)));
@@ -376,7 +390,8 @@ fn residual_tap_during_generation_matches_full_forward() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/llama_gqa/model");
     let model = vestige::engine::model::Model::load(&dir).unwrap().model;
     let d = model.cfg.d_model;
-    let steers = [vestige::engine::model::Steer { layer: 1, coef: 2.0, start: 3, end: 6, vector: vec![0.3; d] }];
+    let steers =
+        [vestige::engine::model::Steer { layer: 1, coef: 2.0, start: 3, end: 6, vector: vec![0.3; d], project: false }];
     let ids: Vec<u32> = (0..8).map(|i| (i * 5 % 64) as u32).collect();
     for layer in 0..=model.cfg.n_layers {
         let mut acts = Activations::default();

@@ -343,7 +343,7 @@ fn steering_vector_gradient_matches_finite_differences() {
     let batch = lm_batch(&model, 11);
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let d = model.cfg.d_model;
-    let steer = |v: &[f32]| vec![Steer { layer: 1, coef: 1.5, start: 2, end: 7, vector: v.to_vec() }];
+    let steer = |v: &[f32]| vec![Steer { layer: 1, coef: 1.5, start: 2, end: 7, vector: v.to_vec(), project: false }];
     let vector = rand_vec(&mut rng, d, 0.5);
     let norm = default_norm(&batch.targets, &batch.weights);
     let mut acts = Activations::default();

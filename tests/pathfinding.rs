@@ -309,10 +309,35 @@ fn the_scorer_walks_generated_paths_on_a_hand_made_board() {
     let bump = "S E E S S W W D";
     assert_eq!(metric(&sample, bump, "invalid_moves"), 1.0);
     assert_eq!(metric(&sample, bump, "reached_target"), 1.0);
-    // Stops early: B never reached, 4 moves short of optimal; moves after D are not walked.
+    // Stops early: B never reached; moves after D are not walked, and a path that never
+    // reaches B has no extra moves (it is not a longer path to B).
     let short = "E E D S S W W";
     assert_eq!(metric(&sample, short, "reached_target"), 0.0);
-    assert_eq!(metric(&sample, short, "extra_moves"), -4.0);
+    assert_eq!(grid.walk(&ids(short)).extra_moves, None);
+    let scores = Pathfinding::default().score(&sample, &ids(short));
+    assert!(scores.iter().all(|(n, _)| !n.starts_with("extra_moves")), "{scores:?}");
+}
+
+#[test]
+fn a_failed_paths_moves_are_not_counted_as_extra_moves() {
+    // A . .      a failed path of 9 moves wanders and never reaches B; counting its moves
+    // X X .      against the optimal 6 would give it 3 "extra moves".
+    // B . .
+    let prompt = ids("A O O / X X O / B O O / Moves: /");
+    let answer = ids("N E E S S W W D");
+    let sample = Sample::new([prompt.clone(), answer.clone()].concat(), vec![0.0; 20], prompt.len());
+    let grid = Grid::parse(&prompt).unwrap();
+    let wander = ids("E E W W E E W W E D");
+    let walk = grid.walk(&wander);
+    assert_eq!((walk.moves, walk.reached, walk.extra_moves), (9, false, None));
+    // Over a batch, extra moves average over the reached paths only, next to the reach rate.
+    let task = Pathfinding::default();
+    let samples = vec![sample.clone(), sample.clone()];
+    let scores = vestige::data::score::score_all(&task, &samples, &[ids("N E E S S W W D"), wander]);
+    let get = |name: &str| scores.iter().find(|(n, _)| *n == name).unwrap().1;
+    assert_eq!(get("reached_target"), 0.5);
+    assert_eq!(get("extra_moves"), 1.0, "the reached path's 1 extra move, not the mean with the failed path's 3");
+    assert_eq!(get("invalid_moves"), 0.5, "defined for every path");
 }
 
 #[test]
@@ -323,7 +348,7 @@ fn walking_a_sample_answer_on_its_prompt_reproduces_the_board_conditions() {
             let s = b.sample();
             let walk = Grid::parse(s.input()).unwrap().walk(&s.answer());
             assert_eq!((walk.moves, walk.invalid), (b.total_moves(), b.invalid_moves), "{}", b.text());
-            assert_eq!(walk.extra_moves, b.extra_moves, "{}", b.text());
+            assert_eq!(walk.extra_moves, walk.reached.then_some(b.extra_moves), "{}", b.text());
             assert_eq!(walk.reached, b.moves.last() == Some(&Move::D), "{}", b.text());
         }
     }

@@ -57,7 +57,7 @@ fn case(name: &str, trained: Trained) -> (Model, Batch, Vec<f32>, Vec<Steer>) {
     let steers = match trained {
         Trained::Steer => {
             let vector = (0..d).map(|_| rng.random::<f32>() - 0.5).collect();
-            vec![Steer { layer: 1, coef: 0.7, start: 3, end: 20, vector }]
+            vec![Steer { layer: 1, coef: 0.7, start: 3, end: 20, vector, project: false }]
         }
         _ => Vec::new(),
     };

@@ -602,9 +602,10 @@ impl Task for Pathfinding {
 
     /// Token accuracy, and the generated path walked on the sample's board (see [`Grid::walk`]):
     /// `reached_target` (0/1), `valid_moves` (fraction of its directions that moved),
-    /// `extra_moves` and `invalid_moves`, and `extra_moves_gap` / `invalid_moves_gap`: their
-    /// absolute differences from the sample's own path (its conditions). A prompt that is not
-    /// a board scores token accuracy only.
+    /// `invalid_moves` and `invalid_moves_gap` (its absolute difference from the sample's own
+    /// path); for a path that reaches the target only, `extra_moves` and `extra_moves_gap`
+    /// (so that their means are over reached paths, next to the reach rate). A prompt that is
+    /// not a board scores token accuracy only.
     fn score(&self, sample: &Sample, generated: &[u32]) -> Vec<(&'static str, f64)> {
         let mut out = vec![("token_accuracy", score::token_accuracy(sample, generated))];
         let Some(grid) = Grid::parse(sample.input()) else { return out };
@@ -612,11 +613,13 @@ impl Task for Pathfinding {
         out.extend([
             ("reached_target", f64::from(u8::from(got.reached))),
             ("valid_moves", if got.moves == 0 { 1.0 } else { (got.moves - got.invalid) as f64 / got.moves as f64 }),
-            ("extra_moves", got.extra_moves as f64),
             ("invalid_moves", got.invalid as f64),
-            ("extra_moves_gap", (got.extra_moves - want.extra_moves).abs() as f64),
             ("invalid_moves_gap", got.invalid.abs_diff(want.invalid) as f64),
         ]);
+        if let Some(extra) = got.extra_moves {
+            out.push(("extra_moves", extra as f64));
+            out.push(("extra_moves_gap", (extra - want.extra_moves.unwrap_or(extra)).abs() as f64));
+        }
         out
     }
 }
@@ -640,8 +643,10 @@ pub struct Walk {
     pub invalid: usize,
     /// Whether the walker stood on the target at some point.
     pub reached: bool,
-    /// `moves` minus the optimal path length (0 for an unreachable target), as in [`Board`].
-    pub extra_moves: i64,
+    /// `moves` minus the optimal path length (0 for an unreachable target), as in [`Board`];
+    /// `None` for a path that never reaches the target, whose moves are not extra moves of a
+    /// path to it.
+    pub extra_moves: Option<i64>,
 }
 
 impl Grid {
@@ -679,7 +684,7 @@ impl Grid {
             reached |= pos == self.target;
         }
         let optimal = optimal_moves(w, h, &distances(w, h, &self.blocked, self.target), self.start, self.target);
-        Walk { moves: walked, invalid, reached, extra_moves: walked as i64 - optimal as i64 }
+        Walk { moves: walked, invalid, reached, extra_moves: reached.then_some(walked as i64 - optimal as i64) }
     }
 }
 

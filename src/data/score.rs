@@ -21,20 +21,21 @@ pub fn exact_match(sample: &Sample, generated: &[u32]) -> f64 {
     f64::from(u8::from(generated.len() >= answer.len() && generated[..answer.len()] == answer[..]))
 }
 
-/// The mean of each metric of [`Task::score`] over `samples` and their greedy answers
-/// `generated` (paired by position), in the order the task reports them.
+/// The mean of each metric of [`Task::score`] over the samples (paired with their greedy
+/// answers `generated` by position) that report it — a metric defined for some samples only,
+/// such as a reached path's extra moves, is averaged over those — in the order the task
+/// reports them.
 pub fn score_all(task: &dyn Task, samples: &[Sample], generated: &[Vec<u32>]) -> Vec<(&'static str, f64)> {
-    let mut sums: Vec<(&'static str, f64)> = Vec::new();
+    let mut sums: Vec<(&'static str, f64, usize)> = Vec::new();
     for (s, g) in samples.iter().zip(generated) {
         for (name, value) in task.score(s, g) {
-            match sums.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, sum)) => *sum += value,
-                None => sums.push((name, value)),
+            match sums.iter_mut().find(|(n, _, _)| *n == name) {
+                Some((_, sum, count)) => (*sum, *count) = (*sum + value, *count + 1),
+                None => sums.push((name, value, 1)),
             }
         }
     }
-    let n = samples.len().min(generated.len()).max(1) as f64;
-    sums.into_iter().map(|(name, sum)| (name, sum / n)).collect()
+    sums.into_iter().map(|(name, sum, count)| (name, sum / count as f64)).collect()
 }
 
 /// A held-out probe set a task adds to its evaluations (see [`Task::probes`]): the fraction

@@ -4,7 +4,7 @@
 
 use super::activations::{Activations, BlockActs, GradScratch, PromptRows};
 use super::batch::Batch;
-use super::forward::Positions;
+use super::forward::{project_out, unit, Positions};
 use super::kernels::act::act_backward;
 use super::kernels::attention::attention_backward;
 use super::kernels::dropout::{masked_copy, Dropout, Mask, Site};
@@ -90,8 +90,9 @@ impl Model {
             &acts.lnf_mean,
             &acts.lnf_rstd,
         );
-        steer_grads(&mut sinks, steers, last, &g.dres, s, d);
-        let prompt_rows = self.lora.is_none() && sinks.prompts_only();
+        steer_grads(&mut sinks, steers, last, &mut g.dres, s, d);
+        // A projection at layer 0 needs every row's gradient there.
+        let prompt_rows = self.lora.is_none() && sinks.prompts_only() && !steers.iter().any(|st| st.project);
         if prompt_rows {
             acts.prompt_rows.select(&batch.slots, s);
         }
@@ -107,7 +108,7 @@ impl Model {
                 &acts.dropout,
                 rows,
             );
-            steer_grads(&mut sinks, steers, l, &g.dres, s, d);
+            steer_grads(&mut sinks, steers, l, &mut g.dres, s, d);
         }
         if lowest == 0 {
             let dwte = slot_mut(&mut sinks.weights, &self.layout.wte);
@@ -323,9 +324,17 @@ fn split_pair<'a>(g: &'a mut [f32], a: &TensorSpan, b: Option<&TensorSpan>) -> (
 }
 
 /// Accumulates `coef · Σ dres` over the steered slots into each steering gradient.
-fn steer_grads(sinks: &mut GradSinks, steers: &[Steer], layer: usize, dres: &[f32], seq: usize, d: usize) {
+fn steer_grads(sinks: &mut GradSinks, steers: &[Steer], layer: usize, dres: &mut [f32], seq: usize, d: usize) {
+    for st in steers.iter().filter(|st| st.project && st.layer == layer) {
+        let u = unit(&st.vector);
+        for (r, row) in dres.chunks_exact_mut(d).enumerate() {
+            if (st.start..st.end).contains(&(r % seq)) {
+                project_out(row, &u, st.coef);
+            }
+        }
+    }
     let Some(grads) = sinks.steers.as_deref_mut() else { return };
-    for (st, grad) in steers.iter().zip(grads.iter_mut()).filter(|(st, _)| st.layer == layer) {
+    for (st, grad) in steers.iter().zip(grads.iter_mut()).filter(|(st, _)| !st.project && st.layer == layer) {
         for (r, row) in dres.chunks_exact(d).enumerate() {
             if (st.start..st.end).contains(&(r % seq)) {
                 grad.iter_mut().zip(row).for_each(|(g, x)| *g += st.coef * x);

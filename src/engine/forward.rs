@@ -220,10 +220,27 @@ fn residual_add(out: &mut [f32], x: &[f32], branches: &[(&[f32], Option<&[f32]>)
 /// position is in its `start..end`.
 pub(crate) fn apply_steers(resid: &mut [f32], steers: &[Steer], layer: usize, positions: Positions, d: usize) {
     for st in steers.iter().filter(|st| st.layer == layer) {
+        let unit = st.project.then(|| unit(&st.vector));
         for (r, row) in resid.chunks_exact_mut(d).enumerate() {
             if (st.start..st.end).contains(&positions.of(r)) {
-                row.iter_mut().zip(&st.vector).for_each(|(x, v)| *x += st.coef * v);
+                match &unit {
+                    Some(u) => project_out(row, u, st.coef),
+                    None => row.iter_mut().zip(&st.vector).for_each(|(x, v)| *x += st.coef * v),
+                }
             }
         }
     }
+}
+
+/// `v / |v|` (zeros for a zero vector).
+pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| if norm > 0.0 { x / norm } else { 0.0 }).collect()
+}
+
+/// `x ← x − coef · (x·u) u`: the component of `x` along the unit vector `u` scaled by `1 − coef`.
+/// Its own transpose, so the backward pass applies it to the gradient.
+pub(crate) fn project_out(x: &mut [f32], u: &[f32], coef: f32) {
+    let along = coef * x.iter().zip(u).map(|(a, b)| a * b).sum::<f32>();
+    x.iter_mut().zip(u).for_each(|(a, b)| *a -= along * b);
 }

@@ -30,6 +30,10 @@ pub struct Steer {
     pub end: usize,
     /// `[d]`.
     pub vector: Vec<f32>,
+    /// Ablation instead of addition: each row `x` becomes `x − coef · (x·u) u`, `u` the
+    /// vector's direction (`coef = 1` projects the direction out). A projected vector is not
+    /// trained.
+    pub project: bool,
 }
 
 impl Model {

@@ -62,10 +62,27 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
     cfg.phases.iter().map(|p| phase_compute(p, tasks, params)).fold((0, 0.0), |(t, f), (u, g)| (t + u, f + g))
 }
 
-/// Training tokens and FLOPs of one phase: per token, ≈ 6·N FLOPs when the weights train,
-/// 4·N when only inputs or adapters train (forward + activation gradients), 2·N for none.
+/// Training tokens (prompt slots included) and FLOPs of one phase: per token, ≈ 6·N FLOPs
+/// when the weights train, 4·N when only inputs or adapters train (forward + activation
+/// gradients), 2·N for none. A discrete prompt search counts every token it passes through the model: per step its
+/// batch once forward and backward (GCG's gradient, 4·N) and once forward per scored
+/// candidate (2·N), see [`crate::train::token_search::TokenSearchCfg::passes`].
 pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) {
-    let width = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
+    let longest = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
+    let prompt = match p.trainable {
+        Trainable::SoftPrompt => p.soft_prompt.as_ref().map_or(0, |s| s.tokens),
+        Trainable::CondPrompt => p.cond_prompt.as_ref().map_or(0, |c| c.tokens),
+        Trainable::Tokens => p.token_search.as_ref().map_or(0, |t| t.tokens),
+        _ => 0,
+    };
+    // Prompt slots pass through the model like tokens.
+    let width = longest + prompt as u64;
+    if let (Trainable::Tokens, Some(ts)) = (p.trainable, &p.token_search) {
+        let sequence = p.steps * p.batch_size as u64 * width;
+        let (forward_backward, forward) = ts.passes();
+        let flops = (4 * forward_backward + 2 * forward) as f64 * params as f64 * sequence as f64;
+        return (sequence * (forward_backward + forward), flops);
+    }
     let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
     let per_token = match p.trainable {
         t if t.trains_weights() => 6.0,

@@ -101,6 +101,21 @@ pub fn replace_phases(doc: &mut toml::Table, name: &str, phases: toml::Value) ->
     Ok(())
 }
 
+/// The `[[tasks]]` entries of a config table, read as task specs.
+pub fn task_specs(doc: &toml::Table) -> Result<Vec<crate::data::spec::TaskSpec>, Problem> {
+    let tasks = doc.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
+    tasks
+        .into_iter()
+        .map(|t| t.try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string())))
+        .collect()
+}
+
+/// The generated sweep axis `key` of a study that expands each sweep point into one cell per
+/// variant, named `values`.
+pub fn variant_axis(key: &str, values: &[String]) -> Vec<Axis> {
+    vec![Axis { key: key.into(), paths: vec![key.into()], values: values.iter().map(|v| v.as_str().into()).collect() }]
+}
+
 /// `(name, kind)` of each `[[tasks]]` entry of a config table.
 pub fn task_kinds(doc: &toml::Table) -> Vec<(String, String)> {
     let field = |t: &toml::Value, k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();

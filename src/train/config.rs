@@ -6,6 +6,7 @@
 use super::batching::Insert;
 use super::canonical::canonical_json;
 use super::locate::line_of;
+use super::token_search::TokenSearchCfg;
 pub use crate::data::spec::TaskSpec;
 use crate::data::spec::{Base, Kind};
 use crate::data::Task;
@@ -94,6 +95,9 @@ pub enum Trainable {
     /// A conditional soft prompt: an MLP maps each sample's condition vector (see
     /// [`CondSource`]) to its own prompt vectors, prepended.
     CondPrompt,
+    /// A discrete prompt of vocabulary tokens, searched with the model frozen (see
+    /// [`crate::train::token_search`]).
+    Tokens,
 }
 
 impl Trainable {
@@ -148,6 +152,22 @@ pub struct SteeringCfg {
     pub start: usize,
     /// End slot (exclusive); default: the whole sequence.
     pub end: Option<usize>,
+    /// `[with, without]`: the vector starts as the mean difference of residual stream
+    /// `read_layer` (default `layer`) at the answer positions between the first `samples`
+    /// training samples of task `with` and of task `without`, computed at the phase start
+    /// (see [`crate::train::steering`]); otherwise at zero.
+    pub from: Option<[String; 2]>,
+    pub read_layer: Option<usize>,
+    #[serde(default = "default_steer_samples")]
+    pub samples: usize,
+    /// Ablation: remove `coef` of the component along the vector instead of adding
+    /// `coef · vector` (a fixed vector: `trainable = "none"`).
+    #[serde(default)]
+    pub project: bool,
+}
+
+fn default_steer_samples() -> usize {
+    64
 }
 
 /// Conditional soft-prompt settings.
@@ -383,6 +403,7 @@ pub struct PhaseSpec {
     pub soft_prompt: Option<SoftPromptCfg>,
     pub steering: Option<SteeringCfg>,
     pub cond_prompt: Option<CondPromptCfg>,
+    pub token_search: Option<TokenSearchCfg>,
     /// Task name → sampling weight.
     pub mixture: BTreeMap<String, f64>,
     #[serde(default)]
@@ -617,7 +638,14 @@ impl RunConfig {
 
     /// A fresh model must have positions for the longest task sample plus the soft prompt.
     fn prompt_fits(&self, i: usize, p: &PhaseSpec, built: &[(usize, Arc<dyn Task>)], out: &mut Vec<Problem>) {
-        let tokens = p.soft_prompt.as_ref().map(|s| s.tokens).max(p.cond_prompt.as_ref().map(|c| c.tokens));
+        let tokens = [
+            p.soft_prompt.as_ref().map(|s| s.tokens),
+            p.cond_prompt.as_ref().map(|c| c.tokens),
+            p.token_search.as_ref().map(|t| t.tokens),
+        ]
+        .into_iter()
+        .max()
+        .flatten();
         let Some(tokens) = tokens.filter(|_| self.model.load.is_none()) else { return };
         let used = p.mixture.keys().chain(&p.eval.tasks);
         let longest =
@@ -631,7 +659,11 @@ impl RunConfig {
             out.push(problem(
                 format!(
                     "phases[{i}].{}",
-                    if p.soft_prompt.is_some() { "soft_prompt.tokens" } else { "cond_prompt.tokens" }
+                    match (&p.soft_prompt, &p.cond_prompt) {
+                        (Some(_), _) => "soft_prompt.tokens",
+                        (_, Some(_)) => "cond_prompt.tokens",
+                        _ => "token_search.tokens",
+                    }
                 ),
                 msg,
             ));
@@ -790,6 +822,24 @@ impl RunConfig {
             }
             _ => {}
         }
+        match (&p.token_search, p.trainable) {
+            (None, Trainable::Tokens) => {
+                out.push(problem(key("token_search"), "trainable = \"tokens\" needs a [phases.token_search] table"))
+            }
+            (Some(_), t) if t != Trainable::Tokens => {
+                out.push(problem(key("token_search"), "only trainable = \"tokens\" searches a discrete prompt"))
+            }
+            (Some(ts), _) => {
+                out.extend(ts.problems().into_iter().map(|(k, m)| problem(key(&format!("token_search.{k}")), m)));
+                if p.grad_accum != 1 {
+                    out.push(problem(
+                        key("grad_accum"),
+                        "a token search scores one batch per step: use grad_accum = 1",
+                    ));
+                }
+            }
+            _ => {}
+        }
         match (&p.cond_prompt, p.trainable) {
             (None, Trainable::CondPrompt) => {
                 out.push(problem(key("cond_prompt"), "trainable = \"cond_prompt\" needs a [phases.cond_prompt] table"))
@@ -821,13 +871,36 @@ impl RunConfig {
             (None, Trainable::Steering) => {
                 out.push(problem(key("steering"), "trainable = \"steering\" needs a [phases.steering] table"))
             }
-            (Some(st), _) if self.model.load.is_none() && st.layer > self.model.n_layers => out.push(problem(
-                key("steering.layer"),
-                format!("must be at most model.n_layers = {} (the final norm's input)", self.model.n_layers),
-            )),
+            (Some(st), _)
+                if self.model.load.is_none()
+                    && st.read_layer.unwrap_or(st.layer).max(st.layer) > self.model.n_layers =>
+            {
+                out.push(problem(
+                    key("steering.layer"),
+                    format!(
+                        "layer and read_layer must be at most model.n_layers = {} (the final norm's input)",
+                        self.model.n_layers
+                    ),
+                ))
+            }
             (Some(st), _) if st.end.is_some_and(|e| e <= st.start) => {
                 out.push(problem(key("steering.end"), "must be greater than steering.start"))
             }
+            (Some(st), Trainable::Steering) if st.project => out.push(problem(
+                key("steering.project"),
+                "a projected direction is fixed: use trainable = \"none\" with steering.from",
+            )),
+            (Some(st), Trainable::None) if st.from.is_none() => out.push(problem(
+                key("steering.from"),
+                "a fixed steering vector (trainable = \"none\") needs from = [with_task, without_task]",
+            )),
+            (Some(st), _) if st.from.as_ref().is_some_and(|f| f.iter().any(|t| !tasks.contains(&t.as_str()))) => {
+                out.push(problem(key("steering.from"), format!("names a task not in [[tasks]]: {:?}", st.from)))
+            }
+            (Some(st), t) if t != Trainable::Steering && t != Trainable::None => out.push(problem(
+                key("steering"),
+                "a steering vector goes with trainable = \"steering\" (learned) or \"none\" (fixed)",
+            )),
             _ => {}
         }
         if let Some(l) = &p.lora {

@@ -26,5 +26,7 @@ pub mod regularizers;
 pub mod run;
 pub mod schedule;
 pub mod shared_base;
+pub mod steering;
 pub mod step_loop;
+pub mod token_search;
 pub mod trainable;

@@ -17,8 +17,8 @@ use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{insertion, MicroBatch, TrainableSet};
-use crate::data::mix;
 use crate::data::mixture::Mixture;
+use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::Model;
 use crate::engine::shards::{zero_grads, ShardedPass};
@@ -207,26 +207,10 @@ impl Runner {
             self.evaluate(&p, &mut ph.set)?;
         }
         while self.state.step_in_phase < p.steps {
-            let step = self.state.step_in_phase;
-            let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
-            let loss = self.accumulate(&mut ph);
-            let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
-            let norm = clip(&mut ph.grads, p.grad_clip);
-            if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
-                let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
-                return Err(Diverged {
-                    step: self.state.global_step,
-                    phase: p.name.clone(),
-                    what: what.into(),
-                    checkpoints: self.paths.checkpoints.clone(),
-                }
-                .into());
-            }
-            ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
-            self.state.step_in_phase += 1;
-            self.state.global_step += 1;
-            let train = |metric, value| ("train".to_string(), metric, value);
-            self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
+            let loss = match ph.set.token_search() {
+                Some(_) => self.search_step(&mut ph)?,
+                None => self.train_step(&mut ph)?,
+            };
             bar.inc(1);
             let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
@@ -255,20 +239,86 @@ impl Runner {
         Ok(())
     }
 
+    /// One optimizer step of the phase's trainable set; logs and returns its loss.
+    fn train_step(&mut self, ph: &mut Phase) -> Result<f32, RunError> {
+        let p = ph.spec.clone();
+        let lr = lr_at(&p.schedule, p.optimizer.lr, self.state.step_in_phase, p.steps);
+        let loss = self.accumulate(ph);
+        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
+        let norm = clip(&mut ph.grads, p.grad_clip);
+        if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
+            let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
+            return Err(self.diverged(&p.name, what));
+        }
+        ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
+        self.state.step_in_phase += 1;
+        self.state.global_step += 1;
+        let train = |metric, value| ("train".to_string(), metric, value);
+        self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
+        Ok(loss)
+    }
+
+    /// The run diverged in phase `phase`: `what` is not finite.
+    fn diverged(&self, phase: &str, what: &str) -> RunError {
+        Diverged {
+            step: self.state.global_step,
+            phase: phase.to_string(),
+            what: what.into(),
+            checkpoints: self.paths.checkpoints.clone(),
+        }
+        .into()
+    }
+
+    /// Micro-batch `micro` of step `step` of the phase: each sample's task index, the samples
+    /// and their prompt insertion points.
+    fn draw(&self, ph: &Phase, step: u64, micro: usize) -> (Vec<usize>, Vec<Sample>, Vec<usize>) {
+        let p = &ph.spec;
+        let seed = self.phase_seed(self.state.phase);
+        let insert = insertion(p);
+        let first = (step * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
+        let (task_ids, samples): (Vec<usize>, Vec<_>) =
+            (0..p.batch_size as u64).map(|r| ph.mixture.sample(seed, first + r)).unzip();
+        let at = samples.iter().zip(first..).map(|(s, k)| insert.point(s.tokens.len(), mix(seed ^ k))).collect();
+        (task_ids, samples, at)
+    }
+
+    /// One step of a discrete prompt search (see [`super::token_search`]) on the step's
+    /// batch (exhaustive search: always the phase's first batch); logs the current prompt's
+    /// loss, the best candidate's and whether the prompt changed, and returns the first.
+    fn search_step(&mut self, ph: &mut Phase) -> Result<f32, RunError> {
+        let step = self.state.step_in_phase;
+        let key = self.phase_seed(self.state.phase) ^ 0x0067_6367;
+        let fixed = ph.set.token_search().is_some_and(|(s, _)| s.fixed_batch());
+        let (_, samples, at) = self.draw(ph, if fixed { 0 } else { step }, 0);
+        let (search, rows) = ph.set.token_search().expect("a token-search phase");
+        let report = search.step(&self.model, &mut self.pass, &samples, &at, step, key);
+        *rows = search.rows(&self.model);
+        let (forward_backward, forward) = search.cfg.passes();
+        let width: u64 = samples.iter().map(|s| (s.tokens.len() + search.tokens.len()) as u64).sum();
+        self.state.tokens += (forward_backward + forward) * width;
+        self.state.step_in_phase += 1;
+        self.state.global_step += 1;
+        if !report.loss.is_finite() {
+            return Err(self.diverged(&ph.spec.name, "the loss"));
+        }
+        let train = |metric, value| ("train".to_string(), metric, value);
+        let best = if report.best_candidate.is_finite() { report.best_candidate } else { report.loss };
+        self.log(&[
+            train("loss", report.loss as f64),
+            train("best_candidate", best as f64),
+            train("accepted", report.accepted as u8 as f64),
+        ])?;
+        Ok(report.loss)
+    }
+
     /// Gradients of `grad_accum` micro-batches into the phase's gradient buffer; returns
     /// their mean loss.
     fn accumulate(&mut self, ph: &mut Phase) -> f32 {
-        let p = &ph.spec;
         zero_grads(&mut ph.grads);
-        let seed = self.phase_seed(self.state.phase);
-        let insert = insertion(p);
         let mut loss = 0.0;
-        for micro in 0..p.grad_accum {
-            let first = (self.state.step_in_phase * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
-            let (task_ids, samples): (Vec<usize>, Vec<_>) =
-                (0..p.batch_size as u64).map(|r| ph.mixture.sample(seed, first + r)).unzip();
-            let at: Vec<usize> =
-                samples.iter().zip(first..).map(|(s, k)| insert.point(s.tokens.len(), mix(seed ^ k))).collect();
+        for micro in 0..ph.spec.grad_accum {
+            let (task_ids, samples, at) = self.draw(ph, self.state.step_in_phase, micro);
+            let p = &ph.spec;
             let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
             let dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
             self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
@@ -323,6 +373,8 @@ impl Runner {
         let mut rows = Vec::new();
         let generate = p.eval.exact_match.then(|| sampling(p.eval.temperature));
         let (seed, samples, insert) = (self.cfg.seed, p.eval.samples, insertion(p));
+        let prompt = set.prompt_metrics(&self.model);
+        rows.extend(prompt.iter().map(|(metric, value)| ("prompt".to_string(), metric.as_str(), *value)));
         for name in names {
             let task = self.tasks[&name].as_ref();
             let conditioned = set.conditioned_prompt(&name, task, seed, samples, insert);
@@ -420,7 +472,7 @@ impl Runner {
     /// steering vector next to the checkpoints), and a pinned checkpoint named after the
     /// phase is written.
     fn finish_phase(&mut self, ph: Phase) -> Result<(), RunError> {
-        if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec.name)? {
+        if ph.set.finish(&mut self.model, &self.paths.dir, &ph.spec)? {
             self.stored = None;
         }
         let carried =

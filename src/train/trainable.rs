@@ -1,15 +1,17 @@
 //! The trainable set of a phase: what it trains (the weights, LoRA adapters, a soft prompt, a
-//! steering vector, a conditional-prompt MLP, or nothing), with its own config and
+//! steering vector, a conditional-prompt MLP, a searched discrete prompt, or nothing), with its own config and
 //! parameters: how it starts (fresh or from a checkpoint), how a micro-batch sends gradients
 //! to it, what it adds to an evaluation, its name in checkpoints and the artifact saved when
 //! its phase ends. The optimizer, schedule, clipping and regularisers are the step loop's.
 
 use super::batching::{batch_at, batch_of, Insert};
 use super::build::Tasks;
-use super::config::{CondPromptCfg, CondSource, PhaseSpec, Trainable};
+use super::config::{CondPromptCfg, CondSource, PhaseSpec, SteeringCfg, Trainable};
 use super::eval::held_out;
 use super::optimizer::Optimizer;
-use crate::data::{Sample, Task};
+use super::steering::mean_difference;
+use super::token_search::TokenSearch;
+use crate::data::{Sample, Split, Task};
 use crate::engine::backward::GradSinks;
 use crate::engine::cond_prompt::{CondPrompt, CondPromptShape};
 use crate::engine::kernels::dropout::Dropout;
@@ -37,9 +39,14 @@ pub enum TrainableSet {
     SoftPrompt { prompt: Vec<f32>, tokens: usize },
     /// One steering vector, added to a residual stream.
     Steering(Steer),
+    /// A steering vector applied but not trained (a contrastive vector, or a projection).
+    FixedSteer(Steer),
     /// An MLP from each sample's condition vector to its own prompt; `mixture` names the
     /// phase's tasks in order (a task's one-hot condition).
     CondPrompt { mlp: CondPrompt, cfg: CondPromptCfg, mixture: Vec<String> },
+    /// A discrete prompt and its rows (`[k, d]`, the embedding rows of its tokens), changed
+    /// by search steps rather than an optimizer.
+    Tokens { search: TokenSearch, rows: Vec<f32> },
 }
 
 /// One micro-batch of training samples.
@@ -55,11 +62,12 @@ pub struct MicroBatch<'a> {
 }
 
 /// The checkpoint (and artifact) name of each trainable set that keeps its own parameters.
-const KEYS: [(Trainable, &str); 4] = [
+const KEYS: [(Trainable, &str); 5] = [
     (Trainable::Lora, "lora"),
     (Trainable::SoftPrompt, "soft_prompt"),
     (Trainable::Steering, "steering"),
     (Trainable::CondPrompt, "cond_prompt"),
+    (Trainable::Tokens, "prompt_tokens"),
 ];
 
 /// The tensor name of a trainable set's parameters in checkpoints; `None` for the weights
@@ -73,9 +81,13 @@ pub fn take_saved(tensors: &mut BTreeMap<String, Vec<f32>>) -> Option<(Trainable
     KEYS.iter().find_map(|(kind, name)| tensors.remove(*name).map(|v| (*kind, v)))
 }
 
-/// Where a phase's soft prompt goes (prepended when it has none).
+/// Where a phase's soft or discrete prompt goes (prepended when it has none).
 pub fn insertion(p: &PhaseSpec) -> Insert {
-    p.soft_prompt.as_ref().map_or(Insert::Prepend, |sp| sp.insert)
+    match (&p.soft_prompt, &p.token_search) {
+        (_, Some(ts)) if p.trainable == Trainable::Tokens => ts.insert,
+        (Some(sp), _) => sp.insert,
+        _ => Insert::Prepend,
+    }
 }
 
 impl TrainableSet {
@@ -89,16 +101,13 @@ impl TrainableSet {
                 let head = model.layout.head.as_ref().expect("validated: all_but_head needs an untied head");
                 TrainableSet::Weights { frozen: Some(head.offset..head.offset + head.len()) }
             }
-            Trainable::None => TrainableSet::Nothing,
+            Trainable::None => match &p.steering {
+                Some(st) => TrainableSet::FixedSteer(steer(st, model, tasks, seed, None)),
+                None => TrainableSet::Nothing,
+            },
             Trainable::Steering => {
                 let st = p.steering.as_ref().expect("validated: steering phases have a [steering] table");
-                TrainableSet::Steering(Steer {
-                    layer: st.layer,
-                    coef: st.coef,
-                    start: st.start,
-                    end: st.end.unwrap_or(usize::MAX),
-                    vector: saved.unwrap_or_else(|| vec![0.0; d]),
-                })
+                TrainableSet::Steering(steer(st, model, tasks, seed, saved))
             }
             Trainable::CondPrompt => {
                 let cfg = p.cond_prompt.clone().expect("validated: cond_prompt phases have a [cond_prompt] table");
@@ -133,6 +142,11 @@ impl TrainableSet {
                 });
                 TrainableSet::SoftPrompt { prompt, tokens: sp.tokens }
             }
+            Trainable::Tokens => {
+                let cfg = p.token_search.clone().expect("validated: tokens phases have a [token_search] table");
+                let search = TokenSearch::new(cfg, model.cfg.vocab_size, seed, saved);
+                TrainableSet::Tokens { rows: search.rows(model), search }
+            }
         }
     }
 
@@ -140,7 +154,7 @@ impl TrainableSet {
     pub fn len(&self, model: &Model) -> usize {
         match self {
             TrainableSet::Weights { .. } => model.n_params(),
-            TrainableSet::Nothing => 0,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } | TrainableSet::FixedSteer(_) => 0,
             TrainableSet::Lora => model.lora.as_ref().expect("attached at phase start").params.len(),
             TrainableSet::SoftPrompt { prompt, .. } => prompt.len(),
             TrainableSet::Steering(steer) => steer.vector.len(),
@@ -159,14 +173,15 @@ impl TrainableSet {
         match self {
             TrainableSet::SoftPrompt { tokens, .. } => *tokens,
             TrainableSet::CondPrompt { cfg, .. } => cfg.tokens,
+            TrainableSet::Tokens { search, .. } => search.tokens.len(),
             _ => 0,
         }
     }
 
-    /// The prompt vectors every sample shares (a soft prompt's; none otherwise).
+    /// The prompt vectors every sample shares (a soft or discrete prompt's; none otherwise).
     pub fn prompts(&self) -> &[f32] {
         match self {
-            TrainableSet::SoftPrompt { prompt, .. } => prompt,
+            TrainableSet::SoftPrompt { prompt, .. } | TrainableSet::Tokens { rows: prompt, .. } => prompt,
             _ => &[],
         }
     }
@@ -174,7 +189,7 @@ impl TrainableSet {
     /// The steering vectors of a forward pass.
     pub fn steers(&self) -> &[Steer] {
         match self {
-            TrainableSet::Steering(steer) => std::slice::from_ref(steer),
+            TrainableSet::Steering(steer) | TrainableSet::FixedSteer(steer) => std::slice::from_ref(steer),
             _ => &[],
         }
     }
@@ -195,7 +210,10 @@ impl TrainableSet {
             TrainableSet::Lora => GradSinks { lora: Some(&mut *grads), ..Default::default() },
             TrainableSet::SoftPrompt { .. } => GradSinks { prompts: Some(&mut *grads), ..Default::default() },
             TrainableSet::Steering(_) => GradSinks { steers: Some(&mut steer_grads), ..Default::default() },
-            TrainableSet::Nothing | TrainableSet::CondPrompt { .. } => GradSinks::default(),
+            TrainableSet::Nothing
+            | TrainableSet::CondPrompt { .. }
+            | TrainableSet::Tokens { .. }
+            | TrainableSet::FixedSteer(_) => GradSinks::default(),
         };
         let loss = pass.run(model, &batch, prompts, steers, norm, mb.dropout, sinks);
         match self {
@@ -209,7 +227,7 @@ impl TrainableSet {
     /// One optimizer step on the set's parameters (none in an evaluation-only phase).
     pub fn update(&mut self, opt: &mut Optimizer, model: &mut Model, grads: &[f32], lr: f32) {
         let params: &mut [f32] = match self {
-            TrainableSet::Nothing => return,
+            TrainableSet::Nothing | TrainableSet::Tokens { .. } | TrainableSet::FixedSteer(_) => return,
             TrainableSet::Weights { frozen: Some(r) } => {
                 // The optimizer sees a zero gradient there, but weight decay and carried
                 // moments would still move the rows: they are put back.
@@ -260,20 +278,56 @@ impl TrainableSet {
     /// and for nothing.
     pub fn saved(&self, model: &Model) -> Option<(Trainable, Vec<f32>)> {
         match self {
-            TrainableSet::Weights { .. } | TrainableSet::Nothing => None,
+            TrainableSet::Weights { .. } | TrainableSet::Nothing | TrainableSet::FixedSteer(_) => None,
             TrainableSet::Lora => {
                 Some((Trainable::Lora, model.lora.as_ref().expect("attached at phase start").params.clone()))
             }
             TrainableSet::SoftPrompt { prompt, .. } => Some((Trainable::SoftPrompt, prompt.clone())),
             TrainableSet::Steering(steer) => Some((Trainable::Steering, steer.vector.clone())),
             TrainableSet::CondPrompt { mlp, .. } => Some((Trainable::CondPrompt, mlp.params.clone())),
+            TrainableSet::Tokens { search, .. } => Some((Trainable::Tokens, search.saved())),
+        }
+    }
+
+    /// The searched prompt, when the set is one: its search and rows.
+    pub fn token_search(&mut self) -> Option<(&mut TokenSearch, &mut Vec<f32>)> {
+        match self {
+            TrainableSet::Tokens { search, rows } => Some((search, rows)),
+            _ => None,
+        }
+    }
+
+    /// What an evaluation logs about the prompt itself: a discrete prompt's tokens
+    /// (`prompt_token_i`); a soft prompt's nearest embedding row by cosine similarity
+    /// (`nearest_token_i`) and that similarity (`nearest_cos_i`).
+    pub fn prompt_metrics(&self, model: &Model) -> Vec<(String, f64)> {
+        match self {
+            TrainableSet::Tokens { search, .. } => {
+                (0..).zip(&search.tokens).map(|(i, &t)| (format!("prompt_token_{i}"), t as f64)).collect()
+            }
+            TrainableSet::SoftPrompt { prompt, .. } => {
+                let d = model.cfg.d_model;
+                let wte = model.w(&model.layout.wte);
+                let norm = |x: &[f32]| x.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                let mut out = Vec::new();
+                for (i, p) in prompt.chunks_exact(d).enumerate() {
+                    let cos = |e: &[f32]| e.iter().zip(p).map(|(a, b)| a * b).sum::<f32>() / (norm(e) * norm(p));
+                    let rows = wte.chunks_exact(d).take(model.cfg.vocab_size).map(cos).enumerate();
+                    let (t, c) = rows.max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+                    out.push((format!("nearest_token_{i}"), t as f64));
+                    out.push((format!("nearest_cos_{i}"), c as f64));
+                }
+                out
+            }
+            _ => Vec::new(),
         }
     }
 
     /// Ends phase `phase`: LoRA adapters are merged into `model`'s weights; a soft prompt, a
     /// steering vector or a conditional-prompt MLP is saved as `<kind>.<phase>.safetensors`
     /// in `dir`. Returns whether the phase changed the model's weights.
-    pub fn finish(self, model: &mut Model, dir: &Path, phase: &str) -> Result<bool, HfError> {
+    pub fn finish(self, model: &mut Model, dir: &Path, spec: &PhaseSpec) -> Result<bool, HfError> {
+        let phase = spec.name.as_str();
         let d = model.cfg.d_model;
         let (kind, shape, data) = match self {
             TrainableSet::Weights { .. } => return Ok(true),
@@ -283,13 +337,57 @@ impl TrainableSet {
                 return Ok(true);
             }
             TrainableSet::SoftPrompt { prompt, .. } => (Trainable::SoftPrompt, vec![prompt.len() / d, d], prompt),
-            TrainableSet::Steering(steer) => (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector),
+            TrainableSet::Steering(steer) | TrainableSet::FixedSteer(steer) => {
+                (Trainable::Steering, vec![steer.vector.len() / d, d], steer.vector)
+            }
             TrainableSet::CondPrompt { mlp, .. } => (Trainable::CondPrompt, vec![mlp.params.len()], mlp.params),
+            TrainableSet::Tokens { search, .. } => {
+                (Trainable::Tokens, vec![search.tokens.len()], search.tokens.iter().map(|&t| t as f32).collect())
+            }
         };
         let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
         let path = dir.join(format!("{name}.{phase}.safetensors"));
-        write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), None)?;
+        let provenance = spec.steering.as_ref().filter(|_| kind == Trainable::Steering).map(steering_provenance);
+        write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), provenance.as_ref())?;
         Ok(false)
+    }
+}
+
+/// Where a steering vector was read and where it is applied, for its saved file's metadata.
+fn steering_provenance(st: &SteeringCfg) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([
+        ("applied_layer".to_string(), st.layer.to_string()),
+        ("applied_rows".to_string(), format!("{}..{}", st.start, st.end.map_or("end".into(), |e| e.to_string()))),
+        ("coef".to_string(), st.coef.to_string()),
+        ("operation".to_string(), if st.project { "project_out" } else { "add" }.to_string()),
+    ]);
+    if let Some([with, without]) = &st.from {
+        m.insert("read_layer".into(), st.read_layer.unwrap_or(st.layer).to_string());
+        m.insert("read_from".into(), format!("mean difference at answer positions: {with} − {without}"));
+        m.insert("read_samples".into(), st.samples.to_string());
+    }
+    m
+}
+
+/// The steering vector `st` describes: `saved`, else the mean difference of its `from`
+/// tasks' first training samples (drawn with `seed`), else zero.
+fn steer(st: &SteeringCfg, model: &Model, tasks: &Tasks, seed: u64, saved: Option<Vec<f32>>) -> Steer {
+    let vector = saved.unwrap_or_else(|| match &st.from {
+        Some([with, without]) => {
+            let draw = |t: &str| -> Vec<Sample> {
+                (0..st.samples as u64).map(|k| tasks[t].sample(seed, Split::Train, k)).collect()
+            };
+            mean_difference(model, &draw(with), &draw(without), st.read_layer.unwrap_or(st.layer))
+        }
+        None => vec![0.0; model.cfg.d_model],
+    });
+    Steer {
+        layer: st.layer,
+        coef: st.coef,
+        start: st.start,
+        end: st.end.unwrap_or(usize::MAX),
+        vector,
+        project: st.project,
     }
 }
 

@@ -5,12 +5,13 @@
 pub mod backdoor;
 pub mod decay;
 pub mod distance;
+pub mod elicit;
 
 use super::study::Parse;
 
 /// `template = "..."` → the study's parser.
-pub const REGISTRY: [(&str, Parse); 3] =
-    [("decay", decay::parse), ("distance", distance::parse), ("backdoor", backdoor::parse)];
+pub const REGISTRY: [(&str, Parse); 4] =
+    [("decay", decay::parse), ("distance", distance::parse), ("backdoor", backdoor::parse), ("elicit", elicit::parse)];
 
 /// The parser of template `name`, or the known names.
 pub fn parser(name: &str) -> Result<Parse, String> {

@@ -25,7 +25,7 @@ pub struct CountStats {
     pub concerns: Vec<String>,
 }
 
-/// Where the best curve comes within `epsilon` of saturation.
+/// Where the best curve comes within the tolerance of saturation (see [`tolerance`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Distance {
     /// The smallest such count.
@@ -73,10 +73,19 @@ pub struct DistanceAnalysis {
     pub missing: Vec<(String, String)>,
 }
 
-/// The conditional distance of a curve `(count, best loss)` (increasing counts) against
-/// saturation `s`: the smallest count whose loss is at most `s + epsilon`.
-pub fn conditional_distance(curve: &[(usize, f64)], s: Option<f64>, epsilon: f64) -> Distance {
-    let Some(s) = s else { return Distance::Unknown };
+/// How close to saturation `s` counts as saturated: `epsilon_rel` of the gap between the
+/// frozen model's loss `l0` (0 prompt tokens) and `s`, so that the criterion does not depend
+/// on the loss's scale; without `s`, `epsilon_rel · l0`.
+pub fn tolerance(epsilon_rel: f64, l0: f64, s: Option<f64>) -> f64 {
+    epsilon_rel * s.map_or(l0, |s| (l0 - s).max(0.0))
+}
+
+/// The conditional distance of a curve `(count, best loss)` (increasing counts, starting at
+/// 0 tokens) against saturation `s`: the smallest count whose loss is at most `s + ε`, with
+/// `ε` the [`tolerance`] of `epsilon_rel`. Unknown without `s` or without the 0-token loss.
+pub fn conditional_distance(curve: &[(usize, f64)], s: Option<f64>, epsilon_rel: f64) -> Distance {
+    let (Some(s), Some(&(_, l0))) = (s, curve.iter().find(|(n, _)| *n == 0)) else { return Distance::Unknown };
+    let epsilon = tolerance(epsilon_rel, l0, Some(s));
     match curve.iter().find(|(_, loss)| *loss <= s + epsilon) {
         Some(&(n, _)) => Distance::Reached(n),
         None => Distance::Beyond(curve.last().map_or(0, |c| c.0)),
@@ -175,13 +184,15 @@ fn curve_of(
     by_count: BTreeMap<usize, Vec<(usize, f64, f64)>>,
     s: Option<f64>,
 ) -> (Vec<CountStats>, Distance) {
+    let l0 = by_count.get(&0).and_then(|runs| runs.iter().map(|r| r.2).reduce(f64::min));
+    let epsilon = l0.map_or(f64::INFINITY, |l0| tolerance(spec.epsilon_rel, l0, s));
     let mut counts: Vec<CountStats> = Vec::new();
     for (tokens, runs) in by_count {
         let fewer = counts.iter().map(|c| c.best).reduce(f64::min);
-        counts.push(count_stats(tokens, runs, &spec.lrs, spec.epsilon, fewer));
+        counts.push(count_stats(tokens, runs, &spec.lrs, epsilon, fewer));
     }
     let curve: Vec<(usize, f64)> = counts.iter().map(|c| (c.tokens, c.best)).collect();
-    let distance = conditional_distance(&curve, s, spec.epsilon);
+    let distance = conditional_distance(&curve, s, spec.epsilon_rel);
     (counts, distance)
 }
 

@@ -22,10 +22,13 @@ pub struct ConditionResult {
     pub condition: [i64; 2],
     pub held_out: bool,
     pub loss: f64,
-    /// Means over the sampled paths.
+    /// The fraction of sampled paths that reach the target.
+    pub reached: f64,
+    /// Means over the sampled paths (extra moves: over those that reach the target; NaN when
+    /// none does).
     pub extra: f64,
     pub invalid: f64,
-    /// Mean absolute differences from the requested condition.
+    /// Mean absolute differences from the requested condition (extra moves: reached paths).
     pub extra_gap: f64,
     pub invalid_gap: f64,
 }
@@ -143,7 +146,13 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
         let Some(loss) = final_metric(&rows, &Conditional::prompt_task(&spec.behavior), "loss", phase) else {
             continue;
         };
-        let metric = |task: &str, m: &str| final_metric(&rows, task, m, phase).unwrap_or(f64::NAN);
+        // At the task's last evaluation: a metric that evaluation does not define (the extra
+        // moves when no path reached the target) is NaN, not an earlier evaluation's value.
+        let metric = |task: &str, m: &str| {
+            let last = rows.iter().filter(|r| r.phase == phase && r.task == task).map(|r| r.step).max();
+            let at = rows.iter().find(|r| Some(r.step) == last && r.phase == phase && r.task == task && r.metric == m);
+            at.map_or(f64::NAN, |r| r.value)
+        };
         let conditions = c
             .evaluated()
             .into_iter()
@@ -153,6 +162,7 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
                     condition,
                     held_out,
                     loss: metric(&task, "loss"),
+                    reached: metric(&task, "reached_target"),
                     extra: metric(&task, "extra_moves"),
                     invalid: metric(&task, "invalid_moves"),
                     extra_gap: metric(&task, "extra_moves_gap"),

@@ -18,7 +18,8 @@
 //! is scored on the same held-out samples with the same insertion points; a restart changes
 //! only the phase seed (prompt init and data order). Saturation `S` is the best held-out
 //! loss of the fine-tuning cells; the conditional distance is the smallest count whose best
-//! loss is within `epsilon` of `S` (see [`super::distance_analysis`]).
+//! loss is within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss (see
+//! [`analysis`]).
 //!
 //! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
 //! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
@@ -36,7 +37,7 @@ pub mod report;
 use crate::data::spec::{default_vocab, Kind};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
-use crate::lab::study::{Problem, Study};
+use crate::lab::study::{task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use crate::train::batching::Insert;
 use crate::train::config::TaskSpec;
@@ -87,9 +88,10 @@ pub struct DistanceSpec {
     /// Evaluations per measurement phase.
     #[serde(default = "default_evals")]
     pub evals: u64,
-    /// How close to `S` counts as saturated (in the loss's units, nats per token).
+    /// How close to `S` counts as saturated, as a fraction of the gap between the frozen
+    /// model's loss and `S`: `ε = epsilon_rel · (L0 − S)`.
     #[serde(default = "default_epsilon")]
-    pub epsilon: f64,
+    pub epsilon_rel: f64,
     #[serde(default)]
     pub saturation: Saturation,
     /// Conditional prompts on pathfinding conditions (absent: unconditional prompts only).
@@ -345,8 +347,8 @@ impl DistanceSpec {
         if self.saturation.kinds.is_empty() {
             bad("saturation.kinds", "name at least one of \"full\", \"lora\": saturation defines the distance".into());
         }
-        if !(self.epsilon >= 0.0 && self.epsilon.is_finite()) {
-            bad("epsilon", "must be a number ≥ 0".into());
+        if !(self.epsilon_rel >= 0.0 && self.epsilon_rel < 1.0) {
+            bad("epsilon_rel", "must be a fraction of the gap L0 − S in [0, 1)".into());
         }
         if self.arms(tasks, pretrained).is_empty() {
             bad("behavior", "no arm to run".into());
@@ -487,12 +489,7 @@ impl DistanceSpec {
 
 /// The tasks and the pre-training flag of an experiment's base table.
 fn tasks_of(doc: &toml::Table) -> Result<(Vec<TaskSpec>, bool), (String, String)> {
-    let tasks = doc.get("tasks").and_then(|t| t.as_array()).cloned().unwrap_or_default();
-    let specs = tasks
-        .into_iter()
-        .map(|t| t.try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string())))
-        .collect::<Result<Vec<TaskSpec>, _>>()?;
-    Ok((specs, doc.contains_key("phases")))
+    Ok((task_specs(doc)?, doc.contains_key("phases")))
 }
 
 /// The `[distance]` table of `doc`, checked.
@@ -546,8 +543,7 @@ impl Study for Distance {
 
     /// `distance.variant`: one cell per arm × tuning of each sweep point.
     fn axes(&self) -> Vec<Axis> {
-        let values = self.variants.iter().map(|v| v.as_str().into()).collect();
-        vec![Axis { key: AXIS.into(), paths: vec![AXIS.into()], values }]
+        variant_axis(AXIS, &self.variants)
     }
 
     /// Replaces the `[distance]` table of a cell by its variant's tasks, model and phases.

@@ -47,7 +47,8 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
             "Saturation S is the best final held-out loss of execution fine-tuning ({}) over learning rates {:?}, \
              {sat_steps} steps × batch {}. The conditional distance is the smallest soft-prompt token count whose \
              best loss (over {} restart(s) × learning rates {:?}, {} steps × batch {}, {:?} insertion) is within \
-             ε = {} of S. Every count, 0 included, and every fine-tuning run is scored on the same {} held-out samples.",
+             ε = {} × (L0 − S) of S, L0 the frozen model's loss (the criterion does not depend on the loss's \
+             scale). Every count, 0 included, and every fine-tuning run is scored on the same {} held-out samples.",
             s.saturation.kinds.join(" and "),
             s.saturation.lrs,
             s.batch_size,
@@ -56,7 +57,7 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
             s.steps,
             s.batch_size,
             s.insert,
-            s.epsilon,
+            s.epsilon_rel,
             s.eval_samples
         ),
         "Null baselines: null_target is a random-target behavior of matched entropy (a random string of the same \
