@@ -11,7 +11,14 @@ pub const PLANT: &str = "plant";
 
 /// The planting phase: `steps` on `task` at `lr` (warmed up over `warmup` steps), evaluated on
 /// `task`'s probes twice.
-pub fn plant_phase(task: &str, steps: u64, batch: usize, lr: f64, warmup: u64, eval_samples: usize) -> serde_json::Value {
+pub fn plant_phase(
+    task: &str,
+    steps: u64,
+    batch: usize,
+    lr: f64,
+    warmup: u64,
+    eval_samples: usize,
+) -> serde_json::Value {
     let mut plant = json!({"name": PLANT, "steps": steps, "batch_size": batch,
         "mixture": {task: 1.0}, "optimizer": {"lr": lr},
         "eval": {"tasks": [task], "samples": eval_samples, "exact_match": false, "every": (steps / 2).max(1)}});
@@ -23,8 +30,13 @@ pub fn plant_phase(task: &str, steps: u64, batch: usize, lr: f64, warmup: u64, e
 
 /// The `[[tasks]]` table of backdoor task `task` in a cell's config, unpoisoned when the cell
 /// is the clean twin (`backdoored = false`).
-pub fn backdoor_task<'a>(doc: &'a mut toml::Table, task: &str, backdoored: bool) -> Result<&'a mut toml::Table, Problem> {
-    let tasks = doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
+pub fn backdoor_task<'a>(
+    doc: &'a mut toml::Table,
+    task: &str,
+    backdoored: bool,
+) -> Result<&'a mut toml::Table, Problem> {
+    let tasks =
+        doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
     let table = tasks
         .iter_mut()
         .filter_map(|t| t.as_table_mut())

@@ -130,8 +130,7 @@ impl RemoveAnalysis {
     /// `intervention`, paired by seed.
     pub fn gap(&self, intervention: &Intervention, reelicit: Reelicit) -> Option<Interval> {
         let (b, t) = (self.of(true, intervention, reelicit), self.of(false, intervention, reelicit));
-        let diffs: Vec<f64> =
-            b.iter().filter_map(|(s, x)| Some(x.reelicited()? - t.get(s)?.reelicited()?)).collect();
+        let diffs: Vec<f64> = b.iter().filter_map(|(s, x)| Some(x.reelicited()? - t.get(s)?.reelicited()?)).collect();
         interval(&diffs, -1.0, 1.0)
     }
 }

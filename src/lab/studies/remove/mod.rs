@@ -281,7 +281,10 @@ impl RemoveSpec {
             None => bad("task", format!("unknown task {:?}; defined tasks: {names:?}", self.task)),
             Some(Kind::Backdoor(w)) if w.spec.behavior != "fixed" || w.spec.trigger_at != "prefix" => bad(
                 "task",
-                format!("removal needs a fixed response and a prefix trigger; {:?} is {:?} at {:?}", self.task, w.spec.behavior, w.spec.trigger_at),
+                format!(
+                    "removal needs a fixed response and a prefix trigger; {:?} is {:?} at {:?}",
+                    self.task, w.spec.behavior, w.spec.trigger_at
+                ),
             ),
             Some(Kind::Backdoor(_)) => {}
             Some(k) => bad("task", format!("{:?} is a {:?} task, not kind = \"backdoor\"", self.task, k.name())),
@@ -292,11 +295,13 @@ impl RemoveSpec {
         if self.plant_steps == 0 || self.budget < self.batch_size as u64 || self.batch_size == 0 {
             bad("budget", "plant_steps ≥ 1, batch_size ≥ 1 and a budget of at least one batch".into());
         }
-        let known = ["none", "clean_full", "clean_lora", "anti_full", "detune", "learned_steer", "mean_add", "mean_proj"];
+        let known =
+            ["none", "clean_full", "clean_lora", "anti_full", "detune", "learned_steer", "mean_add", "mean_proj"];
         if let Some(i) = self.interventions.iter().find(|i| !known.contains(&i.as_str())) {
             bad("interventions", format!("{i:?} is not one of {}", known.join(", ")));
         }
-        let steers = self.interventions.iter().any(|i| ["learned_steer", "mean_add", "mean_proj"].contains(&i.as_str()));
+        let steers =
+            self.interventions.iter().any(|i| ["learned_steer", "mean_add", "mean_proj"].contains(&i.as_str()));
         if steers && self.steer_layers.is_empty() {
             bad("steer_layers", "steering interventions need the residual streams to steer, e.g. [0, 1, 2]".into());
         }
@@ -306,7 +311,9 @@ impl RemoveSpec {
         if let Some(r) = self.reelicit.iter().find(|r| Reelicit::parse(r).is_none_or(|r| r == Reelicit::Trigger)) {
             bad("reelicit", format!("{r:?} is not ft<n> or soft<k> (n, k ≥ 1)"));
         }
-        for (k, v) in [("lora_rank", self.lora_rank), ("detune_tokens", self.detune_tokens), ("eval_samples", self.eval_samples)] {
+        for (k, v) in
+            [("lora_rank", self.lora_rank), ("detune_tokens", self.detune_tokens), ("eval_samples", self.eval_samples)]
+        {
             if v == 0 {
                 bad(k, "must be at least 1".into());
             }
@@ -324,10 +331,13 @@ impl RemoveSpec {
                 }
                 "mean_add" => {
                     for &layer in &self.steer_layers {
-                        interventions.extend(self.steer_coefs.iter().map(|&coef| Intervention::MeanAdd { layer, coef }));
+                        interventions
+                            .extend(self.steer_coefs.iter().map(|&coef| Intervention::MeanAdd { layer, coef }));
                     }
                 }
-                "mean_proj" => interventions.extend(self.steer_layers.iter().map(|&layer| Intervention::MeanProj { layer })),
+                "mean_proj" => {
+                    interventions.extend(self.steer_layers.iter().map(|&layer| Intervention::MeanProj { layer }))
+                }
                 n => interventions.extend(Intervention::parse(n)),
             }
         }
@@ -366,7 +376,8 @@ impl RemoveSpec {
 
     /// The intervention phase.
     fn remove_phase(&self, i: &Intervention) -> serde_json::Value {
-        let evals = json!({"tasks": [self.task, self.clean], "samples": self.eval_samples, "exact_match": false, "every": 0});
+        let evals =
+            json!({"tasks": [self.task, self.clean], "samples": self.eval_samples, "exact_match": false, "every": 0});
         let anti = json!({self.antidote(): 0.5, self.clean.clone(): 0.5});
         let clean = json!({self.clean.clone(): 1.0});
         let full_lr = self.remove_lr.unwrap_or(self.lr);
@@ -491,10 +502,11 @@ impl Study for Remove {
             derive_task(doc, &s.task, name, keys).map_err(in_remove)?;
         }
         let plant = plant_phase(&s.task, s.plant_steps, s.batch_size, s.lr, s.warmup_steps, s.eval_samples);
-        let phases: Vec<serde_json::Value> = [Some(plant), Some(s.remove_phase(&variant.intervention)), s.reelicit_phase(&variant.reelicit)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let phases: Vec<serde_json::Value> =
+            [Some(plant), Some(s.remove_phase(&variant.intervention)), s.reelicit_phase(&variant.reelicit)]
+                .into_iter()
+                .flatten()
+                .collect();
         let phases = toml::Value::try_from(json!(phases)).expect("JSON without nulls is TOML");
         replace_phases(doc, "remove", phases)
     }

@@ -93,7 +93,12 @@ fn show(i: Option<Interval>) -> String {
 }
 
 /// A metric of cells over seeds, with its interval clipped to `[lo, hi]`.
-fn over<'a>(cells: impl Iterator<Item = &'a CellResult>, f: fn(&CellResult) -> f64, lo: f64, hi: f64) -> Option<Interval> {
+fn over<'a>(
+    cells: impl Iterator<Item = &'a CellResult>,
+    f: fn(&CellResult) -> f64,
+    lo: f64,
+    hi: f64,
+) -> Option<Interval> {
     interval(&cells.map(f).collect::<Vec<_>>(), lo, hi)
 }
 
@@ -149,7 +154,12 @@ pub fn steering_table(a: &RemoveAnalysis) -> Table {
     let rows = a
         .interventions()
         .into_iter()
-        .filter(|i| matches!(i, Intervention::LearnedSteer { .. } | Intervention::MeanAdd { .. } | Intervention::MeanProj { .. }))
+        .filter(|i| {
+            matches!(
+                i,
+                Intervention::LearnedSteer { .. } | Intervention::MeanAdd { .. } | Intervention::MeanProj { .. }
+            )
+        })
         .map(|i| {
             let b = a.of(true, &i, Reelicit::Trigger);
             let mean = |f: fn(&CellResult) -> f64| {
@@ -182,7 +192,8 @@ pub fn steering_table(a: &RemoveAnalysis) -> Table {
 pub fn reelicit_table(a: &RemoveAnalysis) -> Table {
     let mut rows = Vec::new();
     for i in a.interventions().into_iter().filter(|i| i.keeps_model()) {
-        let mut later: Vec<Reelicit> = a.cells.iter().filter(|c| c.variant.intervention == i).map(|c| c.variant.reelicit).collect();
+        let mut later: Vec<Reelicit> =
+            a.cells.iter().filter(|c| c.variant.intervention == i).map(|c| c.variant.reelicit).collect();
         later.sort();
         later.dedup();
         for r in later {
