@@ -10,7 +10,7 @@
 use super::build::{build_model, model_tokenizer, Built, Tasks};
 use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
 use super::config::{OptimizerStart, PhaseSpec, RunConfig};
-use super::eval::{eval_probes, eval_task, forgetting, sampling, Adaptation};
+use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
@@ -374,6 +374,7 @@ impl Runner {
         let generate = p.eval.exact_match.then(|| sampling(p.eval.temperature));
         let (seed, samples, insert) = (self.cfg.seed, p.eval.samples, insertion(p));
         let prompt = set.prompt_metrics(&self.model);
+        let mut wrong_way: Vec<(String, String, f64)> = Vec::new();
         rows.extend(prompt.iter().map(|(metric, value)| ("prompt".to_string(), metric.as_str(), *value)));
         for name in names {
             let task = self.tasks[&name].as_ref();
@@ -387,12 +388,18 @@ impl Runner {
             for (metric, value) in eval_probes(&self.model, task, seed, samples, &adapt)? {
                 rows.push((name.clone(), metric, value));
             }
+            wrong_way.extend(
+                steering_wrong_way(&self.model, task, seed, samples, &adapt)
+                    .into_iter()
+                    .map(|(m, v)| (name.clone(), m, v)),
+            );
             if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
                 let (kl, ce) = forgetting(reference, &self.model, task, seed, samples, &adapt);
                 rows.push((name.clone(), "forgetting_kl", kl));
                 rows.push((name.clone(), "forgetting_ce", ce));
             }
         }
+        rows.extend(wrong_way.iter().map(|(task, metric, value)| (task.clone(), metric.as_str(), *value)));
         self.log(&rows)
     }
 

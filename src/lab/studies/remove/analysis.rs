@@ -31,6 +31,9 @@ pub struct CellResult {
     /// The same on the selection set (attack success; clean-loss change on clean inputs).
     pub select_attack: f64,
     pub select_cost: f64,
+    /// Under a steering vector: the fraction of triggered inputs whose response the vector
+    /// makes more likely (the wrong way).
+    pub wrong_way: Option<f64>,
     /// FLOPs of the intervention and of the re-elicitation.
     pub flops: f64,
     pub reelicit_flops: f64,
@@ -194,6 +197,7 @@ fn cell_result(
         clean_cost: clean_end - clean_start,
         select_attack: get(bd, "select_attack_success", true).unwrap_or(f64::NAN),
         select_cost: select_cost.unwrap_or(f64::NAN),
+        wrong_way: get(bd, "triggered_loss_wrong_way", true),
         flops: flops_of(remove),
         reelicit_flops: reelicit.map_or(0.0, flops_of),
         after_attack: after(bd, "attack_success"),

@@ -174,18 +174,28 @@ pub fn steering_table(a: &RemoveAnalysis) -> Table {
                 mean(|c| c.select_cost),
                 mean(|c| c.attack),
                 mean(|c| c.clean_cost),
+                mean(|c| c.wrong_way.unwrap_or(f64::NAN)),
                 if chosen { "chosen".into() } else { String::new() },
             ]
         })
         .collect();
     Table {
         caption: "Steering configurations: selection-set attack success and clean-loss cost (what the choice sees), \
-                  reported-set attack success and cost; means over seeds."
+                  reported-set attack success and cost, and the fraction of triggered inputs whose response \
+                  the vector makes more likely (wrong way); means over seeds."
             .into(),
-        header: ["configuration", "selection: attack", "selection: cost", "reported: attack", "reported: cost", ""]
-            .iter()
-            .map(|h| h.to_string())
-            .collect(),
+        header: [
+            "configuration",
+            "selection: attack",
+            "selection: cost",
+            "reported: attack",
+            "reported: cost",
+            "wrong way",
+            "",
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect(),
         rows,
     }
 }
