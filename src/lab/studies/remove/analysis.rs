@@ -8,8 +8,8 @@ use super::{Intervention, Reelicit, RemoveSpec, Variant, AXIS, REELICIT, REMOVE}
 use crate::analysis::{t_interval, Interval};
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::{phase_compute, PlannedCell};
-use crate::lab::pooling::finished_rows;
-use crate::store::{MetricRow, Store};
+use crate::lab::pooling::variant_results;
+use crate::store::MetricRow;
 use crate::train::build::build;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -140,24 +140,9 @@ impl RemoveAnalysis {
 
 /// Reads every cell from the experiment's store.
 pub fn analyse(spec: &RemoveSpec, exp: &Experiment, planned: &[PlannedCell]) -> Result<RemoveAnalysis> {
-    let store = Store::open(&exp.db())?;
-    let mut cells = Vec::new();
-    let mut missing = Vec::new();
-    for cell in &exp.cells {
-        let Some(variant) = variant_of(cell) else { continue };
-        match finished_rows(&store, cell)? {
-            Ok(rows) => match cell_result(spec, cell, variant, &rows, planned)? {
-                Some(r) => cells.push(r),
-                None => missing.push((cell.id.clone(), "no final metrics".into())),
-            },
-            Err(status) => missing.push((cell.id.clone(), status)),
-        }
-    }
+    let (cells, missing) =
+        variant_results(exp, AXIS, Variant::parse, |cell, v, rows| cell_result(spec, cell, v, rows, planned))?;
     Ok(RemoveAnalysis { spec: spec.clone(), cells, missing })
-}
-
-fn variant_of(cell: &Cell) -> Option<Variant> {
-    cell.point.iter().find(|(k, _)| k == AXIS).and_then(|(_, v)| v.as_str()).and_then(Variant::parse)
 }
 
 fn cell_result(
