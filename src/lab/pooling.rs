@@ -80,6 +80,9 @@ pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>
     })
 }
 
+/// Cells without a result, and why.
+pub type Missing = Vec<(String, String)>;
+
 /// The results `read` makes of every finished cell of a study with a generated variant axis
 /// `axis` (its values parsed by `parse`), and the cells without one, with why (not run, their
 /// status, or `read` found no result: `no result`).
@@ -88,7 +91,7 @@ pub fn variant_results<V, R>(
     axis: &str,
     parse: fn(&str) -> Option<V>,
     mut read: impl FnMut(&Cell, V, &[MetricRow]) -> Result<Option<R>>,
-) -> Result<(Vec<R>, Vec<(String, String)>)> {
+) -> Result<(Vec<R>, Missing)> {
     let store = Store::open(&exp.db())?;
     let (mut results, mut missing) = (Vec::new(), Vec::new());
     for cell in &exp.cells {
