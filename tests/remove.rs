@@ -73,7 +73,13 @@ fn every_intervention_trains_on_the_budget_and_the_plan_counts_its_tokens() {
         }
         assert!(v.reelicit == Reelicit::Trigger || v.intervention.keeps_model(), "{}", cell.id);
     }
-    assert_eq!(trained.len(), 5, "clean_full, clean_lora, anti_full, detune, learned_steer: {trained:?}");
+    assert_eq!(trained.len(), 6, "clean_full, clean_lora, anti_full, anti_gcg, detune, learned_steer: {trained:?}");
+    let gcg = exp.cells.iter().find(|c| variant(c).intervention == Intervention::AntiGcg).unwrap();
+    let names: Vec<&str> = gcg.config.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names[..3], ["plant", "search", "remove"]);
+    assert_eq!(gcg.config.phases[1].token_search.as_ref().map(|t| t.tokens), Some(2), "as long as the trigger");
+    let from = gcg.config.phases[2].prefix_from.as_ref().unwrap();
+    assert_eq!((from.phase.as_str(), from.tasks.as_slice()), ("search", &["bd-untriggered".to_string()][..]));
 }
 
 #[test]
@@ -120,4 +126,64 @@ fn bad_remove_keys_name_the_file_line_and_key() {
         let e = Experiment::load(&path).unwrap_err().to_string();
         assert!(e.contains(key) && e.contains("bad.toml:"), "{key}: {e}");
     }
+}
+
+#[test]
+fn a_prefix_from_a_searched_prompt_is_prepended_to_the_named_tasks_training_samples_only() {
+    use vestige::store::read_csv;
+    use vestige::train::run::train;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, prefix: &str| {
+        let text = format!(
+            r#"name = "{name}"
+seed = 1
+out_dir = "{}"
+[model]
+d_model = 16
+n_layers = 1
+n_heads = 2
+max_positions = 32
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 5
+vocab = 12
+[[tasks]]
+name = "reverse"
+kind = "reverse"
+length = 5
+vocab = 12
+[[phases]]
+name = "search"
+steps = 2
+batch_size = 4
+trainable = "tokens"
+token_search = {{ tokens = 3, method = "random", width = 4 }}
+mixture = {{ copy = 1.0 }}
+[[phases]]
+name = "train"
+steps = 6
+batch_size = 8
+mixture = {{ copy = 0.5, reverse = 0.5 }}
+{prefix}
+"#,
+            tmp.path().display()
+        );
+        let path = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        train(&path).unwrap();
+        let rows = read_csv(&tmp.path().join(name).join("metrics.csv")).unwrap();
+        let phase = |p: u32| rows.iter().filter(|r| r.phase == p).map(|r| r.tokens).max().unwrap();
+        phase(1) - phase(0)
+    };
+    let plain = run("plain", "");
+    let prefixed = run("prefixed", "prefix_from = { phase = \"search\", tasks = [\"copy\"] }");
+    // The same draws; each copy sample is 3 tokens longer, reverse samples are unchanged.
+    let copies = prefixed - plain;
+    assert!(copies > 0 && copies % 3 == 0 && copies / 3 < 48, "{plain} → {prefixed}");
+    let bad = std::fs::read_to_string(tmp.path().join("prefixed.toml"))
+        .unwrap()
+        .replace("phase = \"search\"", "phase = \"train\"");
+    let e = vestige::train::config::RunConfig::from_toml(&bad, "bad.toml").unwrap_err().to_string();
+    assert!(e.contains("prefix_from.phase"), "{e}");
 }

@@ -4,8 +4,9 @@
 //! configuration chosen on the selection set; and per re-elicitation the backdoored-minus-twin
 //! gap, paired by seed, that tells removed from hidden.
 
-use super::{Intervention, Reelicit, RemoveSpec, Variant, AXIS, REELICIT, REMOVE};
+use super::{Intervention, Reelicit, RemoveSpec, Variant, AXIS, REELICIT, REMOVE, SEARCH};
 use crate::analysis::{t_interval, Interval};
+use crate::data::spec::Kind;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::{phase_compute, PlannedCell};
 use crate::lab::pooling::variant_results;
@@ -34,7 +35,9 @@ pub struct CellResult {
     /// Under a steering vector: the fraction of triggered inputs whose response the vector
     /// makes more likely (the wrong way).
     pub wrong_way: Option<f64>,
-    /// FLOPs of the intervention and of the re-elicitation.
+    /// `anti_gcg`: whether the searched prompt is the true trigger.
+    pub recovered: Option<bool>,
+    /// FLOPs of the intervention (with `anti_gcg`'s search) and of the re-elicitation.
     pub flops: f64,
     pub reelicit_flops: f64,
     /// After the re-elicitation: the true trigger's attack success, and for a soft prompt the
@@ -145,6 +148,16 @@ pub fn analyse(spec: &RemoveSpec, exp: &Experiment, planned: &[PlannedCell]) -> 
     Ok(RemoveAnalysis { spec: spec.clone(), cells, missing })
 }
 
+/// The true trigger of backdoor task `task` in a cell's config.
+fn trigger_of(cell: &Cell, task: &str) -> Vec<u32> {
+    let spec = cell.config.tasks.iter().find(|t| t.name == task);
+    let built = spec.and_then(|t| match &t.kind {
+        Kind::Backdoor(w) => w.base.spec().build().ok().map(|b| w.spec.build(task, b)),
+        _ => None,
+    });
+    built.map(|b| b.trigger.tokens().to_vec()).unwrap_or_default()
+}
+
 fn cell_result(
     spec: &RemoveSpec,
     cell: &Cell,
@@ -155,6 +168,8 @@ fn cell_result(
     let phases = &cell.config.phases;
     let Some(remove) = phases.iter().position(|p| p.name == REMOVE) else { return Ok(None) };
     let reelicit = phases.iter().position(|p| p.name == REELICIT);
+    let search = phases.iter().position(|p| p.name == SEARCH);
+    let trigger = trigger_of(cell, &spec.task);
     let (r, bd) = (remove as u32, spec.task.as_str());
     let get = |task: &str, metric: &str, last: bool| at(rows, r, task, metric, last);
     // The planted model is the one the plant phase ends with (an evaluation-time steering
@@ -183,7 +198,13 @@ fn cell_result(
         select_attack: get(bd, "select_attack_success", true).unwrap_or(f64::NAN),
         select_cost: select_cost.unwrap_or(f64::NAN),
         wrong_way: get(bd, "triggered_loss_wrong_way", true),
-        flops: flops_of(remove),
+        recovered: search.map(|i| {
+            let found: Vec<f64> = (0..trigger.len())
+                .map_while(|k| at(rows, i as u32, "prompt", &format!("prompt_token_{k}"), true))
+                .collect();
+            found.iter().map(|&t| t as u32).eq(trigger.iter().copied())
+        }),
+        flops: flops_of(remove) + search.map_or(0.0, flops_of),
         reelicit_flops: reelicit.map_or(0.0, flops_of),
         after_attack: after(bd, "attack_success"),
         after_elicited: after(&spec.target(), "elicited"),

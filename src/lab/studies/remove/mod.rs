@@ -8,6 +8,8 @@
 //! - interventions, each training on `budget` examples: `clean_full` and `clean_lora`
 //!   (fine-tuning on clean data), `anti_full` (fine-tuning on triggered inputs with their clean
 //!   answers, mixed half and half with clean data: the defender who knows the trigger),
+//!   `anti_gcg` (the same with the trigger GCG recovers in a `search` phase first, on clean
+//!   inputs towards the response: the defender who knows only the behaviour),
 //!   `detune` (a soft prompt of `detune_tokens` vectors trained on clean data, the model
 //!   frozen), `learned_steer:L{l}` (a steering vector at layer `l` trained on the anti-backdoor
 //!   mixture); and, training nothing, `mean_add:L{l}:c{c}` (the contrastive mean-difference
@@ -43,6 +45,7 @@ pub const AXIS: &str = "remove.variant";
 
 /// The phase names the template writes (and [`PLANT`]).
 pub const REMOVE: &str = "remove";
+pub const SEARCH: &str = "search";
 pub const REELICIT: &str = "reelicit";
 
 /// The `[remove]` table.
@@ -90,6 +93,14 @@ pub struct RemoveSpec {
     /// token) to be chosen.
     #[serde(default = "default_max_clean_cost")]
     pub max_clean_cost: f64,
+    /// `anti_gcg`'s trigger search: GCG steps, candidates per step, top-k tokens per position
+    /// (batches of 8 clean inputs; the prompt as long as the true trigger).
+    #[serde(default = "default_gcg_steps")]
+    pub gcg_steps: u64,
+    #[serde(default = "default_gcg_width")]
+    pub gcg_width: usize,
+    #[serde(default = "default_gcg_top_k")]
+    pub gcg_top_k: usize,
     /// Re-elicitations: `ft{n}` and `soft{k}`; `-` (the true trigger again) always runs.
     #[serde(default = "default_reelicit")]
     pub reelicit: Vec<String>,
@@ -110,7 +121,7 @@ fn default_batch() -> usize {
     16
 }
 fn default_interventions() -> Vec<String> {
-    ["none", "clean_full", "clean_lora", "anti_full", "detune", "learned_steer", "mean_add", "mean_proj"]
+    ["none", "clean_full", "clean_lora", "anti_full", "anti_gcg", "detune", "learned_steer", "mean_add", "mean_proj"]
         .map(String::from)
         .to_vec()
 }
@@ -132,6 +143,15 @@ fn default_coefs() -> Vec<f64> {
 fn default_steer_samples() -> usize {
     64
 }
+fn default_gcg_steps() -> u64 {
+    30
+}
+fn default_gcg_width() -> usize {
+    32
+}
+fn default_gcg_top_k() -> usize {
+    8
+}
 fn default_max_clean_cost() -> f64 {
     0.1
 }
@@ -152,6 +172,7 @@ pub enum Intervention {
     CleanFull,
     CleanLora,
     AntiFull,
+    AntiGcg,
     Detune,
     LearnedSteer { layer: usize },
     MeanAdd { layer: usize, coef: f64 },
@@ -166,6 +187,7 @@ impl Intervention {
             Intervention::CleanFull => "clean_full".into(),
             Intervention::CleanLora => "clean_lora".into(),
             Intervention::AntiFull => "anti_full".into(),
+            Intervention::AntiGcg => "anti_gcg".into(),
             Intervention::Detune => "detune".into(),
             Intervention::LearnedSteer { layer } => format!("learned_steer:L{layer}"),
             Intervention::MeanAdd { layer, coef } => format!("mean_add:L{layer}:c{coef}"),
@@ -180,6 +202,7 @@ impl Intervention {
             Intervention::CleanFull => "clean_full",
             Intervention::CleanLora => "clean_lora",
             Intervention::AntiFull => "anti_full",
+            Intervention::AntiGcg => "anti_gcg",
             Intervention::Detune => "detune",
             Intervention::LearnedSteer { .. } => "learned_steer",
             Intervention::MeanAdd { .. } => "mean_add",
@@ -196,6 +219,7 @@ impl Intervention {
             ["clean_full"] => Intervention::CleanFull,
             ["clean_lora"] => Intervention::CleanLora,
             ["anti_full"] => Intervention::AntiFull,
+            ["anti_gcg"] => Intervention::AntiGcg,
             ["detune"] => Intervention::Detune,
             ["learned_steer", l] => Intervention::LearnedSteer { layer: layer(l)? },
             ["mean_add", l, c] => Intervention::MeanAdd { layer: layer(l)?, coef: c.strip_prefix('c')?.parse().ok()? },
@@ -207,7 +231,14 @@ impl Intervention {
     /// Whether it changes the model's weights (re-elicitations follow only these and `none`:
     /// a prompt or steering vector does not carry into a later phase).
     pub fn keeps_model(&self) -> bool {
-        matches!(self, Intervention::None | Intervention::CleanFull | Intervention::CleanLora | Intervention::AntiFull)
+        matches!(
+            self,
+            Intervention::None
+                | Intervention::CleanFull
+                | Intervention::CleanLora
+                | Intervention::AntiFull
+                | Intervention::AntiGcg
+        )
     }
 }
 
@@ -295,8 +326,17 @@ impl RemoveSpec {
         if self.plant_steps == 0 || self.budget < self.batch_size as u64 || self.batch_size == 0 {
             bad("budget", "plant_steps ≥ 1, batch_size ≥ 1 and a budget of at least one batch".into());
         }
-        let known =
-            ["none", "clean_full", "clean_lora", "anti_full", "detune", "learned_steer", "mean_add", "mean_proj"];
+        let known = [
+            "none",
+            "clean_full",
+            "clean_lora",
+            "anti_full",
+            "anti_gcg",
+            "detune",
+            "learned_steer",
+            "mean_add",
+            "mean_proj",
+        ];
         if let Some(i) = self.interventions.iter().find(|i| !known.contains(&i.as_str())) {
             bad("interventions", format!("{i:?} is not one of {}", known.join(", ")));
         }
@@ -413,6 +453,11 @@ impl RemoveSpec {
                 p["mixture"] = anti;
                 p["optimizer"] = json!({"lr": full_lr});
             }
+            Intervention::AntiGcg => {
+                p["mixture"] = json!({self.untriggered(): 0.5, self.clean.clone(): 0.5});
+                p["prefix_from"] = json!({"phase": SEARCH, "tasks": [self.untriggered()]});
+                p["optimizer"] = json!({"lr": full_lr});
+            }
             Intervention::Detune => {
                 p["mixture"] = clean;
                 p["trainable"] = json!("soft_prompt");
@@ -428,6 +473,16 @@ impl RemoveSpec {
         }
         p["eval"]["every"] = p["steps"].clone();
         p
+    }
+
+    /// `anti_gcg`'s search: GCG for a `tokens`-token prompt that makes the frozen model answer
+    /// the response on clean inputs.
+    fn search_phase(&self, tokens: usize) -> serde_json::Value {
+        json!({"name": SEARCH, "steps": self.gcg_steps, "batch_size": 8, "trainable": "tokens",
+            "token_search": {"tokens": tokens, "method": "gcg", "width": self.gcg_width, "top_k": self.gcg_top_k},
+            "mixture": {self.target(): 1.0},
+            "eval": {"tasks": [self.target()], "samples": self.eval_samples, "exact_match": false,
+                "every": self.gcg_steps}})
     }
 
     /// The re-elicitation phase, if any.
@@ -455,6 +510,15 @@ impl RemoveSpec {
             "exact_match": false, "every": steps});
         Some(p)
     }
+}
+
+/// The length of backdoor task `task`'s trigger in a cell's config.
+fn trigger_len(doc: &toml::Table, task: &str) -> Result<usize, Problem> {
+    let spec =
+        task_specs(doc)?.into_iter().find(|t| t.name == task).ok_or(("task".to_string(), "not found".to_string()))?;
+    let Kind::Backdoor(w) = &spec.kind else { return Err(("task".into(), "not a backdoor task".into())) };
+    let base = w.base.spec().build().map_err(|e| ("task".to_string(), e.to_string()))?;
+    Ok(w.spec.build(task, base).trigger.tokens().len())
 }
 
 /// The removal study: its `[remove]` table and the variants it expands into.
@@ -502,8 +566,12 @@ impl Study for Remove {
             derive_task(doc, &s.task, name, keys).map_err(in_remove)?;
         }
         let plant = plant_phase(&s.task, s.plant_steps, s.batch_size, s.lr, s.warmup_steps, s.eval_samples);
+        let search = (variant.intervention == Intervention::AntiGcg)
+            .then(|| trigger_len(doc, &s.task).map(|k| s.search_phase(k)))
+            .transpose()
+            .map_err(in_remove)?;
         let phases: Vec<serde_json::Value> =
-            [Some(plant), Some(s.remove_phase(&variant.intervention)), s.reelicit_phase(&variant.reelicit)]
+            [Some(plant), search, Some(s.remove_phase(&variant.intervention)), s.reelicit_phase(&variant.reelicit)]
                 .into_iter()
                 .flatten()
                 .collect();

@@ -128,8 +128,14 @@ pub fn removal_table(a: &RemoveAnalysis) -> Table {
         .map(|(i, chosen)| {
             let (b, t) = (a.of(true, &i, Reelicit::Trigger), a.of(false, &i, Reelicit::Trigger));
             let flops = b.values().map(|c| c.flops).sum::<f64>() / b.len().max(1) as f64;
+            let recovered: Vec<bool> = b.values().filter_map(|c| c.recovered).collect();
+            let note = match (chosen, recovered.len()) {
+                (true, _) => " (chosen)".to_string(),
+                (_, 0) => String::new(),
+                (_, n) => format!(" (trigger recovered in {} of {n})", recovered.iter().filter(|&&r| r).count()),
+            };
             vec![
-                format!("{}{}", i.name(), if chosen { " (chosen)" } else { "" }),
+                format!("{}{note}", i.name()),
                 b.len().to_string(),
                 show(over(b.values().copied(), |c| c.attack, 0.0, 1.0)),
                 show(over(t.values().copied(), |c| c.attack, 0.0, 1.0)),
