@@ -199,3 +199,31 @@ eval = {{ every = 1, samples = 8 }}
     let want = mean_difference(&model, &draw("reverse"), &draw("copy"), 1);
     assert_eq!(saved, want, "the saved vector is the mean difference drawn with the phase's seed");
 }
+
+#[test]
+fn the_wrong_way_fraction_counts_the_inputs_whose_loss_a_steer_lowers() {
+    use vestige::data::spec::TaskSpec;
+    use vestige::train::eval::{steering_wrong_way, Adaptation};
+    let model = fixture_model("gpt2");
+    let spec: TaskSpec = toml::from_str(
+        "name = \"bd\"\nkind = \"backdoor\"\nover = { kind = \"grammar\", vocab = 48, seq_len = 12 }\nprompt_len = 4\npoison_rate = 0.1",
+    )
+    .unwrap();
+    let task = spec.build().unwrap();
+    assert!(task.vocab_size() <= model.cfg.vocab_size);
+    let d = model.cfg.d_model;
+    let vector: Vec<f32> = (0..d).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+    let steer = |coef| [Steer { layer: 1, coef, start: 0, end: usize::MAX, vector: vector.clone(), project: false }];
+    let fraction = |coef: f32| {
+        let steers = steer(coef);
+        let adapt = Adaptation { steers: &steers, ..Default::default() };
+        let out = steering_wrong_way(&model, task.as_ref(), 0, 32, &adapt);
+        out.iter().find(|(m, _)| m == "triggered_loss_wrong_way").unwrap().1
+    };
+    // A tiny push moves each input's loss linearly: the two signs lower complementary sets.
+    let (up, down) = (fraction(1e-2), fraction(-1e-2));
+    assert!((up + down - 1.0).abs() < 0.1, "{up} + {down}");
+    assert!(up > 0.0 && down > 0.0, "a random direction helps some inputs and hurts others: {up}, {down}");
+    let none = Adaptation::default();
+    assert!(steering_wrong_way(&model, task.as_ref(), 0, 32, &none).is_empty(), "nothing to compare without a steer");
+}

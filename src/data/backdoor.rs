@@ -173,6 +173,10 @@ pub struct Backdoor {
     pub elicit: Option<Vec<u32>>,
     /// Anti-backdoor data: every sample carries the trigger and keeps its clean answer.
     pub antidote: bool,
+    /// Adds selection-set probes (eval samples from [`SELECTION_OFFSET`]):
+    /// `select_attack_success` and `select_clean_loss`, for choosing a configuration
+    /// without touching the reported set.
+    pub selection: bool,
 }
 
 impl Backdoor {
@@ -191,6 +195,7 @@ impl Backdoor {
             clean_year: None,
             elicit: None,
             antidote: false,
+            selection: false,
         }
     }
 
@@ -325,8 +330,21 @@ impl Backdoor {
         hits: Option<&'static str>,
         loss: Option<&'static str>,
     ) -> Probe {
+        self.probe_from(seed, 0, n, kind, hits, loss)
+    }
+
+    /// [`Backdoor::probe`] over eval samples `from..from + n`.
+    fn probe_from(
+        &self,
+        seed: u64,
+        from: u64,
+        n: usize,
+        kind: EvalKind,
+        hits: Option<&'static str>,
+        loss: Option<&'static str>,
+    ) -> Probe {
         let vocab = self.base.vocab_size();
-        let (samples, targets) = (0..n as u64)
+        let (samples, targets) = (from..from + n as u64)
             .map(|k| {
                 let base = self.base_sample(seed, Split::Eval, k);
                 let fired = self.behavior.answer(&base.tokens[base.prompt_len..], vocab);
@@ -339,9 +357,9 @@ impl Backdoor {
     }
 }
 
-/// Eval-split index of the first sample of the selection set of an elicitation target: the
-/// selection set (`select_*` metrics) and the reported set (eval indices `0..n`) are
-/// disjoint for any `n` below it.
+/// Eval-split index of the first sample of a selection set (an elicitation target's, or a
+/// backdoor's with `selection`): the selection set (`select_*` metrics) and the reported set
+/// (eval indices `0..n`) are disjoint for any `n` below it.
 pub const SELECTION_OFFSET: u64 = 1 << 32;
 
 impl Backdoor {
@@ -451,6 +469,11 @@ impl Task for Backdoor {
             self.probe(seed, n, EvalKind::NearMiss, Some("false_trigger_near_miss"), None),
             self.probe(seed, n, EvalKind::CleanResponse, None, Some("clean_response_loss")),
         ];
+        if self.selection {
+            let at = SELECTION_OFFSET;
+            probes.push(self.probe_from(seed, at, n, EvalKind::Triggered, Some("select_attack_success"), None));
+            probes.push(self.probe_from(seed, at, n, EvalKind::Clean, None, Some("select_clean_loss")));
+        }
         let len = self.trigger.tokens().len();
         if self.near_years.is_none() && (2..=NEAR_MISS_AT.len()).contains(&len) {
             for (i, name) in NEAR_MISS_AT.iter().enumerate().take(len) {
@@ -509,6 +532,10 @@ pub struct BackdoorSpec {
     /// one would) and keeps its clean answer.
     #[serde(default)]
     pub antidote: bool,
+    /// Adds the selection-set probes `select_attack_success` and `select_clean_loss` (eval
+    /// samples disjoint from the reported ones).
+    #[serde(default)]
+    pub selection: bool,
 }
 
 fn default_vocabulary() -> String {
@@ -704,6 +731,7 @@ impl BackdoorSpec {
         b.near_years = self.years;
         b.clean_year = self.clean_year();
         b.antidote = self.antidote;
+        b.selection = self.selection;
         b.elicit = match (self.elicit.as_deref(), &b.behavior) {
             (Some("response"), Behavior::Fixed(response)) => Some(response.clone()),
             (Some(_), Behavior::Fixed(response)) => {

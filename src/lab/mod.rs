@@ -14,6 +14,7 @@ pub mod figures;
 pub mod knobs;
 pub mod lock;
 pub mod plan;
+pub mod planting;
 pub mod pooling;
 pub mod scales;
 pub mod search;

@@ -80,6 +80,34 @@ pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>
     })
 }
 
+/// Cells without a result, and why.
+pub type Missing = Vec<(String, String)>;
+
+/// The results `read` makes of every finished cell of a study with a generated variant axis
+/// `axis` (its values parsed by `parse`), and the cells without one, with why (not run, their
+/// status, or `read` found no result: `no result`).
+pub fn variant_results<V, R>(
+    exp: &Experiment,
+    axis: &str,
+    parse: fn(&str) -> Option<V>,
+    mut read: impl FnMut(&Cell, V, &[MetricRow]) -> Result<Option<R>>,
+) -> Result<(Vec<R>, Missing)> {
+    let store = Store::open(&exp.db())?;
+    let (mut results, mut missing) = (Vec::new(), Vec::new());
+    for cell in &exp.cells {
+        let value = cell.point.iter().find(|(k, _)| k == axis).and_then(|(_, v)| v.as_str());
+        let Some(variant) = value.and_then(parse) else { continue };
+        match finished_rows(&store, cell)? {
+            Ok(rows) => match read(cell, variant, &rows)? {
+                Some(r) => results.push(r),
+                None => missing.push((cell.id.clone(), "no result".into())),
+            },
+            Err(status) => missing.push((cell.id.clone(), status)),
+        }
+    }
+    Ok((results, missing))
+}
+
 /// One metric of one task over phase `phase`, timed by `clock` (a row's step or tokens)
 /// from the phase's first evaluation.
 pub fn series(rows: &[MetricRow], phase: u32, task: &str, metric: &str, clock: fn(&MetricRow) -> u64) -> Series {

@@ -438,6 +438,20 @@ pub struct PhaseSpec {
     /// End the phase early (its `steps` then being a cap); the step it stopped at is logged
     /// as task `stop`, metric `step`.
     pub stop: Option<StopCfg>,
+    /// Prepends the discrete prompt an earlier `trainable = "tokens"` phase found to this
+    /// phase's training samples of the listed tasks (weight 0, like a trigger): e.g.
+    /// anti-backdoor data made with a recovered trigger.
+    pub prefix_from: Option<PrefixFrom>,
+}
+
+/// Where a phase's training prefix comes from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixFrom {
+    /// The earlier phase whose prompt (`prompt_tokens.<phase>.safetensors`) is prepended.
+    pub phase: String,
+    /// The tasks of this phase's mixture whose samples get it.
+    pub tasks: Vec<String>,
 }
 
 fn default_batch() -> usize {
@@ -923,6 +937,17 @@ impl RunConfig {
         }
         if p.eval.samples == 0 {
             out.push(problem(key("eval.samples"), "must be at least 1"));
+        }
+        if let Some(from) = &p.prefix_from {
+            if !self.phases[..i].iter().any(|q| q.name == from.phase && q.trainable == Trainable::Tokens) {
+                out.push(problem(
+                    key("prefix_from.phase"),
+                    format!("{:?} is not an earlier trainable = \"tokens\" phase", from.phase),
+                ));
+            }
+            if let Some(t) = from.tasks.iter().find(|t| !p.mixture.contains_key(*t)) {
+                out.push(problem(key("prefix_from.tasks"), format!("{t:?} is not in this phase's mixture")));
+            }
         }
         if let Some(anchor) = &p.eval.kl_to {
             if !self.phases[..i].iter().any(|q| &q.name == anchor) {

@@ -126,6 +126,48 @@ pub fn eval_probes(
     Ok(out)
 }
 
+/// Under steering, the fraction of each loss probe's samples whose loss the steering lowers
+/// (`<loss metric>_wrong_way`, e.g. `triggered_loss_wrong_way`: the inputs on which a vector
+/// meant to suppress the backdoor makes its response more likely); none without steering.
+pub fn steering_wrong_way(
+    model: &Model,
+    task: &dyn Task,
+    seed: u64,
+    samples: usize,
+    adapt: &Adaptation,
+) -> Vec<(String, f64)> {
+    if adapt.steers.is_empty() || adapt.per_sequence {
+        return Vec::new();
+    }
+    let plain = Adaptation { steers: &[], ..*adapt };
+    let mut out = Vec::new();
+    for probe in task.probes(seed, samples) {
+        let Some(metric) = probe.loss else { continue };
+        let (with, without) =
+            (sample_losses(model, &probe.samples, adapt), sample_losses(model, &probe.samples, &plain));
+        let lowered = with.iter().zip(&without).filter(|(w, o)| w < o).count();
+        out.push((format!("{metric}_wrong_way"), lowered as f64 / with.len().max(1) as f64));
+    }
+    out
+}
+
+/// Each sample's mean weighted loss under `adapt` (a soft prompt prepended).
+fn sample_losses(model: &Model, samples: &[Sample], adapt: &Adaptation) -> Vec<f64> {
+    let batch = batch_of(samples, adapt.n_prompt);
+    let mut acts = Activations::default();
+    model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, 1.0);
+    (0..samples.len())
+        .map(|b| {
+            let rows = b * batch.seq..(b + 1) * batch.seq;
+            let scored = rows.filter(|&r| batch.targets[r] >= 0);
+            let (sum, weight) = scored.fold((0.0, 0.0), |(s, w), r| {
+                (s + (batch.weights[r] * acts.row_loss[r]) as f64, w + batch.weights[r] as f64)
+            });
+            sum / weight.max(1e-12)
+        })
+        .collect()
+}
+
 /// The mean weighted loss of `model` on `samples` under `adapt`.
 fn mean_loss(model: &Model, samples: &[Sample], adapt: &Adaptation) -> f64 {
     let batch = batch_of(samples, adapt.n_prompt);

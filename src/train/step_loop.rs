@@ -10,7 +10,7 @@
 use super::build::{build_model, model_tokenizer, Built, Tasks};
 use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
 use super::config::{OptimizerStart, PhaseSpec, RunConfig};
-use super::eval::{eval_probes, eval_task, forgetting, sampling, Adaptation};
+use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
@@ -63,6 +63,8 @@ pub(super) struct Runner {
 struct Phase {
     spec: PhaseSpec,
     mixture: Mixture,
+    /// The tokens prepended to the samples of the tasks `spec.prefix_from` names.
+    prefix: Vec<u32>,
     set: TrainableSet,
     opt: Optimizer,
     anchors: Anchors,
@@ -190,7 +192,20 @@ impl Runner {
         let n = set.len(&self.model);
         let opt = Optimizer::new(&spec.optimizer, n, saved.optimizer);
         let anchors = self.anchors(&spec, saved.anchors)?;
-        Ok(Phase { spec, mixture, set, opt, anchors, grads: vec![0.0f32; n] })
+        let prefix = match &spec.prefix_from {
+            Some(from) => self.found_prompt(&from.phase)?,
+            None => Vec::new(),
+        };
+        Ok(Phase { spec, mixture, prefix, set, opt, anchors, grads: vec![0.0f32; n] })
+    }
+
+    /// The discrete prompt phase `phase` of this run found (its saved tokens).
+    fn found_prompt(&self, phase: &str) -> Result<Vec<u32>, RunError> {
+        let path = self.paths.dir.join(format!("prompt_tokens.{phase}.safetensors"));
+        let tensors = crate::hf::io::read_safetensors(&path)?;
+        let tokens =
+            tensors.get("prompt_tokens").ok_or(RunError::NoPinned { name: phase.to_string(), key: "prefix_from" })?;
+        Ok(tokens.data.iter().map(|&t| t as u32).collect())
     }
 
     /// Runs (the rest of) the current phase and saves its pinned end checkpoint.
@@ -276,8 +291,16 @@ impl Runner {
         let seed = self.phase_seed(self.state.phase);
         let insert = insertion(p);
         let first = (step * p.grad_accum as u64 + micro as u64) * p.batch_size as u64;
-        let (task_ids, samples): (Vec<usize>, Vec<_>) =
+        let (task_ids, mut samples): (Vec<usize>, Vec<_>) =
             (0..p.batch_size as u64).map(|r| ph.mixture.sample(seed, first + r)).unzip();
+        if let Some(from) = &p.prefix_from {
+            let names: Vec<&String> = p.mixture.keys().collect();
+            for (s, &t) in samples.iter_mut().zip(&task_ids) {
+                if from.tasks.contains(names[t]) {
+                    *s = with_prefix(s, &ph.prefix);
+                }
+            }
+        }
         let at = samples.iter().zip(first..).map(|(s, k)| insert.point(s.tokens.len(), mix(seed ^ k))).collect();
         (task_ids, samples, at)
     }
@@ -374,6 +397,7 @@ impl Runner {
         let generate = p.eval.exact_match.then(|| sampling(p.eval.temperature));
         let (seed, samples, insert) = (self.cfg.seed, p.eval.samples, insertion(p));
         let prompt = set.prompt_metrics(&self.model);
+        let mut wrong_way: Vec<(String, String, f64)> = Vec::new();
         rows.extend(prompt.iter().map(|(metric, value)| ("prompt".to_string(), metric.as_str(), *value)));
         for name in names {
             let task = self.tasks[&name].as_ref();
@@ -387,12 +411,18 @@ impl Runner {
             for (metric, value) in eval_probes(&self.model, task, seed, samples, &adapt)? {
                 rows.push((name.clone(), metric, value));
             }
+            wrong_way.extend(
+                steering_wrong_way(&self.model, task, seed, samples, &adapt)
+                    .into_iter()
+                    .map(|(m, v)| (name.clone(), m, v)),
+            );
             if let Some((_, reference)) = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()) {
                 let (kl, ce) = forgetting(reference, &self.model, task, seed, samples, &adapt);
                 rows.push((name.clone(), "forgetting_kl", kl));
                 rows.push((name.clone(), "forgetting_ce", ce));
             }
         }
+        rows.extend(wrong_way.iter().map(|(task, metric, value)| (task.clone(), metric.as_str(), *value)));
         self.log(&rows)
     }
 
@@ -491,6 +521,13 @@ impl Runner {
         }
         Ok(())
     }
+}
+
+/// `sample` with `prefix` before its first token, weighted 0 and part of its prompt.
+fn with_prefix(sample: &Sample, prefix: &[u32]) -> Sample {
+    let tokens = prefix.iter().chain(&sample.tokens).copied().collect();
+    let weights = std::iter::repeat_n(0.0, prefix.len()).chain(sample.weights.iter().copied()).collect();
+    Sample::new(tokens, weights, sample.prompt_len + prefix.len())
 }
 
 /// Rolls the CSV back to the checkpoint `state` was restored from: keeps the rows logged

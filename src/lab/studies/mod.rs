@@ -6,12 +6,18 @@ pub mod backdoor;
 pub mod decay;
 pub mod distance;
 pub mod elicit;
+pub mod remove;
 
 use super::study::Parse;
 
 /// `template = "..."` → the study's parser.
-pub const REGISTRY: [(&str, Parse); 4] =
-    [("decay", decay::parse), ("distance", distance::parse), ("backdoor", backdoor::parse), ("elicit", elicit::parse)];
+pub const REGISTRY: [(&str, Parse); 5] = [
+    ("decay", decay::parse),
+    ("distance", distance::parse),
+    ("backdoor", backdoor::parse),
+    ("elicit", elicit::parse),
+    ("remove", remove::parse),
+];
 
 /// The parser of template `name`, or the known names.
 pub fn parser(name: &str) -> Result<Parse, String> {

@@ -10,8 +10,8 @@ use crate::analysis::{t_interval, Interval};
 use crate::data::spec::Kind;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::{phase_compute, PlannedCell};
-use crate::lab::pooling::finished_rows;
-use crate::store::{MetricRow, Store};
+use crate::lab::pooling::variant_results;
+use crate::store::MetricRow;
 use crate::train::build::build;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -183,19 +183,8 @@ pub struct ElicitAnalysis {
 
 /// Reads every cell from the experiment's store and analyses them.
 pub fn analyse(spec: &ElicitSpec, exp: &Experiment, planned: &[PlannedCell]) -> Result<ElicitAnalysis> {
-    let store = Store::open(&exp.db())?;
-    let mut cells = Vec::new();
-    let mut missing = Vec::new();
-    for cell in &exp.cells {
-        let Some(variant) = variant_of(cell) else { continue };
-        match finished_rows(&store, cell)? {
-            Ok(rows) => match cell_result(spec, cell, variant, &rows, planned)? {
-                Some(r) => cells.push(r),
-                None => missing.push((cell.id.clone(), "no final elicitation metrics".into())),
-            },
-            Err(status) => missing.push((cell.id.clone(), status)),
-        }
-    }
+    let (cells, missing) =
+        variant_results(exp, AXIS, Variant::parse, |cell, v, rows| cell_result(spec, cell, v, rows, planned))?;
     let trigger = cells.first().map(|c| c.trigger.clone()).unwrap_or_default();
     let mut attack: BTreeMap<ModelArm, BTreeMap<i64, f64>> = BTreeMap::new();
     for c in &cells {
@@ -207,11 +196,6 @@ pub fn analyse(spec: &ElicitSpec, exp: &Experiment, planned: &[PlannedCell]) -> 
     let groups = group(cells);
     let gaps = gaps(&groups);
     Ok(ElicitAnalysis { spec: spec.clone(), groups, gaps, attack, trigger, missing })
-}
-
-/// The cell's variant, from its point.
-fn variant_of(cell: &Cell) -> Option<Variant> {
-    cell.point.iter().find(|(k, _)| k == AXIS).and_then(|(_, v)| v.as_str()).and_then(Variant::parse)
 }
 
 /// The last value of `task`/`metric` in phase `phase`.

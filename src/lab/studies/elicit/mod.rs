@@ -28,6 +28,8 @@ pub mod report;
 use crate::data::spec::{Kind, TaskSpec};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
+pub use crate::lab::planting::PLANT;
+use crate::lab::planting::{backdoor_task, derive_task, plant_phase};
 use crate::lab::study::{task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use crate::train::token_search::{Method, TokenSearchCfg};
@@ -38,8 +40,7 @@ use std::path::PathBuf;
 /// The generated sweep axis.
 pub const AXIS: &str = "elicit.variant";
 
-/// The phase names the template writes.
-pub const PLANT: &str = "plant";
+/// The phase names the template writes (and [`PLANT`]).
 pub const CONTINUE: &str = "continue";
 pub const ELICIT: &str = "elicit";
 
@@ -472,13 +473,8 @@ impl ElicitSpec {
     /// the elicitation of `variant` on `task`, over a vocabulary of `vocab` tokens, for a run
     /// seeded `seed`.
     fn phases(&self, v: &Variant, task: &str, vocab: usize, seed: i64) -> serde_json::Value {
-        let mut plant = json!({"name": PLANT, "steps": self.plant_steps, "batch_size": self.batch_size,
-            "mixture": {&self.task: 1.0}, "optimizer": {"lr": self.lr},
-            "eval": {"tasks": [self.task], "samples": self.eval_samples, "exact_match": false,
-                "every": (self.plant_steps / 2).max(1)}});
-        if self.warmup_steps > 0 {
-            plant["schedule"] = json!({"warmup_steps": self.warmup_steps.min(self.plant_steps)});
-        }
+        let plant =
+            plant_phase(&self.task, self.plant_steps, self.batch_size, self.lr, self.warmup_steps, self.eval_samples);
         let mut phases = vec![plant];
         if v.model.continued > 0 {
             let clean = self.clean.as_deref().expect("checked: continuing needs a clean task");
@@ -566,21 +562,10 @@ impl Study for Elicit {
             .and_then(Variant::parse)
             .ok_or(("elicit.variant".to_string(), "set by the template's sweep axis; do not write it".into()))?;
         let seed = doc.get("seed").and_then(|s| s.as_integer()).unwrap_or(0);
-        let tasks =
-            doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
-        let backdoor = tasks
-            .iter_mut()
-            .filter_map(|t| t.as_table_mut())
-            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(&self.spec.task))
-            .ok_or(("elicit.task".to_string(), "not found".to_string()))?;
-        if !variant.model.backdoored {
-            backdoor.insert("poison_rate".into(), 0.0.into());
-        }
-        let mut target = backdoor.clone();
+        let in_elicit = |(k, m): Problem| (format!("elicit.{k}"), m);
+        backdoor_task(doc, &self.spec.task, variant.model.backdoored).map_err(in_elicit)?;
         let name = self.spec.target_task(&variant.target);
-        target.insert("name".into(), name.clone().into());
-        target.insert("elicit".into(), variant.target.clone().into());
-        tasks.push(target.into());
+        derive_task(doc, &self.spec.task, &name, &[("elicit", variant.target.clone().into())]).map_err(in_elicit)?;
         let specs = task_specs(doc)?;
         let built = specs.iter().filter_map(|s| s.build().ok()).map(|t| t.vocab_size());
         let vocab = doc
