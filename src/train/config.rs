@@ -946,8 +946,8 @@ impl RunConfig {
             match self.phases[..i].iter().find(|q| &q.name == from) {
                 None => out.push(problem(key("apply_from"), format!("{from:?} is not an earlier phase"))),
                 Some(q)
-                    if !matches!(q.trainable, Trainable::SoftPrompt | Trainable::Steering)
-                        && !(q.trainable == Trainable::None && q.steering.is_some()) =>
+                    if !(matches!(q.trainable, Trainable::SoftPrompt | Trainable::Steering)
+                        || q.trainable == Trainable::None && q.steering.is_some()) =>
                 {
                     out.push(problem(
                         key("apply_from"),
