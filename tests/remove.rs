@@ -71,7 +71,11 @@ fn every_intervention_trains_on_the_budget_and_the_plan_counts_its_tokens() {
                 assert_eq!(p.soft_prompt.as_ref().map(|s| s.tokens), Some(k));
             }
         }
-        assert!(v.reelicit == Reelicit::Trigger || v.intervention.keeps_model(), "{}", cell.id);
+        if let Some(p) = phase(REELICIT) {
+            let carried = p.apply_from.as_deref() == Some(REMOVE);
+            assert_eq!(carried, !v.intervention.keeps_model(), "{}: a prompt or steer stays applied", cell.id);
+            assert!(v.intervention.allows(v.reelicit), "{}", cell.id);
+        }
     }
     assert_eq!(trained.len(), 6, "clean_full, clean_lora, anti_full, anti_gcg, detune, learned_steer: {trained:?}");
     let gcg = exp.cells.iter().find(|c| variant(c).intervention == Intervention::AntiGcg).unwrap();

@@ -29,6 +29,49 @@ fn samples(n: u32, len: u32, prompt: usize, salt: u32) -> Vec<Sample> {
         .collect()
 }
 
+/// A run `name` under `dir`: pre-training on copy and reverse, then a fixed steering phase
+/// `steer` with `steering` (an inline table), then `rest` (more phase tables).
+fn steered_run(dir: &Path, name: &str, steering: &str, rest: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+seed = 2
+out_dir = "{}"
+[model]
+d_model = 16
+n_layers = 2
+n_heads = 2
+max_positions = 32
+[[tasks]]
+name = "copy"
+kind = "copy"
+length = 5
+vocab = 12
+[[tasks]]
+name = "reverse"
+kind = "reverse"
+length = 5
+vocab = 12
+[[phases]]
+name = "pretrain"
+steps = 20
+batch_size = 8
+mixture = {{ copy = 0.5, reverse = 0.5 }}
+[[phases]]
+name = "steer"
+steps = 1
+batch_size = 1
+trainable = "none"
+mixture = {{ copy = 1.0 }}
+steering = {steering}
+eval = {{ every = 1, samples = 8 }}
+{rest}"#,
+        dir.display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 #[test]
 fn the_mean_difference_vector_is_the_hand_computed_difference_of_tapped_answer_means() {
     let model = fixture_model("gpt2");
@@ -144,43 +187,10 @@ fn a_fixed_contrastive_steering_phase_applies_the_mean_difference_and_records_wh
     use vestige::train::config::RunConfig;
     use vestige::train::run::train;
     let tmp = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"name = "s"
-seed = 2
-out_dir = "{}"
-[model]
-d_model = 16
-n_layers = 2
-n_heads = 2
-max_positions = 32
-[[tasks]]
-name = "copy"
-kind = "copy"
-length = 5
-vocab = 12
-[[tasks]]
-name = "reverse"
-kind = "reverse"
-length = 5
-vocab = 12
-[[phases]]
-name = "pretrain"
-steps = 20
-batch_size = 8
-mixture = {{ copy = 0.5, reverse = 0.5 }}
-[[phases]]
-name = "steer"
-steps = 1
-batch_size = 1
-trainable = "none"
-mixture = {{ copy = 1.0 }}
-steering = {{ layer = 2, read_layer = 1, coef = 1.0, project = true, from = ["reverse", "copy"], samples = 16 }}
-eval = {{ every = 1, samples = 8 }}
-"#,
-        tmp.path().display()
-    );
-    let path = tmp.path().join("run.toml");
-    std::fs::write(&path, &text).unwrap();
+    let steering =
+        r#"{ layer = 2, read_layer = 1, coef = 1.0, project = true, from = ["reverse", "copy"], samples = 16 }"#;
+    let path = steered_run(tmp.path(), "s", steering, "");
+    let text = std::fs::read_to_string(&path).unwrap();
     train(&path).unwrap();
     let run = tmp.path().join("s");
     let file = run.join("steering.steer.safetensors");
@@ -226,4 +236,36 @@ fn the_wrong_way_fraction_counts_the_inputs_whose_loss_a_steer_lowers() {
     assert!(up > 0.0 && down > 0.0, "a random direction helps some inputs and hurts others: {up}, {down}");
     let none = Adaptation::default();
     assert!(steering_wrong_way(&model, task.as_ref(), 0, 32, &none).is_empty(), "nothing to compare without a steer");
+}
+
+#[test]
+fn apply_from_keeps_an_earlier_phases_steering_vector_applied_while_the_weights_train() {
+    use vestige::store::read_csv;
+    use vestige::train::run::train;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, apply: &str| {
+        let steering = r#"{ layer = 1, coef = -2.0, from = ["reverse", "copy"], samples = 16 }"#;
+        let rest = format!("[[phases]]\nname = \"tune\"\nsteps = 4\nbatch_size = 8\nmixture = {{ copy = 1.0 }}\neval = {{ every = 4, samples = 8 }}\n{apply}\n");
+        let path = steered_run(tmp.path(), name, steering, &rest);
+        train(&path).unwrap();
+        let rows = read_csv(&tmp.path().join(name).join("metrics.csv")).unwrap();
+        let loss = |phase: u32, first: bool| {
+            let mine = rows.iter().filter(|r| r.phase == phase && r.task == "copy" && r.metric == "loss");
+            let pick = if first { mine.min_by_key(|r| r.step) } else { mine.max_by_key(|r| r.step) };
+            pick.unwrap().value
+        };
+        (loss(1, false), loss(2, true), loss(2, false))
+    };
+    let (steered, carried_start, carried_end) = run("carried", "apply_from = \"steer\"");
+    let (_, plain_start, plain_end) = run("plain", "");
+    assert_eq!(steered, carried_start, "the carried vector acts from the phase's first evaluation");
+    assert_ne!(carried_start, plain_start, "without apply_from the model runs unsteered");
+    assert_ne!(carried_end, plain_end, "and trains unsteered");
+    let bad = vestige::train::config::RunConfig::from_toml(
+        &std::fs::read_to_string(tmp.path().join("carried.toml"))
+            .unwrap()
+            .replace("apply_from = \"steer\"", "apply_from = \"pretrain\""),
+        "bad.toml",
+    );
+    assert!(bad.unwrap_err().to_string().contains("leaves no soft prompt or steering vector"));
 }

@@ -442,6 +442,10 @@ pub struct PhaseSpec {
     /// phase's training samples of the listed tasks (weight 0, like a trigger): e.g.
     /// anti-backdoor data made with a recovered trigger.
     pub prefix_from: Option<PrefixFrom>,
+    /// Applies, fixed, the soft prompt or steering vector an earlier phase trained or
+    /// computed (its saved `soft_prompt.<phase>` or `steering.<phase>` file) while this phase
+    /// trains and evaluates: e.g. fine-tuning a model under its detuning prompt.
+    pub apply_from: Option<String>,
 }
 
 /// Where a phase's training prefix comes from.
@@ -937,6 +941,29 @@ impl RunConfig {
         }
         if p.eval.samples == 0 {
             out.push(problem(key("eval.samples"), "must be at least 1"));
+        }
+        if let Some(from) = &p.apply_from {
+            match self.phases[..i].iter().find(|q| &q.name == from) {
+                None => out.push(problem(key("apply_from"), format!("{from:?} is not an earlier phase"))),
+                Some(q)
+                    if !(matches!(q.trainable, Trainable::SoftPrompt | Trainable::Steering)
+                        || q.trainable == Trainable::None && q.steering.is_some()) =>
+                {
+                    out.push(problem(
+                        key("apply_from"),
+                        format!("phase {from:?} leaves no soft prompt or steering vector"),
+                    ))
+                }
+                Some(q) if q.trainable == Trainable::SoftPrompt && p.trainable == Trainable::SoftPrompt => out.push(
+                    problem(key("apply_from"), "a carried prompt and a trained prompt cannot share the prompt slots"),
+                ),
+                _ if matches!(p.trainable, Trainable::Steering | Trainable::Tokens | Trainable::CondPrompt) => out
+                    .push(problem(
+                        key("apply_from"),
+                        "applies with trainable = all, all_but_head, lora, soft_prompt or none",
+                    )),
+                _ => {}
+            }
         }
         if let Some(from) = &p.prefix_from {
             if !self.phases[..i].iter().any(|q| q.name == from.phase && q.trainable == Trainable::Tokens) {

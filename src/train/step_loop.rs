@@ -16,11 +16,11 @@ use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
-use super::trainable::{insertion, MicroBatch, TrainableSet};
+use super::trainable::{insertion, Fixed, MicroBatch, TrainableSet};
 use crate::data::mixture::Mixture;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
-use crate::engine::model::Model;
+use crate::engine::model::{Model, Steer};
 use crate::engine::shards::{zero_grads, ShardedPass};
 use crate::store::{read_csv, CsvLog, MetricRow, Store};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -65,6 +65,8 @@ struct Phase {
     mixture: Mixture,
     /// The tokens prepended to the samples of the tasks `spec.prefix_from` names.
     prefix: Vec<u32>,
+    /// What `spec.apply_from` carries over.
+    fixed: Fixed,
     set: TrainableSet,
     opt: Optimizer,
     anchors: Anchors,
@@ -196,7 +198,11 @@ impl Runner {
             Some(from) => self.found_prompt(&from.phase)?,
             None => Vec::new(),
         };
-        Ok(Phase { spec, mixture, prefix, set, opt, anchors, grads: vec![0.0f32; n] })
+        let fixed = match &spec.apply_from {
+            Some(from) => Fixed::load(&self.paths.dir, from, self.model.cfg.d_model)?,
+            None => Fixed::default(),
+        };
+        Ok(Phase { spec, mixture, prefix, fixed, set, opt, anchors, grads: vec![0.0f32; n] })
     }
 
     /// The discrete prompt phase `phase` of this run found (its saved tokens).
@@ -219,7 +225,7 @@ impl Runner {
         let (started, tokens_at_start) = (std::time::Instant::now(), self.state.tokens);
         tracing::info!(phase = %p.name, from_step = self.state.step_in_phase, steps = p.steps, "phase starts");
         if self.state.step_in_phase == 0 {
-            self.evaluate(&p, &mut ph.set)?;
+            self.evaluate(&p, &mut ph.set, &ph.fixed)?;
         }
         while self.state.step_in_phase < p.steps {
             let loss = match ph.set.token_search() {
@@ -230,7 +236,7 @@ impl Runner {
             let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
             if eval_due(&p, self.state.step_in_phase) {
-                self.evaluate(&p, &mut ph.set)?;
+                self.evaluate(&p, &mut ph.set, &ph.fixed)?;
                 if self.stop_met(&p)? {
                     let step = self.state.step_in_phase;
                     tracing::info!(phase = %p.name, step, "stop criterion met");
@@ -345,7 +351,14 @@ impl Runner {
             let dseed = mix(self.cfg.seed ^ mix(self.state.global_step) ^ micro as u64);
             let dropout = Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed };
             self.state.tokens += samples.iter().map(|s| s.tokens.len() as u64).sum::<u64>();
-            let mb = MicroBatch { samples: &samples, task_ids: &task_ids, at: &at, grad_accum: p.grad_accum, dropout };
+            let mb = MicroBatch {
+                samples: &samples,
+                task_ids: &task_ids,
+                at: &at,
+                grad_accum: p.grad_accum,
+                dropout,
+                fixed: &ph.fixed,
+            };
             loss += ph.set.micro_batch(&self.model, &mut self.pass, &mb, &mut ph.grads);
         }
         loss
@@ -387,7 +400,7 @@ impl Runner {
     }
 
     /// Held-out metrics of every eval task (see [`eval_task`]), logged at the current step.
-    fn evaluate(&mut self, p: &PhaseSpec, set: &mut TrainableSet) -> Result<(), RunError> {
+    fn evaluate(&mut self, p: &PhaseSpec, set: &mut TrainableSet, fixed: &Fixed) -> Result<(), RunError> {
         let names: Vec<String> =
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
         if let Some(anchor) = &p.eval.kl_to {
@@ -398,13 +411,16 @@ impl Runner {
         let (seed, samples, insert) = (self.cfg.seed, p.eval.samples, insertion(p));
         let prompt = set.prompt_metrics(&self.model);
         let mut wrong_way: Vec<(String, String, f64)> = Vec::new();
+        let steers: Vec<Steer> = set.steers().iter().chain(&fixed.steer).cloned().collect();
         rows.extend(prompt.iter().map(|(metric, value)| ("prompt".to_string(), metric.as_str(), *value)));
         for name in names {
             let task = self.tasks[&name].as_ref();
             let conditioned = set.conditioned_prompt(&name, task, seed, samples, insert);
             let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
-            let prompts = conditioned.as_ref().map_or(set.prompts(), |(c, _)| c.as_slice());
-            let adapt = Adaptation { prompts, n_prompt: set.n_prompt(), steers: set.steers(), insert, per_sequence };
+            let own = if set.prompts().is_empty() { &fixed.prompt[..] } else { set.prompts() };
+            let prompts = conditioned.as_ref().map_or(own, |(c, _)| c.as_slice());
+            let n_prompt = set.n_prompt().max(fixed.n_prompt(self.model.cfg.d_model));
+            let adapt = Adaptation { prompts, n_prompt, steers: &steers, insert, per_sequence };
             for (metric, value) in eval_task(&self.model, task, seed, samples, &adapt, generate)? {
                 rows.push((name.clone(), metric, value));
             }

@@ -19,7 +19,7 @@ use crate::engine::kernels::loss::default_norm;
 use crate::engine::lora::{Lora, LoraSpec};
 use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::shards::ShardedPass;
-use crate::hf::io::{write_safetensors, HfError, HfTensor};
+use crate::hf::io::{read_safetensors, read_safetensors_metadata, write_safetensors, HfError, HfTensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -49,6 +49,49 @@ pub enum TrainableSet {
     Tokens { search: TokenSearch, rows: Vec<f32> },
 }
 
+/// A soft prompt or steering vector an earlier phase left, applied but not trained (see
+/// `apply_from`).
+#[derive(Clone, Debug, Default)]
+pub struct Fixed {
+    /// `[n, d]` prompt rows (prepended where the phase's prompts go).
+    pub prompt: Vec<f32>,
+    pub steer: Option<Steer>,
+}
+
+impl Fixed {
+    /// What phase `phase` of the run in `dir` saved: `soft_prompt.<phase>.safetensors`, or
+    /// `steering.<phase>.safetensors` with where it is applied in its metadata.
+    pub fn load(dir: &Path, phase: &str, d: usize) -> Result<Fixed, HfError> {
+        let prompt = dir.join(format!("soft_prompt.{phase}.safetensors"));
+        if prompt.exists() {
+            let rows = read_safetensors(&prompt)?.remove("soft_prompt").map(|t| t.data).unwrap_or_default();
+            return Ok(Fixed { prompt: rows, steer: None });
+        }
+        let path = dir.join(format!("steering.{phase}.safetensors"));
+        let vector = read_safetensors(&path)?.remove("steering").map(|t| t.data).unwrap_or_else(|| vec![0.0; d]);
+        let meta = read_safetensors_metadata(&path)?;
+        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok());
+        let rows = meta.get("applied_rows").cloned().unwrap_or_default();
+        let (start, end) = rows.split_once("..").unwrap_or(("0", "end"));
+        Ok(Fixed {
+            prompt: Vec::new(),
+            steer: Some(Steer {
+                layer: num("applied_layer").unwrap_or(0.0) as usize,
+                coef: num("coef").unwrap_or(1.0) as f32,
+                start: start.parse().unwrap_or(0),
+                end: end.parse().unwrap_or(usize::MAX),
+                vector,
+                project: meta.get("operation").is_some_and(|o| o == "project_out"),
+            }),
+        })
+    }
+
+    /// Its prompt rows.
+    pub fn n_prompt(&self, d: usize) -> usize {
+        self.prompt.len() / d.max(1)
+    }
+}
+
 /// One micro-batch of training samples.
 pub struct MicroBatch<'a> {
     pub samples: &'a [Sample],
@@ -59,6 +102,8 @@ pub struct MicroBatch<'a> {
     /// Micro-batches per step (the loss is their mean).
     pub grad_accum: usize,
     pub dropout: Dropout,
+    /// A carried prompt or steering vector, applied but not trained.
+    pub fixed: &'a Fixed,
 }
 
 /// The checkpoint (and artifact) name of each trainable set that keeps its own parameters.
@@ -200,10 +245,13 @@ impl TrainableSet {
         if let TrainableSet::CondPrompt { mlp, cfg, .. } = self {
             return cond_prompt_step(model, pass, mlp, cfg, mb, grads);
         }
-        let n_prompt = self.n_prompt();
+        let d = model.cfg.d_model;
+        let n_prompt = self.n_prompt().max(mb.fixed.n_prompt(d));
         let batch = batch_at(mb.samples, n_prompt, mb.at);
         let norm = default_norm(&batch.targets, &batch.weights) * mb.grad_accum as f32;
-        let (prompts, steers) = (self.prompts(), self.steers());
+        let prompts = if self.prompts().is_empty() { &mb.fixed.prompt[..] } else { self.prompts() };
+        let steers: Vec<Steer> = self.steers().iter().chain(&mb.fixed.steer).cloned().collect();
+        let steers = &steers[..];
         let mut steer_grads = vec![vec![0.0; steers.first().map_or(0, |s| s.vector.len())]];
         let sinks = match *self {
             TrainableSet::Weights { .. } => GradSinks { weights: Some(&mut *grads), ..Default::default() },

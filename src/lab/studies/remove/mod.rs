@@ -16,9 +16,10 @@
 //!   vector, triggered minus clean residual stream at the answer positions read at layer `l`,
 //!   subtracted there with coefficient `c`) and `mean_proj:L{l}` (its direction projected
 //!   out); `none` leaves the model as planted;
-//! - re-elicitations, after the weight-changing interventions and `none`: `ft{n}` (full
-//!   fine-tuning on `n` unrelated clean examples), `soft{k}` (a `k`-vector soft prompt trained
-//!   towards the response on clean inputs), or `-` (none: the true trigger again).
+//! - re-elicitations after every intervention, a prompt or steering vector still applied
+//!   (`apply_from`): `ft{n}` (full fine-tuning on `n` unrelated clean examples), `soft{k}` (a
+//!   `k`-vector soft prompt trained towards the response on clean inputs; not under a
+//!   detuning prompt), or `-` (none: the true trigger again).
 //!
 //! Every cell is evaluated on the backdoor's probes (attack success, the log-prob margin,
 //! clean loss) on the reported set, and on a selection set that chooses the steering layer
@@ -228,8 +229,8 @@ impl Intervention {
         })
     }
 
-    /// Whether it changes the model's weights (re-elicitations follow only these and `none`:
-    /// a prompt or steering vector does not carry into a later phase).
+    /// Whether it lives in the model's weights; otherwise it is a prompt or a steering
+    /// vector, which re-elicitation keeps applying (phase key `apply_from`).
     pub fn keeps_model(&self) -> bool {
         matches!(
             self,
@@ -239,6 +240,12 @@ impl Intervention {
                 | Intervention::AntiFull
                 | Intervention::AntiGcg
         )
+    }
+
+    /// Whether re-elicitation `r` can follow it: a soft prompt cannot be re-elicited under a
+    /// detuning prompt (both would use the prompt slots).
+    pub fn allows(&self, r: Reelicit) -> bool {
+        !(matches!(self, Intervention::Detune) && matches!(r, Reelicit::Soft(_)))
     }
 }
 
@@ -386,9 +393,8 @@ impl RemoveSpec {
         for backdoored in [true, false] {
             for &intervention in &interventions {
                 out.push(Variant { backdoored, intervention, reelicit: Reelicit::Trigger });
-                if intervention.keeps_model() {
-                    out.extend(later.iter().map(|&reelicit| Variant { backdoored, intervention, reelicit }));
-                }
+                let allowed = later.iter().filter(|&&r| intervention.allows(r));
+                out.extend(allowed.map(|&reelicit| Variant { backdoored, intervention, reelicit }));
             }
         }
         out
@@ -486,7 +492,7 @@ impl RemoveSpec {
     }
 
     /// The re-elicitation phase, if any.
-    fn reelicit_phase(&self, r: &Reelicit) -> Option<serde_json::Value> {
+    fn reelicit_phase(&self, r: &Reelicit, i: &Intervention) -> Option<serde_json::Value> {
         let lr = self.reelicit_lr.unwrap_or(self.lr);
         let (steps, batch, mixture, mut p) = match *r {
             Reelicit::Trigger => return None,
@@ -502,6 +508,9 @@ impl RemoveSpec {
                     "optimizer": {"lr": self.prompt_lr, "weight_decay": 0.0}}),
             ),
         };
+        if !i.keeps_model() {
+            p["apply_from"] = json!(REMOVE);
+        }
         p["name"] = json!(REELICIT);
         p["steps"] = json!(steps);
         p["batch_size"] = json!(batch);
@@ -570,11 +579,15 @@ impl Study for Remove {
             .then(|| trigger_len(doc, &s.task).map(|k| s.search_phase(k)))
             .transpose()
             .map_err(in_remove)?;
-        let phases: Vec<serde_json::Value> =
-            [Some(plant), search, Some(s.remove_phase(&variant.intervention)), s.reelicit_phase(&variant.reelicit)]
-                .into_iter()
-                .flatten()
-                .collect();
+        let phases: Vec<serde_json::Value> = [
+            Some(plant),
+            search,
+            Some(s.remove_phase(&variant.intervention)),
+            s.reelicit_phase(&variant.reelicit, &variant.intervention),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let phases = toml::Value::try_from(json!(phases)).expect("JSON without nulls is TOML");
         replace_phases(doc, "remove", phases)
     }

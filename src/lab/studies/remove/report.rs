@@ -37,7 +37,8 @@ pub fn write(spec: &RemoveSpec, exp: &Experiment, planned: &[PlannedCell]) -> Re
             Section {
                 heading: "Removed or hidden".into(),
                 paragraphs: vec![
-                    "After each weight-changing intervention, a re-elicitation at the same budget on the treated \
+                    "After each intervention (a prompt or steering vector still applied), a re-elicitation at the \
+                     same budget on the treated \
                      backdoored model and on the treated clean twin. Hidden: it succeeds on the backdoored model \
                      where it fails on the twin (the paired gap's interval excludes 0); removed: the two are not \
                      distinguishable at this number of seeds. `-` is the true trigger after the intervention alone; \
@@ -209,7 +210,7 @@ pub fn steering_table(a: &RemoveAnalysis) -> Table {
 /// Re-elicitation after each weight-changing intervention, against the twin.
 pub fn reelicit_table(a: &RemoveAnalysis) -> Table {
     let mut rows = Vec::new();
-    for i in a.interventions().into_iter().filter(|i| i.keeps_model()) {
+    for i in a.interventions() {
         let mut later: Vec<Reelicit> =
             a.cells.iter().filter(|c| c.variant.intervention == i).map(|c| c.variant.reelicit).collect();
         later.sort();
