@@ -64,9 +64,10 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
 
 /// Training tokens (prompt slots included) and FLOPs of one phase: per token, ≈ 6·N FLOPs
 /// when the weights train, 4·N when only inputs or adapters train (forward + activation
-/// gradients), 2·N for none. A discrete prompt search counts every token it passes through the model: per step its
-/// batch once forward and backward (GCG's gradient, 4·N) and once forward per scored
-/// candidate (2·N), see [`crate::train::token_search::TokenSearchCfg::passes`].
+/// gradients), 2·N for none. A discrete prompt search counts every token it passes through
+/// the model: per step its batch once forward and backward (GCG's gradient, 4·N) and once
+/// forward per scored candidate (2·N), see
+/// [`crate::train::token_search::TokenSearchCfg::passes`].
 pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) {
     let longest = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
     let prompt = match p.trainable {

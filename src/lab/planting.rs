@@ -4,7 +4,15 @@
 //! sample poisoned.
 
 use super::study::Problem;
+use crate::data::spec::{Kind, TaskSpec};
 use serde_json::json;
+
+/// The trigger tokens of backdoor task spec `spec` (picked ones included).
+pub fn trigger_of(spec: &TaskSpec) -> Result<Vec<u32>, String> {
+    let Kind::Backdoor(w) = &spec.kind else { return Err(format!("{:?} is not a backdoor task", spec.name)) };
+    let base = w.base.spec().build().map_err(|e| e.to_string())?;
+    Ok(w.spec.build(&spec.name, base).trigger.tokens().to_vec())
+}
 
 /// The planting phase's name.
 pub const PLANT: &str = "plant";

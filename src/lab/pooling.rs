@@ -9,7 +9,7 @@ use super::sweep::{label_of, slug};
 use crate::analysis::scaling::SLOPE_CI_LEVEL;
 use crate::analysis::{
     fit_all, fit_half_life, linear_fit, log_t_interval, loglog_fit, lognormal_fit, mean_interval, observed_half_life,
-    tobit, AnalysisError, BootstrapConfig, Design, Fit, HalfLife, Interval, LineFit, Observation,
+    t_interval, tobit, AnalysisError, BootstrapConfig, Design, Fit, HalfLife, Interval, LineFit, Observation,
 };
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
@@ -78,6 +78,13 @@ pub fn finished_rows(store: &Store, cell: &Cell) -> Result<Result<Vec<MetricRow>
         Some(info) => Err(info.status),
         None => Err(NOT_RUN.into()),
     })
+}
+
+/// The t-interval at `level` of per-seed `values` (n ≥ 2) with its ends clipped to the
+/// quantity's range `[lo, hi]` (a rate to [0, 1], a loss to [0, ∞)).
+pub fn seed_interval(values: &[f64], level: f64, lo: f64, hi: f64) -> Option<Interval> {
+    let t = t_interval(values, level).ok()?;
+    Some(Interval { lo: t.lo.max(lo), hi: t.hi.min(hi), ..t })
 }
 
 /// Cells without a result, and why.

@@ -7,10 +7,10 @@
 
 use super::{ElicitSpec, MethodArm, ModelArm, Variant, AXIS, ELICIT};
 use crate::analysis::{t_interval, Interval};
-use crate::data::spec::Kind;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::{phase_compute, PlannedCell};
-use crate::lab::pooling::variant_results;
+use crate::lab::planting::trigger_of;
+use crate::lab::pooling::{seed_interval, variant_results};
 use crate::store::MetricRow;
 use crate::train::build::build;
 use anyhow::Result;
@@ -151,8 +151,7 @@ impl Group {
 
 /// A t-interval over seeds, its ends clipped to `[0, max]` (the range of the quantity).
 pub fn interval(values: &[f64], max: f64) -> Option<Interval> {
-    let t = t_interval(values, LEVEL).ok()?;
-    Some(Interval { lo: t.lo.max(0.0), hi: t.hi.min(max), ..t })
+    seed_interval(values, LEVEL, 0.0, max)
 }
 
 /// The backdoored-minus-twin difference of one target × method × length after `continued`
@@ -245,16 +244,8 @@ fn cell_result(
         m if m.discrete() => (final_prompt("prompt_token"), Vec::new()),
         _ => (Vec::new(), Vec::new()),
     };
-    let trigger = cell
-        .config
-        .tasks
-        .iter()
-        .find(|t| t.name == spec.task)
-        .and_then(|t| match &t.kind {
-            Kind::Backdoor(w) => w.base.spec().build().ok().map(|b| w.spec.build(&t.name, b).trigger.tokens().to_vec()),
-            _ => None,
-        })
-        .unwrap_or_default();
+    let task = cell.config.tasks.iter().find(|t| t.name == spec.task);
+    let trigger = task.and_then(|t| trigger_of(t).ok()).unwrap_or_default();
     let seed = cell.config.seed as i64;
     Ok(Some(CellResult {
         variant,

@@ -5,11 +5,11 @@
 //! gap, paired by seed, that tells removed from hidden.
 
 use super::{Intervention, Reelicit, RemoveSpec, Variant, AXIS, REELICIT, REMOVE, SEARCH};
-use crate::analysis::{t_interval, Interval};
-use crate::data::spec::Kind;
+use crate::analysis::Interval;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::{phase_compute, PlannedCell};
-use crate::lab::pooling::variant_results;
+use crate::lab::planting::trigger_of;
+use crate::lab::pooling::{seed_interval, variant_results};
 use crate::store::MetricRow;
 use crate::train::build::build;
 use anyhow::Result;
@@ -70,8 +70,7 @@ fn at(rows: &[MetricRow], phase: u32, task: &str, metric: &str, last: bool) -> O
 
 /// A t-interval over seeds clipped to `[lo, hi]`; `None` below 2 values.
 pub fn interval(values: &[f64], lo: f64, hi: f64) -> Option<Interval> {
-    let t = t_interval(values, LEVEL).ok()?;
-    Some(Interval { lo: t.lo.max(lo), hi: t.hi.min(hi), ..t })
+    seed_interval(values, LEVEL, lo, hi)
 }
 
 /// Everything the report shows.
@@ -148,16 +147,6 @@ pub fn analyse(spec: &RemoveSpec, exp: &Experiment, planned: &[PlannedCell]) -> 
     Ok(RemoveAnalysis { spec: spec.clone(), cells, missing })
 }
 
-/// The true trigger of backdoor task `task` in a cell's config.
-fn trigger_of(cell: &Cell, task: &str) -> Vec<u32> {
-    let spec = cell.config.tasks.iter().find(|t| t.name == task);
-    let built = spec.and_then(|t| match &t.kind {
-        Kind::Backdoor(w) => w.base.spec().build().ok().map(|b| w.spec.build(task, b)),
-        _ => None,
-    });
-    built.map(|b| b.trigger.tokens().to_vec()).unwrap_or_default()
-}
-
 fn cell_result(
     spec: &RemoveSpec,
     cell: &Cell,
@@ -169,7 +158,8 @@ fn cell_result(
     let Some(remove) = phases.iter().position(|p| p.name == REMOVE) else { return Ok(None) };
     let reelicit = phases.iter().position(|p| p.name == REELICIT);
     let search = phases.iter().position(|p| p.name == SEARCH);
-    let trigger = trigger_of(cell, &spec.task);
+    let task = cell.config.tasks.iter().find(|t| t.name == spec.task);
+    let trigger = task.and_then(|t| trigger_of(t).ok()).unwrap_or_default();
     let (r, bd) = (remove as u32, spec.task.as_str());
     let get = |task: &str, metric: &str, last: bool| at(rows, r, task, metric, last);
     // The planted model is the one the plant phase ends with (an evaluation-time steering

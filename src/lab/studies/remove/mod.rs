@@ -34,7 +34,7 @@ use crate::data::spec::{Kind, TaskSpec};
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
 pub use crate::lab::planting::PLANT;
-use crate::lab::planting::{backdoor_task, derive_task, plant_phase};
+use crate::lab::planting::{backdoor_task, derive_task, plant_phase, trigger_of};
 use crate::lab::study::{parse_table, replace_phases, task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use serde::Deserialize;
@@ -525,9 +525,7 @@ impl RemoveSpec {
 fn trigger_len(doc: &toml::Table, task: &str) -> Result<usize, Problem> {
     let spec =
         task_specs(doc)?.into_iter().find(|t| t.name == task).ok_or(("task".to_string(), "not found".to_string()))?;
-    let Kind::Backdoor(w) = &spec.kind else { return Err(("task".into(), "not a backdoor task".into())) };
-    let base = w.base.spec().build().map_err(|e| ("task".to_string(), e.to_string()))?;
-    Ok(w.spec.build(task, base).trigger.tokens().len())
+    trigger_of(&spec).map(|t| t.len()).map_err(|e| ("task".to_string(), e))
 }
 
 /// The removal study: its `[remove]` table and the variants it expands into.
