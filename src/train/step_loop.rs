@@ -9,14 +9,14 @@
 
 use super::build::{build_model, model_tokenizer, Built, Tasks};
 use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
-use super::config::{OptimizerStart, PhaseSpec, RunConfig};
+use super::config::{OptimizerStart, PhaseSpec, RunConfig, Trainable};
 use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
-use super::trainable::{insertion, Fixed, MicroBatch, TrainableSet};
+use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
 use crate::data::mixture::Mixture;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
@@ -199,7 +199,10 @@ impl Runner {
             None => Vec::new(),
         };
         let fixed = match &spec.apply_from {
-            Some(from) => Fixed::load(&self.paths.dir, from, self.model.cfg.d_model)?,
+            Some(from) => {
+                let earlier = self.cfg.phases.iter().find(|q| &q.name == from).expect("validated: an earlier phase");
+                Fixed::load(&self.paths.dir, earlier)?
+            }
             None => Fixed::default(),
         };
         Ok(Phase { spec, mixture, prefix, fixed, set, opt, anchors, grads: vec![0.0f32; n] })
@@ -207,10 +210,10 @@ impl Runner {
 
     /// The discrete prompt phase `phase` of this run found (its saved tokens).
     fn found_prompt(&self, phase: &str) -> Result<Vec<u32>, RunError> {
-        let path = self.paths.dir.join(format!("prompt_tokens.{phase}.safetensors"));
+        let path = artifact(&self.paths.dir, Trainable::Tokens, phase);
         let tensors = crate::hf::io::read_safetensors(&path)?;
-        let tokens =
-            tensors.get("prompt_tokens").ok_or(RunError::NoPinned { name: phase.to_string(), key: "prefix_from" })?;
+        let name = checkpoint_key(Trainable::Tokens).expect("searched prompts have a name");
+        let tokens = tensors.get(name).ok_or(RunError::NoPinned { name: phase.to_string(), key: "prefix_from" })?;
         Ok(tokens.data.iter().map(|&t| t as u32).collect())
     }
 

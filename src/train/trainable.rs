@@ -19,7 +19,7 @@ use crate::engine::kernels::loss::default_norm;
 use crate::engine::lora::{Lora, LoraSpec};
 use crate::engine::model::{standard_normal, Model, Steer};
 use crate::engine::shards::ShardedPass;
-use crate::hf::io::{read_safetensors, read_safetensors_metadata, write_safetensors, HfError, HfTensor};
+use crate::hf::io::{read_safetensors, write_safetensors, HfError, HfTensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -59,30 +59,28 @@ pub struct Fixed {
 }
 
 impl Fixed {
-    /// What phase `phase` of the run in `dir` saved: `soft_prompt.<phase>.safetensors`, or
-    /// `steering.<phase>.safetensors` with where it is applied in its metadata.
-    pub fn load(dir: &Path, phase: &str, d: usize) -> Result<Fixed, HfError> {
-        let prompt = dir.join(format!("soft_prompt.{phase}.safetensors"));
-        if prompt.exists() {
-            let rows = read_safetensors(&prompt)?.remove("soft_prompt").map(|t| t.data).unwrap_or_default();
-            return Ok(Fixed { prompt: rows, steer: None });
-        }
-        let path = dir.join(format!("steering.{phase}.safetensors"));
-        let vector = read_safetensors(&path)?.remove("steering").map(|t| t.data).unwrap_or_else(|| vec![0.0; d]);
-        let meta = read_safetensors_metadata(&path)?;
-        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok());
-        let rows = meta.get("applied_rows").cloned().unwrap_or_default();
-        let (start, end) = rows.split_once("..").unwrap_or(("0", "end"));
-        Ok(Fixed {
-            prompt: Vec::new(),
-            steer: Some(Steer {
-                layer: num("applied_layer").unwrap_or(0.0) as usize,
-                coef: num("coef").unwrap_or(1.0) as f32,
-                start: start.parse().unwrap_or(0),
-                end: end.parse().unwrap_or(usize::MAX),
-                vector,
-                project: meta.get("operation").is_some_and(|o| o == "project_out"),
-            }),
+    /// What earlier phase `from` of the run in `dir` left: its soft prompt, or its steering
+    /// vector placed as its config says (the vector read from its saved artifact).
+    pub fn load(dir: &Path, from: &PhaseSpec) -> Result<Fixed, HfError> {
+        let (kind, steer) = match (&from.steering, from.trainable) {
+            (Some(st), Trainable::Steering | Trainable::None) => (Trainable::Steering, Some(st)),
+            _ => (Trainable::SoftPrompt, None),
+        };
+        let name = checkpoint_key(kind).expect("prompts and steering vectors have a name");
+        let data = read_safetensors(&artifact(dir, kind, &from.name))?.remove(name).map(|t| t.data).unwrap_or_default();
+        Ok(match steer {
+            Some(st) => Fixed {
+                prompt: Vec::new(),
+                steer: Some(Steer {
+                    layer: st.layer,
+                    coef: st.coef,
+                    start: st.start,
+                    end: st.end.unwrap_or(usize::MAX),
+                    vector: data,
+                    project: st.project,
+                }),
+            },
+            None => Fixed { prompt: data, steer: None },
         })
     }
 
@@ -119,6 +117,13 @@ const KEYS: [(Trainable, &str); 5] = [
 /// (saved as the model) and for nothing.
 pub fn checkpoint_key(kind: Trainable) -> Option<&'static str> {
     KEYS.iter().find(|(k, _)| *k == kind).map(|(_, name)| *name)
+}
+
+/// The file a phase's trained or computed parameters of `kind` are saved to when it ends:
+/// `<kind>.<phase>.safetensors` in the run directory `dir`.
+pub fn artifact(dir: &Path, kind: Trainable, phase: &str) -> std::path::PathBuf {
+    let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
+    dir.join(format!("{name}.{phase}.safetensors"))
 }
 
 /// The trainable parameters saved in a checkpoint's `tensors`, taken out of them.
@@ -394,7 +399,7 @@ impl TrainableSet {
             }
         };
         let name = checkpoint_key(kind).expect("a set with its own parameters has a name");
-        let path = dir.join(format!("{name}.{phase}.safetensors"));
+        let path = artifact(dir, kind, phase);
         let provenance = spec.steering.as_ref().filter(|_| kind == Trainable::Steering).map(steering_provenance);
         write_safetensors(&path, &BTreeMap::from([(name.to_string(), HfTensor { shape, data })]), provenance.as_ref())?;
         Ok(false)
