@@ -66,7 +66,8 @@ impl Kind {
     }
 }
 
-/// The best run (lowest final loss on the prompts' training task) of one tuning.
+/// The chosen run (lowest final validation loss on the prompts' training task, or lowest
+/// reported loss without one) of one tuning.
 #[derive(Clone, Debug)]
 pub struct TuningResult {
     pub point: String,
@@ -138,14 +139,16 @@ pub struct CondAnalysis {
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;
-    let mut best: BTreeMap<(String, Arm, Kind), TuningResult> = BTreeMap::new();
+    let mut best: BTreeMap<(String, Arm, Kind), (f64, TuningResult)> = BTreeMap::new();
     for cell in &exp.cells {
         let Some(variant) = variant_of(cell) else { continue };
         let Ok(rows) = finished_rows(&store, cell)? else { continue };
         let phase = phase_index(cell);
-        let Some(loss) = final_metric(&rows, &Conditional::prompt_task(&spec.behavior), "loss", phase) else {
-            continue;
-        };
+        let prompt_task = Conditional::prompt_task(&spec.behavior);
+        let Some(loss) = final_metric(&rows, &prompt_task, "loss", phase) else { continue };
+        // Chosen by validation loss where the run logged one, so the choice is not made on
+        // the reported samples.
+        let select = final_metric(&rows, &prompt_task, "val_loss", phase).unwrap_or(loss);
         // At the task's last evaluation: a metric that evaluation does not define (the extra
         // moves when no path reached the target) is NaN, not an earlier evaluation's value.
         let metric = |task: &str, m: &str| {
@@ -173,11 +176,11 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
         let kind = Kind::of(variant.tuning);
         let result = TuningResult { point: point_name(cell), arm: variant.arm, kind, loss, conditions };
         let key = (result.point.clone(), variant.arm, kind);
-        if best.get(&key).is_none_or(|b| loss < b.loss) {
-            best.insert(key, result);
+        if best.get(&key).is_none_or(|(b, _)| select < *b) {
+            best.insert(key, (select, result));
         }
     }
-    let tunings: Vec<TuningResult> = best.into_values().collect();
+    let tunings: Vec<TuningResult> = best.into_values().map(|(_, t)| t).collect();
     Ok(CondAnalysis { verdicts: verdicts(&tunings), tunings })
 }
 
