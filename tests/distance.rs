@@ -13,7 +13,8 @@ use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
 use vestige::lab::studies::distance::analysis::{
-    arm_result, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, Distance, Outcome, PromptRun,
+    arm_result, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult, Distance, Outcome,
+    PromptRun,
 };
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::store::{MetricRow, Store};
@@ -619,4 +620,62 @@ fn grammar_documents_with_spans_end_in_a_repeated_span_at_the_given_rate() {
         Err(e) => e,
     };
     assert!(err.contains("spans.lengths"), "{err}");
+}
+
+/// An arm result with only its distance, seed and string length set.
+fn distance_only(arm: Arm, length: usize, seed: u64, distance: Distance) -> ArmResult {
+    ArmResult {
+        point: format!("len{length}/s{seed}"),
+        arm,
+        task: "r".into(),
+        seed,
+        string_len: Some(length),
+        counts: Vec::new(),
+        cond_counts: Vec::new(),
+        s_full: Some(0.0),
+        s_lora: None,
+        s_concerns: Vec::new(),
+        distance,
+        cond_distance: None,
+    }
+}
+
+#[test]
+fn distance_against_length_is_fitted_with_censored_distances_kept_and_refused_ones_left_out() {
+    use vestige::lab::studies::distance::lengths::{fits, rows};
+    // 1 + distance ≈ 2 · length (slope 1 on the log scale), with seed noise.
+    let mut arms = Vec::new();
+    for (length, ds) in [(1, [1, 2, 1]), (2, [3, 3, 4]), (4, [7, 8, 6]), (8, [15, 16, 14])] {
+        for (seed, d) in ds.into_iter().enumerate() {
+            arms.push(distance_only(Arm::Target, length, seed as u64, Distance::Reached(d)));
+        }
+    }
+    let uncensored = fits(&rows(&arms)).remove(0).unwrap();
+    assert!((uncensored.slope.value - 1.0).abs() < 0.1, "{:?}", uncensored.slope);
+    assert!(uncensored.slope.lo < 1.0 && uncensored.slope.hi > 1.0);
+    // At length 16 the largest count (16) is not enough: censored at 16, which only says
+    // the distance exceeds it. Dropping those seeds would flatten the slope; keeping them as
+    // censored observations keeps it near 1.
+    let mut with_long = arms.clone();
+    for seed in 0..3 {
+        with_long.push(distance_only(Arm::Target, 16, seed, Distance::Beyond(16)));
+    }
+    with_long.push(distance_only(Arm::Target, 16, 3, Distance::Refused(4)));
+    let r = rows(&with_long);
+    let long = r.iter().find(|r| r.length == 16).unwrap();
+    assert_eq!(long.seeds.len(), 4);
+    assert!(long.mean.is_none(), "no mean over censored seeds");
+    assert!(r.iter().find(|r| r.length == 4).unwrap().mean.is_some());
+    let censored = fits(&r).remove(0).unwrap();
+    assert_eq!((censored.n, censored.censored), (15, 3), "refused left out, censored kept");
+    // Taking the bound for the value (distance 16 where it is more) would bias the slope down.
+    let mut naive = arms.clone();
+    for seed in 0..3 {
+        naive.push(distance_only(Arm::Target, 16, seed, Distance::Reached(16)));
+    }
+    let naive = fits(&rows(&naive)).remove(0).unwrap();
+    assert!(censored.slope.value > naive.slope.value + 0.02, "{:?} vs naive {:?}", censored.slope, naive.slope);
+    // Too few lengths for a line: no fit, and why.
+    let one: Vec<ArmResult> = arms.iter().filter(|a| a.string_len == Some(1)).cloned().collect();
+    assert!(fits(&rows(&one)).remove(0).is_err());
 }
