@@ -468,15 +468,22 @@ impl DistanceSpec {
     }
 
     /// The random-target twin of a `repeat` behavior: the same spec with a random string of
-    /// the same length, drawn from the base vocabulary's ids `2..vocab`.
-    pub fn null_repeat(&self, behavior: &TaskSpec) -> Vec<u32> {
-        let Kind::Repeat(repeat) = &behavior.kind else { return Vec::new() };
+    /// the same length in tokens (a `text` string is encoded to count them), drawn from the
+    /// base vocabulary's ids `2..vocab`.
+    pub fn null_repeat(&self, behavior: &TaskSpec) -> Result<Vec<u32>, String> {
+        let Kind::Repeat(repeat) = &behavior.kind else { return Ok(Vec::new()) };
         let vocab = repeat.base.spec().kind.vocab().unwrap_or_else(default_vocab).max(3) as u64;
-        let len = repeat.spec.string.len();
-        (0..len as u64)
+        let len = match &repeat.spec.text {
+            None => repeat.spec.string.len(),
+            Some(_) => {
+                let base = repeat.base.spec().build().map_err(|e| e.to_string())?;
+                repeat.spec.tokens(base.as_ref()).map_err(|e| e.to_string())?.len()
+            }
+        };
+        Ok((0..len as u64)
             .map(|i| 2 + crate::data::mix(0x5eed ^ (len as u64) << 32 ^ i) % (vocab - 2))
             .map(|t| t as u32)
-            .collect()
+            .collect())
     }
 
     /// The name of the auto-generated null task of `behavior`.
@@ -699,7 +706,9 @@ fn null_task(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<String, (Stri
         table.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".to_string()))?;
     let behavior: TaskSpec =
         table.clone().try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string()))?;
-    let string = spec.null_repeat(&behavior).into_iter().map(|t| toml::Value::Integer(t as i64)).collect();
+    let string = spec.null_repeat(&behavior).map_err(|e| ("distance.behavior".to_string(), e))?;
+    let string = string.into_iter().map(|t| toml::Value::Integer(t as i64)).collect();
+    table.remove("text");
     table.insert("name".into(), spec.null_name().into());
     table.insert("string".into(), toml::Value::Array(string));
     tasks.push(table.into());
