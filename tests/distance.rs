@@ -544,7 +544,17 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         // Extra moves are a reached path's: defined exactly when some sampled path reaches B.
         assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.invalid_gap >= 0.0 && c.reached >= 0.0));
         assert!(t.conditions.iter().all(|c| c.extra.is_finite() == (c.reached > 0.0)), "{:?}", t.conditions);
+        // Per-sample scores were stored, and their intervals hold the logged means.
+        for c in &t.conditions {
+            let (lo, hi) = c.invalid_ci.expect("every sampled path has an invalid-move count");
+            assert!(lo <= c.invalid + 1e-9 && c.invalid <= hi + 1e-9 && lo < hi || lo == hi, "{c:?}");
+            let (lo, hi) = c.reached_ci.unwrap();
+            assert!((lo..=hi).contains(&c.reached) || (lo - c.reached).abs() < 1e-9, "{c:?}");
+        }
     }
+    let stored: Vec<_> =
+        std::fs::read_dir(exp.cells_dir()).unwrap().flatten().filter(|d| d.path().join("samples").is_dir()).collect();
+    assert!(!stored.is_empty(), "per-sample scores are stored in the cells' run folders");
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();

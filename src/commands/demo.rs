@@ -110,7 +110,8 @@ fn train_copy(model: &mut Model, steps: usize) -> f32 {
 /// Fraction of held-out inputs whose greedy continuation is the exact copy.
 fn copy_accuracy(model: &Model) -> Result<f64> {
     let metrics =
-        eval_task(model, &task(false), SEED, EvalSet::reported(EVAL), &Adaptation::default(), Some(Sampling::Greedy))?;
+        eval_task(model, &task(false), SEED, EvalSet::reported(EVAL), &Adaptation::default(), Some(Sampling::Greedy))?
+            .metrics;
     Ok(metrics.iter().find(|(m, _)| *m == "exact_match").map_or(0.0, |(_, v)| *v))
 }
 

@@ -5,7 +5,7 @@
 
 use super::batching::{batch_at, batch_of, Insert};
 use super::forgetting::divergence;
-use crate::data::score::{self, score_all};
+use crate::data::score::{self, mean_scores, score_samples, SampleScores};
 use crate::data::{mix, Sample, Split, Task, SELECTION_OFFSET};
 use crate::engine::activations::Activations;
 use crate::engine::batch::Batch;
@@ -73,10 +73,10 @@ const EVAL_POINTS: u64 = 0x1e5e_7a11;
 
 /// Held-out metrics of `task` on the samples of `set` under `adapt`: `loss`; for
 /// samples with explicit targets, the teacher-forced `target_accuracy`; otherwise, with
-/// `generate`, `exact_match` and the task's scorers ([`score_all`]) of answers generated so
-/// (seeded by `seed`). Answers run to the reference answer's length, or, for a task with
-/// conditions (path quality), to the longest answer the task can have, so that a longer
-/// generated path is scored whole.
+/// `generate`, `exact_match` and the task's scorers (their means over the samples that define
+/// them, and each sample's value) of answers generated so (seeded by `seed`). Answers run to
+/// the reference answer's length, or, for a task with conditions (path quality), to the
+/// longest answer the task can have, so that a longer generated path is scored whole.
 pub fn eval_task(
     model: &Model,
     task: &dyn Task,
@@ -84,7 +84,7 @@ pub fn eval_task(
     set: EvalSet,
     adapt: &Adaptation,
     generate: Option<Sampling>,
-) -> Result<Vec<(&'static str, f64)>, GenerateError> {
+) -> Result<TaskEval, GenerateError> {
     let (samples, at) = held_out(task, seed, set, adapt.insert);
     let mut batch = batch_at(&samples, adapt.n_prompt, &at);
     if adapt.per_sequence {
@@ -94,6 +94,7 @@ pub fn eval_task(
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, norm);
     let mut out = vec![("loss", loss as f64)];
+    let mut per_sample = SampleScores::new();
     if samples.iter().any(|s| s.targets.is_some()) {
         out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
     } else if let Some(sampling) = generate {
@@ -104,9 +105,18 @@ pub fn eval_task(
         let answers = generated_answers(model, &samples, &at, adapt, answer_len, sampling, seed)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
         out.push(("exact_match", hits / samples.len().max(1) as f64));
-        out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
+        per_sample = score_samples(task, &samples, &answers);
+        out.extend(mean_scores(&per_sample).into_iter().filter(|(metric, _)| *metric != "exact_match"));
     }
-    Ok(out)
+    Ok(TaskEval { metrics: out, per_sample })
+}
+
+/// What [`eval_task`] measured: the metrics, and each generated answer's scores (empty
+/// without generation).
+#[derive(Clone, Debug, Default)]
+pub struct TaskEval {
+    pub metrics: Vec<(&'static str, f64)>,
+    pub per_sample: SampleScores,
 }
 
 /// Fraction of the scored rows of `batch` whose argmax in `logits` (`[rows, V]`) is the label.

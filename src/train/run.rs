@@ -161,7 +161,8 @@ pub fn evaluate_checkpoint(
     for (name, task) in build_tasks(&cfg)? {
         let adapt = Adaptation::default();
         let metrics =
-            eval_task(&model, task.as_ref(), cfg.seed, EvalSet::reported(samples), &adapt, Some(Sampling::Greedy))?;
+            eval_task(&model, task.as_ref(), cfg.seed, EvalSet::reported(samples), &adapt, Some(Sampling::Greedy))?
+                .metrics;
         for (metric, value) in metrics.into_iter().chain(eval_probes(&model, task.as_ref(), cfg.seed, samples, &adapt)?)
         {
             rows.push((name.clone(), metric.to_string(), value));

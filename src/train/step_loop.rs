@@ -19,6 +19,7 @@ use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
 use crate::data::mixture::Mixture;
+use crate::data::score::SampleScores;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::{Model, Steer};
@@ -426,13 +427,20 @@ impl Runner {
                 let adapt = adaptation(set, fixed, &conditioned, n_prompt, &steers, insert);
                 let metrics = eval_task(&self.model, task, seed, val, &adapt, None)?;
                 rows.extend(
-                    metrics.into_iter().filter(|(m, _)| *m == "loss").map(|(_, v)| (name.clone(), "val_loss", v)),
+                    metrics
+                        .metrics
+                        .into_iter()
+                        .filter(|(m, _)| *m == "loss")
+                        .map(|(_, v)| (name.clone(), "val_loss", v)),
                 );
             }
             let conditioned = set.conditioned_prompt(&name, task, seed, EvalSet::reported(samples), insert);
             let adapt = adaptation(set, fixed, &conditioned, n_prompt, &steers, insert);
-            for (metric, value) in eval_task(&self.model, task, seed, EvalSet::reported(samples), &adapt, generate)? {
-                rows.push((name.clone(), metric, value));
+            let evaluated = eval_task(&self.model, task, seed, EvalSet::reported(samples), &adapt, generate)?;
+            rows.extend(evaluated.metrics.iter().map(|(metric, value)| (name.clone(), *metric, *value)));
+            if !evaluated.per_sample.is_empty() {
+                let path = sample_scores_path(&self.paths.dir, self.state.phase as u32, self.state.global_step, &name);
+                write_sample_scores(&path, &evaluated.per_sample)?;
             }
             for (metric, value) in eval_probes(&self.model, task, seed, samples, &adapt)? {
                 rows.push((name.clone(), metric, value));
@@ -645,4 +653,28 @@ fn adaptation<'a>(
     let prompts = conditioned.as_ref().map_or(own, |(c, _)| c.as_slice());
     let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
     Adaptation { prompts, n_prompt, steers, insert, per_sequence }
+}
+
+/// Where an evaluation's per-sample scores of `task` are kept in run folder `dir`.
+pub fn sample_scores_path(dir: &std::path::Path, phase: u32, step: u64, task: &str) -> PathBuf {
+    dir.join("samples").join(format!("phase{phase}-step{step:08}-{task}.csv"))
+}
+
+/// Writes per-sample scores as CSV (`sample,METRIC…`, NaN where a sample does not define a
+/// metric), atomically.
+fn write_sample_scores(path: &std::path::Path, scores: &SampleScores) -> Result<(), RunError> {
+    let mut text = std::iter::once("sample").chain(scores.iter().map(|(m, _)| *m)).collect::<Vec<_>>().join(",");
+    let n = scores.first().map_or(0, |(_, v)| v.len());
+    for k in 0..n {
+        text.push('\n');
+        text.push_str(&k.to_string());
+        for (_, values) in scores {
+            text.push_str(&format!(",{}", values[k]));
+        }
+    }
+    text.push('\n');
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| RunError::Io { path: parent.to_path_buf(), source })?;
+    }
+    Ok(crate::fs::write_atomic(path, text.as_bytes())?)
 }
