@@ -689,3 +689,30 @@ fn distance_against_length_is_fitted_with_censored_distances_kept_and_refused_on
     let one: Vec<ArmResult> = arms.iter().filter(|a| a.string_len == Some(1)).cloned().collect();
     assert!(fits(&rows(&one)).remove(0).is_err());
 }
+
+#[test]
+fn extrapolated_conditions_lie_beyond_every_path_the_prompts_train_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = COND.replace("hidden = 8", "hidden = 8\ntrain_max_extra = 1");
+    let exp = Experiment::load(&experiment(tmp.path(), &config)).unwrap();
+    let cell = &exp.cells.iter().find(|c| c.id.contains("target_c2")).unwrap().config;
+    let prompt = cell.tasks.iter().find(|t| t.name == "pf-prompt").unwrap();
+    let Kind::Pathfinding(p) = &prompt.kind else { panic!("a pathfinding task") };
+    assert_eq!(p.max_extra, Some(1));
+    let task = prompt.build().unwrap();
+    for k in 0..200 {
+        let extra = task.sample(5, Split::Train, k).conditions[0];
+        assert!(extra <= 1.0, "training path {k} has {extra} extra moves");
+    }
+    let held = cell.tasks.iter().find(|t| t.name == "pf-e2i0").unwrap();
+    let Kind::Pathfinding(h) = &held.kind else { panic!("a pathfinding task") };
+    assert_eq!(
+        (h.max_extra, h.only_conditions.as_slice()),
+        (None, &[[2, 0]][..]),
+        "the held-out task keeps its condition"
+    );
+    // A seen condition beyond the bound is refused before any compute.
+    let seen_beyond = config.replace("seen = [[0, 0]]", "seen = [[0, 0], [3, 0]]");
+    let err = format!("{:#}", Experiment::load(&experiment(tmp.path(), &seen_beyond)).unwrap_err());
+    assert!(err.contains("distance.conditional.seen") && err.contains("train_max_extra"), "{err}");
+}

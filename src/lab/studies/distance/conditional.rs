@@ -24,6 +24,8 @@ pub struct ConditionResult {
     /// `(extra_moves, invalid_moves)` asked for.
     pub condition: [i64; 2],
     pub held_out: bool,
+    /// Held out beyond the training conditions' range (`train_max_extra`).
+    pub extrapolated: bool,
     pub loss: f64,
     /// The fraction of sampled paths that reach the target.
     pub reached: f64,
@@ -179,6 +181,7 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
                 ConditionResult {
                     condition,
                     held_out,
+                    extrapolated: c.extrapolated(condition),
                     loss: metric(&task, "loss"),
                     reached: metric(&task, "reached_target"),
                     extra: metric(&task, "extra_moves"),
@@ -318,7 +321,11 @@ pub fn condition_table(a: &CondAnalysis) -> Table {
                 t.arm.name().into(),
                 t.kind.name(),
                 format!("({}, {})", c.condition[0], c.condition[1]),
-                if c.held_out { "held out".into() } else { "seen".into() },
+                match (c.held_out, c.extrapolated) {
+                    (true, true) => "held out, extrapolated".into(),
+                    (true, false) => "held out".into(),
+                    _ => "seen".into(),
+                },
                 format!("{:.4}", c.loss),
                 with_interval(c.reached, c.reached_ci),
                 with_interval(c.extra, c.extra_ci),

@@ -133,6 +133,9 @@ pub struct Conditional {
     /// optimal path, whatever the condition).
     #[serde(default = "default_temperature")]
     pub temperature: f64,
+    /// Prompts train only on paths with at most this many extra moves, so that held-out
+    /// conditions beyond it are extrapolations, not interpolations (`None`: no bound).
+    pub train_max_extra: Option<i64>,
 }
 
 fn default_scale() -> f64 {
@@ -146,6 +149,11 @@ impl Conditional {
     /// Every evaluated condition, seen first, and whether it is held out.
     pub fn evaluated(&self) -> Vec<([i64; 2], bool)> {
         self.seen.iter().map(|c| (*c, false)).chain(self.held_out.iter().map(|c| (*c, true))).collect()
+    }
+
+    /// Whether held-out condition `c` lies beyond the training conditions' range.
+    pub fn extrapolated(&self, c: [i64; 2]) -> bool {
+        self.train_max_extra.is_some_and(|m| c[0] > m)
     }
 
     /// The name of the task that holds only condition `c` of `behavior`.
@@ -175,6 +183,12 @@ impl Conditional {
         }
         if let Some([e, i]) = self.seen.iter().find(|c| self.held_out.contains(c)) {
             bad("seen", format!("[{e}, {i}] is held out: a condition is either seen or held out"));
+        }
+        if let (Some(m), Some([e, i])) = (self.train_max_extra, self.seen.iter().find(|c| self.extrapolated(**c))) {
+            bad(
+                "seen",
+                format!("[{e}, {i}] has more than train_max_extra = {m} extra moves: the prompts never see it"),
+            );
         }
         if self.hidden == 0 {
             bad("hidden", "must be at least 1".into());
@@ -690,6 +704,12 @@ fn condition_tasks(
     let mut evals = vec![prompt.clone()];
     for (cond, _) in c.evaluated() {
         evals.push(derived(Conditional::task_name(behavior, cond), "only_conditions", &[cond]));
+    }
+    if let Some(m) = c.train_max_extra {
+        let prompt_task = tasks.iter_mut().rev().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(&prompt));
+        if let Some(t) = prompt_task.and_then(|t| t.as_table_mut()) {
+            t.insert("max_extra".into(), m.into());
+        }
     }
     Ok((prompt, evals))
 }
