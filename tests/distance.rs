@@ -12,13 +12,16 @@ use vestige::data::{Sample, Split};
 use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
-use vestige::lab::studies::distance::analysis::{arm_result, conditional_distance, count_stats, tolerance, Distance};
+use vestige::lab::studies::distance::analysis::{
+    arm_result, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult, Distance, Outcome,
+    PromptRun,
+};
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
-use vestige::store::Store;
+use vestige::store::{MetricRow, Store};
 use vestige::train::batching::{batch_at, Insert};
 use vestige::train::checkpoint;
 use vestige::train::config::{TaskSpec, Trainable};
-use vestige::train::eval::held_out;
+use vestige::train::eval::{held_out, EvalSet};
 
 /// `(slot, target, weight)` of the scored slots of sequence `b`.
 fn scored(batch: &vestige::engine::batch::Batch, b: usize) -> Vec<(usize, i32, f32)> {
@@ -90,8 +93,8 @@ fn every_prompt_length_including_zero_scores_the_same_held_out_labels() {
     let spec = TaskSpec::parse_inline("{ kind = \"repeat\", string = [5, 9, 7], vocab = 40, seq_len = 20 }").unwrap();
     let task = spec.build().unwrap();
     for insert in [Insert::Prepend, Insert::Random] {
-        let (samples, at) = held_out(task.as_ref(), 3, 16, insert);
-        let (again, at_again) = held_out(task.as_ref(), 3, 16, insert);
+        let (samples, at) = held_out(task.as_ref(), 3, EvalSet::reported(16), insert);
+        let (again, at_again) = held_out(task.as_ref(), 3, EvalSet::reported(16), insert);
         assert_eq!((&samples, &at), (&again, &at_again), "the held-out set is fixed");
         let labels = |n: usize| {
             let batch = batch_at(&samples, n, &at);
@@ -130,36 +133,122 @@ fn the_distance_is_the_smallest_count_within_a_relative_epsilon_of_saturation() 
     assert_eq!(tolerance(0.05, 3.0, Some(1.0)), 0.05 * 2.0);
 }
 
+/// A prompt run whose validation and reported losses are equal.
+fn run_at(restart: usize, lr: f64, loss: f64) -> PromptRun {
+    PromptRun { restart, lr, outcome: Outcome::new(loss, loss) }
+}
+
 #[test]
 fn a_count_is_flagged_for_more_tuning_when_its_ensemble_spreads_or_it_loses_to_fewer_tokens() {
-    let lrs = [1e-3, 1e-2];
-    let settled = count_stats(4, vec![(0, 1e-3, 1.00), (1, 1e-3, 1.01)], &lrs, 0.05, Some(2.0));
+    let lrs = [1e-3, 3e-3, 1e-2];
+    let settled = count_stats(4, vec![run_at(0, 3e-3, 1.00), run_at(1, 3e-3, 1.01)], &lrs, 0.05, Some(2.0));
     assert!(settled.concerns.is_empty(), "{:?}", settled.concerns);
-    assert_eq!((settled.best, settled.worst, settled.best_lr), (1.00, 1.01, 1e-3));
-    let spread = count_stats(4, vec![(0, 1e-3, 1.0), (1, 1e-3, 1.5)], &lrs, 0.05, None);
+    assert_eq!((settled.best, settled.worst, settled.best_lr, settled.mean), (1.00, 1.01, 3e-3, 1.005));
+    assert!(!settled.lr_at_edge);
+    let spread = count_stats(4, vec![run_at(0, 3e-3, 1.0), run_at(1, 3e-3, 1.5)], &lrs, 0.05, None);
     assert!(spread.concerns[0].contains("disagree"), "{:?}", spread.concerns);
-    let edge = count_stats(4, vec![(0, 1e-3, 1.2), (0, 1e-2, 1.19)], &lrs, 0.05, None);
-    assert!(edge.concerns.iter().any(|c| c.contains("largest")), "{:?}", edge.concerns);
-    let worse = count_stats(16, vec![(0, 1e-3, 1.3)], &lrs, 0.05, Some(1.0));
+    let edge = count_stats(4, vec![run_at(0, 1e-3, 1.2), run_at(0, 1e-2, 1.19)], &lrs, 0.05, None);
+    assert!(edge.lr_at_edge && edge.concerns.iter().any(|c| c.contains("largest")), "{:?}", edge.concerns);
+    let low = count_stats(4, vec![run_at(0, 1e-3, 1.1), run_at(0, 1e-2, 1.19)], &lrs, 0.05, None);
+    assert!(low.lr_at_edge && low.concerns.iter().any(|c| c.contains("smallest")), "{:?}", low.concerns);
+    let two = count_stats(4, vec![run_at(0, 1e-3, 1.1)], &[1e-3, 1e-2], 0.05, None);
+    assert!(two.lr_at_edge, "a grid of two rates has no interior");
+    let worse = count_stats(16, vec![run_at(0, 3e-3, 1.3)], &lrs, 0.05, Some(1.0));
     assert!(worse.concerns.iter().any(|c| c.contains("shorter prompt")), "{:?}", worse.concerns);
 }
 
 #[test]
+fn a_count_is_chosen_on_validation_loss_and_reported_on_the_other_set() {
+    let lrs = [1e-3, 3e-3, 1e-2];
+    // The run with the lowest reported loss (0.5) has the worse validation loss: choosing on
+    // the reported set would report 0.5; choosing on validation reports 0.9.
+    let runs = vec![
+        PromptRun { restart: 0, lr: 3e-3, outcome: Outcome::new(1.2, 0.5) },
+        PromptRun { restart: 1, lr: 3e-3, outcome: Outcome::new(0.8, 0.9) },
+    ];
+    let c = count_stats(4, runs, &lrs, 1.0, None);
+    assert_eq!((c.best, c.lowest), (0.9, 0.5));
+    // The validation and reported sets are disjoint eval indices of the same task.
+    let task = TaskSpec::parse_inline("{ kind = \"repeat\", string = [5, 9], vocab = 40, seq_len = 20 }")
+        .unwrap()
+        .build()
+        .unwrap();
+    let (reported, _) = held_out(task.as_ref(), 3, EvalSet::reported(64), Insert::Prepend);
+    let (validation, _) = held_out(task.as_ref(), 3, EvalSet::validation(64), Insert::Prepend);
+    assert!(EvalSet::validation(64).from >= 64);
+    let overlap = validation.iter().filter(|v| reported.iter().any(|r| r.tokens == v.tokens)).count();
+    assert!(overlap <= 2, "{overlap} of 64 validation inputs also in the reported set");
+}
+
+#[test]
+fn a_run_is_read_at_its_lowest_validation_loss_and_flagged_when_that_is_its_cap() {
+    let row = |step: u64, metric: &str, value: f64| MetricRow {
+        run: "c".into(),
+        phase: 1,
+        step,
+        tokens: 0,
+        task: "r".into(),
+        metric: metric.into(),
+        value,
+    };
+    let rows = vec![
+        row(10, "loss", 2.0),
+        row(10, "val_loss", 2.1),
+        row(20, "loss", 1.5),
+        row(20, "val_loss", 1.4),
+        row(30, "loss", 1.2),
+        row(30, "val_loss", 1.6),
+        MetricRow { phase: 0, ..row(20, "loss", 9.0) },
+    ];
+    let o = outcome(&rows, "r", 1, 30).unwrap();
+    assert_eq!((o.val, o.test, o.at_cap), (1.4, 1.5, false), "early stopping keeps step 20");
+    let rising = &rows[..4];
+    let o = outcome(rising, "r", 1, 20).unwrap();
+    assert!(o.at_cap, "the lowest validation loss is the cap's: not converged");
+    let legacy: Vec<MetricRow> = rows.iter().filter(|r| r.metric == "loss").cloned().collect();
+    let o = outcome(&legacy, "r", 1, 30).unwrap();
+    assert!(o.val.is_nan() && o.test == 1.2, "without validation: the last evaluation");
+}
+
+#[test]
+fn a_distance_is_refused_when_a_count_it_rules_out_had_its_learning_rate_at_the_grid_edge() {
+    let lrs = [1e-3, 3e-3, 1e-2];
+    let counts = vec![
+        count_stats(0, vec![run_at(0, 0.0, 3.0)], &lrs, 0.1, None),
+        count_stats(2, vec![run_at(0, 1e-2, 2.0), run_at(0, 3e-3, 2.2)], &lrs, 0.1, None),
+        count_stats(8, vec![run_at(0, 3e-3, 1.0)], &lrs, 0.1, None),
+    ];
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &counts), Distance::Refused(2));
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(2), &counts),
+        Distance::Reached(2),
+        "the reached count may sit at an edge"
+    );
+    assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts), Distance::Refused(2));
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()]), Distance::Reached(8));
+}
+
+#[test]
 fn an_arms_saturation_is_its_best_fine_tuning_loss_and_sets_its_distance() {
-    let spec: DistanceSpec = toml::from_str("behavior = \"r\"\nepsilon_rel = 0.05\nlrs = [0.001]").unwrap();
+    let spec: DistanceSpec =
+        toml::from_str("behavior = \"r\"\nepsilon_rel = 0.05\nlrs = [0.0003, 0.001, 0.003]").unwrap();
     let v = |tuning| Variant { arm: Arm::Target, tuning };
     let p = |tokens, restart| Tuning::Prompt { tokens, restart, lr: 1e-3 };
+    let same = |loss| Outcome::new(loss, loss);
     let runs = [
-        (v(Tuning::Frozen), 4.0),
-        (v(p(2, 0)), 2.5),
-        (v(p(2, 1)), 2.0),
-        (v(p(8, 0)), 0.75),
-        (v(Tuning::Full { lr: 1e-3 }), 0.9),
-        (v(Tuning::Full { lr: 3e-3 }), 0.7),
-        (v(Tuning::Lora { lr: 1e-3 }), 0.8),
+        (v(Tuning::Frozen), same(4.0)),
+        (v(p(2, 0)), same(2.5)),
+        (v(p(2, 1)), same(2.0)),
+        (v(p(8, 0)), same(0.75)),
+        (v(Tuning::Full { lr: 1e-3 }), same(0.9)),
+        // Saturation is chosen on validation loss: this run's reported 0.6 is not S.
+        (v(Tuning::Full { lr: 3e-3 }), Outcome::new(0.95, 0.6)),
+        (v(Tuning::Full { lr: 1e-2 }), same(0.7)),
+        (v(Tuning::Lora { lr: 1e-3 }), same(0.8)),
     ];
     let r = arm_result(&spec, "all".into(), Arm::Target, "r".into(), &runs);
     assert_eq!((r.s_full, r.s_lora, r.saturation()), (Some(0.7), Some(0.8), Some(0.7)));
+    assert!(r.s_concerns.is_empty(), "{:?}", r.s_concerns);
     assert_eq!(r.counts.iter().map(|c| (c.tokens, c.best)).collect::<Vec<_>>(), vec![(0, 4.0), (2, 2.0), (8, 0.75)]);
     assert_eq!(r.distance, Distance::Reached(8));
 }
@@ -455,10 +544,175 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         // Extra moves are a reached path's: defined exactly when some sampled path reaches B.
         assert!(t.conditions.iter().all(|c| c.loss.is_finite() && c.invalid_gap >= 0.0 && c.reached >= 0.0));
         assert!(t.conditions.iter().all(|c| c.extra.is_finite() == (c.reached > 0.0)), "{:?}", t.conditions);
+        // Per-sample scores were stored, and their intervals hold the logged means.
+        for c in &t.conditions {
+            let (lo, hi) = c.invalid_ci.expect("every sampled path has an invalid-move count");
+            assert!(lo <= c.invalid + 1e-9 && c.invalid <= hi + 1e-9 && lo < hi || lo == hi, "{c:?}");
+            let (lo, hi) = c.reached_ci.unwrap();
+            assert!((lo..=hi).contains(&c.reached) || (lo - c.reached).abs() < 1e-9, "{c:?}");
+        }
     }
+    let stored: Vec<_> =
+        std::fs::read_dir(exp.cells_dir()).unwrap().flatten().filter(|d| d.path().join("samples").is_dir()).collect();
+    assert!(!stored.is_empty(), "per-sample scores are stored in the cells' run folders");
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
     assert!(summary.contains("follows held-out conditions") && summary.contains("| cond 2 |"), "{summary}");
     assert!(summary.contains("| conditional |"), "{summary}");
+}
+
+#[test]
+fn the_null_model_can_pretrain_on_the_text_without_the_capability_and_fine_tuning_stops_on_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_plain = TINY.replace(
+        "[[tasks]]\nname = \"repeat\"",
+        "[[tasks]]\nname = \"plain\"\nkind = \"grammar\"\nvocab = 24\nseq_len = 16\n\n[[tasks]]\nname = \"repeat\"",
+    );
+    let config = with_plain.replace("behavior = \"repeat\"", "behavior = \"repeat\"\nnull_mixture = { plain = 1.0 }");
+    let exp = Experiment::load(&experiment(tmp.path(), &config)).unwrap();
+    let cell = |name: &str| &exp.cells.iter().find(|c| c.point[0].1.as_str() == Some(name)).unwrap().config;
+    let null_model = cell("null_model/p4/r0/lr0.03");
+    assert_eq!(null_model.phases.len(), 2, "pre-trained, on other text");
+    assert_eq!(null_model.phases[0].mixture.keys().collect::<Vec<_>>(), ["plain"]);
+    assert_eq!(cell("target/p4/r0/lr0.03").phases[0].mixture.keys().collect::<Vec<_>>(), ["text"]);
+    let (before, after) = (&cell("target/p4/r0/lr0.03").phases[0], &null_model.phases[0]);
+    assert_eq!((before.steps, before.optimizer.lr), (after.steps, after.optimizer.lr), "the same pre-training");
+    // Every measurement phase logs a validation loss; fine-tuning stops early on it.
+    for c in &exp.cells {
+        let last = c.config.phases.last().unwrap();
+        assert_eq!(last.eval.validation, 16, "{}", c.id);
+    }
+    let full = &cell("target/full/lr0.003").phases[1];
+    let stop = full.stop.as_ref().expect("fine-tuning stops early");
+    assert_eq!(
+        (stop.metric.as_str(), stop.patience, stop.task.names()),
+        ("val_loss", Some(3), &["repeat".to_string()][..])
+    );
+    assert!(cell("target/p4/r0/lr0.03").phases[1].stop.is_none(), "prompts train their full budget");
+    // null_mixture needs pre-training and no null_model.
+    let both = config.replace("null_mixture", "null_model = \"elsewhere\"\nnull_mixture");
+    let err = format!("{:#}", Experiment::load(&experiment(tmp.path(), &both)).unwrap_err());
+    assert!(err.contains("distance.null_mixture"), "{err}");
+    let unknown = config.replace("null_mixture = { plain", "null_mixture = { prose");
+    let err = format!("{:#}", Experiment::load(&experiment(tmp.path(), &unknown)).unwrap_err());
+    assert!(err.contains("distance.null_mixture") && err.contains("prose"), "{err}");
+}
+
+#[test]
+fn grammar_documents_with_spans_end_in_a_repeated_span_at_the_given_rate() {
+    let spec = "{ kind = \"grammar\", vocab = 40, seq_len = 48, spans = { rate = 0.5, lengths = [1, 6] } }";
+    let task = TaskSpec::parse_inline(spec).unwrap().build().unwrap();
+    let plain = TaskSpec::parse_inline("{ kind = \"grammar\", vocab = 40, seq_len = 48 }").unwrap().build().unwrap();
+    let n = 400;
+    let mut periodic = 0;
+    for k in 0..n {
+        let s = task.sample(1, Split::Train, k).tokens;
+        assert_eq!(s.len(), 48);
+        // Periodic from the middle on with some period 1..=6: the tail repeats itself.
+        let tail = &s[24..];
+        if (1..=6).any(|p| tail.iter().skip(p).zip(tail).all(|(a, b)| a == b)) {
+            periodic += 1;
+        }
+    }
+    let rate = periodic as f64 / n as f64;
+    assert!((0.42..0.62).contains(&rate), "periodic tails: {rate}");
+    let plain_periodic = (0..n)
+        .filter(|&k| {
+            let s = plain.sample(1, Split::Train, k).tokens;
+            (1..=6).any(|p| s[24..].iter().skip(p).zip(&s[24..]).all(|(a, b)| a == b))
+        })
+        .count();
+    assert!(plain_periodic < 8, "plain grammar is rarely periodic: {plain_periodic}");
+    let bad = "{ kind = \"grammar\", vocab = 40, seq_len = 8, spans = { rate = 0.5, lengths = [1, 6] } }";
+    let err = match TaskSpec::parse_inline(bad) {
+        Ok(spec) => spec.build().err().expect("a span longer than half the document is refused").to_string(),
+        Err(e) => e,
+    };
+    assert!(err.contains("spans.lengths"), "{err}");
+}
+
+/// An arm result with only its distance, seed and string length set.
+fn distance_only(arm: Arm, length: usize, seed: u64, distance: Distance) -> ArmResult {
+    ArmResult {
+        point: format!("len{length}/s{seed}"),
+        arm,
+        task: "r".into(),
+        seed,
+        string_len: Some(length),
+        counts: Vec::new(),
+        cond_counts: Vec::new(),
+        s_full: Some(0.0),
+        s_lora: None,
+        s_concerns: Vec::new(),
+        distance,
+        cond_distance: None,
+    }
+}
+
+#[test]
+fn distance_against_length_is_fitted_with_censored_distances_kept_and_refused_ones_left_out() {
+    use vestige::lab::studies::distance::lengths::{fits, rows};
+    // 1 + distance ≈ 2 · length (slope 1 on the log scale), with seed noise.
+    let mut arms = Vec::new();
+    for (length, ds) in [(1, [1, 2, 1]), (2, [3, 3, 4]), (4, [7, 8, 6]), (8, [15, 16, 14])] {
+        for (seed, d) in ds.into_iter().enumerate() {
+            arms.push(distance_only(Arm::Target, length, seed as u64, Distance::Reached(d)));
+        }
+    }
+    let uncensored = fits(&rows(&arms)).remove(0).unwrap();
+    assert!((uncensored.slope.value - 1.0).abs() < 0.1, "{:?}", uncensored.slope);
+    assert!(uncensored.slope.lo < 1.0 && uncensored.slope.hi > 1.0);
+    // At length 16 the largest count (16) is not enough: censored at 16, which only says
+    // the distance exceeds it. Dropping those seeds would flatten the slope; keeping them as
+    // censored observations keeps it near 1.
+    let mut with_long = arms.clone();
+    for seed in 0..3 {
+        with_long.push(distance_only(Arm::Target, 16, seed, Distance::Beyond(16)));
+    }
+    with_long.push(distance_only(Arm::Target, 16, 3, Distance::Refused(4)));
+    let r = rows(&with_long);
+    let long = r.iter().find(|r| r.length == 16).unwrap();
+    assert_eq!(long.seeds.len(), 4);
+    assert!(long.mean.is_none(), "no mean over censored seeds");
+    assert!(r.iter().find(|r| r.length == 4).unwrap().mean.is_some());
+    let censored = fits(&r).remove(0).unwrap();
+    assert_eq!((censored.n, censored.censored), (15, 3), "refused left out, censored kept");
+    // Taking the bound for the value (distance 16 where it is more) would bias the slope down.
+    let mut naive = arms.clone();
+    for seed in 0..3 {
+        naive.push(distance_only(Arm::Target, 16, seed, Distance::Reached(16)));
+    }
+    let naive = fits(&rows(&naive)).remove(0).unwrap();
+    assert!(censored.slope.value > naive.slope.value + 0.02, "{:?} vs naive {:?}", censored.slope, naive.slope);
+    // Too few lengths for a line: no fit, and why.
+    let one: Vec<ArmResult> = arms.iter().filter(|a| a.string_len == Some(1)).cloned().collect();
+    assert!(fits(&rows(&one)).remove(0).is_err());
+}
+
+#[test]
+fn extrapolated_conditions_lie_beyond_every_path_the_prompts_train_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = COND.replace("hidden = 8", "hidden = 8\ntrain_max_extra = 1");
+    let exp = Experiment::load(&experiment(tmp.path(), &config)).unwrap();
+    let cell = &exp.cells.iter().find(|c| c.id.contains("target_c2")).unwrap().config;
+    let prompt = cell.tasks.iter().find(|t| t.name == "pf-prompt").unwrap();
+    let Kind::Pathfinding(p) = &prompt.kind else { panic!("a pathfinding task") };
+    assert_eq!(p.max_extra, Some(1));
+    let task = prompt.build().unwrap();
+    for k in 0..200 {
+        let extra = task.sample(5, Split::Train, k).conditions[0];
+        assert!(extra <= 1.0, "training path {k} has {extra} extra moves");
+    }
+    let held = cell.tasks.iter().find(|t| t.name == "pf-e2i0").unwrap();
+    let Kind::Pathfinding(h) = &held.kind else { panic!("a pathfinding task") };
+    assert_eq!(
+        (h.max_extra, h.only_conditions.as_slice()),
+        (None, &[[2, 0]][..]),
+        "the held-out task keeps its condition"
+    );
+    // A seen condition beyond the bound is refused before any compute.
+    let seen_beyond = config.replace("seen = [[0, 0]]", "seen = [[0, 0], [3, 0]]");
+    let err = format!("{:#}", Experiment::load(&experiment(tmp.path(), &seen_beyond)).unwrap_err());
+    assert!(err.contains("distance.conditional.seen") && err.contains("train_max_extra"), "{err}");
 }

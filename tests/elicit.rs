@@ -227,7 +227,7 @@ fn gcg_recovers_a_planted_two_token_trigger_where_random_search_at_the_same_budg
 
 mod study {
     use std::path::{Path, PathBuf};
-    use vestige::data::backdoor::SELECTION_OFFSET;
+    use vestige::data::SELECTION_OFFSET;
     use vestige::data::{Split, Task};
     use vestige::lab::experiment::Experiment;
     use vestige::lab::plan::{phase_compute, plan};

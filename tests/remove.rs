@@ -4,8 +4,8 @@
 //! probes are disjoint from the reported ones.
 
 use std::path::{Path, PathBuf};
-use vestige::data::backdoor::SELECTION_OFFSET;
 use vestige::data::Split;
+use vestige::data::SELECTION_OFFSET;
 use vestige::lab::experiment::{Cell, Experiment};
 use vestige::lab::plan::{phase_compute, plan};
 use vestige::lab::studies::remove::{Intervention, Reelicit, RemoveSpec, Variant, AXIS, REELICIT, REMOVE};

@@ -24,7 +24,7 @@ use crate::engine::shards::ShardedPass;
 use crate::fs::write_atomic;
 use crate::train::batching::batch_of;
 use crate::train::build::model_tokenizer;
-use crate::train::eval::{eval_task, teacher_forced_accuracy, Adaptation};
+use crate::train::eval::{eval_task, teacher_forced_accuracy, Adaptation, EvalSet};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -109,7 +109,9 @@ fn train_copy(model: &mut Model, steps: usize) -> f32 {
 
 /// Fraction of held-out inputs whose greedy continuation is the exact copy.
 fn copy_accuracy(model: &Model) -> Result<f64> {
-    let metrics = eval_task(model, &task(false), SEED, EVAL, &Adaptation::default(), Some(Sampling::Greedy))?;
+    let metrics =
+        eval_task(model, &task(false), SEED, EvalSet::reported(EVAL), &Adaptation::default(), Some(Sampling::Greedy))?
+            .metrics;
     Ok(metrics.iter().find(|(m, _)| *m == "exact_match").map_or(0.0, |(_, v)| *v))
 }
 

@@ -26,7 +26,7 @@
 
 use super::score::Probe;
 use super::spec::{Kind, SpecError, TaskSpec};
-use super::{mix, sample_key, Sample, Split, Task};
+use super::{mix, sample_key, Sample, Split, Task, SELECTION_OFFSET};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -356,11 +356,6 @@ impl Backdoor {
         Probe { hits, loss, samples, targets }
     }
 }
-
-/// Eval-split index of the first sample of a selection set (an elicitation target's, or a
-/// backdoor's with `selection`): the selection set (`select_*` metrics) and the reported set
-/// (eval indices `0..n`) are disjoint for any `n` below it.
-pub const SELECTION_OFFSET: u64 = 1 << 32;
 
 impl Backdoor {
     /// Sample `index` of `split` as an elicitation sample: its clean input (no trigger)

@@ -79,7 +79,14 @@ impl BroadSpec {
         }
         let vocab = self.vocab.max((FIRST_SYMBOL + SLICE * self.families as u32) as usize);
         let grammar = Grammar::new(self.grammar_seed, FIRST_SYMBOL, vocab as u32, self.zipf);
-        let text = GrammarTask { name: format!("{name}/grammar"), grammar, vocab, seq_len: self.seq_len };
+        let text = GrammarTask {
+            name: format!("{name}/grammar"),
+            grammar,
+            vocab,
+            seq_len: self.seq_len,
+            terminals: [FIRST_SYMBOL, vocab as u32],
+            spans: None,
+        };
         let mut parts: Vec<(Arc<dyn Task>, f64)> = vec![(Arc::new(text), self.grammar_weight)];
         let share = (1.0 - self.grammar_weight) / self.families as f64;
         for k in 0..self.families as u32 {

@@ -57,6 +57,8 @@ pub enum CorpusError {
     TooSmall { path: PathBuf, split: Split, tokens: usize, seq_len: usize },
     #[error("cannot train a BPE tokenizer on {}: {source}", path.display())]
     Train { path: PathBuf, source: tokenizers::Error },
+    #[error("repeat text {text:?} needs a base task with a tokenizer that encodes it (a corpus task; give its `tokenizer`, e.g. a pretrained model's tokenizer.json)")]
+    NoTokenizer { text: String },
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]

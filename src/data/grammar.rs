@@ -159,6 +159,21 @@ pub struct GrammarSpec {
     pub zipf: f64,
     /// The terminal ids `[lo, hi)` (default `[2, vocab)`).
     pub token_range: Option<[u32; 2]>,
+    /// Documents that end in a repeated span (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Box<Spans>>,
+}
+
+/// Repeated spans: a fraction `rate` of documents switch, at a point in their first half, to
+/// a span of random terminals (a length drawn uniformly from `lengths`) repeated to the end,
+/// so that a model can learn to continue a periodic pattern (induction) alongside the
+/// grammar.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spans {
+    pub rate: f64,
+    /// The shortest and longest span, inclusive.
+    pub lengths: [usize; 2],
 }
 
 impl GrammarSpec {
@@ -177,6 +192,15 @@ impl GrammarSpec {
         if self.seq_len < 2 {
             return Err(SpecError::new("seq_len", "must be at least 2"));
         }
+        if let Some(Spans { rate, lengths: [min, max] }) = self.spans.as_deref().copied() {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(SpecError::new("spans.rate", "must be a fraction in [0, 1]"));
+            }
+            if min == 0 || min > max || max > self.seq_len / 2 {
+                let msg = format!("need 1 ≤ shortest ≤ longest ≤ {} (half of seq_len)", self.seq_len / 2);
+                return Err(SpecError::new("spans.lengths", msg));
+            }
+        }
         Ok(())
     }
 
@@ -184,7 +208,8 @@ impl GrammarSpec {
     pub fn build(&self, name: &str) -> GrammarTask {
         let [lo, hi] = self.terminals();
         let grammar = Grammar::new(self.grammar_seed, lo, hi, self.zipf);
-        GrammarTask { name: name.to_string(), grammar, vocab: self.vocab.max(hi as usize), seq_len: self.seq_len }
+        let (vocab, seq_len, spans) = (self.vocab.max(hi as usize), self.seq_len, self.spans.as_deref().copied());
+        GrammarTask { name: name.to_string(), grammar, vocab, seq_len, terminals: [lo, hi], spans }
     }
 
     /// The terminal ids `[lo, hi)`.
@@ -200,10 +225,14 @@ pub struct GrammarTask {
     pub grammar: Grammar,
     pub vocab: usize,
     pub seq_len: usize,
+    /// The terminal ids `[lo, hi)`.
+    pub terminals: [u32; 2],
+    pub spans: Option<Spans>,
 }
 
 impl GrammarTask {
-    /// The document drawn from hash `key`: sentences, each followed by [`SEP`], cut to length.
+    /// The document drawn from hash `key`: sentences, each followed by [`SEP`], cut to length;
+    /// with [`Spans`], possibly switching to a repeated span (see there).
     fn document(&self, key: u64) -> Vec<u32> {
         let mut rng = ChaCha8Rng::seed_from_u64(key);
         let mut tokens = Vec::with_capacity(self.seq_len + 64);
@@ -212,6 +241,16 @@ impl GrammarTask {
             tokens.push(SEP);
         }
         tokens.truncate(self.seq_len);
+        if let Some(Spans { rate, lengths: [min, max] }) = self.spans {
+            if rng.random_bool(rate) {
+                let len = rng.random_range(min..=max);
+                let span: Vec<u32> = (0..len).map(|_| rng.random_range(self.terminals[0]..self.terminals[1])).collect();
+                let start = rng.random_range(0..=self.seq_len / 2);
+                for (t, token) in tokens[start..].iter_mut().enumerate() {
+                    *token = span[t % len];
+                }
+            }
+        }
         tokens
     }
 }

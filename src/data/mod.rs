@@ -25,6 +25,12 @@ pub mod spec;
 pub mod targets;
 pub mod vocab;
 
+/// Eval-split index of the first sample of a selection set (an evaluation's `validation`
+/// samples, an elicitation target's probes, a backdoor's with `selection`): the selection
+/// set (`val_*` and `select_*` metrics) and the reported set (eval indices `0..n`) are
+/// disjoint for any `n` below it.
+pub const SELECTION_OFFSET: u64 = 1 << 32;
+
 /// Which stream a sample comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {

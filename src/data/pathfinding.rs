@@ -340,6 +340,9 @@ pub struct Pathfinding {
     /// a filtered stream holds no other condition by construction.
     pub only: Vec<[i64; 2]>,
     pub except: Vec<[i64; 2]>,
+    /// Keep only boards whose path has at most this many extra moves (`None`: any), so
+    /// that conditions beyond it are extrapolations for a model trained on the task.
+    pub max_extra: Option<i64>,
 }
 
 impl Default for Pathfinding {
@@ -352,6 +355,7 @@ impl Default for Pathfinding {
             max_moves: 64,
             only: Vec::new(),
             except: Vec::new(),
+            max_extra: None,
         }
     }
 }
@@ -374,6 +378,9 @@ pub struct PathfindingSpec {
     pub only_conditions: Vec<[i64; 2]>,
     #[serde(default)]
     pub exclude_conditions: Vec<[i64; 2]>,
+    /// Keep only paths with at most this many extra moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_extra: Option<i64>,
 }
 
 fn default_side() -> usize {
@@ -402,6 +409,9 @@ impl PathfindingSpec {
         {
             return Err(SpecError::new("exclude_conditions", "excludes every condition only_conditions keeps"));
         }
+        if self.max_extra.is_some_and(|m| m < 0) {
+            return Err(SpecError::new("max_extra", "must be at least 0 (the optimal path has 0 extra moves)"));
+        }
         if self.width * self.height < 2 {
             return Err(SpecError::new("width", "a board needs at least 2 cells"));
         }
@@ -417,6 +427,7 @@ impl PathfindingSpec {
             max_moves: self.max_moves,
             only: self.only_conditions.clone(),
             except: self.exclude_conditions.clone(),
+            max_extra: self.max_extra,
         }
     }
 }
@@ -443,9 +454,12 @@ impl Pathfinding {
         sample_in_split(seed, &self.name, split, index, |key| self.draw_kept(key), |b| b.sample().input().to_vec())
     }
 
-    /// Whether a path with `conditions` `(extra_moves, invalid_moves)` passes the filter.
+    /// Whether a path with `conditions` `(extra_moves, invalid_moves)` passes the filter
+    /// (`only`, `except` and `max_extra`).
     pub fn keeps(&self, conditions: [i64; 2]) -> bool {
-        (self.only.is_empty() || self.only.contains(&conditions)) && !self.except.contains(&conditions)
+        (self.only.is_empty() || self.only.contains(&conditions))
+            && !self.except.contains(&conditions)
+            && self.max_extra.is_none_or(|m| conditions[0] <= m)
     }
 
     /// The first board from `key` (then its redraws) that passes the condition filter.

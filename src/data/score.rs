@@ -26,16 +26,40 @@ pub fn exact_match(sample: &Sample, generated: &[u32]) -> f64 {
 /// such as a reached path's extra moves, is averaged over those — in the order the task
 /// reports them.
 pub fn score_all(task: &dyn Task, samples: &[Sample], generated: &[Vec<u32>]) -> Vec<(&'static str, f64)> {
-    let mut sums: Vec<(&'static str, f64, usize)> = Vec::new();
-    for (s, g) in samples.iter().zip(generated) {
+    mean_scores(&score_samples(task, samples, generated))
+}
+
+/// Each metric of [`Task::score`] per sample (paired with `generated` by position), NaN
+/// where a sample does not report it, in the order the task reports them.
+pub fn score_samples(task: &dyn Task, samples: &[Sample], generated: &[Vec<u32>]) -> SampleScores {
+    let mut out: SampleScores = Vec::new();
+    for (k, (s, g)) in samples.iter().zip(generated).enumerate() {
         for (name, value) in task.score(s, g) {
-            match sums.iter_mut().find(|(n, _, _)| *n == name) {
-                Some((_, sum, count)) => (*sum, *count) = (*sum + value, *count + 1),
-                None => sums.push((name, value, 1)),
-            }
+            let column = match out.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    out.push((name, vec![f64::NAN; samples.len()]));
+                    out.len() - 1
+                }
+            };
+            out[column].1[k] = value;
         }
     }
-    sums.into_iter().map(|(name, sum, count)| (name, sum / count as f64)).collect()
+    out
+}
+
+/// Per metric, one value per sample (NaN: not defined for that sample).
+pub type SampleScores = Vec<(&'static str, Vec<f64>)>;
+
+/// The mean of each metric over the samples that define it.
+pub fn mean_scores(scores: &SampleScores) -> Vec<(&'static str, f64)> {
+    scores
+        .iter()
+        .map(|(name, values)| {
+            let (sum, count) = values.iter().filter(|v| !v.is_nan()).fold((0.0, 0usize), |(s, c), v| (s + v, c + 1));
+            (*name, sum / count as f64)
+        })
+        .collect()
 }
 
 /// A held-out probe set a task adds to its evaluations (see [`Task::probes`]): the fraction

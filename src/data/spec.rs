@@ -227,7 +227,7 @@ impl TaskSpec {
             Kind::Grammar(s) => Arc::new(s.build(name)),
             Kind::Broad(s) => Arc::new(s.build(name).expect("a checked broad spec")),
             Kind::Corpus(s) => Arc::new(s.build(name)?),
-            Kind::Repeat(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
+            Kind::Repeat(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)?),
             Kind::Skip(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
             Kind::Backdoor(w) => Arc::new(w.spec.build(name, w.base.spec().build()?)),
         })

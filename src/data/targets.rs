@@ -18,8 +18,10 @@
 //! [`RepeatSpec`] and [`SkipSpec`] hold the own keys of the `repeat` and `skip` wrapper
 //! kinds (their base is a [`super::spec::Base`]).
 
+use super::corpus::CorpusError;
 use super::spec::SpecError;
 use super::{Sample, Split, Task};
+use crate::hf::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -31,18 +33,37 @@ pub struct RepeatSpec {
     /// The repeated tokens.
     #[serde(default)]
     pub string: Vec<u32>,
+    /// Or the repeated text, turned into tokens by the base task's tokenizer (a corpus
+    /// task's `tokenizer.json`, e.g. a pretrained model's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
     /// The first position that predicts them.
     #[serde(default)]
     pub offset: usize,
 }
 
 impl RepeatSpec {
-    /// At least one token to repeat.
+    /// At least one token to repeat, as tokens or as text but not both.
     pub fn check(&self) -> Result<(), SpecError> {
-        if self.string.is_empty() {
-            return Err(SpecError::new("string", "give at least one token"));
+        match (&self.text, self.string.is_empty()) {
+            (Some(_), false) => {
+                Err(SpecError::new("text", "give the string as `string` (token ids) or as `text`, not both"))
+            }
+            (Some(t), true) if t.is_empty() => Err(SpecError::new("text", "give at least one character")),
+            (None, true) => Err(SpecError::new("string", "give at least one token (or the string as `text`)")),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The repeated tokens: `string`, or `text` encoded by the tokenizer of `base`.
+    pub fn tokens(&self, base: &dyn Task) -> Result<Vec<u32>, CorpusError> {
+        let Some(text) = &self.text else { return Ok(self.string.clone()) };
+        let path = base.tokenizer_file().ok_or_else(|| CorpusError::NoTokenizer { text: text.clone() })?;
+        let ids = Tokenizer::from_file(path)?.encode(text)?;
+        match ids.is_empty() {
+            true => Err(CorpusError::NoTokenizer { text: text.clone() }),
+            false => Ok(ids),
+        }
     }
 
     /// `offset` leaves a position to score in samples of `seq_len` tokens.
@@ -51,8 +72,9 @@ impl RepeatSpec {
     }
 
     /// The task named `name` over `base`.
-    pub fn build(&self, name: &str, base: Arc<dyn Task>) -> Repeat {
-        Repeat { name: name.to_string(), base, string: self.string.clone(), offset: self.offset }
+    pub fn build(&self, name: &str, base: Arc<dyn Task>) -> Result<Repeat, CorpusError> {
+        let string = self.tokens(base.as_ref())?;
+        Ok(Repeat { name: name.to_string(), base, string, offset: self.offset })
     }
 }
 

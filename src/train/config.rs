@@ -356,6 +356,10 @@ pub struct EvalCfg {
     pub tasks: Vec<String>,
     /// Held-out samples per task.
     pub samples: usize,
+    /// Also log `val_loss`, the loss on this many validation samples per task (eval indices
+    /// from [`crate::data::SELECTION_OFFSET`], disjoint from the reported ones), for choosing
+    /// a learning rate, restart or stopping step apart from the reported loss; 0: none.
+    pub validation: usize,
     /// Also measure exact match and the task's scorers on generated answers.
     pub exact_match: bool,
     /// Generate those answers by sampling at this temperature (seeded by the run seed, the
@@ -374,6 +378,7 @@ impl Default for EvalCfg {
             log_points: 0,
             tasks: Vec::new(),
             samples: 64,
+            validation: 0,
             exact_match: true,
             temperature: 0.0,
             kl_to: None,

@@ -5,8 +5,8 @@
 
 use super::batching::{batch_at, batch_of, Insert};
 use super::forgetting::divergence;
-use crate::data::score::{self, score_all};
-use crate::data::{mix, Sample, Split, Task};
+use crate::data::score::{self, mean_scores, score_samples, SampleScores};
+use crate::data::{mix, Sample, Split, Task, SELECTION_OFFSET};
 use crate::engine::activations::Activations;
 use crate::engine::batch::Batch;
 use crate::engine::generate::{GenerateError, GenerateRequest, InputSlot, Sampling};
@@ -37,32 +37,55 @@ pub struct Adaptation<'a> {
     pub per_sequence: bool,
 }
 
-/// The first `n` held-out samples of `task` under `seed` and their insertion points: the
+/// A set of held-out samples: eval-split indices `from..from + n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalSet {
+    pub from: u64,
+    pub n: usize,
+}
+
+impl EvalSet {
+    /// The reported set: the first `n` eval samples.
+    pub fn reported(n: usize) -> EvalSet {
+        EvalSet { from: 0, n }
+    }
+
+    /// The validation set, for choosing (learning rate, restart, stopping step) apart from
+    /// what is reported: `n` eval samples from [`SELECTION_OFFSET`], disjoint from the
+    /// reported set.
+    pub fn validation(n: usize) -> EvalSet {
+        EvalSet { from: SELECTION_OFFSET, n }
+    }
+}
+
+/// The held-out samples of `set` of `task` under `seed` and their insertion points: the
 /// same for every prompt length.
-pub fn held_out(task: &dyn Task, seed: u64, n: usize, insert: Insert) -> (Vec<Sample>, Vec<usize>) {
-    let samples: Vec<Sample> = (0..n as u64).map(|k| task.sample(seed, Split::Eval, k)).collect();
-    let at = (0..).zip(&samples).map(|(k, s)| insert.point(s.tokens.len(), mix(seed ^ EVAL_POINTS ^ mix(k)))).collect();
+pub fn held_out(task: &dyn Task, seed: u64, set: EvalSet, insert: Insert) -> (Vec<Sample>, Vec<usize>) {
+    let indices = set.from..set.from + set.n as u64;
+    let samples: Vec<Sample> = indices.clone().map(|k| task.sample(seed, Split::Eval, k)).collect();
+    let at =
+        indices.zip(&samples).map(|(k, s)| insert.point(s.tokens.len(), mix(seed ^ EVAL_POINTS ^ mix(k)))).collect();
     (samples, at)
 }
 
 /// Salt of the held-out insertion points.
 const EVAL_POINTS: u64 = 0x1e5e_7a11;
 
-/// Held-out metrics of `task` on its first `samples` eval samples under `adapt`: `loss`; for
+/// Held-out metrics of `task` on the samples of `set` under `adapt`: `loss`; for
 /// samples with explicit targets, the teacher-forced `target_accuracy`; otherwise, with
-/// `generate`, `exact_match` and the task's scorers ([`score_all`]) of answers generated so
-/// (seeded by `seed`). Answers run to the reference answer's length, or, for a task with
-/// conditions (path quality), to the longest answer the task can have, so that a longer
-/// generated path is scored whole.
+/// `generate`, `exact_match` and the task's scorers (their means over the samples that define
+/// them, and each sample's value) of answers generated so (seeded by `seed`). Answers run to
+/// the reference answer's length, or, for a task with conditions (path quality), to the
+/// longest answer the task can have, so that a longer generated path is scored whole.
 pub fn eval_task(
     model: &Model,
     task: &dyn Task,
     seed: u64,
-    samples: usize,
+    set: EvalSet,
     adapt: &Adaptation,
     generate: Option<Sampling>,
-) -> Result<Vec<(&'static str, f64)>, GenerateError> {
-    let (samples, at) = held_out(task, seed, samples, adapt.insert);
+) -> Result<TaskEval, GenerateError> {
+    let (samples, at) = held_out(task, seed, set, adapt.insert);
     let mut batch = batch_at(&samples, adapt.n_prompt, &at);
     if adapt.per_sequence {
         batch = batch.per_sequence_prompts(adapt.n_prompt);
@@ -71,6 +94,7 @@ pub fn eval_task(
     let mut acts = Activations::default();
     let loss = model.forward(&mut acts, &batch, adapt.prompts, adapt.steers, norm);
     let mut out = vec![("loss", loss as f64)];
+    let mut per_sample = SampleScores::new();
     if samples.iter().any(|s| s.targets.is_some()) {
         out.push(("target_accuracy", teacher_forced_accuracy(&acts.logits, &batch)));
     } else if let Some(sampling) = generate {
@@ -81,9 +105,18 @@ pub fn eval_task(
         let answers = generated_answers(model, &samples, &at, adapt, answer_len, sampling, seed)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();
         out.push(("exact_match", hits / samples.len().max(1) as f64));
-        out.extend(score_all(task, &samples, &answers).into_iter().filter(|(metric, _)| *metric != "exact_match"));
+        per_sample = score_samples(task, &samples, &answers);
+        out.extend(mean_scores(&per_sample).into_iter().filter(|(metric, _)| *metric != "exact_match"));
     }
-    Ok(out)
+    Ok(TaskEval { metrics: out, per_sample })
+}
+
+/// What [`eval_task`] measured: the metrics, and each generated answer's scores (empty
+/// without generation).
+#[derive(Clone, Debug, Default)]
+pub struct TaskEval {
+    pub metrics: Vec<(&'static str, f64)>,
+    pub per_sample: SampleScores,
 }
 
 /// Fraction of the scored rows of `batch` whose argmax in `logits` (`[rows, V]`) is the label.
@@ -186,7 +219,7 @@ pub(super) fn forgetting(
     samples: usize,
     adapt: &Adaptation,
 ) -> (f64, f64) {
-    let (samples, at) = held_out(task, seed, samples, adapt.insert);
+    let (samples, at) = held_out(task, seed, EvalSet::reported(samples), adapt.insert);
     let plain = batch_at(&samples, 0, &at);
     let mut adapted = batch_at(&samples, adapt.n_prompt, &at);
     if adapt.per_sequence {

@@ -8,7 +8,7 @@
 use super::build::{build, build_tasks, BuildError, Built};
 use super::checkpoint::{self, CheckpointError};
 use super::config::{ConfigError, RunConfig};
-use super::eval::{eval_probes, eval_task, Adaptation};
+use super::eval::{eval_probes, eval_task, Adaptation, EvalSet};
 use super::step_loop::{Diverged, Runner};
 use crate::data::corpus::CorpusError;
 use crate::engine::generate::{GenerateError, Sampling};
@@ -160,7 +160,9 @@ pub fn evaluate_checkpoint(
     let mut rows = Vec::new();
     for (name, task) in build_tasks(&cfg)? {
         let adapt = Adaptation::default();
-        let metrics = eval_task(&model, task.as_ref(), cfg.seed, samples, &adapt, Some(Sampling::Greedy))?;
+        let metrics =
+            eval_task(&model, task.as_ref(), cfg.seed, EvalSet::reported(samples), &adapt, Some(Sampling::Greedy))?
+                .metrics;
         for (metric, value) in metrics.into_iter().chain(eval_probes(&model, task.as_ref(), cfg.seed, samples, &adapt)?)
         {
             rows.push((name.clone(), metric.to_string(), value));

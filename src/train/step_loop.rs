@@ -7,10 +7,11 @@
 //! whole state of a run is its model, its phase state and its counters, which is what a
 //! checkpoint holds. Building the run and evaluating a model are elsewhere (`build`, `eval`).
 
+use super::batching::Insert;
 use super::build::{build_model, model_tokenizer, Built, Tasks};
 use super::checkpoint::{self, PhaseState, Restored, TrainerState, Weights, WeightsRef};
 use super::config::{OptimizerStart, PhaseSpec, RunConfig, Trainable};
-use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation};
+use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation, EvalSet};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::run::{RunError, RunPaths, RunSummary};
@@ -18,6 +19,7 @@ use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
 use crate::data::mixture::Mixture;
+use crate::data::score::SampleScores;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::{Model, Steer};
@@ -416,16 +418,29 @@ impl Runner {
         let mut wrong_way: Vec<(String, String, f64)> = Vec::new();
         let steers: Vec<Steer> = set.steers().iter().chain(&fixed.steer).cloned().collect();
         rows.extend(prompt.iter().map(|(metric, value)| ("prompt".to_string(), metric.as_str(), *value)));
+        let n_prompt = set.n_prompt().max(fixed.n_prompt(self.model.cfg.d_model));
         for name in names {
             let task = self.tasks[&name].as_ref();
-            let conditioned = set.conditioned_prompt(&name, task, seed, samples, insert);
-            let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
-            let own = if set.prompts().is_empty() { &fixed.prompt[..] } else { set.prompts() };
-            let prompts = conditioned.as_ref().map_or(own, |(c, _)| c.as_slice());
-            let n_prompt = set.n_prompt().max(fixed.n_prompt(self.model.cfg.d_model));
-            let adapt = Adaptation { prompts, n_prompt, steers: &steers, insert, per_sequence };
-            for (metric, value) in eval_task(&self.model, task, seed, samples, &adapt, generate)? {
-                rows.push((name.clone(), metric, value));
+            if p.eval.validation > 0 {
+                let val = EvalSet::validation(p.eval.validation);
+                let conditioned = set.conditioned_prompt(&name, task, seed, val, insert);
+                let adapt = adaptation(set, fixed, &conditioned, n_prompt, &steers, insert);
+                let metrics = eval_task(&self.model, task, seed, val, &adapt, None)?;
+                rows.extend(
+                    metrics
+                        .metrics
+                        .into_iter()
+                        .filter(|(m, _)| *m == "loss")
+                        .map(|(_, v)| (name.clone(), "val_loss", v)),
+                );
+            }
+            let conditioned = set.conditioned_prompt(&name, task, seed, EvalSet::reported(samples), insert);
+            let adapt = adaptation(set, fixed, &conditioned, n_prompt, &steers, insert);
+            let evaluated = eval_task(&self.model, task, seed, EvalSet::reported(samples), &adapt, generate)?;
+            rows.extend(evaluated.metrics.iter().map(|(metric, value)| (name.clone(), *metric, *value)));
+            if !evaluated.per_sample.is_empty() {
+                let path = sample_scores_path(&self.paths.dir, self.state.phase as u32, self.state.global_step, &name);
+                write_sample_scores(&path, &evaluated.per_sample)?;
             }
             for (metric, value) in eval_probes(&self.model, task, seed, samples, &adapt)? {
                 rows.push((name.clone(), metric, value));
@@ -622,4 +637,44 @@ fn progress(p: &PhaseSpec, done: u64) -> ProgressBar {
     bar.set_prefix(p.name.clone());
     bar.set_position(done);
     bar
+}
+
+/// The adaptation an evaluation applies: the phase's own prompt (or an earlier phase's,
+/// carried), or the per-sample `conditioned` one, and every steer.
+fn adaptation<'a>(
+    set: &'a TrainableSet,
+    fixed: &'a Fixed,
+    conditioned: &'a Option<(Vec<f32>, bool)>,
+    n_prompt: usize,
+    steers: &'a [Steer],
+    insert: Insert,
+) -> Adaptation<'a> {
+    let own = if set.prompts().is_empty() { &fixed.prompt[..] } else { set.prompts() };
+    let prompts = conditioned.as_ref().map_or(own, |(c, _)| c.as_slice());
+    let per_sequence = conditioned.as_ref().is_some_and(|(_, per)| *per);
+    Adaptation { prompts, n_prompt, steers, insert, per_sequence }
+}
+
+/// Where an evaluation's per-sample scores of `task` are kept in run folder `dir`.
+pub fn sample_scores_path(dir: &std::path::Path, phase: u32, step: u64, task: &str) -> PathBuf {
+    dir.join("samples").join(format!("phase{phase}-step{step:08}-{task}.csv"))
+}
+
+/// Writes per-sample scores as CSV (`sample,METRIC…`, NaN where a sample does not define a
+/// metric), atomically.
+fn write_sample_scores(path: &std::path::Path, scores: &SampleScores) -> Result<(), RunError> {
+    let mut text = std::iter::once("sample").chain(scores.iter().map(|(m, _)| *m)).collect::<Vec<_>>().join(",");
+    let n = scores.first().map_or(0, |(_, v)| v.len());
+    for k in 0..n {
+        text.push('\n');
+        text.push_str(&k.to_string());
+        for (_, values) in scores {
+            text.push_str(&format!(",{}", values[k]));
+        }
+    }
+    text.push('\n');
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| RunError::Io { path: parent.to_path_buf(), source })?;
+    }
+    Ok(crate::fs::write_atomic(path, text.as_bytes())?)
 }

@@ -7,7 +7,7 @@
 use super::batching::{batch_at, batch_of, Insert};
 use super::build::Tasks;
 use super::config::{CondPromptCfg, CondSource, PhaseSpec, SteeringCfg, Trainable};
-use super::eval::held_out;
+use super::eval::{held_out, EvalSet};
 use super::optimizer::Optimizer;
 use super::steering::mean_difference;
 use super::token_search::TokenSearch;
@@ -298,8 +298,8 @@ impl TrainableSet {
         opt.update(params, grads, lr);
     }
 
-    /// In a conditional-prompt phase, the prompt vectors for `task`'s held-out samples (the
-    /// first `samples` under `seed`, as [`super::eval::eval_task`] draws them) and whether they
+    /// In a conditional-prompt phase, the prompt vectors for `task`'s held-out samples (those
+    /// of `set` under `seed`, as [`super::eval::eval_task`] draws them) and whether they
     /// are per sample: one prompt for the task's one-hot id in the phase's mixture (all zeros
     /// for a task outside it), or one per held-out sample for its own conditions. `None` for
     /// other sets.
@@ -308,7 +308,7 @@ impl TrainableSet {
         name: &str,
         task: &dyn Task,
         seed: u64,
-        samples: usize,
+        set: EvalSet,
         insert: Insert,
     ) -> Option<(Vec<f32>, bool)> {
         let TrainableSet::CondPrompt { mlp, cfg, mixture } = self else { return None };
@@ -318,7 +318,7 @@ impl TrainableSet {
                 (id.map_or(vec![0.0; mixture.len()], |k| one_hot(&[k], mixture.len())), false)
             }
             CondSource::Sample => {
-                let (samples, _) = held_out(task, seed, samples, insert);
+                let (samples, _) = held_out(task, seed, set, insert);
                 (condition_rows(cfg, &samples, &[], mlp.shape.conditions), true)
             }
         };

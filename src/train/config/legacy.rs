@@ -5,7 +5,7 @@
 //! cannot have set); the rest of the config prints as it does today. Change nothing in this
 //! file: a change orphans those runs.
 
-use super::{PhaseSpec, RunConfig};
+use super::{EvalCfg, PhaseSpec, RunConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -59,7 +59,25 @@ impl fmt::Debug for Phase<'_> {
             .field("ewc_coef", &p.ewc_coef)
             .field("ewc_tasks", &p.ewc_tasks)
             .field("ewc_samples", &p.ewc_samples)
-            .field("eval", &p.eval)
+            .field("eval", &Eval(&p.eval))
+            .finish()
+    }
+}
+
+/// An evaluation as those builds printed it: without `validation`.
+struct Eval<'a>(&'a EvalCfg);
+
+impl fmt::Debug for Eval<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        f.debug_struct("EvalCfg")
+            .field("every", &e.every)
+            .field("log_points", &e.log_points)
+            .field("tasks", &e.tasks)
+            .field("samples", &e.samples)
+            .field("exact_match", &e.exact_match)
+            .field("temperature", &e.temperature)
+            .field("kl_to", &e.kl_to)
             .finish()
     }
 }

@@ -1,26 +1,82 @@
-//! Analysis of a distance experiment: per sweep point and arm, the final held-out loss of
-//! every cell, the loss-versus-token-count curve with its ensemble (restarts × learning
-//! rates), saturation `S` from execution fine-tuning, the conditional distance, and a verdict
-//! per count on whether more tuning would likely help.
+//! Analysis of a distance experiment: per sweep point and arm, every cell's [`Outcome`] (its
+//! evaluation with the lowest validation loss, and the reported loss there), the
+//! loss-versus-token-count curve with its ensemble (restarts × learning rates), saturation
+//! `S` from execution fine-tuning, the conditional distance, and a verdict per count on
+//! whether more tuning would likely help.
+//!
+//! Choices are made on the validation set and figures reported on the disjoint reported set
+//! (eval indices from [`crate::data::SELECTION_OFFSET`] against `0..n`): a cell's stopping
+//! step (early stopping), a count's learning rate and restart, and saturation's learning
+//! rate are all chosen by validation loss, so that choosing the best of many runs does not
+//! bias the reported loss downward. Runs logged without a validation loss fall back to
+//! choosing on the reported loss, and say so.
+//!
+//! A distance is refused when a count it rules out (a count below it, or any count when no
+//! count reaches `S`) had its chosen learning rate at an end of the grid: that count may
+//! only be under-tuned, and a grid of fewer than three rates has no interior at all.
 
 use super::{Arm, DistanceSpec, Tuning, Variant, AXIS, PHASE};
+use crate::data::spec::Kind;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::pooling::finished_rows;
 use crate::store::{MetricRow, Store};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
+/// What one finished cell measured: at its evaluation with the lowest validation loss (the
+/// last one when none was logged), that validation loss and the reported loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Outcome {
+    /// Validation loss (NaN when the run logged none).
+    pub val: f64,
+    /// Reported (test) loss at the same evaluation.
+    pub test: f64,
+    /// Whether the chosen evaluation is the phase's last and the phase ran to its step cap
+    /// (it did not stop early): the run may not have converged.
+    pub at_cap: bool,
+}
+
+impl Outcome {
+    /// An outcome chosen before the cap.
+    pub fn new(val: f64, test: f64) -> Outcome {
+        Outcome { val, test, at_cap: false }
+    }
+
+    /// The choice key: validation loss, or the reported loss without one.
+    fn key(&self) -> f64 {
+        if self.val.is_nan() {
+            self.test
+        } else {
+            self.val
+        }
+    }
+}
+
+/// One prompt run of a count's ensemble.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PromptRun {
+    pub restart: usize,
+    pub lr: f64,
+    pub outcome: Outcome,
+}
+
 /// The ensemble of one token count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CountStats {
     pub tokens: usize,
-    /// `(restart, lr, final held-out loss)` of every finished run.
-    pub runs: Vec<(usize, f64, f64)>,
-    /// The lowest loss and its learning rate.
+    /// Every finished run.
+    pub runs: Vec<PromptRun>,
+    /// The reported loss of the run with the lowest validation loss (the count's point on
+    /// the curve), and that run's learning rate.
     pub best: f64,
     pub best_lr: f64,
-    /// The highest loss.
+    /// The lowest reported loss of any run (the ensemble band's lower end; chosen on the
+    /// reported set, so optimistic), the mean, and the highest.
+    pub lowest: f64,
+    pub mean: f64,
     pub worst: f64,
+    /// The chosen learning rate is an end of the grid (or the grid has fewer than 3 rates).
+    pub lr_at_edge: bool,
     /// Why more tuning would likely help (empty: the ensemble agrees).
     pub concerns: Vec<String>,
 }
@@ -32,6 +88,9 @@ pub enum Distance {
     Reached(usize),
     /// No count tried (the largest is given) gets there.
     Beyond(usize),
+    /// Refused: this count, which the distance would rule out, had its chosen learning rate
+    /// at an end of the grid, so it may only be under-tuned.
+    Refused(usize),
     /// No fine-tuning run finished, so `S` is unknown.
     Unknown,
 }
@@ -44,14 +103,21 @@ pub struct ArmResult {
     pub arm: Arm,
     /// The evaluated task.
     pub task: String,
+    /// The run seed of the point's cells (the base model's seed) and, for a `repeat`
+    /// behavior, its string's length (set by [`analyse`]).
+    pub seed: u64,
+    pub string_len: Option<usize>,
     /// Counts in increasing order.
     pub counts: Vec<CountStats>,
     /// The conditional prompts' counts (`[distance.conditional]`; empty otherwise), with the
     /// frozen model as their 0.
     pub cond_counts: Vec<CountStats>,
-    /// Best final loss of full-weight and LoRA fine-tuning.
+    /// Saturation by full-weight and LoRA fine-tuning: the reported loss of the run (over
+    /// learning rates) and step with the lowest validation loss.
     pub s_full: Option<f64>,
     pub s_lora: Option<f64>,
+    /// Why `S` may not be converged (empty: every chosen fine-tuning run stopped early).
+    pub s_concerns: Vec<String>,
     pub distance: Distance,
     /// The conditional prompts' distance (`None` without conditional prompts).
     pub cond_distance: Option<Distance>,
@@ -93,37 +159,40 @@ pub fn conditional_distance(curve: &[(usize, f64)], s: Option<f64>, epsilon_rel:
 }
 
 /// The ensemble statistics of one count; `tolerance` is the spread above which restarts and
-/// learning rates disagree, `lrs` the grid, `fewer` the best loss of any smaller count.
-pub fn count_stats(
-    tokens: usize,
-    runs: Vec<(usize, f64, f64)>,
-    lrs: &[f64],
-    tolerance: f64,
-    fewer: Option<f64>,
-) -> CountStats {
-    let (mut best, mut best_lr, mut worst) = (f64::INFINITY, f64::NAN, f64::NEG_INFINITY);
-    for &(_, lr, loss) in &runs {
-        if loss < best {
-            (best, best_lr) = (loss, lr);
-        }
-        worst = worst.max(loss);
-    }
+/// learning rates disagree, `lrs` the grid, `fewer` the chosen loss of any smaller count.
+pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: f64, fewer: Option<f64>) -> CountStats {
+    let chosen = runs.iter().min_by(|a, b| a.outcome.key().total_cmp(&b.outcome.key())).copied();
+    let (best, best_lr) = chosen.map_or((f64::NAN, f64::NAN), |r| (r.outcome.test, r.lr));
+    let tests: Vec<f64> = runs.iter().map(|r| r.outcome.test).collect();
+    let lowest = tests.iter().copied().fold(f64::INFINITY, f64::min);
+    let worst = tests.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = tests.iter().sum::<f64>() / tests.len().max(1) as f64;
+    let (lo, hi) = (lrs.iter().copied().fold(f64::INFINITY, f64::min), lrs.iter().copied().fold(0.0, f64::max));
+    let lr_at_edge = tokens > 0 && (lrs.len() < 3 || best_lr == lo || best_lr == hi);
     let mut concerns = Vec::new();
-    if worst - best > tolerance {
-        concerns.push(format!("restarts and learning rates disagree by {:.3}", worst - best));
+    if runs.iter().any(|r| r.outcome.val.is_nan()) {
+        concerns.push("no validation loss: chosen on the reported set".into());
     }
-    let edge = lrs.iter().copied().reduce(f64::max);
-    if tokens > 0 && lrs.len() > 1 && edge == Some(best_lr) {
-        concerns.push("the best learning rate is the grid's largest".into());
+    if worst - lowest > tolerance {
+        concerns.push(format!("restarts and learning rates disagree by {:.3}", worst - lowest));
+    }
+    if tokens > 0 && lrs.len() < 3 {
+        concerns.push("fewer than 3 learning rates: no interior rate".into());
+    } else if lr_at_edge {
+        let end = if best_lr == hi { "largest" } else { "smallest" };
+        concerns.push(format!("the chosen learning rate is the grid's {end}"));
     }
     if fewer.is_some_and(|f| best > f + tolerance) {
         concerns.push("worse than a shorter prompt: under-tuned".into());
     }
-    CountStats { tokens, runs, best, best_lr, worst, concerns }
+    if runs.iter().any(|r| r.outcome.at_cap) && chosen.is_some_and(|r| r.outcome.at_cap) {
+        concerns.push("still improving at its last evaluation".into());
+    }
+    CountStats { tokens, runs, best, best_lr, lowest, mean, worst, lr_at_edge, concerns }
 }
 
-/// An arm's evaluated task and its cells' final losses.
-type ArmRuns = (String, Vec<(Variant, f64)>);
+/// An arm's evaluated task, seed, string length and its cells' outcomes.
+type ArmRuns = (String, u64, Option<usize>, Vec<(Variant, Outcome)>);
 
 /// Reads every cell's final held-out loss from the experiment's store and analyses them.
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<DistanceAnalysis> {
@@ -133,40 +202,76 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<DistanceAnalysis
     for cell in &exp.cells {
         let Some(variant) = variant_of(cell) else { continue };
         let task = cell.config.phases.last().and_then(|p| p.eval.tasks.first()).cloned().unwrap_or_default();
-        let entry = groups.entry((point_name(cell), variant.arm)).or_insert_with(|| (task.clone(), Vec::new()));
+        let string_len = cell.config.tasks.iter().find(|t| t.name == spec.behavior).and_then(|t| match &t.kind {
+            Kind::Repeat(r) => Some(r.spec.string.len()),
+            _ => None,
+        });
+        let entry = groups
+            .entry((point_name(cell), variant.arm))
+            .or_insert_with(|| (task.clone(), cell.config.seed, string_len, Vec::new()));
         match finished_rows(&store, cell)? {
-            Ok(rows) => match final_loss(&rows, &task, phase_index(cell)) {
-                Some(loss) => entry.1.push((variant, loss)),
-                None => missing.push((cell.id.clone(), "no final held-out loss".into())),
+            Ok(rows) => match outcome(&rows, &task, phase_index(cell), phase_steps(cell)) {
+                Some(o) => entry.3.push((variant, o)),
+                None => missing.push((cell.id.clone(), "no held-out loss".into())),
             },
             Err(status) => missing.push((cell.id.clone(), status)),
         }
     }
-    let arms =
-        groups.into_iter().map(|((point, arm), (task, runs))| arm_result(spec, point, arm, task, &runs)).collect();
+    let arms = groups
+        .into_iter()
+        .map(|((point, arm), (task, seed, string_len, runs))| ArmResult {
+            seed,
+            string_len,
+            ..arm_result(spec, point, arm, task, &runs)
+        })
+        .collect();
     Ok(DistanceAnalysis { spec: spec.clone(), arms, missing })
 }
 
-/// The curve, saturation and distance of one arm from its cells' final losses.
-pub fn arm_result(spec: &DistanceSpec, point: String, arm: Arm, task: String, runs: &[(Variant, f64)]) -> ArmResult {
-    let mut by_count: BTreeMap<usize, Vec<(usize, f64, f64)>> = BTreeMap::new();
-    let mut by_cond_count: BTreeMap<usize, Vec<(usize, f64, f64)>> = BTreeMap::new();
-    let (mut s_full, mut s_lora) = (None::<f64>, None::<f64>);
-    for (v, loss) in runs {
+/// The curve, saturation and distance of one arm from its cells' outcomes.
+pub fn arm_result(
+    spec: &DistanceSpec,
+    point: String,
+    arm: Arm,
+    task: String,
+    runs: &[(Variant, Outcome)],
+) -> ArmResult {
+    let mut by_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
+    let mut by_cond_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
+    let (mut full, mut lora) = (None::<Outcome>, None::<Outcome>);
+    let better = |slot: &mut Option<Outcome>, o: Outcome| {
+        if slot.is_none_or(|s| o.key() < s.key()) {
+            *slot = Some(o);
+        }
+    };
+    for &(v, outcome) in runs {
         match v.tuning {
             Tuning::Frozen => {
-                by_count.entry(0).or_default().push((0, 0.0, *loss));
-                by_cond_count.entry(0).or_default().push((0, 0.0, *loss));
+                let run = PromptRun { restart: 0, lr: 0.0, outcome };
+                by_count.entry(0).or_default().push(run);
+                by_cond_count.entry(0).or_default().push(run);
             }
-            Tuning::Prompt { tokens, restart, lr } => by_count.entry(tokens).or_default().push((restart, lr, *loss)),
+            Tuning::Prompt { tokens, restart, lr } => {
+                by_count.entry(tokens).or_default().push(PromptRun { restart, lr, outcome })
+            }
             Tuning::CondPrompt { tokens, restart, lr } => {
-                by_cond_count.entry(tokens).or_default().push((restart, lr, *loss))
+                by_cond_count.entry(tokens).or_default().push(PromptRun { restart, lr, outcome })
             }
-            Tuning::Full { .. } => s_full = Some(s_full.map_or(*loss, |s| s.min(*loss))),
-            Tuning::Lora { .. } => s_lora = Some(s_lora.map_or(*loss, |s| s.min(*loss))),
+            Tuning::Full { .. } => better(&mut full, outcome),
+            Tuning::Lora { .. } => better(&mut lora, outcome),
         }
     }
-    let s = [s_full, s_lora].into_iter().flatten().reduce(f64::min);
+    let (s_full, s_lora) = (full.map(|o| o.test), lora.map(|o| o.test));
+    let chosen = [full, lora].into_iter().flatten().min_by(|a, b| a.key().total_cmp(&b.key()));
+    let s = chosen.map(|o| o.test);
+    let mut s_concerns = Vec::new();
+    if chosen.is_some_and(|o| o.at_cap) {
+        s_concerns
+            .push("the chosen fine-tuning run was still improving at its step cap: S may not be converged".into());
+    }
+    if chosen.is_some_and(|o| o.val.is_nan()) {
+        s_concerns.push("no validation loss: S chosen on the reported set".into());
+    }
     let (counts, distance) = curve_of(spec, by_count, s);
     let (cond_counts, cond_distance) = match spec.conditional {
         Some(_) => {
@@ -175,16 +280,29 @@ pub fn arm_result(spec: &DistanceSpec, point: String, arm: Arm, task: String, ru
         }
         None => (Vec::new(), None),
     };
-    ArmResult { point, arm, task, counts, cond_counts, s_full, s_lora, distance, cond_distance }
+    ArmResult {
+        point,
+        arm,
+        task,
+        seed: 0,
+        string_len: None,
+        counts,
+        cond_counts,
+        s_full,
+        s_lora,
+        s_concerns,
+        distance,
+        cond_distance,
+    }
 }
 
 /// The per-count ensembles of one prompt kind and its distance against saturation `s`.
 fn curve_of(
     spec: &DistanceSpec,
-    by_count: BTreeMap<usize, Vec<(usize, f64, f64)>>,
+    by_count: BTreeMap<usize, Vec<PromptRun>>,
     s: Option<f64>,
 ) -> (Vec<CountStats>, Distance) {
-    let l0 = by_count.get(&0).and_then(|runs| runs.iter().map(|r| r.2).reduce(f64::min));
+    let l0 = by_count.get(&0).and_then(|runs| runs.first()).map(|r| r.outcome.test);
     let epsilon = l0.map_or(f64::INFINITY, |l0| tolerance(spec.epsilon_rel, l0, s));
     let mut counts: Vec<CountStats> = Vec::new();
     for (tokens, runs) in by_count {
@@ -192,8 +310,22 @@ fn curve_of(
         counts.push(count_stats(tokens, runs, &spec.lrs, epsilon, fewer));
     }
     let curve: Vec<(usize, f64)> = counts.iter().map(|c| (c.tokens, c.best)).collect();
-    let distance = conditional_distance(&curve, s, spec.epsilon_rel);
+    let distance = refuse_at_edges(conditional_distance(&curve, s, spec.epsilon_rel), &counts);
     (counts, distance)
+}
+
+/// `distance`, or [`Distance::Refused`] at the first count it rules out (below a reached
+/// count, or any count beyond) whose chosen learning rate sits at an end of the grid.
+pub fn refuse_at_edges(distance: Distance, counts: &[CountStats]) -> Distance {
+    let ruled_out = |c: &&CountStats| match distance {
+        Distance::Reached(n) => c.tokens < n,
+        Distance::Beyond(_) => true,
+        Distance::Refused(_) | Distance::Unknown => false,
+    };
+    match counts.iter().filter(ruled_out).find(|c| c.lr_at_edge) {
+        Some(c) => Distance::Refused(c.tokens),
+        None => distance,
+    }
 }
 
 /// The cell's variant (from its sweep point).
@@ -221,9 +353,26 @@ pub fn phase_index(cell: &Cell) -> u32 {
     cell.config.phases.iter().position(|p| p.name == PHASE).unwrap_or(0) as u32
 }
 
-/// The last held-out loss of `task` logged in phase `phase`.
-fn final_loss(rows: &[MetricRow], task: &str, phase: u32) -> Option<f64> {
-    final_metric(rows, task, "loss", phase)
+/// The outcome of a run of a `steps`-step phase `phase` on `task`: its evaluation with the
+/// lowest `val_loss` (the earliest of ties; the last evaluation when none logged one), with
+/// the reported `loss` there.
+pub fn outcome(rows: &[MetricRow], task: &str, phase: u32, steps: u64) -> Option<Outcome> {
+    let of = |metric: &str| -> BTreeMap<u64, f64> {
+        rows.iter()
+            .filter(|r| r.phase == phase && r.task == task && r.metric == metric && r.value.is_finite())
+            .map(|r| (r.step, r.value))
+            .collect()
+    };
+    let (test, val) = (of("loss"), of("val_loss"));
+    let last = *test.keys().next_back()?;
+    let chosen = val.iter().filter(|(s, _)| test.contains_key(s)).min_by(|a, b| a.1.total_cmp(b.1));
+    let (step, val) = chosen.map_or((last, f64::NAN), |(s, v)| (*s, *v));
+    Some(Outcome { val, test: test[&step], at_cap: step == last && last >= steps && steps > 1 })
+}
+
+/// The step cap of a cell's measurement phase.
+fn phase_steps(cell: &Cell) -> u64 {
+    cell.config.phases.get(phase_index(cell) as usize).map_or(0, |p| p.steps)
 }
 
 /// The last finite value of `task`'s `metric` logged in phase `phase`.

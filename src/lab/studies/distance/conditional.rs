@@ -8,12 +8,15 @@
 use super::analysis::{final_metric, phase_index, point_name, variant_of};
 use super::{Arm, Conditional, DistanceSpec, Tuning};
 use crate::analysis::scaling::slope_only;
+use crate::analysis::{mean_interval, BootstrapConfig};
 use crate::lab::experiment::Experiment;
 use crate::lab::pooling::finished_rows;
 use crate::report::Table;
 use crate::store::Store;
+use crate::train::step_loop::sample_scores_path;
 use anyhow::Result;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The metrics of one tuning on one evaluated condition.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +24,8 @@ pub struct ConditionResult {
     /// `(extra_moves, invalid_moves)` asked for.
     pub condition: [i64; 2],
     pub held_out: bool,
+    /// Held out beyond the training conditions' range (`train_max_extra`).
+    pub extrapolated: bool,
     pub loss: f64,
     /// The fraction of sampled paths that reach the target.
     pub reached: f64,
@@ -31,6 +36,12 @@ pub struct ConditionResult {
     /// Mean absolute differences from the requested condition (extra moves: reached paths).
     pub extra_gap: f64,
     pub invalid_gap: f64,
+    /// 95% intervals over the sampled paths (percentile bootstrap of the mean from 8 paths,
+    /// t below) of the reach rate and the mean extra and invalid moves, from the per-sample
+    /// scores the evaluation stored; `None` where there are none.
+    pub reached_ci: Option<(f64, f64)>,
+    pub extra_ci: Option<(f64, f64)>,
+    pub invalid_ci: Option<(f64, f64)>,
 }
 
 /// What a cell's measurement phase trained, for grouping.
@@ -66,7 +77,8 @@ impl Kind {
     }
 }
 
-/// The best run (lowest final loss on the prompts' training task) of one tuning.
+/// The chosen run (lowest final validation loss on the prompts' training task, or lowest
+/// reported loss without one) of one tuning.
 #[derive(Clone, Debug)]
 pub struct TuningResult {
     pub point: String,
@@ -138,20 +150,28 @@ pub struct CondAnalysis {
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;
-    let mut best: BTreeMap<(String, Arm, Kind), TuningResult> = BTreeMap::new();
+    let mut best: BTreeMap<(String, Arm, Kind), (f64, TuningResult)> = BTreeMap::new();
     for cell in &exp.cells {
         let Some(variant) = variant_of(cell) else { continue };
         let Ok(rows) = finished_rows(&store, cell)? else { continue };
         let phase = phase_index(cell);
-        let Some(loss) = final_metric(&rows, &Conditional::prompt_task(&spec.behavior), "loss", phase) else {
-            continue;
-        };
+        let prompt_task = Conditional::prompt_task(&spec.behavior);
+        let Some(loss) = final_metric(&rows, &prompt_task, "loss", phase) else { continue };
+        // Chosen by validation loss where the run logged one, so the choice is not made on
+        // the reported samples.
+        let select = final_metric(&rows, &prompt_task, "val_loss", phase).unwrap_or(loss);
         // At the task's last evaluation: a metric that evaluation does not define (the extra
         // moves when no path reached the target) is NaN, not an earlier evaluation's value.
+        let last = |task: &str| rows.iter().filter(|r| r.phase == phase && r.task == task).map(|r| r.step).max();
         let metric = |task: &str, m: &str| {
-            let last = rows.iter().filter(|r| r.phase == phase && r.task == task).map(|r| r.step).max();
-            let at = rows.iter().find(|r| Some(r.step) == last && r.phase == phase && r.task == task && r.metric == m);
+            let at =
+                rows.iter().find(|r| Some(r.step) == last(task) && r.phase == phase && r.task == task && r.metric == m);
             at.map_or(f64::NAN, |r| r.value)
+        };
+        let dir = exp.cells_dir().join(&cell.id);
+        let interval = |task: &str, m: &str| {
+            let path = sample_scores_path(&dir, phase, last(task)?, task);
+            sample_interval(&path, m)
         };
         let conditions = c
             .evaluated()
@@ -161,23 +181,27 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
                 ConditionResult {
                     condition,
                     held_out,
+                    extrapolated: c.extrapolated(condition),
                     loss: metric(&task, "loss"),
                     reached: metric(&task, "reached_target"),
                     extra: metric(&task, "extra_moves"),
                     invalid: metric(&task, "invalid_moves"),
                     extra_gap: metric(&task, "extra_moves_gap"),
                     invalid_gap: metric(&task, "invalid_moves_gap"),
+                    reached_ci: interval(&task, "reached_target"),
+                    extra_ci: interval(&task, "extra_moves"),
+                    invalid_ci: interval(&task, "invalid_moves"),
                 }
             })
             .collect();
         let kind = Kind::of(variant.tuning);
         let result = TuningResult { point: point_name(cell), arm: variant.arm, kind, loss, conditions };
         let key = (result.point.clone(), variant.arm, kind);
-        if best.get(&key).is_none_or(|b| loss < b.loss) {
-            best.insert(key, result);
+        if best.get(&key).is_none_or(|(b, _)| select < *b) {
+            best.insert(key, (select, result));
         }
     }
-    let tunings: Vec<TuningResult> = best.into_values().collect();
+    let tunings: Vec<TuningResult> = best.into_values().map(|(_, t)| t).collect();
     Ok(CondAnalysis { verdicts: verdicts(&tunings), tunings })
 }
 
@@ -251,6 +275,27 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
     }
 }
 
+/// The 95% interval of the mean of `metric` over the samples that define it in the
+/// per-sample scores file `path` (see [`sample_scores_path`]), or `None` without the file,
+/// the column or two defined values.
+pub fn sample_interval(path: &Path, metric: &str) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let column = lines.next()?.split(',').position(|h| h == metric)?;
+    let values: Vec<f64> =
+        lines.filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok()).filter(|v| v.is_finite()).collect();
+    let config = BootstrapConfig { n_resamples: 2000, level: 0.95, seed: 0 };
+    mean_interval(&values, &config).ok().map(|i| (i.lo, i.hi))
+}
+
+/// A mean with its interval, or the mean alone.
+fn with_interval(mean: f64, ci: Option<(f64, f64)>) -> String {
+    match ci {
+        Some((lo, hi)) => format!("{mean:.2} [{lo:.2}, {hi:.2}]"),
+        None => format!("{mean:.2}"),
+    }
+}
+
 /// One row per point, arm, tuning and evaluated condition.
 pub fn condition_table(a: &CondAnalysis) -> Table {
     let header = [
@@ -260,6 +305,7 @@ pub fn condition_table(a: &CondAnalysis) -> Table {
         "condition (extra, invalid)",
         "set",
         "loss",
+        "reached",
         "mean extra",
         "mean invalid",
         "|extra gap|",
@@ -275,19 +321,25 @@ pub fn condition_table(a: &CondAnalysis) -> Table {
                 t.arm.name().into(),
                 t.kind.name(),
                 format!("({}, {})", c.condition[0], c.condition[1]),
-                if c.held_out { "held out".into() } else { "seen".into() },
+                match (c.held_out, c.extrapolated) {
+                    (true, true) => "held out, extrapolated".into(),
+                    (true, false) => "held out".into(),
+                    _ => "seen".into(),
+                },
                 format!("{:.4}", c.loss),
-                format!("{:.2}", c.extra),
-                format!("{:.2}", c.invalid),
+                with_interval(c.reached, c.reached_ci),
+                with_interval(c.extra, c.extra_ci),
+                with_interval(c.invalid, c.invalid_ci),
                 format!("{:.2}", c.extra_gap),
                 format!("{:.2}", c.invalid_gap),
             ]);
         }
     }
     Table {
-        caption: "Per evaluated condition: the best run of each tuning (by loss on the training conditions), its \
-                  held-out loss on boards whose path has that condition, and the mean extra and invalid moves of \
-                  its sampled paths"
+        caption: "Per evaluated condition: the chosen run of each tuning (by validation loss on the training \
+                  conditions), its held-out loss on boards whose path has that condition, the fraction of its \
+                  sampled paths that reach the target, and their mean extra (reached paths) and invalid moves, \
+                  with 95% intervals over the sampled paths"
             .into(),
         header,
         rows,

@@ -32,6 +32,7 @@
 
 pub mod analysis;
 pub mod conditional;
+pub mod lengths;
 pub mod report;
 
 use crate::data::spec::{default_vocab, Kind};
@@ -42,6 +43,7 @@ use crate::lab::sweep::Axis;
 use crate::train::batching::Insert;
 use crate::train::config::TaskSpec;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The measurement phase's name.
@@ -60,11 +62,18 @@ pub struct DistanceSpec {
     /// the same length over the same inputs).
     pub null_task: Option<String>,
     /// A model directory that never learned the behavior (default when the config has
-    /// pre-training phases: the same model without them).
+    /// pre-training phases: the same model without them, or see `null_mixture`).
     pub null_model: Option<PathBuf>,
+    /// The null model's pre-training: the config's pre-training phases with this mixture
+    /// instead (e.g. the same text without the capability), so that the null model is a
+    /// trained model that lacks only what the behavior would draw on.
+    pub null_mixture: Option<BTreeMap<String, f64>>,
     /// Soft-prompt token counts (0: the frozen model).
     #[serde(default = "default_counts")]
     pub counts: Vec<usize>,
+    /// The null arms' token counts (default: `counts`): a coarser grid where compute is
+    /// short, since a null arm's distance only needs to be placed against the target's.
+    pub null_counts: Option<Vec<usize>>,
     #[serde(default)]
     pub insert: Insert,
     /// Restarts per count and learning rate.
@@ -82,9 +91,12 @@ pub struct DistanceSpec {
     pub init_std: f64,
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
-    /// Held-out samples (the same for every cell).
+    /// Held-out samples (the same for every cell): the reported set.
     #[serde(default = "default_samples")]
     pub eval_samples: usize,
+    /// Validation samples (default: `eval_samples`), disjoint from the reported ones: the
+    /// set on which stopping steps, learning rates and restarts are chosen.
+    pub validation_samples: Option<usize>,
     /// Evaluations per measurement phase.
     #[serde(default = "default_evals")]
     pub evals: u64,
@@ -121,6 +133,9 @@ pub struct Conditional {
     /// optimal path, whatever the condition).
     #[serde(default = "default_temperature")]
     pub temperature: f64,
+    /// Prompts train only on paths with at most this many extra moves, so that held-out
+    /// conditions beyond it are extrapolations, not interpolations (`None`: no bound).
+    pub train_max_extra: Option<i64>,
 }
 
 fn default_scale() -> f64 {
@@ -134,6 +149,11 @@ impl Conditional {
     /// Every evaluated condition, seen first, and whether it is held out.
     pub fn evaluated(&self) -> Vec<([i64; 2], bool)> {
         self.seen.iter().map(|c| (*c, false)).chain(self.held_out.iter().map(|c| (*c, true))).collect()
+    }
+
+    /// Whether held-out condition `c` lies beyond the training conditions' range.
+    pub fn extrapolated(&self, c: [i64; 2]) -> bool {
+        self.train_max_extra.is_some_and(|m| c[0] > m)
     }
 
     /// The name of the task that holds only condition `c` of `behavior`.
@@ -164,6 +184,12 @@ impl Conditional {
         if let Some([e, i]) = self.seen.iter().find(|c| self.held_out.contains(c)) {
             bad("seen", format!("[{e}, {i}] is held out: a condition is either seen or held out"));
         }
+        if let (Some(m), Some([e, i])) = (self.train_max_extra, self.seen.iter().find(|c| self.extrapolated(**c))) {
+            bad(
+                "seen",
+                format!("[{e}, {i}] has more than train_max_extra = {m} extra moves: the prompts never see it"),
+            );
+        }
         if self.hidden == 0 {
             bad("hidden", "must be at least 1".into());
         }
@@ -176,21 +202,34 @@ impl Conditional {
     }
 }
 
-/// Execution fine-tuning: its budget and learning rates.
+/// Execution fine-tuning, trained to convergence: its own step cap, evaluated `evals` times,
+/// stopped early once `patience` evaluations in a row fail to lower the validation loss; its
+/// reported loss is read at its lowest validation loss.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Saturation {
     /// `full` and/or `lora`.
     pub kinds: Vec<String>,
-    /// Steps (default: the soft prompts' steps); batch size as the soft prompts'.
+    /// Step cap (default: the soft prompts' steps); batch size as the soft prompts'.
     pub steps: Option<u64>,
     pub lrs: Vec<f64>,
     pub lora_rank: usize,
+    /// Evaluations over the step cap.
+    pub evals: u64,
+    /// Early stopping: evaluations in a row without a lower validation loss.
+    pub patience: usize,
 }
 
 impl Default for Saturation {
     fn default() -> Self {
-        Saturation { kinds: vec!["full".into(), "lora".into()], steps: None, lrs: vec![1e-3, 3e-3], lora_rank: 8 }
+        Saturation {
+            kinds: vec!["full".into(), "lora".into()],
+            steps: None,
+            lrs: vec![1e-3, 3e-3],
+            lora_rank: 8,
+            evals: 10,
+            patience: 3,
+        }
     }
 }
 
@@ -318,13 +357,21 @@ impl DistanceSpec {
         let mut out = Vec::new();
         let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
         let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-        for (k, name) in [("behavior", Some(&self.behavior)), ("null_task", self.null_task.as_ref())] {
+        let mixture = self.null_mixture.iter().flat_map(|m| m.keys()).map(|n| ("null_mixture", Some(n)));
+        for (k, name) in
+            [("behavior", Some(&self.behavior)), ("null_task", self.null_task.as_ref())].into_iter().chain(mixture)
+        {
             if name.is_some_and(|n| !names.contains(&n.as_str())) {
                 bad(k, format!("unknown task {name:?}; defined tasks: {names:?}"));
             }
         }
-        if self.counts.is_empty() || !self.counts.windows(2).all(|w| w[0] < w[1]) {
-            bad("counts", "give increasing token counts, e.g. [0, 1, 4, 16]".into());
+        if self.null_mixture.is_some() && (self.null_model.is_some() || !pretrained) {
+            bad("null_mixture", "replaces the mixture of the config's [[phases]]: give it with pre-training phases and without null_model".into());
+        }
+        for (k, counts) in [("counts", Some(&self.counts)), ("null_counts", self.null_counts.as_ref())] {
+            if counts.is_some_and(|c| c.is_empty() || !c.windows(2).all(|w| w[0] < w[1])) {
+                bad(k, "give increasing token counts, e.g. [0, 1, 4, 16]".into());
+            }
         }
         for (k, v) in
             [("restarts", self.restarts), ("batch_size", self.batch_size), ("eval_samples", self.eval_samples)]
@@ -335,6 +382,12 @@ impl DistanceSpec {
         }
         if self.steps == 0 || self.evals == 0 {
             bad("steps", "steps and evals must be at least 1".into());
+        }
+        if self.validation_samples == Some(0) {
+            bad("validation_samples", "must be at least 1: choices are made on the validation set".into());
+        }
+        if self.saturation.evals < 2 || self.saturation.patience == 0 {
+            bad("saturation.evals", "need at least 2 evaluations and a patience of at least 1 to stop early".into());
         }
         for (k, lrs) in [("lrs", &self.lrs), ("saturation.lrs", &self.saturation.lrs)] {
             if lrs.is_empty() || lrs.iter().any(|l| !(*l > 0.0 && l.is_finite())) {
@@ -392,8 +445,21 @@ impl DistanceSpec {
 
     /// Every variant of a sweep point, arm by arm.
     pub fn variants(&self, arms: &[Arm]) -> Vec<Variant> {
+        let null_counts = self.null_counts.as_ref().unwrap_or(&self.counts);
+        let target = self.tunings(&self.counts);
+        let null = self.tunings(null_counts);
+        arms.iter()
+            .flat_map(|&arm| {
+                let tunings = if arm == Arm::Target { &target } else { &null };
+                tunings.iter().map(move |&tuning| Variant { arm, tuning })
+            })
+            .collect()
+    }
+
+    /// The tunings of one arm with token counts `counts`.
+    fn tunings(&self, counts: &[usize]) -> Vec<Tuning> {
         let mut tunings = Vec::new();
-        for &tokens in &self.counts {
+        for &tokens in counts {
             if tokens == 0 {
                 tunings.push(Tuning::Frozen);
                 continue;
@@ -412,19 +478,26 @@ impl DistanceSpec {
                 tunings.push(if kind == "full" { Tuning::Full { lr } } else { Tuning::Lora { lr } });
             }
         }
-        arms.iter().flat_map(|&arm| tunings.iter().map(move |&tuning| Variant { arm, tuning })).collect()
+        tunings
     }
 
     /// The random-target twin of a `repeat` behavior: the same spec with a random string of
-    /// the same length, drawn from the base vocabulary's ids `2..vocab`.
-    pub fn null_repeat(&self, behavior: &TaskSpec) -> Vec<u32> {
-        let Kind::Repeat(repeat) = &behavior.kind else { return Vec::new() };
+    /// the same length in tokens (a `text` string is encoded to count them), drawn from the
+    /// base vocabulary's ids `2..vocab`.
+    pub fn null_repeat(&self, behavior: &TaskSpec) -> Result<Vec<u32>, String> {
+        let Kind::Repeat(repeat) = &behavior.kind else { return Ok(Vec::new()) };
         let vocab = repeat.base.spec().kind.vocab().unwrap_or_else(default_vocab).max(3) as u64;
-        let len = repeat.spec.string.len();
-        (0..len as u64)
+        let len = match &repeat.spec.text {
+            None => repeat.spec.string.len(),
+            Some(_) => {
+                let base = repeat.base.spec().build().map_err(|e| e.to_string())?;
+                repeat.spec.tokens(base.as_ref()).map_err(|e| e.to_string())?.len()
+            }
+        };
+        Ok((0..len as u64)
             .map(|i| 2 + crate::data::mix(0x5eed ^ (len as u64) << 32 ^ i) % (vocab - 2))
             .map(|t| t as u32)
-            .collect()
+            .collect())
     }
 
     /// The name of the auto-generated null task of `behavior`.
@@ -456,6 +529,7 @@ impl DistanceSpec {
             Tuning::Full { lr } => ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0),
             Tuning::Lora { lr } => ("lora", self.saturation.steps.unwrap_or(self.steps), lr, 0),
         };
+        let fine_tuning = matches!(variant.tuning, Tuning::Full { .. } | Tuning::Lora { .. });
         p.insert("name".into(), PHASE.into());
         p.insert("steps".into(), (steps as i64).into());
         p.insert("batch_size".into(), (if steps == 1 { 1 } else { self.batch_size as i64 }).into());
@@ -475,9 +549,18 @@ impl DistanceSpec {
             );
         }
         let mut eval = toml::Table::new();
-        eval.insert("every".into(), ((steps / self.evals).max(1) as i64).into());
+        let n_evals = if fine_tuning { self.saturation.evals } else { self.evals };
+        eval.insert("every".into(), ((steps / n_evals).max(1) as i64).into());
         eval.insert("tasks".into(), toml::Value::Array(evals.iter().map(|t| t.as_str().into()).collect()));
         eval.insert("samples".into(), (self.eval_samples as i64).into());
+        eval.insert("validation".into(), (self.validation_samples.unwrap_or(self.eval_samples) as i64).into());
+        if fine_tuning {
+            let mut stop = toml::Table::new();
+            stop.insert("task".into(), evals[0].as_str().into());
+            stop.insert("metric".into(), "val_loss".into());
+            stop.insert("patience".into(), (self.saturation.patience as i64).into());
+            p.insert("stop".into(), stop.into());
+        }
         eval.insert("exact_match".into(), self.conditional.is_some().into());
         if let Some(c) = &self.conditional {
             eval.insert("temperature".into(), c.temperature.into());
@@ -573,8 +656,15 @@ fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
         Some(c) => condition_tasks(&spec.behavior, c, &task, doc)?,
         None => (task.clone(), vec![task]),
     };
-    let mut phases = match doc.remove("phases") {
-        Some(toml::Value::Array(p)) if variant.arm != Arm::NullModel => p,
+    let mut phases = match (doc.remove("phases"), &spec.null_mixture) {
+        (Some(toml::Value::Array(p)), _) if variant.arm != Arm::NullModel => p,
+        (Some(toml::Value::Array(mut p)), Some(mixture)) => {
+            let mixture: toml::Table = mixture.iter().map(|(k, w)| (k.clone(), (*w).into())).collect();
+            for phase in p.iter_mut().filter_map(|p| p.as_table_mut()) {
+                phase.insert("mixture".into(), mixture.clone().into());
+            }
+            p
+        }
         _ => Vec::new(),
     };
     if let (Arm::NullModel, Some(dir)) = (variant.arm, &spec.null_model) {
@@ -615,6 +705,12 @@ fn condition_tasks(
     for (cond, _) in c.evaluated() {
         evals.push(derived(Conditional::task_name(behavior, cond), "only_conditions", &[cond]));
     }
+    if let Some(m) = c.train_max_extra {
+        let prompt_task = tasks.iter_mut().rev().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(&prompt));
+        if let Some(t) = prompt_task.and_then(|t| t.as_table_mut()) {
+            t.insert("max_extra".into(), m.into());
+        }
+    }
     Ok((prompt, evals))
 }
 
@@ -630,7 +726,9 @@ fn null_task(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<String, (Stri
         table.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".to_string()))?;
     let behavior: TaskSpec =
         table.clone().try_into().map_err(|e: toml::de::Error| ("tasks".to_string(), e.message().trim().to_string()))?;
-    let string = spec.null_repeat(&behavior).into_iter().map(|t| toml::Value::Integer(t as i64)).collect();
+    let string = spec.null_repeat(&behavior).map_err(|e| ("distance.behavior".to_string(), e))?;
+    let string = string.into_iter().map(|t| toml::Value::Integer(t as i64)).collect();
+    table.remove("text");
     table.insert("name".into(), spec.null_name().into());
     table.insert("string".into(), toml::Value::Array(string));
     tasks.push(table.into());

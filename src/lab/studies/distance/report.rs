@@ -4,6 +4,7 @@
 
 use super::analysis::{analyse, ArmResult, CountStats, Distance, DistanceAnalysis};
 use super::conditional::{self, CondAnalysis};
+use super::lengths::{self, LengthRow};
 use super::{Arm, Conditional, DistanceSpec};
 use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
@@ -29,6 +30,12 @@ pub fn write(spec: &DistanceSpec, exp: &Experiment) -> Result<PathBuf> {
         comparison_table(&a).to_markdown(),
         counts_table(&a).to_markdown()
     );
+    if let Some(section) = length_section(&a)? {
+        summary.push_str(&format!("\n{}\n", section.paragraphs.join("\n\n")));
+        for table in &section.tables {
+            summary.push_str(&format!("\n{}\n", table.to_markdown()));
+        }
+    }
     if a.spec.conditional.is_some() {
         let tables = [conditional::verdict_table(&cond), conditional::condition_table(&cond)];
         write_atomic(&dir.join("conditions.csv"), tables[1].to_csv().as_bytes())?;
@@ -44,20 +51,27 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
     let sat_steps = s.saturation.steps.unwrap_or(s.steps);
     let mut intro = vec![
         format!(
-            "Saturation S is the best final held-out loss of execution fine-tuning ({}) over learning rates {:?}, \
-             {sat_steps} steps × batch {}. The conditional distance is the smallest soft-prompt token count whose \
-             best loss (over {} restart(s) × learning rates {:?}, {} steps × batch {}, {:?} insertion) is within \
-             ε = {} × (L0 − S) of S, L0 the frozen model's loss (the criterion does not depend on the loss's \
-             scale). Every count, 0 included, and every fine-tuning run is scored on the same {} held-out samples.",
+            "Saturation S is the reported loss of execution fine-tuning ({}; learning rates {:?}; at most \
+             {sat_steps} steps × batch {}, evaluated {} times and stopped after {} evaluations without a lower \
+             validation loss) at its lowest validation loss. The conditional distance is the smallest soft-prompt \
+             token count whose chosen run (the lowest validation loss over {} restart(s) × learning rates {:?}, \
+             {} steps × batch {}, {:?} insertion) has a reported loss within ε = {} × (L0 − S) of S, L0 the frozen \
+             model's loss (the criterion does not depend on the loss's scale). Every choice is made on {} \
+             validation samples; every figure is the loss on {} other held-out samples, the same for every count \
+             (0 included) and fine-tuning run. A distance is refused when a count it rules out had its chosen \
+             learning rate at an end of the grid (it may only be under-tuned).",
             s.saturation.kinds.join(" and "),
             s.saturation.lrs,
             s.batch_size,
+            s.saturation.evals,
+            s.saturation.patience,
             s.restarts,
             s.lrs,
             s.steps,
             s.batch_size,
             s.insert,
             s.epsilon_rel,
+            s.validation_samples.unwrap_or(s.eval_samples),
             s.eval_samples
         ),
         "Null baselines: null_target is a random-target behavior of matched entropy (a random string of the same \
@@ -76,7 +90,8 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
         curves.figures.push(Figure {
             svg: line_chart(&curve_chart(point, &arms))?,
             caption: format!(
-                "{point}: best final held-out loss per count (band: best to worst over the ensemble), and S per arm. \
+                "{point}: held-out loss per count of the run chosen on validation loss (band: lowest to highest over \
+                 the ensemble of restarts × learning rates), and S per arm. \
                  The x axis is tokens + 1 so that the frozen model (0 tokens) fits a log axis."
             ),
         });
@@ -92,13 +107,15 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
     let verdicts = Section {
         heading: "Per-count ensembles and verdicts".into(),
         paragraphs: vec![format!(
-            "A count is flagged when its runs spread by more than ε, when its best learning rate is the grid's \
-             largest, or when it is worse than a shorter prompt by more than ε: more tuning would then likely lower it."
+            "A count is flagged when its runs spread by more than ε, when its chosen learning rate is an end of \
+             the grid, when its chosen run was still improving at its last evaluation, or when it is worse than a \
+             shorter prompt by more than ε: more tuning would then likely lower it."
         )],
         tables: vec![counts_table(a)],
         ..Default::default()
     };
     let mut sections = vec![curves, bars, verdicts];
+    sections.extend(length_section(a)?);
     if let Some(c) = &s.conditional {
         sections.push(conditions_section(c, cond));
     }
@@ -131,15 +148,94 @@ fn conditions_section(c: &Conditional, cond: &CondAnalysis) -> Section {
     }
 }
 
+/// Distance against the repeated string's length, when the points sweep at least two
+/// lengths: every seed's distance, the geometric mean, and the censored fit.
+fn length_section(a: &DistanceAnalysis) -> Result<Option<Section>> {
+    let rows = lengths::rows(&a.arms);
+    if dedup(rows.iter().map(|r| r.length.to_string())).len() < 2 {
+        return Ok(None);
+    }
+    let mut paragraphs = vec![format!(
+        "Distance against string length, over base seeds. A distance beyond the largest count ({}) enters the fit \
+         of ln(1 + distance) = a + b · ln(length) as a right-censored observation (Tobit regression); refused and \
+         unknown distances stay out. Intervals are {}%: the geometric mean's is a t-interval on ln(1 + distance) \
+         over seeds (only where every seed reached a distance), the slope's a t-interval from the fit.",
+        a.spec.counts.last().copied().unwrap_or(0),
+        lengths::LEVEL * 100.0
+    )];
+    for f in lengths::fits(&rows) {
+        paragraphs.push(match f {
+            Ok(f) => format!(
+                "{}: slope b = {:.2} [{:.2}, {:.2}] over {} distances ({} censored).",
+                f.arm.name(),
+                f.slope.value,
+                f.slope.lo,
+                f.slope.hi,
+                f.n,
+                f.censored
+            ),
+            Err((arm, why)) => format!("{}: no fit ({why}).", arm.name()),
+        });
+    }
+    let series = dedup(rows.iter().map(|r| r.arm.name().to_string()))
+        .into_iter()
+        .map(|arm| Series {
+            name: arm.clone(),
+            points: rows
+                .iter()
+                .filter(|r| r.arm.name() == arm)
+                .flat_map(|r| r.seeds.iter().map(move |(_, d)| (r.length, *d)))
+                .filter_map(|(len, d)| match d {
+                    Distance::Reached(n) => Some(Point::new(len as f64, n as f64 + 1.0)),
+                    _ => None,
+                })
+                .collect(),
+        })
+        .collect();
+    let chart = LineChart {
+        frame: Frame::new("Distance against string length", "string length", "distance + 1 (tokens)"),
+        log_x: true,
+        series,
+        ..Default::default()
+    };
+    Ok(Some(Section {
+        heading: "Distance against string length".into(),
+        paragraphs,
+        figures: vec![Figure {
+            svg: line_chart(&chart)?,
+            caption: "Every seed's reached distance (+1, so that 0 fits the axis); censored and refused ones are in \
+                      the table."
+                .into(),
+        }],
+        tables: vec![length_table(&rows)],
+    }))
+}
+
+/// One row per arm and length: every seed's distance and the geometric mean.
+fn length_table(rows: &[LengthRow]) -> Table {
+    let header = ["arm", "length", "distance per seed", "geometric mean [95% CI]"].map(String::from).to_vec();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let seeds: Vec<String> = r.seeds.iter().map(|(s, d)| format!("s{s}: {}", distance_text(*d))).collect();
+            let mean = r.mean.map_or("-".into(), |m| format!("{:.1} [{:.1}, {:.1}]", m.value, m.lo, m.hi));
+            vec![r.arm.name().into(), r.length.to_string(), seeds.join(", "), mean]
+        })
+        .collect();
+    Table { caption: "Distance per string length and base seed".into(), header, rows }
+}
+
 /// Loss against tokens + 1 for each arm of a point, with S as a flat line.
 fn curve_chart(point: &str, arms: &[&ArmResult]) -> LineChart {
     let mut series = Vec::new();
     for r in arms {
-        let pts = r.counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.best, c.worst));
+        let pts = r.counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.lowest, c.worst));
         series.push(Series { name: format!("{} ({})", r.arm.name(), r.task), points: pts.collect() });
         if !r.cond_counts.is_empty() {
-            let pts =
-                r.cond_counts.iter().map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.best, c.worst));
+            let pts = r
+                .cond_counts
+                .iter()
+                .map(|c| Point::new(c.tokens as f64 + 1.0, c.best).with_interval(c.lowest, c.worst));
             series.push(Series { name: format!("{} conditional", r.arm.name()), points: pts.collect() });
         }
         if let Some(sat) = r.saturation() {
@@ -189,6 +285,7 @@ pub fn distance_text(d: Distance) -> String {
     match d {
         Distance::Reached(n) => n.to_string(),
         Distance::Beyond(n) => format!("> {n}"),
+        Distance::Refused(n) => format!("refused ({n} tok: learning rate at the grid's edge)"),
         Distance::Unknown => "unknown (no fine-tuning result)".into(),
     }
 }
@@ -198,7 +295,7 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
     let counts: Vec<usize> = a.spec.counts.clone();
     let mut header: Vec<String> = ["point", "arm", "task", "prompt", "S full", "S lora"].map(String::from).to_vec();
     header.extend(counts.iter().map(|n| format!("{n} tok")));
-    header.push("distance".into());
+    header.extend(["distance", "S verdict"].map(String::from));
     let mut rows = Vec::new();
     for r in &a.arms {
         for (prompt, stats, distance) in curves(r) {
@@ -206,11 +303,17 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
                 vec![r.point.clone(), r.arm.name().into(), r.task.clone(), prompt.into(), num(r.s_full), num(r.s_lora)];
             row.extend(counts.iter().map(|n| num(stats.iter().find(|c| c.tokens == *n).map(|c| c.best))));
             row.push(distance_text(distance));
+            row.push(match (r.saturation(), r.s_concerns.is_empty()) {
+                (None, _) => "-".into(),
+                (Some(_), true) => "stopped early".into(),
+                (Some(_), false) => r.s_concerns.join("; "),
+            });
             rows.push(row);
         }
     }
     Table {
-        caption: "Input versus execution: fine-tuning loss (S), best soft-prompt loss per count, distance".into(),
+        caption: "Input versus execution: fine-tuning loss (S), the chosen soft prompt's loss per count, distance"
+            .into(),
         header,
         rows,
     }
@@ -219,7 +322,9 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
 /// One row per arm and count: the ensemble and its verdict.
 pub fn counts_table(a: &DistanceAnalysis) -> Table {
     let header =
-        ["point", "arm", "tokens", "runs", "best", "worst", "best_lr", "verdict", "prompt"].map(String::from).to_vec();
+        ["point", "arm", "tokens", "runs", "chosen", "lowest", "mean", "worst", "chosen_lr", "verdict", "prompt"]
+            .map(String::from)
+            .to_vec();
     let mut rows = Vec::new();
     for r in &a.arms {
         for (prompt, stats, _) in curves(r) {
@@ -232,6 +337,8 @@ pub fn counts_table(a: &DistanceAnalysis) -> Table {
                     c.tokens.to_string(),
                     c.runs.len().to_string(),
                     format!("{:.4}", c.best),
+                    format!("{:.4}", c.lowest),
+                    format!("{:.4}", c.mean),
                     format!("{:.4}", c.worst),
                     lr,
                     verdict,
@@ -240,7 +347,11 @@ pub fn counts_table(a: &DistanceAnalysis) -> Table {
             }
         }
     }
-    Table { caption: "Per-count ensembles (final held-out loss)".into(), header, rows }
+    Table {
+        caption: "Per-count ensembles (reported loss; chosen: the run with the lowest validation loss)".into(),
+        header,
+        rows,
+    }
 }
 
 /// An arm's curves: `soft`, and `conditional` when it has conditional prompts.

@@ -20,7 +20,7 @@
 //! into FLOPs; exhaustive search costs what the enumeration costs. Prompts are prepended,
 //! where a prefix trigger sits. Every cell is scored on the same held-out clean inputs (the
 //! reported set), and restarts are chosen on a disjoint selection set (see
-//! [`crate::data::backdoor::SELECTION_OFFSET`]).
+//! [`crate::data::SELECTION_OFFSET`]).
 
 pub mod analysis;
 pub mod report;
