@@ -15,11 +15,13 @@
 //!   or without it the same model without the pre-training phases).
 //!
 //! Every cell keeps the run's seed, so every count (0 included), restart and fine-tuning run
-//! is scored on the same held-out samples with the same insertion points; a restart changes
-//! only the phase seed (prompt init and data order). Saturation `S` is the best held-out
-//! loss of the fine-tuning cells; the conditional distance is the smallest count whose best
-//! loss is within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss (see
-//! [`analysis`]).
+//! is scored on the same reported and validation samples with the same insertion points; a
+//! restart changes only the phase seed (prompt init and data order). Choices (stopping step,
+//! learning rate, restart) are made on validation loss, figures are reported losses.
+//! Saturation `S` is the chosen fine-tuning run's loss (fine-tuning stops early on
+//! validation loss); the conditional distance is the smallest count whose chosen run is
+//! within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss, refused when a
+//! count it rules out chose a learning rate at the grid's edge (see [`analysis`]).
 //!
 //! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
 //! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
