@@ -295,3 +295,46 @@ fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> St
 fn csv_error(path: &Path, line: usize, message: String) -> StoreError {
     StoreError::Csv { path: path.to_path_buf(), line, message }
 }
+
+/// Writes one evaluation's per-sample scores, `(metric, one value per sample)`, as CSV:
+/// header `sample,METRIC…`, then one line per sample (NaN where a sample does not define a
+/// metric), replacing `path` atomically.
+pub fn write_sample_scores(path: &Path, scores: &[(&str, Vec<f64>)]) -> Result<(), StoreError> {
+    let mut text = std::iter::once("sample").chain(scores.iter().map(|(m, _)| *m)).collect::<Vec<_>>().join(",");
+    let n = scores.first().map_or(0, |(_, v)| v.len());
+    for k in 0..n {
+        text.push_str(&format!("\n{k}"));
+        for (_, values) in scores {
+            text.push_str(&format!(",{}", values[k]));
+        }
+    }
+    text.push('\n');
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io(dir, "creating the sample scores' directory"))?;
+    crate::fs::write_atomic(path, text.as_bytes()).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        op: "writing sample scores",
+        source: e.source,
+    })
+}
+
+/// Reads per-sample scores as [`write_sample_scores`] writes them: `(metric, one value per
+/// sample)`. Errors name the file and the line.
+pub fn read_sample_scores(path: &Path) -> Result<Vec<(String, Vec<f64>)>, StoreError> {
+    let text = fs::read_to_string(path).map_err(io(path, "reading sample scores"))?;
+    let records = parse_records(&text).map_err(|(line, message)| csv_error(path, line, message))?;
+    let mut records = records.into_iter();
+    let Some((_, header)) = records.next() else {
+        return Err(csv_error(path, 1, "empty file, expected a header".into()));
+    };
+    let mut columns: Vec<(String, Vec<f64>)> = header.into_iter().skip(1).map(|m| (m, Vec::new())).collect();
+    for (line, fields) in records {
+        if fields.len() != columns.len() + 1 {
+            return Err(csv_error(path, line, format!("{} fields, expected {}", fields.len(), columns.len() + 1)));
+        }
+        for ((_, values), field) in columns.iter_mut().zip(&fields[1..]) {
+            values.push(field.parse().map_err(|_| csv_error(path, line, format!("bad value {field:?}")))?);
+        }
+    }
+    Ok(columns)
+}

@@ -36,7 +36,7 @@
 
 mod csv;
 
-pub use csv::{read_csv, rewrite_csv, CsvLog, CSV_HEADER};
+pub use csv::{read_csv, read_sample_scores, rewrite_csv, write_sample_scores, CsvLog, CSV_HEADER};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeSet;

@@ -19,12 +19,11 @@ use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
 use crate::data::mixture::Mixture;
-use crate::data::score::SampleScores;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::{Model, Steer};
 use crate::engine::shards::{zero_grads, ShardedPass};
-use crate::store::{read_csv, CsvLog, MetricRow, Store};
+use crate::store::{read_csv, write_sample_scores, CsvLog, MetricRow, Store};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -658,23 +657,4 @@ fn adaptation<'a>(
 /// Where an evaluation's per-sample scores of `task` are kept in run folder `dir`.
 pub fn sample_scores_path(dir: &std::path::Path, phase: u32, step: u64, task: &str) -> PathBuf {
     dir.join("samples").join(format!("phase{phase}-step{step:08}-{task}.csv"))
-}
-
-/// Writes per-sample scores as CSV (`sample,METRIC…`, NaN where a sample does not define a
-/// metric), atomically.
-fn write_sample_scores(path: &std::path::Path, scores: &SampleScores) -> Result<(), RunError> {
-    let mut text = std::iter::once("sample").chain(scores.iter().map(|(m, _)| *m)).collect::<Vec<_>>().join(",");
-    let n = scores.first().map_or(0, |(_, v)| v.len());
-    for k in 0..n {
-        text.push('\n');
-        text.push_str(&k.to_string());
-        for (_, values) in scores {
-            text.push_str(&format!(",{}", values[k]));
-        }
-    }
-    text.push('\n');
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| RunError::Io { path: parent.to_path_buf(), source })?;
-    }
-    Ok(crate::fs::write_atomic(path, text.as_bytes())?)
 }

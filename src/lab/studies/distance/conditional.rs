@@ -12,7 +12,7 @@ use crate::analysis::{mean_interval, BootstrapConfig};
 use crate::lab::experiment::Experiment;
 use crate::lab::pooling::finished_rows;
 use crate::report::Table;
-use crate::store::Store;
+use crate::store::{read_sample_scores, Store};
 use crate::train::step_loop::sample_scores_path;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -279,11 +279,9 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
 /// per-sample scores file `path` (see [`sample_scores_path`]), or `None` without the file,
 /// the column or two defined values.
 pub fn sample_interval(path: &Path, metric: &str) -> Option<(f64, f64)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let column = lines.next()?.split(',').position(|h| h == metric)?;
-    let values: Vec<f64> =
-        lines.filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok()).filter(|v| v.is_finite()).collect();
+    let columns = read_sample_scores(path).ok()?;
+    let (_, column) = columns.into_iter().find(|(m, _)| m == metric)?;
+    let values: Vec<f64> = column.into_iter().filter(|v| v.is_finite()).collect();
     let config = BootstrapConfig { n_resamples: 2000, level: 0.95, seed: 0 };
     mean_interval(&values, &config).ok().map(|i| (i.lo, i.hi))
 }
