@@ -218,14 +218,51 @@ fn a_distance_is_refused_when_a_count_it_rules_out_had_its_learning_rate_at_the_
         count_stats(2, vec![run_at(0, 1e-2, 2.0), run_at(0, 3e-3, 2.2)], &lrs, 0.1, None),
         count_stats(8, vec![run_at(0, 3e-3, 1.0)], &lrs, 0.1, None),
     ];
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &counts), Distance::Refused(2));
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &counts, 1.05), Distance::Refused(2));
     assert_eq!(
-        refuse_at_edges(Distance::Reached(2), &counts),
+        refuse_at_edges(Distance::Reached(2), &counts, 1.05),
         Distance::Reached(2),
         "the reached count may sit at an edge"
     );
-    assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts), Distance::Refused(2));
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()]), Distance::Reached(8));
+    assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts, 1.05), Distance::Refused(2));
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()], 1.05), Distance::Reached(8));
+}
+
+#[test]
+fn an_edge_rate_refuses_only_when_the_loss_falls_towards_it_across_the_grid() {
+    let lrs = [3e-2, 1e-1, 3e-1, 1.0];
+    let at = |losses: [f64; 4]| {
+        let runs = lrs.iter().zip(losses).map(|(&lr, l)| run_at(0, lr, l)).collect();
+        count_stats(2, runs, &lrs, 0.1, None)
+    };
+    let rising = at([1.0, 1.1, 1.2, 1.3]);
+    assert!(rising.lr_at_edge && rising.lr_under_tuned, "falls towards the smallest rate");
+    assert!(rising.concerns.iter().any(|c| c.contains("smallest and the loss falls")), "{:?}", rising.concerns);
+    let falling = at([1.3, 1.2, 1.1, 1.0]);
+    assert!(falling.lr_under_tuned, "falls towards the largest rate");
+    let noisy = at([1.0, 1.2, 1.05, 1.3]);
+    assert!(noisy.lr_at_edge && !noisy.lr_under_tuned, "an end chosen on a bumpy landscape");
+    assert!(noisy.concerns.iter().any(|c| c.contains("does not fall")), "{:?}", noisy.concerns);
+    let interior = at([1.1, 1.0, 1.2, 1.3]);
+    assert!(!interior.lr_at_edge && !interior.lr_under_tuned);
+    // With restarts each rate counts by its best run.
+    let mut runs: Vec<PromptRun> = lrs.iter().zip([1.0, 1.1, 1.2, 1.3]).map(|(&lr, l)| run_at(0, lr, l)).collect();
+    runs.push(run_at(1, 3e-1, 1.05));
+    assert!(!count_stats(2, runs, &lrs, 0.1, None).lr_under_tuned);
+
+    // The last step's gain (0.1) repeated over 3 more rates: a wider grid might reach 0.7.
+    assert!((falling.lr_reach - 0.7).abs() < 1e-12 && (rising.lr_reach - 0.7).abs() < 1e-12);
+    assert_eq!((noisy.lr_reach, interior.lr_reach), (1.0, 1.0), "not under-tuned: the chosen loss");
+
+    // A distance of 8 rules out 2: refused only when 2 had the falling trend and that trend
+    // could carry it within S + ε.
+    let zero = count_stats(0, vec![run_at(0, 0.0, 3.0)], &lrs, 0.1, None);
+    let eight = count_stats(8, vec![run_at(0, 1e-1, 0.2)], &lrs, 0.1, None);
+    let (near, far) = (0.75, 0.5);
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &[zero.clone(), noisy, eight.clone()], near), Distance::Reached(8));
+    let with_trend = [zero, falling, eight];
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &with_trend, near), Distance::Refused(2));
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &with_trend, far), Distance::Reached(8), "the trend cannot close the gap");
 }
 
 #[test]

@@ -21,7 +21,9 @@
 //! Saturation `S` is the chosen fine-tuning run's loss (fine-tuning stops early on
 //! validation loss); the conditional distance is the smallest count whose chosen run is
 //! within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss, refused when a
-//! count it rules out chose a learning rate at the grid's edge (see [`analysis`]).
+//! count it rules out chose a learning rate at the grid's edge with the validation loss
+//! falling towards it steeply enough that a wider grid might close the gap (see
+//! [`analysis`]).
 //!
 //! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
 //! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
