@@ -297,6 +297,7 @@ fn variant_names_round_trip() {
         Variant { arm: Arm::NullTarget, tuning: Tuning::Prompt { tokens: 16, restart: 2, lr: 0.003 } },
         Variant { arm: Arm::NullModel, tuning: Tuning::Lora { lr: 0.01 } },
         Variant { arm: Arm::Target, tuning: Tuning::Full { lr: 1e-3 } },
+        Variant { arm: Arm::NullTarget, tuning: Tuning::Conditioned { lr: 3e-4 } },
     ] {
         assert_eq!(Variant::parse(&v.name()), Some(v), "{}", v.name());
     }
@@ -570,12 +571,13 @@ fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
 #[test]
 fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
     let tmp = tempfile::tempdir().unwrap();
-    let (exp, outcome) = run(&experiment(tmp.path(), COND), &Options::default()).unwrap();
+    let told = COND.replace("kinds = [\"lora\"]", "kinds = [\"lora\", \"conditioned\"]");
+    let (exp, outcome) = run(&experiment(tmp.path(), &told), &Options::default()).unwrap();
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     let spec: DistanceSpec = toml::from_str::<toml::Table>(&exp.text).unwrap()["distance"].clone().try_into().unwrap();
     let a = vestige::lab::studies::distance::conditional::analyse(&spec, &exp).unwrap();
-    // 2 arms × (frozen, soft 2, cond 2, lora), each on both conditions.
-    assert_eq!(a.tunings.len(), 8);
+    // 2 arms × (frozen, soft 2, cond 2, lora, conditioned), each on both conditions.
+    assert_eq!(a.tunings.len(), 10);
     for t in &a.tunings {
         assert_eq!(t.conditions.len(), 2);
         // Extra moves are a reached path's: defined exactly when some sampled path reaches B.
@@ -593,10 +595,57 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         std::fs::read_dir(exp.cells_dir()).unwrap().flatten().filter(|d| d.path().join("samples").is_dir()).collect();
     assert!(!stored.is_empty(), "per-sample scores are stored in the cells' run folders");
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
+    assert!(a.verdicts.iter().all(|v| v.told.is_some_and(|(m, _)| m.loss.is_finite())), "the told ceiling");
+    let d = vestige::lab::studies::distance::analysis::analyse(&spec, &exp).unwrap();
+    for arm in &d.arms {
+        let told = arm.s_conditioned.expect("conditioned fine-tuning ran");
+        assert!(told.is_finite() && arm.s_lora.is_some(), "{arm:?}");
+        assert_ne!(Some(told), arm.saturation(), "the unconditional prompts saturate at lora, not at the told model");
+    }
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
     assert!(summary.contains("follows held-out conditions") && summary.contains("| cond 2 |"), "{summary}");
-    assert!(summary.contains("| conditional |"), "{summary}");
+    assert!(summary.contains("| conditional |") && summary.contains("S conditioned"), "{summary}");
+}
+
+#[test]
+fn conditioned_fine_tuning_is_told_each_condition_on_the_same_boards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let told = COND.replace("kinds = [\"lora\"]", "kinds = [\"lora\", \"conditioned\"]");
+    let exp = Experiment::load(&experiment(tmp.path(), &told)).unwrap();
+    assert_eq!(exp.cells.len(), 10, "2 arms × (p0, p2, c2, lora, cft)");
+    let cell = |v: &str| exp.cells.iter().find(|c| c.point[0].1.as_str() == Some(v)).unwrap();
+    let (cft, lora) = (cell("target/cft/lr0.003"), cell("target/lora/lr0.003"));
+    let phase = cft.config.phases.last().unwrap();
+    assert_eq!(phase.trainable, Trainable::All);
+    assert_eq!(phase.mixture.keys().collect::<Vec<_>>(), ["pf-prompt"]);
+    assert_eq!(phase.eval.tasks, lora.config.phases.last().unwrap().eval.tasks, "scored on the same tasks");
+    assert!(phase.stop.is_some(), "stops early like every saturation");
+    let prefixed = |c: &vestige::lab::experiment::Cell, name: &str| {
+        let t = c.config.tasks.iter().find(|t| t.name == name).unwrap();
+        let Kind::Pathfinding(p) = &t.kind else { panic!("a pathfinding task") };
+        (p.condition_prefix, t.build().unwrap())
+    };
+    for name in ["pf-prompt", "pf-e0i0", "pf-e2i0"] {
+        let ((told, t), (plain, u)) = (prefixed(cft, name), prefixed(lora, name));
+        assert!(told && !plain, "{name}");
+        for k in 0..50 {
+            let (a, b) = (t.sample(5, Split::Eval, k), u.sample(5, Split::Eval, k));
+            let n = a.tokens.len() - b.tokens.len();
+            assert_eq!(a.tokens[n..], b.tokens[..], "{name} {k}: the same board and path, told");
+            assert_eq!(n as f32, a.conditions[0].max(0.0) + a.conditions[1]);
+        }
+    }
+    let errors = [
+        (COND.replace("kinds = [\"lora\"]", "kinds = [\"conditioned\"]"), "\"full\" or \"lora\" too"),
+        (TINY.replace("kinds = [\"full\", \"lora\"]", "kinds = [\"full\", \"conditioned\"]"), "[distance.conditional]"),
+        (TINY.replace("kinds = [\"full\", \"lora\"]", "kinds = [\"full\", \"told\"]"), "not one of"),
+    ];
+    for (config, says) in errors {
+        let e = Experiment::load(&experiment(tmp.path(), &config)).unwrap_err();
+        assert_eq!(e.key, "distance.saturation.kinds", "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
 }
 
 #[test]
@@ -681,6 +730,7 @@ fn distance_only(arm: Arm, length: usize, seed: u64, distance: Distance) -> ArmR
         cond_counts: Vec::new(),
         s_full: Some(0.0),
         s_lora: None,
+        s_conditioned: None,
         s_concerns: Vec::new(),
         distance,
         cond_distance: None,

@@ -385,6 +385,7 @@ fn a_condition_prefix_writes_the_conditions_in_unary_before_the_board_without_lo
         assert!(s.weights[..n].iter().all(|&w| w == 0.0), "the prefix carries no loss");
         assert_eq!(s.weights.iter().sum::<f32>(), b.sample().weights.iter().sum::<f32>());
         assert!(s.tokens.len() <= prefixed.seq_len());
+        assert!(s.answer().len() <= prefixed.max_answer_len() && prefixed.max_answer_len() == 25);
         let walk = Grid::parse(s.input()).unwrap().walk(&s.answer());
         assert_eq!((walk.moves, walk.invalid), (p.total_moves(), p.invalid_moves));
     }

@@ -692,6 +692,11 @@ impl Task for Pathfinding {
         prefix + self.width * self.height + self.height + 2 + self.max_moves + 1
     }
 
+    /// `max_moves` directions and one `D`/`U`, whatever the prefix.
+    fn max_answer_len(&self) -> usize {
+        self.max_moves + 1
+    }
+
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
         self.board(seed, split, index).sample()
     }

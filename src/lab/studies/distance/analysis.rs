@@ -127,6 +127,9 @@ pub struct ArmResult {
     /// learning rates) and step with the lowest validation loss.
     pub s_full: Option<f64>,
     pub s_lora: Option<f64>,
+    /// Conditioned fine-tuning's loss (saturation kind `"conditioned"`): the conditional
+    /// prompts' saturation, never the unconditional ones'.
+    pub s_conditioned: Option<f64>,
     /// Why `S` may not be converged (empty: every chosen fine-tuning run stopped early).
     pub s_concerns: Vec<String>,
     pub distance: Distance,
@@ -277,7 +280,7 @@ pub fn arm_result(
 ) -> ArmResult {
     let mut by_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
     let mut by_cond_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
-    let (mut full, mut lora) = (None::<Outcome>, None::<Outcome>);
+    let (mut full, mut lora, mut told) = (None::<Outcome>, None::<Outcome>, None::<Outcome>);
     let better = |slot: &mut Option<Outcome>, o: Outcome| {
         if slot.is_none_or(|s| o.key() < s.key()) {
             *slot = Some(o);
@@ -298,6 +301,7 @@ pub fn arm_result(
             }
             Tuning::Full { .. } => better(&mut full, outcome),
             Tuning::Lora { .. } => better(&mut lora, outcome),
+            Tuning::Conditioned { .. } => better(&mut told, outcome),
         }
     }
     let (s_full, s_lora) = (full.map(|o| o.test), lora.map(|o| o.test));
@@ -314,7 +318,9 @@ pub fn arm_result(
     let (counts, distance) = curve_of(spec, by_count, s);
     let (cond_counts, cond_distance) = match spec.conditional {
         Some(_) => {
-            let (c, d) = curve_of(spec, by_cond_count, s);
+            // Conditional prompts saturate at conditioned fine-tuning where it ran: a model
+            // told each sample's condition, as the conditional prompt is.
+            let (c, d) = curve_of(spec, by_cond_count, told.map(|o| o.test).or(s));
             (c, Some(d))
         }
         None => (Vec::new(), None),
@@ -329,6 +335,7 @@ pub fn arm_result(
         cond_counts,
         s_full,
         s_lora,
+        s_conditioned: told.map(|o| o.test),
         s_concerns,
         distance,
         cond_distance,

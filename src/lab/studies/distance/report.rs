@@ -296,6 +296,10 @@ pub fn distance_text(d: Distance) -> String {
 pub fn comparison_table(a: &DistanceAnalysis) -> Table {
     let counts: Vec<usize> = a.spec.counts.clone();
     let mut header: Vec<String> = ["point", "arm", "task", "prompt", "S full", "S lora"].map(String::from).to_vec();
+    let told = a.spec.conditional.is_some();
+    if told {
+        header.push("S conditioned".into());
+    }
     header.extend(counts.iter().map(|n| format!("{n} tok")));
     header.extend(["distance", "S verdict"].map(String::from));
     let mut rows = Vec::new();
@@ -303,6 +307,9 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
         for (prompt, stats, distance) in curves(r) {
             let mut row =
                 vec![r.point.clone(), r.arm.name().into(), r.task.clone(), prompt.into(), num(r.s_full), num(r.s_lora)];
+            if told {
+                row.push(num(r.s_conditioned));
+            }
             row.extend(counts.iter().map(|n| num(stats.iter().find(|c| c.tokens == *n).map(|c| c.best))));
             row.push(distance_text(distance));
             row.push(match (r.saturation(), r.s_concerns.is_empty()) {
