@@ -225,7 +225,10 @@ fn a_distance_is_refused_when_a_count_it_rules_out_had_its_learning_rate_at_the_
         "the reached count may sit at an edge"
     );
     assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts, 1.05), Distance::Refused(2));
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()], 1.05), Distance::Reached(8));
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()], 1.05),
+        Distance::Reached(8)
+    );
 }
 
 #[test]
@@ -259,10 +262,17 @@ fn an_edge_rate_refuses_only_when_the_loss_falls_towards_it_across_the_grid() {
     let zero = count_stats(0, vec![run_at(0, 0.0, 3.0)], &lrs, 0.1, None);
     let eight = count_stats(8, vec![run_at(0, 1e-1, 0.2)], &lrs, 0.1, None);
     let (near, far) = (0.75, 0.5);
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &[zero.clone(), noisy, eight.clone()], near), Distance::Reached(8));
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &[zero.clone(), noisy, eight.clone()], near),
+        Distance::Reached(8)
+    );
     let with_trend = [zero, falling, eight];
     assert_eq!(refuse_at_edges(Distance::Reached(8), &with_trend, near), Distance::Refused(2));
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &with_trend, far), Distance::Reached(8), "the trend cannot close the gap");
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &with_trend, far),
+        Distance::Reached(8),
+        "the trend cannot close the gap"
+    );
 }
 
 #[test]

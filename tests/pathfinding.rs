@@ -401,8 +401,7 @@ fn a_mirrored_path_is_written_in_opposite_letters_and_scores_like_the_plain_one(
     for i in 0..200 {
         let (b, m) = (plain.sample(4, Split::Eval, i), mirror.sample(4, Split::Eval, i));
         assert_eq!(b.input(), m.input(), "same prompt");
-        let flipped: Vec<u32> =
-            b.answer().iter().map(|&t| move_of(t).map_or(t, |mv| mv.mirrored().token())).collect();
+        let flipped: Vec<u32> = b.answer().iter().map(|&t| move_of(t).map_or(t, |mv| mv.mirrored().token())).collect();
         assert_eq!(m.answer(), flipped);
         assert_eq!(plain.score(&b, &b.answer()), mirror.score(&m, &m.answer()), "a mirrored answer is as good");
         let plain_on_mirror = mirror.score(&m, &b.answer());
@@ -433,7 +432,12 @@ fn density_bounds_the_drawn_cells_and_noise_one_makes_every_step_random() {
 
 #[test]
 fn density_and_noise_are_validated() {
-    for (bad, key) in [("density = 0.0", "density"), ("density = 1.5", "density"), ("noise = [0, 3]", "noise"), ("noise = [4, 2]", "noise")] {
+    for (bad, key) in [
+        ("density = 0.0", "density"),
+        ("density = 1.5", "density"),
+        ("noise = [0, 3]", "noise"),
+        ("noise = [4, 2]", "noise"),
+    ] {
         let err = TaskSpec::parse_inline(&format!("{{ kind = \"pathfinding\", {bad} }}")).unwrap_err();
         assert!(err.contains(key), "{bad}: {err}");
     }

@@ -517,7 +517,9 @@ impl PathfindingSpec {
         if let Some([lo, hi]) = self.noise.filter(|[lo, hi]| *lo == 0 || lo > hi) {
             return Err(SpecError::new(
                 "noise",
-                format!("[{lo}, {hi}]: give [min, max] of p with 1 ≤ min ≤ max (each step is random with probability 1/p)"),
+                format!(
+                    "[{lo}, {hi}]: give [min, max] of p with 1 ≤ min ≤ max (each step is random with probability 1/p)"
+                ),
             ));
         }
         Ok(())

@@ -556,10 +556,13 @@ impl DistanceSpec {
                 p.insert("cond_prompt".into(), cond.into());
                 ("cond_prompt", self.steps, lr, 0)
             }
-            Tuning::Full { lr } | Tuning::Conditioned { lr } => ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0),
+            Tuning::Full { lr } | Tuning::Conditioned { lr } => {
+                ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0)
+            }
             Tuning::Lora { lr } => ("lora", self.saturation.steps.unwrap_or(self.steps), lr, 0),
         };
-        let fine_tuning = matches!(variant.tuning, Tuning::Full { .. } | Tuning::Lora { .. } | Tuning::Conditioned { .. });
+        let fine_tuning =
+            matches!(variant.tuning, Tuning::Full { .. } | Tuning::Lora { .. } | Tuning::Conditioned { .. });
         p.insert("name".into(), PHASE.into());
         p.insert("steps".into(), (steps as i64).into());
         p.insert("batch_size".into(), (if steps == 1 { 1 } else { self.batch_size as i64 }).into());
@@ -683,7 +686,9 @@ fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
         _ => spec.behavior.clone(),
     };
     let (task, evals) = match &spec.conditional {
-        Some(c) => condition_tasks(&spec.behavior, c, &task, matches!(variant.tuning, Tuning::Conditioned { .. }), doc)?,
+        Some(c) => {
+            condition_tasks(&spec.behavior, c, &task, matches!(variant.tuning, Tuning::Conditioned { .. }), doc)?
+        }
         None => (task.clone(), vec![task]),
     };
     let mut phases = match (doc.remove("phases"), &spec.null_mixture) {
