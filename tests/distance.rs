@@ -218,14 +218,61 @@ fn a_distance_is_refused_when_a_count_it_rules_out_had_its_learning_rate_at_the_
         count_stats(2, vec![run_at(0, 1e-2, 2.0), run_at(0, 3e-3, 2.2)], &lrs, 0.1, None),
         count_stats(8, vec![run_at(0, 3e-3, 1.0)], &lrs, 0.1, None),
     ];
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &counts), Distance::Refused(2));
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &counts, 1.05), Distance::Refused(2));
     assert_eq!(
-        refuse_at_edges(Distance::Reached(2), &counts),
+        refuse_at_edges(Distance::Reached(2), &counts, 1.05),
         Distance::Reached(2),
         "the reached count may sit at an edge"
     );
-    assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts), Distance::Refused(2));
-    assert_eq!(refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()]), Distance::Reached(8));
+    assert_eq!(refuse_at_edges(Distance::Beyond(8), &counts, 1.05), Distance::Refused(2));
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &[counts[0].clone(), counts[2].clone()], 1.05),
+        Distance::Reached(8)
+    );
+}
+
+#[test]
+fn an_edge_rate_refuses_only_when_the_loss_falls_towards_it_across_the_grid() {
+    let lrs = [3e-2, 1e-1, 3e-1, 1.0];
+    let at = |losses: [f64; 4]| {
+        let runs = lrs.iter().zip(losses).map(|(&lr, l)| run_at(0, lr, l)).collect();
+        count_stats(2, runs, &lrs, 0.1, None)
+    };
+    let rising = at([1.0, 1.1, 1.2, 1.3]);
+    assert!(rising.lr_at_edge && rising.lr_under_tuned, "falls towards the smallest rate");
+    assert!(rising.concerns.iter().any(|c| c.contains("smallest and the loss falls")), "{:?}", rising.concerns);
+    let falling = at([1.3, 1.2, 1.1, 1.0]);
+    assert!(falling.lr_under_tuned, "falls towards the largest rate");
+    let noisy = at([1.0, 1.2, 1.05, 1.3]);
+    assert!(noisy.lr_at_edge && !noisy.lr_under_tuned, "an end chosen on a bumpy landscape");
+    assert!(noisy.concerns.iter().any(|c| c.contains("does not fall")), "{:?}", noisy.concerns);
+    let interior = at([1.1, 1.0, 1.2, 1.3]);
+    assert!(!interior.lr_at_edge && !interior.lr_under_tuned);
+    // With restarts each rate counts by its best run.
+    let mut runs: Vec<PromptRun> = lrs.iter().zip([1.0, 1.1, 1.2, 1.3]).map(|(&lr, l)| run_at(0, lr, l)).collect();
+    runs.push(run_at(1, 3e-1, 1.05));
+    assert!(!count_stats(2, runs, &lrs, 0.1, None).lr_under_tuned);
+
+    // The last step's gain (0.1) repeated over 3 more rates: a wider grid might reach 0.7.
+    assert!((falling.lr_reach - 0.7).abs() < 1e-12 && (rising.lr_reach - 0.7).abs() < 1e-12);
+    assert_eq!((noisy.lr_reach, interior.lr_reach), (1.0, 1.0), "not under-tuned: the chosen loss");
+
+    // A distance of 8 rules out 2: refused only when 2 had the falling trend and that trend
+    // could carry it within S + ε.
+    let zero = count_stats(0, vec![run_at(0, 0.0, 3.0)], &lrs, 0.1, None);
+    let eight = count_stats(8, vec![run_at(0, 1e-1, 0.2)], &lrs, 0.1, None);
+    let (near, far) = (0.75, 0.5);
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &[zero.clone(), noisy, eight.clone()], near),
+        Distance::Reached(8)
+    );
+    let with_trend = [zero, falling, eight];
+    assert_eq!(refuse_at_edges(Distance::Reached(8), &with_trend, near), Distance::Refused(2));
+    assert_eq!(
+        refuse_at_edges(Distance::Reached(8), &with_trend, far),
+        Distance::Reached(8),
+        "the trend cannot close the gap"
+    );
 }
 
 #[test]
@@ -260,6 +307,7 @@ fn variant_names_round_trip() {
         Variant { arm: Arm::NullTarget, tuning: Tuning::Prompt { tokens: 16, restart: 2, lr: 0.003 } },
         Variant { arm: Arm::NullModel, tuning: Tuning::Lora { lr: 0.01 } },
         Variant { arm: Arm::Target, tuning: Tuning::Full { lr: 1e-3 } },
+        Variant { arm: Arm::NullTarget, tuning: Tuning::Conditioned { lr: 3e-4 } },
     ] {
         assert_eq!(Variant::parse(&v.name()), Some(v), "{}", v.name());
     }
@@ -533,12 +581,13 @@ fn the_conditional_keys_are_checked_and_errors_name_file_key_and_line() {
 #[test]
 fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
     let tmp = tempfile::tempdir().unwrap();
-    let (exp, outcome) = run(&experiment(tmp.path(), COND), &Options::default()).unwrap();
+    let told = COND.replace("kinds = [\"lora\"]", "kinds = [\"lora\", \"conditioned\"]");
+    let (exp, outcome) = run(&experiment(tmp.path(), &told), &Options::default()).unwrap();
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     let spec: DistanceSpec = toml::from_str::<toml::Table>(&exp.text).unwrap()["distance"].clone().try_into().unwrap();
     let a = vestige::lab::studies::distance::conditional::analyse(&spec, &exp).unwrap();
-    // 2 arms × (frozen, soft 2, cond 2, lora), each on both conditions.
-    assert_eq!(a.tunings.len(), 8);
+    // 2 arms × (frozen, soft 2, cond 2, lora, conditioned), each on both conditions.
+    assert_eq!(a.tunings.len(), 10);
     for t in &a.tunings {
         assert_eq!(t.conditions.len(), 2);
         // Extra moves are a reached path's: defined exactly when some sampled path reaches B.
@@ -556,10 +605,57 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         std::fs::read_dir(exp.cells_dir()).unwrap().flatten().filter(|d| d.path().join("samples").is_dir()).collect();
     assert!(!stored.is_empty(), "per-sample scores are stored in the cells' run folders");
     assert_eq!(a.verdicts.len(), 2, "one per arm: cond 2 against soft 2");
+    assert!(a.verdicts.iter().all(|v| v.told.is_some_and(|(m, _)| m.loss.is_finite())), "the told ceiling");
+    let d = vestige::lab::studies::distance::analysis::analyse(&spec, &exp).unwrap();
+    for arm in &d.arms {
+        let told = arm.s_conditioned.expect("conditioned fine-tuning ran");
+        assert!(told.is_finite() && arm.s_lora.is_some(), "{arm:?}");
+        assert_ne!(Some(told), arm.saturation(), "the unconditional prompts saturate at lora, not at the told model");
+    }
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
     assert!(summary.contains("follows held-out conditions") && summary.contains("| cond 2 |"), "{summary}");
-    assert!(summary.contains("| conditional |"), "{summary}");
+    assert!(summary.contains("| conditional |") && summary.contains("S conditioned"), "{summary}");
+}
+
+#[test]
+fn conditioned_fine_tuning_is_told_each_condition_on_the_same_boards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let told = COND.replace("kinds = [\"lora\"]", "kinds = [\"lora\", \"conditioned\"]");
+    let exp = Experiment::load(&experiment(tmp.path(), &told)).unwrap();
+    assert_eq!(exp.cells.len(), 10, "2 arms × (p0, p2, c2, lora, cft)");
+    let cell = |v: &str| exp.cells.iter().find(|c| c.point[0].1.as_str() == Some(v)).unwrap();
+    let (cft, lora) = (cell("target/cft/lr0.003"), cell("target/lora/lr0.003"));
+    let phase = cft.config.phases.last().unwrap();
+    assert_eq!(phase.trainable, Trainable::All);
+    assert_eq!(phase.mixture.keys().collect::<Vec<_>>(), ["pf-prompt"]);
+    assert_eq!(phase.eval.tasks, lora.config.phases.last().unwrap().eval.tasks, "scored on the same tasks");
+    assert!(phase.stop.is_some(), "stops early like every saturation");
+    let prefixed = |c: &vestige::lab::experiment::Cell, name: &str| {
+        let t = c.config.tasks.iter().find(|t| t.name == name).unwrap();
+        let Kind::Pathfinding(p) = &t.kind else { panic!("a pathfinding task") };
+        (p.condition_prefix, t.build().unwrap())
+    };
+    for name in ["pf-prompt", "pf-e0i0", "pf-e2i0"] {
+        let ((told, t), (plain, u)) = (prefixed(cft, name), prefixed(lora, name));
+        assert!(told && !plain, "{name}");
+        for k in 0..50 {
+            let (a, b) = (t.sample(5, Split::Eval, k), u.sample(5, Split::Eval, k));
+            let n = a.tokens.len() - b.tokens.len();
+            assert_eq!(a.tokens[n..], b.tokens[..], "{name} {k}: the same board and path, told");
+            assert_eq!(n as f32, a.conditions[0].max(0.0) + a.conditions[1]);
+        }
+    }
+    let errors = [
+        (COND.replace("kinds = [\"lora\"]", "kinds = [\"conditioned\"]"), "\"full\" or \"lora\" too"),
+        (TINY.replace("kinds = [\"full\", \"lora\"]", "kinds = [\"full\", \"conditioned\"]"), "[distance.conditional]"),
+        (TINY.replace("kinds = [\"full\", \"lora\"]", "kinds = [\"full\", \"told\"]"), "not one of"),
+    ];
+    for (config, says) in errors {
+        let e = Experiment::load(&experiment(tmp.path(), &config)).unwrap_err();
+        assert_eq!(e.key, "distance.saturation.kinds", "{e}");
+        assert!(e.message.contains(says), "{e}");
+    }
 }
 
 #[test]
@@ -644,6 +740,7 @@ fn distance_only(arm: Arm, length: usize, seed: u64, distance: Distance) -> ArmR
         cond_counts: Vec::new(),
         s_full: Some(0.0),
         s_lora: None,
+        s_conditioned: None,
         s_concerns: Vec::new(),
         distance,
         cond_distance: None,

@@ -1,11 +1,15 @@
 //! The pathfinding task: optimal move counts agree with an independent BFS, emitted paths
 //! re-simulate to the recorded conditions, only move tokens are scored, and samples are
 //! deterministic, split-separated and decode to their text; the scorer walks generated paths
-//! on the prompt's board.
+//! on the prompt's board. The variants: a condition prefix, mirrored letters, board density
+//! and walk noise.
 
 use std::collections::{HashSet, VecDeque};
 
-use vestige::data::pathfinding::{decode, vocab, Board, Cell, Grid, Move, Pathfinding, VOCAB_SIZE};
+use vestige::data::pathfinding::{
+    decode, move_of, vocab, Board, Cell, Grid, Move, Pathfinding, Render, TOK_EXTRA, TOK_INVALID, VOCAB_SIZE,
+};
+use vestige::data::spec::TaskSpec;
 use vestige::data::Sample;
 use vestige::data::{Split, Task};
 
@@ -352,4 +356,90 @@ fn walking_a_sample_answer_on_its_prompt_reproduces_the_board_conditions() {
             assert_eq!(walk.reached, b.moves.last() == Some(&Move::D), "{}", b.text());
         }
     }
+}
+
+/// The same task under another name-preserving variant: same boards, other rendering.
+fn variant(render: Render) -> Pathfinding {
+    Pathfinding { width: 6, height: 6, max_moves: 24, render, ..Default::default() }
+}
+
+#[test]
+fn a_condition_prefix_writes_the_conditions_in_unary_before_the_board_without_loss() {
+    let plain = variant(Render::default());
+    let prefixed = variant(Render { condition_prefix: true, mirror: false });
+    let mut saw = [false; 2];
+    for i in 0..400 {
+        let (b, p) = (plain.board(3, Split::Train, i), prefixed.board(3, Split::Train, i));
+        assert_eq!((b.rows.clone(), b.moves.clone()), (p.rows.clone(), p.moves.clone()), "same board and path");
+        let tokens = p.tokens();
+        let n = tokens.len() - b.tokens().len();
+        assert_eq!(tokens[n..], b.tokens()[..]);
+        let pluses = tokens[..n].iter().filter(|&&t| t == TOK_EXTRA).count();
+        let bangs = tokens[..n].iter().filter(|&&t| t == TOK_INVALID).count();
+        assert_eq!((pluses, bangs), (p.extra_moves.max(0) as usize, p.invalid_moves));
+        assert!(tokens[..n].windows(2).all(|w| !(w[0] == TOK_INVALID && w[1] == TOK_EXTRA)), "+ before !");
+        saw[0] |= pluses > 0;
+        saw[1] |= bangs > 0;
+        assert_eq!(decode(&tokens), p.text());
+        let s = p.sample();
+        assert!(s.weights[..n].iter().all(|&w| w == 0.0), "the prefix carries no loss");
+        assert_eq!(s.weights.iter().sum::<f32>(), b.sample().weights.iter().sum::<f32>());
+        assert!(s.tokens.len() <= prefixed.seq_len());
+        assert!(s.answer().len() <= prefixed.max_answer_len() && prefixed.max_answer_len() == 25);
+        let walk = Grid::parse(s.input()).unwrap().walk(&s.answer());
+        assert_eq!((walk.moves, walk.invalid), (p.total_moves(), p.invalid_moves));
+    }
+    assert_eq!(saw, [true, true], "both kinds of prefix token occur");
+    assert_eq!(prefixed.seq_len(), plain.seq_len() + 2 * 24);
+}
+
+#[test]
+fn a_mirrored_path_is_written_in_opposite_letters_and_scores_like_the_plain_one() {
+    let plain = variant(Render::default());
+    let mirror = variant(Render { condition_prefix: false, mirror: true });
+    let mut differs = 0;
+    for i in 0..200 {
+        let (b, m) = (plain.sample(4, Split::Eval, i), mirror.sample(4, Split::Eval, i));
+        assert_eq!(b.input(), m.input(), "same prompt");
+        let flipped: Vec<u32> = b.answer().iter().map(|&t| move_of(t).map_or(t, |mv| mv.mirrored().token())).collect();
+        assert_eq!(m.answer(), flipped);
+        assert_eq!(plain.score(&b, &b.answer()), mirror.score(&m, &m.answer()), "a mirrored answer is as good");
+        let plain_on_mirror = mirror.score(&m, &b.answer());
+        differs += usize::from(plain_on_mirror != mirror.score(&m, &m.answer()));
+    }
+    assert!(differs > 150, "the plain letters are wrong on the mirrored task ({differs} of 200 differ)");
+}
+
+#[test]
+fn density_bounds_the_drawn_cells_and_noise_one_makes_every_step_random() {
+    let sparse = Pathfinding { density: 0.35, ..variant(Render::default()) };
+    assert_eq!(sparse.max_m(), 13);
+    let ms: Vec<usize> = (0..3000).map(|i| sparse.board(1, Split::Train, i).m).collect();
+    assert!(ms.iter().all(|m| (2..=13).contains(m)));
+    assert_eq!(ms.iter().max(), Some(&13));
+
+    let random = Pathfinding { noise: [1, 1], ..variant(Render::default()) };
+    let guided = variant(Render::default());
+    let mean_extra = |t: &Pathfinding| {
+        let boards: Vec<Board> = (0..2000).map(|i| t.board(2, Split::Train, i)).collect();
+        assert!(t.noise != [1, 1] || boards.iter().all(|b| b.p == 1));
+        let reached: Vec<&Board> = boards.iter().filter(|b| b.moves.last() == Some(&Move::D)).collect();
+        reached.iter().map(|b| b.extra_moves as f64).sum::<f64>() / reached.len() as f64
+    };
+    let (r, g) = (mean_extra(&random), mean_extra(&guided));
+    assert!(r > 2.0 * g + 2.0, "a random walker wastes moves: {r} against {g}");
+}
+
+#[test]
+fn density_and_noise_are_validated() {
+    for (bad, key) in [
+        ("density = 0.0", "density"),
+        ("density = 1.5", "density"),
+        ("noise = [0, 3]", "noise"),
+        ("noise = [4, 2]", "noise"),
+    ] {
+        let err = TaskSpec::parse_inline(&format!("{{ kind = \"pathfinding\", {bad} }}")).unwrap_err();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    assert!(TaskSpec::parse_inline("{ kind = \"pathfinding\", density = 0.35, noise = [1, 1], mirror = true }").is_ok());
 }

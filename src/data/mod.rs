@@ -112,6 +112,12 @@ pub trait Task: Send + Sync {
         0
     }
 
+    /// The longest answer (tokens after the prompt) a sample can have: the generation budget
+    /// where answers are open-ended (default: [`Task::seq_len`]).
+    fn max_answer_len(&self) -> usize {
+        self.seq_len()
+    }
+
     /// Task-specific fields of a sample for inspection (default: none).
     fn fields(&self, _seed: u64, _split: Split, _index: u64) -> serde_json::Value {
         serde_json::Value::Null

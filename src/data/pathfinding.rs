@@ -6,9 +6,11 @@
 //! [`sample_in_split`] derives from `(seed, name, split, index)`, drawn in this order; a board
 //! whose prompt belongs to the other split is redrawn from the next key):
 //!
-//! 1. `m` uniform in `2..=⌊0.75·W·H⌋+1`; a uniform permutation of all cells: the first is
-//!    the target `B`, the second the start `A`, the rest of the first `m` are blockers `X`.
-//! 2. `p` uniform in `2..=7`.
+//! 1. `m` uniform in `2..=⌊density·W·H⌋+1` (`density` 0.75 by default, Nordby's); a uniform
+//!    permutation of all cells: the first is the target `B`, the second the start `A`, the
+//!    rest of the first `m` are blockers `X`.
+//! 2. `p` uniform in `noise[0]..=noise[1]` (`[2, 7]` by default; `[1, 1]` makes every step
+//!    random, a walker that never learned to seek `B`).
 //! 3. The walk from `A`. Each step: if at `B`, emit `D` and stop; if `max_moves` moves have
 //!    been made, stop (the path is **truncated**: it ends in a plain move letter, with neither
 //!    `D` nor `U`); with probability `1/p` take a uniformly random direction among `W, E, S, N`
@@ -26,6 +28,13 @@
 //! implicit), see [`vocab`]; only move tokens carry loss weight. The text is not
 //! whitespace-tokenizable (newlines are tokens), so [`Task::token_text`] names the newline
 //! `<nl>` and the tokenizer text ([`Task::words`]) differs from [`Task::render`].
+//!
+//! Two renderings of the same boards and paths ([`Render`]): `condition_prefix` writes the
+//! path's conditions before the board in unary (`+` per extra move, `!` per invalid move; no
+//! loss weight), so a model fine-tuned on it is *told* the condition; `mirror` writes every
+//! direction as its opposite, a target of matched entropy that the plain task never shows.
+//! Neither changes which boards are drawn: the split is decided on the board alone
+//! ([`Board::board_tokens`]).
 //!
 //! [`Grid`] reads a board back from a prompt and walks any move tokens on it, which scores a
 //! generated path ([`Task::score`]) against the board and the sample's own conditions.
@@ -60,12 +69,34 @@ pub const TOK_E: u32 = 9;
 pub const TOK_W: u32 = 10;
 pub const TOK_D: u32 = 11;
 pub const TOK_U: u32 = 12;
+/// One extra move in a condition prefix (see [`Render::condition_prefix`]).
+pub const TOK_EXTRA: u32 = 13;
+/// One invalid move in a condition prefix.
+pub const TOK_INVALID: u32 = 14;
 /// Number of token ids.
-pub const VOCAB_SIZE: usize = 13;
+pub const VOCAB_SIZE: usize = 15;
 
 /// The vocabulary: `vocab()[id]` is the text of token `id` (`"<pad>"` for 0, `"\n"` for newline).
 pub fn vocab() -> Vec<&'static str> {
-    vec!["<pad>", "X", "O", "A", "B", "\n", "Moves:", "N", "S", "E", "W", "D", "U"]
+    vec!["<pad>", "X", "O", "A", "B", "\n", "Moves:", "N", "S", "E", "W", "D", "U", "+", "!"]
+}
+
+/// Whether `id` belongs to a condition prefix (`+`, `!`).
+pub fn is_prefix_token(id: u32) -> bool {
+    id == TOK_EXTRA || id == TOK_INVALID
+}
+
+/// How a board and its path are written (spec keys `condition_prefix` and `mirror`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Render {
+    /// Write the path's conditions before the board, in unary: one `+` per extra move (none
+    /// when negative), then one `!` per invalid move. A model fine-tuned on it is told the
+    /// condition in its text (conditioned fine-tuning, the conditional saturation).
+    pub condition_prefix: bool,
+    /// Write every direction as its opposite (`N`↔`S`, `E`↔`W`): the same paths in letters a
+    /// model trained on the plain task never produced (a null target of matched entropy). The
+    /// scorer mirrors them back before walking them.
+    pub mirror: bool,
 }
 
 /// Whether `id` is a move token (`N S E W D U`).
@@ -160,6 +191,17 @@ impl Move {
         }
     }
 
+    /// The opposite direction (`D` and `U` unchanged).
+    pub fn mirrored(self) -> Move {
+        match self {
+            Move::N => Move::S,
+            Move::S => Move::N,
+            Move::E => Move::W,
+            Move::W => Move::E,
+            other => other,
+        }
+    }
+
     /// `(drow, dcol)` of a direction (north is row − 1); `None` for `D` and `U`.
     pub fn delta(self) -> Option<(isize, isize)> {
         match self {
@@ -194,6 +236,8 @@ pub struct Board {
     pub p: usize,
     /// The emitted path, including a final `D` or `U` when there is one.
     pub moves: Vec<Move>,
+    /// How it is written.
+    pub render: Render,
     /// Moves of the optimal policy from `A` to `B`; 0 when `B` is unreachable.
     pub optimal_moves: usize,
     /// Emitted directions (`N S E W`) minus `optimal_moves`; negative only for a path
@@ -221,24 +265,47 @@ impl Board {
         [self.extra_moves as f32, self.invalid_moves as f32]
     }
 
+    /// The moves as written (mirrored under [`Render::mirror`]).
+    fn written_moves(&self) -> impl Iterator<Item = Move> + '_ {
+        self.moves.iter().map(|&m| if self.render.mirror { m.mirrored() } else { m })
+    }
+
+    /// The condition prefix's tokens (empty unless [`Render::condition_prefix`]).
+    fn prefix(&self) -> Vec<u32> {
+        if !self.render.condition_prefix {
+            return Vec::new();
+        }
+        let extra = vec![TOK_EXTRA; self.extra_moves.max(0) as usize];
+        extra.into_iter().chain(vec![TOK_INVALID; self.invalid_moves]).collect()
+    }
+
     /// The text rendering.
     pub fn text(&self) -> String {
         let rows: Vec<String> =
             self.rows.iter().map(|r| r.iter().map(|c| c.letter()).collect::<Vec<_>>().join(" ")).collect();
-        let moves: Vec<&str> = self.moves.iter().map(|m| m.letter()).collect();
-        format!("{}\nMoves:\n{}", rows.join("\n"), moves.join(" "))
+        let moves: Vec<&str> = self.written_moves().map(|m| m.letter()).collect();
+        let prefix: String = self.prefix().iter().map(|&t| if t == TOK_EXTRA { "+ " } else { "! " }).collect();
+        format!("{prefix}{}\nMoves:\n{}", rows.join("\n"), moves.join(" "))
     }
 
     /// The token ids of the text rendering (`decode(tokens()) == text()`).
     pub fn tokens(&self) -> Vec<u32> {
-        let mut t = Vec::with_capacity(self.width * self.height + self.height + 2 + self.moves.len());
+        let mut t = self.prefix();
+        t.extend(self.board_tokens());
+        t.extend(self.written_moves().map(|m| m.token()));
+        t
+    }
+
+    /// The board's rows, `Moves:` and its newline: the prompt without a condition prefix,
+    /// which decides the board's split (so that every rendering of a board shares it).
+    pub fn board_tokens(&self) -> Vec<u32> {
+        let mut t = Vec::with_capacity(self.width * self.height + self.height + 2);
         for row in &self.rows {
             t.extend(row.iter().map(|c| c.token()));
             t.push(TOK_NL);
         }
         t.push(TOK_MOVES);
         t.push(TOK_NL);
-        t.extend(self.moves.iter().map(|m| m.token()));
         t
     }
 
@@ -343,6 +410,15 @@ pub struct Pathfinding {
     /// Keep only boards whose path has at most this many extra moves (`None`: any), so
     /// that conditions beyond it are extrapolations for a model trained on the task.
     pub max_extra: Option<i64>,
+    /// The largest fraction of the cells drawn as target, start and blockers: `m` is uniform
+    /// in `2..=⌊density·W·H⌋+1` (Nordby's 0.75 leaves a third of 6×6 boards unsolvable).
+    pub density: f64,
+    /// The range of the noise parameter `p` (each step random with probability `1/p`):
+    /// `[2, 7]` as in Nordby; `[1, 1]` makes every step random (a walker that never learned
+    /// to seek the target).
+    pub noise: [usize; 2],
+    /// How boards and paths are written (spec keys `condition_prefix` and `mirror`).
+    pub render: Render,
 }
 
 impl Default for Pathfinding {
@@ -356,6 +432,9 @@ impl Default for Pathfinding {
             only: Vec::new(),
             except: Vec::new(),
             max_extra: None,
+            density: DEFAULT_DENSITY,
+            noise: DEFAULT_NOISE,
+            render: Render::default(),
         }
     }
 }
@@ -381,7 +460,24 @@ pub struct PathfindingSpec {
     /// Keep only paths with at most this many extra moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_extra: Option<i64>,
+    /// See [`Pathfinding::density`] (default 0.75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<f64>,
+    /// See [`Pathfinding::noise`] (default `[2, 7]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<[usize; 2]>,
+    /// See [`Render::condition_prefix`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub condition_prefix: bool,
+    /// See [`Render::mirror`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mirror: bool,
 }
+
+/// Nordby's largest fraction of drawn cells.
+const DEFAULT_DENSITY: f64 = 0.75;
+/// Nordby's range of the noise parameter.
+const DEFAULT_NOISE: [usize; 2] = [2, 7];
 
 fn default_side() -> usize {
     8
@@ -415,6 +511,17 @@ impl PathfindingSpec {
         if self.width * self.height < 2 {
             return Err(SpecError::new("width", "a board needs at least 2 cells"));
         }
+        if self.density.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
+            return Err(SpecError::new("density", "give the largest fraction of drawn cells, in (0, 1]"));
+        }
+        if let Some([lo, hi]) = self.noise.filter(|[lo, hi]| *lo == 0 || lo > hi) {
+            return Err(SpecError::new(
+                "noise",
+                format!(
+                    "[{lo}, {hi}]: give [min, max] of p with 1 ≤ min ≤ max (each step is random with probability 1/p)"
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -428,6 +535,9 @@ impl PathfindingSpec {
             only: self.only_conditions.clone(),
             except: self.exclude_conditions.clone(),
             max_extra: self.max_extra,
+            density: self.density.unwrap_or(DEFAULT_DENSITY),
+            noise: self.noise.unwrap_or(DEFAULT_NOISE),
+            render: Render { condition_prefix: self.condition_prefix, mirror: self.mirror },
         }
     }
 }
@@ -443,15 +553,15 @@ impl Pathfinding {
         Pathfinding { name: name.into(), ..Default::default() }
     }
 
-    /// The largest `m` (cells drawn): `⌊0.75·W·H⌋ + 1`.
+    /// The largest `m` (cells drawn): `⌊density·W·H⌋ + 1`, at least 2.
     pub fn max_m(&self) -> usize {
-        3 * self.width * self.height / 4 + 1
+        ((self.density * (self.width * self.height) as f64).floor() as usize + 1).max(2)
     }
 
     /// Board `index` of `split` under `seed`: the same one [`Task::sample`] renders.
     /// Panics if the board has fewer than two cells.
     pub fn board(&self, seed: u64, split: Split, index: u64) -> Board {
-        sample_in_split(seed, &self.name, split, index, |key| self.draw_kept(key), |b| b.sample().input().to_vec())
+        sample_in_split(seed, &self.name, split, index, |key| self.draw_kept(key), Board::board_tokens)
     }
 
     /// Whether a path with `conditions` `(extra_moves, invalid_moves)` passes the filter
@@ -489,7 +599,7 @@ impl Pathfinding {
         let target = at(cells[0]);
         let start = at(cells[1]);
         let blockers: Vec<(usize, usize)> = cells[2..m].iter().map(|&i| at(i)).collect();
-        let p = rng.random_range(2..=7usize);
+        let p = rng.random_range(self.noise[0]..=self.noise[1]);
 
         let mut rows = vec![vec![Cell::Empty; w]; h];
         let mut blocked = vec![false; w * h];
@@ -547,6 +657,7 @@ impl Pathfinding {
             m,
             p,
             moves,
+            render: self.render,
             optimal_moves,
             extra_moves: total as i64 - optimal_moves as i64,
             invalid_moves: invalid,
@@ -574,10 +685,18 @@ impl Task for Pathfinding {
         2
     }
 
-    /// The longest possible sample: `W·H` cells, `H` newlines, `Moves:` and its newline,
-    /// `max_moves` directions and one `D`/`U`. Samples are variable length, never longer.
+    /// The longest possible sample: a condition prefix of at most `2·max_moves` tokens (extra
+    /// and invalid moves are each at most the moves made), `W·H` cells, `H` newlines, `Moves:`
+    /// and its newline, `max_moves` directions and one `D`/`U`. Samples are variable length,
+    /// never longer.
     fn seq_len(&self) -> usize {
-        self.width * self.height + self.height + 2 + self.max_moves + 1
+        let prefix = if self.render.condition_prefix { 2 * self.max_moves } else { 0 };
+        prefix + self.width * self.height + self.height + 2 + self.max_moves + 1
+    }
+
+    /// `max_moves` directions and one `D`/`U`, whatever the prefix.
+    fn max_answer_len(&self) -> usize {
+        self.max_moves + 1
     }
 
     fn sample(&self, seed: u64, split: Split, index: u64) -> Sample {
@@ -623,7 +742,11 @@ impl Task for Pathfinding {
     fn score(&self, sample: &Sample, generated: &[u32]) -> Vec<(&'static str, f64)> {
         let mut out = vec![("token_accuracy", score::token_accuracy(sample, generated))];
         let Some(grid) = Grid::parse(sample.input()) else { return out };
-        let (got, want) = (grid.walk(generated), grid.walk(&sample.answer()));
+        let unmirror = |ids: &[u32]| -> Vec<u32> {
+            let mirrored = |id: u32| move_of(id).map_or(id, |m| m.mirrored().token());
+            ids.iter().map(|&id| if self.render.mirror { mirrored(id) } else { id }).collect()
+        };
+        let (got, want) = (grid.walk(&unmirror(generated)), grid.walk(&unmirror(&sample.answer())));
         out.extend([
             ("reached_target", f64::from(u8::from(got.reached))),
             ("valid_moves", if got.moves == 0 { 1.0 } else { (got.moves - got.invalid) as f64 / got.moves as f64 }),
@@ -664,9 +787,11 @@ pub struct Walk {
 }
 
 impl Grid {
-    /// The board of `prompt` (rows of cell tokens ended by newlines, then `Moves:` and a
-    /// newline); `None` unless the rows are equally long and hold one `A` and one `B`.
+    /// The board of `prompt` (after any condition prefix, rows of cell tokens ended by
+    /// newlines, then `Moves:` and a newline); `None` unless the rows are equally long and hold
+    /// one `A` and one `B`.
     pub fn parse(prompt: &[u32]) -> Option<Grid> {
+        let prompt = &prompt[prompt.iter().take_while(|&&t| is_prefix_token(t)).count()..];
         let end = prompt.iter().position(|&t| t == TOK_MOVES)?;
         let rows: Vec<&[u32]> = prompt[..end].split(|&t| t == TOK_NL).filter(|r| !r.is_empty()).collect();
         let width = rows.first()?.len();
@@ -703,6 +828,6 @@ impl Grid {
 }
 
 /// The move of a move token.
-fn move_of(token: u32) -> Option<Move> {
+pub fn move_of(token: u32) -> Option<Move> {
     [Move::N, Move::S, Move::E, Move::W, Move::D, Move::U].into_iter().find(|m| m.token() == token)
 }

@@ -100,7 +100,7 @@ pub fn eval_task(
     } else if let Some(sampling) = generate {
         let answer_len = match task.condition_width() {
             0 => samples.iter().map(|s| s.tokens.len() - s.prompt_len).max().unwrap_or(0),
-            _ => task.seq_len() - samples.iter().map(|s| s.prompt_len).min().unwrap_or(0),
+            _ => task.max_answer_len().min(task.seq_len() - samples.iter().map(|s| s.prompt_len).min().unwrap_or(0)),
         };
         let answers = generated_answers(model, &samples, &at, adapt, answer_len, sampling, seed)?;
         let hits: f64 = samples.iter().zip(&answers).map(|(s, a)| score::exact_match(s, a)).sum();

@@ -77,6 +77,17 @@ pub struct CountStats {
     pub worst: f64,
     /// The chosen learning rate is an end of the grid (or the grid has fewer than 3 rates).
     pub lr_at_edge: bool,
+    /// The count may be under-tuned for want of a wider grid: the chosen rate is an end and
+    /// the validation loss falls towards it across the whole grid (each rate's best run
+    /// better than the next rate inward), or some rate has no finished run, or the grid has
+    /// fewer than 3 rates. An end chosen where the losses do not fall towards it is a flat
+    /// landscape read through noise.
+    pub lr_under_tuned: bool,
+    /// The validation loss a grid twice as wide on the chosen end's side could reach, were
+    /// the last grid step's gain repeated at every added step (an upper estimate when gains
+    /// diminish); `−∞` when it cannot be estimated (a rate missing, fewer than 3 rates);
+    /// the chosen validation loss when not [`lr_under_tuned`](Self::lr_under_tuned).
+    pub lr_reach: f64,
     /// Why more tuning would likely help (empty: the ensemble agrees).
     pub concerns: Vec<String>,
 }
@@ -89,7 +100,7 @@ pub enum Distance {
     /// No count tried (the largest is given) gets there.
     Beyond(usize),
     /// Refused: this count, which the distance would rule out, had its chosen learning rate
-    /// at an end of the grid, so it may only be under-tuned.
+    /// at an end of the grid with the loss falling towards it, so it may only be under-tuned.
     Refused(usize),
     /// No fine-tuning run finished, so `S` is unknown.
     Unknown,
@@ -116,6 +127,9 @@ pub struct ArmResult {
     /// learning rates) and step with the lowest validation loss.
     pub s_full: Option<f64>,
     pub s_lora: Option<f64>,
+    /// Conditioned fine-tuning's loss (saturation kind `"conditioned"`): the conditional
+    /// prompts' saturation, never the unconditional ones'.
+    pub s_conditioned: Option<f64>,
     /// Why `S` may not be converged (empty: every chosen fine-tuning run stopped early).
     pub s_concerns: Vec<String>,
     pub distance: Distance,
@@ -169,6 +183,14 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
     let mean = tests.iter().sum::<f64>() / tests.len().max(1) as f64;
     let (lo, hi) = (lrs.iter().copied().fold(f64::INFINITY, f64::min), lrs.iter().copied().fold(0.0, f64::max));
     let lr_at_edge = tokens > 0 && (lrs.len() < 3 || best_lr == lo || best_lr == hi);
+    let falls = (lrs.len() >= 3).then(|| falls_towards(&runs, lrs, best_lr == hi)).flatten();
+    let lr_under_tuned = lr_at_edge && falls.is_none_or(|gain| gain.is_some());
+    let chosen_val = chosen.map_or(f64::NAN, |r| r.outcome.key());
+    let lr_reach = match (lr_under_tuned, falls) {
+        (false, _) => chosen_val,
+        (true, Some(Some(gain))) => chosen_val - gain * (lrs.len() - 1) as f64,
+        (true, _) => f64::NEG_INFINITY,
+    };
     let mut concerns = Vec::new();
     if runs.iter().any(|r| r.outcome.val.is_nan()) {
         concerns.push("no validation loss: chosen on the reported set".into());
@@ -180,7 +202,12 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
         concerns.push("fewer than 3 learning rates: no interior rate".into());
     } else if lr_at_edge {
         let end = if best_lr == hi { "largest" } else { "smallest" };
-        concerns.push(format!("the chosen learning rate is the grid's {end}"));
+        let trend = if lr_under_tuned {
+            format!("and the loss falls towards it (a grid twice as wide might reach {lr_reach:.3})")
+        } else {
+            "but the loss does not fall towards it".into()
+        };
+        concerns.push(format!("the chosen learning rate is the grid's {end} {trend}"));
     }
     if fewer.is_some_and(|f| best > f + tolerance) {
         concerns.push("worse than a shorter prompt: under-tuned".into());
@@ -188,7 +215,22 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
     if runs.iter().any(|r| r.outcome.at_cap) && chosen.is_some_and(|r| r.outcome.at_cap) {
         concerns.push("still improving at its last evaluation".into());
     }
-    CountStats { tokens, runs, best, best_lr, lowest, mean, worst, lr_at_edge, concerns }
+    CountStats { tokens, runs, best, best_lr, lowest, mean, worst, lr_at_edge, lr_under_tuned, lr_reach, concerns }
+}
+
+/// Whether each rate's lowest validation loss is below the next rate's inward from the chosen
+/// end (`upward`: the largest rate), across the whole grid: `Some(Some(gain))` with the
+/// gain of the grid's last step towards the end when it is, `Some(None)` when not, `None`
+/// when a rate has no run.
+fn falls_towards(runs: &[PromptRun], lrs: &[f64], upward: bool) -> Option<Option<f64>> {
+    let mut sorted = lrs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if upward {
+        sorted.reverse();
+    }
+    let best_of = |lr: f64| runs.iter().filter(|r| r.lr == lr).map(|r| r.outcome.key()).reduce(f64::min);
+    let losses = sorted.iter().map(|&lr| best_of(lr)).collect::<Option<Vec<f64>>>()?;
+    Some(losses.windows(2).all(|w| w[0] < w[1]).then(|| losses[1] - losses[0]))
 }
 
 /// An arm's evaluated task, seed, string length and its cells' outcomes.
@@ -238,7 +280,7 @@ pub fn arm_result(
 ) -> ArmResult {
     let mut by_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
     let mut by_cond_count: BTreeMap<usize, Vec<PromptRun>> = BTreeMap::new();
-    let (mut full, mut lora) = (None::<Outcome>, None::<Outcome>);
+    let (mut full, mut lora, mut told) = (None::<Outcome>, None::<Outcome>, None::<Outcome>);
     let better = |slot: &mut Option<Outcome>, o: Outcome| {
         if slot.is_none_or(|s| o.key() < s.key()) {
             *slot = Some(o);
@@ -259,6 +301,7 @@ pub fn arm_result(
             }
             Tuning::Full { .. } => better(&mut full, outcome),
             Tuning::Lora { .. } => better(&mut lora, outcome),
+            Tuning::Conditioned { .. } => better(&mut told, outcome),
         }
     }
     let (s_full, s_lora) = (full.map(|o| o.test), lora.map(|o| o.test));
@@ -275,7 +318,9 @@ pub fn arm_result(
     let (counts, distance) = curve_of(spec, by_count, s);
     let (cond_counts, cond_distance) = match spec.conditional {
         Some(_) => {
-            let (c, d) = curve_of(spec, by_cond_count, s);
+            // Conditional prompts saturate at conditioned fine-tuning where it ran: a model
+            // told each sample's condition, as the conditional prompt is.
+            let (c, d) = curve_of(spec, by_cond_count, told.map(|o| o.test).or(s));
             (c, Some(d))
         }
         None => (Vec::new(), None),
@@ -290,6 +335,7 @@ pub fn arm_result(
         cond_counts,
         s_full,
         s_lora,
+        s_conditioned: told.map(|o| o.test),
         s_concerns,
         distance,
         cond_distance,
@@ -310,19 +356,22 @@ fn curve_of(
         counts.push(count_stats(tokens, runs, &spec.lrs, epsilon, fewer));
     }
     let curve: Vec<(usize, f64)> = counts.iter().map(|c| (c.tokens, c.best)).collect();
-    let distance = refuse_at_edges(conditional_distance(&curve, s, spec.epsilon_rel), &counts);
+    let bound = s.map_or(f64::INFINITY, |s| s + epsilon);
+    let distance = refuse_at_edges(conditional_distance(&curve, s, spec.epsilon_rel), &counts, bound);
     (counts, distance)
 }
 
 /// `distance`, or [`Distance::Refused`] at the first count it rules out (below a reached
-/// count, or any count beyond) whose chosen learning rate sits at an end of the grid.
-pub fn refuse_at_edges(distance: Distance, counts: &[CountStats]) -> Distance {
+/// count, or any count beyond) that may be under-tuned for want of a wider learning-rate grid
+/// ([`CountStats::lr_under_tuned`]) by enough that a wider grid might bring it within `bound`
+/// (`S + ε`; [`CountStats::lr_reach`]).
+pub fn refuse_at_edges(distance: Distance, counts: &[CountStats], bound: f64) -> Distance {
     let ruled_out = |c: &&CountStats| match distance {
         Distance::Reached(n) => c.tokens < n,
         Distance::Beyond(_) => true,
         Distance::Refused(_) | Distance::Unknown => false,
     };
-    match counts.iter().filter(ruled_out).find(|c| c.lr_at_edge) {
+    match counts.iter().filter(ruled_out).find(|c| c.lr_under_tuned && c.lr_reach <= bound) {
         Some(c) => Distance::Refused(c.tokens),
         None => distance,
     }

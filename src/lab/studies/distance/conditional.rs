@@ -52,6 +52,8 @@ pub enum Kind {
     Cond(usize),
     Full,
     Lora,
+    /// Conditioned fine-tuning: the model is told the condition.
+    Conditioned,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Tuning::CondPrompt { tokens, .. } => Kind::Cond(tokens),
             Tuning::Full { .. } => Kind::Full,
             Tuning::Lora { .. } => Kind::Lora,
+            Tuning::Conditioned { .. } => Kind::Conditioned,
         }
     }
 
@@ -73,6 +76,7 @@ impl Kind {
             Kind::Cond(n) => format!("cond {n}"),
             Kind::Full => "full".into(),
             Kind::Lora => "lora".into(),
+            Kind::Conditioned => "conditioned ft".into(),
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct Verdict {
     pub cond: Means,
     pub soft_slope: Option<f64>,
     pub cond_slope: Option<f64>,
+    /// Conditioned fine-tuning's means and slope (the model told the condition), where it ran.
+    pub told: Option<(Means, Option<f64>)>,
     /// The conditional prompt has the lower held-out loss and its mean moves are nearer the
     /// requested ones.
     pub follows_on_average: bool,
@@ -213,7 +219,9 @@ pub fn verdicts(tunings: &[TuningResult]) -> Vec<Verdict> {
         let soft = tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == Kind::Soft(n));
         let (Some(soft), Some(c)) = (soft, cond.mean_over(true)) else { continue };
         let Some(s) = soft.mean_over(true) else { continue };
+        let told = tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == Kind::Conditioned);
         out.push(Verdict {
+            told: told.and_then(|t| Some((t.mean_over(true)?, t.extra_slope()))),
             point: cond.point.clone(),
             arm: cond.arm,
             tokens: n,
@@ -239,6 +247,7 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
         "per-path |gap| soft / cond",
         "extra slope soft / cond",
         "follows held-out conditions",
+        "conditioned ft: loss, error, gap, slope",
     ]
     .map(String::from)
     .to_vec();
@@ -260,6 +269,9 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
                     (true, false) => "on average, not per path".into(),
                     _ => "no".into(),
                 },
+                v.told.map_or("-".into(), |(m, sl)| {
+                    format!("{:.4}, {:.2}, {:.2}, {}", m.loss, m.error, m.gap, slope(sl))
+                }),
             ]
         })
         .collect();
@@ -268,7 +280,8 @@ pub fn verdict_table(a: &CondAnalysis) -> Table {
                   over them): loss; |mean extra − requested| + |mean invalid − requested|; the per-path |extra \
                   gap| + |invalid gap| of sampled paths; and the slope of mean generated against requested extra \
                   moves over every evaluated condition. A prompt follows on average with the lower loss and the \
-                  lower error of its means, per path when its per-path gap is lower too"
+                  lower error of its means, per path when its per-path gap is lower too. The last column is the \
+                  ceiling: full fine-tuning on boards that state their condition (the same boards, told)"
             .into(),
         header,
         rows,

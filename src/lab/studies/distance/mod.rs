@@ -21,7 +21,9 @@
 //! Saturation `S` is the chosen fine-tuning run's loss (fine-tuning stops early on
 //! validation loss); the conditional distance is the smallest count whose chosen run is
 //! within `ε = epsilon_rel · (L0 − S)` of `S`, `L0` the frozen model's loss, refused when a
-//! count it rules out chose a learning rate at the grid's edge (see [`analysis`]).
+//! count it rules out chose a learning rate at the grid's edge with the validation loss
+//! falling towards it steeply enough that a wider grid might close the gap (see
+//! [`analysis`]).
 //!
 //! With a `[distance.conditional]` table ([`Conditional`]) the behavior is a pathfinding task
 //! and every count also gets a *conditional* prompt (`arm/c{n}/r{k}/lr{lr}`): an MLP maps each
@@ -47,6 +49,9 @@ use crate::train::config::TaskSpec;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// The saturation kinds: full fine-tuning, LoRA, and conditioned full fine-tuning.
+pub const SATURATION_KINDS: [&str; 3] = ["full", "lora", "conditioned"];
 
 /// The measurement phase's name.
 pub const PHASE: &str = "distance";
@@ -307,10 +312,16 @@ pub enum Tuning {
     Lora {
         lr: f64,
     },
+    /// Full fine-tuning with each sample's condition written before its board (pathfinding's
+    /// `condition_prefix`): the model is *told* the condition, the saturation of conditional
+    /// prompts (`[distance.conditional]`, saturation kind `"conditioned"`).
+    Conditioned {
+        lr: f64,
+    },
 }
 
 /// One cell of a sweep point: `arm/p0`, `arm/p{n}/r{k}/lr{lr}`, `arm/c{n}/r{k}/lr{lr}`
-/// (conditional), `arm/full/lr{lr}`, `arm/lora/lr{lr}`.
+/// (conditional), `arm/full/lr{lr}`, `arm/lora/lr{lr}`, `arm/cft/lr{lr}` (conditioned).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Variant {
     pub arm: Arm,
@@ -326,6 +337,7 @@ impl Variant {
             Tuning::CondPrompt { tokens, restart, lr } => format!("c{tokens}/r{restart}/lr{lr}"),
             Tuning::Full { lr } => format!("full/lr{lr}"),
             Tuning::Lora { lr } => format!("lora/lr{lr}"),
+            Tuning::Conditioned { lr } => format!("cft/lr{lr}"),
         };
         format!("{}/{tuning}", self.arm.name())
     }
@@ -339,6 +351,7 @@ impl Variant {
             ["p0"] => Tuning::Frozen,
             ["full", l] => Tuning::Full { lr: lr(l)? },
             ["lora", l] => Tuning::Lora { lr: lr(l)? },
+            ["cft", l] => Tuning::Conditioned { lr: lr(l)? },
             [p, r, l] => {
                 let (restart, lr) = (r.strip_prefix('r')?.parse().ok()?, lr(l)?);
                 match (p.strip_prefix('p'), p.strip_prefix('c')) {
@@ -396,11 +409,22 @@ impl DistanceSpec {
                 bad(k, "give at least one positive learning rate".into());
             }
         }
-        if let Some(k) = self.saturation.kinds.iter().find(|k| !["full", "lora"].contains(&k.as_str())) {
-            bad("saturation.kinds", format!("{k:?} is not one of \"full\", \"lora\""));
+        if let Some(k) = self.saturation.kinds.iter().find(|k| !SATURATION_KINDS.contains(&k.as_str())) {
+            bad("saturation.kinds", format!("{k:?} is not one of {SATURATION_KINDS:?}"));
+        }
+        if self.saturation.kinds.iter().any(|k| k == "conditioned") && self.conditional.is_none() {
+            bad(
+                "saturation.kinds",
+                "\"conditioned\" fine-tunes on boards that state their condition: it saturates conditional prompts, \
+                 so it needs a [distance.conditional] table"
+                    .into(),
+            );
         }
         if self.saturation.kinds.is_empty() {
             bad("saturation.kinds", "name at least one of \"full\", \"lora\": saturation defines the distance".into());
+        }
+        if !self.saturation.kinds.iter().any(|k| k == "full" || k == "lora") && !self.saturation.kinds.is_empty() {
+            bad("saturation.kinds", "name \"full\" or \"lora\" too: the unconditional prompts' saturation".into());
         }
         if !(self.epsilon_rel >= 0.0 && self.epsilon_rel < 1.0) {
             bad("epsilon_rel", "must be a fraction of the gap L0 − S in [0, 1)".into());
@@ -477,7 +501,11 @@ impl DistanceSpec {
         }
         for kind in &self.saturation.kinds {
             for &lr in &self.saturation.lrs {
-                tunings.push(if kind == "full" { Tuning::Full { lr } } else { Tuning::Lora { lr } });
+                tunings.push(match kind.as_str() {
+                    "full" => Tuning::Full { lr },
+                    "lora" => Tuning::Lora { lr },
+                    _ => Tuning::Conditioned { lr },
+                });
             }
         }
         tunings
@@ -528,10 +556,13 @@ impl DistanceSpec {
                 p.insert("cond_prompt".into(), cond.into());
                 ("cond_prompt", self.steps, lr, 0)
             }
-            Tuning::Full { lr } => ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0),
+            Tuning::Full { lr } | Tuning::Conditioned { lr } => {
+                ("all", self.saturation.steps.unwrap_or(self.steps), lr, 0)
+            }
             Tuning::Lora { lr } => ("lora", self.saturation.steps.unwrap_or(self.steps), lr, 0),
         };
-        let fine_tuning = matches!(variant.tuning, Tuning::Full { .. } | Tuning::Lora { .. });
+        let fine_tuning =
+            matches!(variant.tuning, Tuning::Full { .. } | Tuning::Lora { .. } | Tuning::Conditioned { .. });
         p.insert("name".into(), PHASE.into());
         p.insert("steps".into(), (steps as i64).into());
         p.insert("batch_size".into(), (if steps == 1 { 1 } else { self.batch_size as i64 }).into());
@@ -655,7 +686,9 @@ fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
         _ => spec.behavior.clone(),
     };
     let (task, evals) = match &spec.conditional {
-        Some(c) => condition_tasks(&spec.behavior, c, &task, doc)?,
+        Some(c) => {
+            condition_tasks(&spec.behavior, c, &task, matches!(variant.tuning, Tuning::Conditioned { .. }), doc)?
+        }
         None => (task.clone(), vec![task]),
     };
     let mut phases = match (doc.remove("phases"), &spec.null_mixture) {
@@ -681,17 +714,24 @@ fn expand(spec: &DistanceSpec, doc: &mut toml::Table) -> Result<(), Problem> {
 
 /// The tasks of a conditional study of `task` (a copy of pathfinding `behavior` or its null
 /// task), added to `doc`: the prompts' training task without the held-out conditions, and one
-/// task per evaluated condition. Returns the training task and the eval tasks (it first).
+/// task per evaluated condition, each with `condition_prefix` when `told` (conditioned
+/// fine-tuning: the same names and boards, the condition written before each). Returns the
+/// training task and the eval tasks (it first).
 fn condition_tasks(
     behavior: &str,
     c: &Conditional,
     task: &str,
+    told: bool,
     doc: &mut toml::Table,
 ) -> Result<(String, Vec<String>), (String, String)> {
     let tasks =
         doc.get_mut("tasks").and_then(|t| t.as_array_mut()).ok_or(("tasks".to_string(), "missing".to_string()))?;
     let base = tasks.iter().find(|t| t.get("name").and_then(|n| n.as_str()) == Some(task)).cloned();
-    let base = base.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".into()))?;
+    let mut base =
+        base.and_then(|t| t.as_table().cloned()).ok_or(("distance.behavior".to_string(), "not found".into()))?;
+    if told {
+        base.insert("condition_prefix".into(), true.into());
+    }
     let pairs = |list: &[[i64; 2]]| {
         toml::Value::Array(list.iter().map(|[e, i]| toml::Value::Array(vec![(*e).into(), (*i).into()])).collect())
     };

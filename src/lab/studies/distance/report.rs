@@ -59,7 +59,9 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
              model's loss (the criterion does not depend on the loss's scale). Every choice is made on {} \
              validation samples; every figure is the loss on {} other held-out samples, the same for every count \
              (0 included) and fine-tuning run. A distance is refused when a count it rules out had its chosen \
-             learning rate at an end of the grid (it may only be under-tuned).",
+             learning rate at an end of the grid, a validation loss falling towards that end across the grid, and a \
+             fall steep enough that a grid twice as wide, repeating the last step's gain, might bring it within ε of \
+             S (it may only be under-tuned).",
             s.saturation.kinds.join(" and "),
             s.saturation.lrs,
             s.batch_size,
@@ -285,7 +287,7 @@ pub fn distance_text(d: Distance) -> String {
     match d {
         Distance::Reached(n) => n.to_string(),
         Distance::Beyond(n) => format!("> {n}"),
-        Distance::Refused(n) => format!("refused ({n} tok: learning rate at the grid's edge)"),
+        Distance::Refused(n) => format!("refused ({n} tok: a wider learning-rate grid might reach S)"),
         Distance::Unknown => "unknown (no fine-tuning result)".into(),
     }
 }
@@ -294,6 +296,10 @@ pub fn distance_text(d: Distance) -> String {
 pub fn comparison_table(a: &DistanceAnalysis) -> Table {
     let counts: Vec<usize> = a.spec.counts.clone();
     let mut header: Vec<String> = ["point", "arm", "task", "prompt", "S full", "S lora"].map(String::from).to_vec();
+    let told = a.spec.conditional.is_some();
+    if told {
+        header.push("S conditioned".into());
+    }
     header.extend(counts.iter().map(|n| format!("{n} tok")));
     header.extend(["distance", "S verdict"].map(String::from));
     let mut rows = Vec::new();
@@ -301,6 +307,9 @@ pub fn comparison_table(a: &DistanceAnalysis) -> Table {
         for (prompt, stats, distance) in curves(r) {
             let mut row =
                 vec![r.point.clone(), r.arm.name().into(), r.task.clone(), prompt.into(), num(r.s_full), num(r.s_lora)];
+            if told {
+                row.push(num(r.s_conditioned));
+            }
             row.extend(counts.iter().map(|n| num(stats.iter().find(|c| c.tokens == *n).map(|c| c.best))));
             row.push(distance_text(distance));
             row.push(match (r.saturation(), r.s_concerns.is_empty()) {
