@@ -203,7 +203,10 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
     } else if lr_at_edge {
         let end = if best_lr == hi { "largest" } else { "smallest" };
         let trend = if lr_under_tuned {
-            format!("and the loss falls towards it (a grid twice as wide might reach {lr_reach:.3})")
+            match lr_reach {
+                f64::NEG_INFINITY => "and a rate of the grid has no finished run".to_string(),
+                reach => format!("and the loss falls towards it (a grid twice as wide might reach {reach:.3})"),
+            }
         } else {
             "but the loss does not fall towards it".into()
         };

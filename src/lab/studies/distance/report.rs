@@ -76,10 +76,20 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
             s.validation_samples.unwrap_or(s.eval_samples),
             s.eval_samples
         ),
-        "Null baselines: null_target is a random-target behavior of matched entropy (a random string of the same \
-         length); null_model is the behavior on a model that never learned it. A distance means something only \
-         next to these: enough tokens force arbitrary targets."
-            .into(),
+        format!(
+            "Null baselines: null_target is a random-target behavior of matched entropy ({}); null_model is the \
+             behavior on a model that never learned it ({}). A distance means something only next to these: enough \
+             tokens force arbitrary targets.",
+            match &s.null_task {
+                Some(t) => format!("task {t:?}"),
+                None => "a random string of the same length".into(),
+            },
+            match (&s.null_model, &s.null_mixture) {
+                (Some(dir), _) => format!("the model in {}", dir.display()),
+                (None, Some(m)) => format!("the same pre-training on {:?}", m.keys().collect::<Vec<_>>()),
+                (None, None) => "the untrained initialisation".into(),
+            }
+        ),
     ];
     if !a.missing.is_empty() {
         let list: Vec<String> = a.missing.iter().map(|(c, why)| format!("{c} ({why})")).collect();
