@@ -13,6 +13,7 @@
 pub mod backdoor;
 pub mod broad;
 pub mod corpus;
+pub mod environment;
 pub mod family;
 pub mod grammar;
 pub mod mixture;
