@@ -5,6 +5,7 @@ use super::experiment::{Cell, Experiment};
 use crate::engine::layout::Layout;
 use crate::train::build::{build, Tasks};
 use crate::train::config::{PhaseSpec, RunConfig, Trainable};
+use crate::train::reinforce::Source;
 use crate::train::shared_base;
 use anyhow::Result;
 
@@ -94,7 +95,9 @@ pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) 
         let sequences = p.steps * (rl.prompts * rl.k) as u64;
         let shaped = f64::from(u8::from(rl.kl_coef > 0.0 || rl.entropy_coef > 0.0) + u8::from(rl.kl_coef > 0.0));
         let predicted = if rl.prediction > 0.0 { p.steps * p.batch_size as u64 * longest } else { 0 };
-        let flops = ((8.0 + 2.0 * shaped) * (sequences * env) as f64 + 6.0 * predicted as f64) * params as f64;
+        let sampled = if rl.source == Source::Samples { 2.0 } else { 0.0 };
+        let flops =
+            ((6.0 + sampled + 2.0 * shaped) * (sequences * env) as f64 + 6.0 * predicted as f64) * params as f64;
         return (sequences * env + predicted, flops);
     }
     let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;

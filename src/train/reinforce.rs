@@ -44,6 +44,18 @@ pub enum Method {
     Conditioning,
 }
 
+/// Where conditioning's trajectories come from.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The model's own samples (each step's `prompts × k` completions).
+    #[default]
+    Samples,
+    /// The environment task's own noisy trajectories (`prompts × k` per step from its train
+    /// split, the pretraining distribution): offline, no sampling.
+    Data,
+}
+
 /// The `[phases.rl]` table.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -84,11 +96,17 @@ pub struct RlCfg {
     /// Conditioning: bins drawn uniformly at random (the uninformative-condition control).
     #[serde(default)]
     pub shuffle_bins: bool,
+    /// Conditioning: the trajectories it trains on.
+    #[serde(default, skip_serializing_if = "is_samples")]
+    pub source: Source,
     /// Completions sampled per evaluation episode (the phase's `eval.samples` episodes).
     #[serde(default = "default_eval_k")]
     pub eval_k: usize,
 }
 
+fn is_samples(s: &Source) -> bool {
+    *s == Source::Samples
+}
 fn default_prompts() -> usize {
     8
 }
@@ -154,8 +172,8 @@ impl RlCfg {
                     bad("method", "kl_coef and entropy_coef shape a policy gradient; conditioning has none".into());
                 }
             }
-            _ if !self.bins.is_empty() || self.shuffle_bins => {
-                bad("bins", "bins and shuffle_bins belong to method = \"conditioning\"".into())
+            _ if !self.bins.is_empty() || self.shuffle_bins || self.source == Source::Data => {
+                bad("bins", "bins, shuffle_bins and source = \"data\" belong to method = \"conditioning\"".into())
             }
             _ => {}
         }
@@ -352,6 +370,21 @@ pub fn equal_groups(returns: &[f64], group: usize) -> f64 {
     let groups: Vec<&[f64]> = returns.chunks(group.max(1)).collect();
     let equal = groups.iter().filter(|g| g.iter().all(|&x| (x - g[0]).abs() < 1e-12)).count();
     equal as f64 / groups.len().max(1) as f64
+}
+
+/// The environment task's own trajectories `step · n ..` of its train split under `seed`,
+/// scored like completions (what [`Source::Data`] trains on; nothing is sampled).
+pub fn recorded(env: &PathfindingEnv, seed: u64, step: u64, n: usize) -> Rollouts {
+    let mut out = Rollouts::default();
+    for j in 0..n as u64 {
+        let s = env.task.sample(seed, Split::Train, step * n as u64 + j);
+        let (prompt, completion) = (s.input().to_vec(), s.answer());
+        out.rewards.push(env.reward(&prompt, &completion));
+        out.verdicts.push(env.verdict(&prompt, &completion));
+        out.prompts.push(prompt);
+        out.completions.push(completion);
+    }
+    out
 }
 
 /// The episodes of step `step`: train-split prompts `step · prompts ..` of the environment.

@@ -16,7 +16,7 @@ use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
 use super::reinforce::{
     banned_tokens, completion_logprobs, conditioned_samples, environment, equal_groups, policy_gradient_samples,
-    roll_out, step_prompts, Method, RlCfg, Rollouts, BIN_SALT, ROLLOUT_SALT,
+    recorded, roll_out, step_prompts, Method, RlCfg, Rollouts, Source, BIN_SALT, ROLLOUT_SALT,
 };
 use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
@@ -302,10 +302,18 @@ impl Runner {
         let env = ph.env.as_ref().expect("built with the phase");
         let (step, seed) = (self.state.step_in_phase, self.phase_seed(self.state.phase));
         let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
-        let prompts = step_prompts(env, seed, step, cfg.prompts);
+        let prompts = match cfg.source {
+            Source::Samples => step_prompts(env, seed, step, cfg.prompts),
+            Source::Data => Vec::new(),
+        };
         let banned = banned_tokens(env, &self.model);
         let key = mix(seed ^ mix(step + 1));
-        let r = roll_out(&self.model, env, &prompts, None, cfg.k, cfg.temperature, &banned, key ^ ROLLOUT_SALT)?;
+        let r = match cfg.source {
+            Source::Samples => {
+                roll_out(&self.model, env, &prompts, None, cfg.k, cfg.temperature, &banned, key ^ ROLLOUT_SALT)?
+            }
+            Source::Data => recorded(env, seed, step, cfg.prompts * cfg.k),
+        };
         let mut forward = r.forward_tokens;
         let mut samples = match cfg.method {
             Method::Conditioning => conditioned_samples(&r, cfg, env.task.vocab_size() as u32, key ^ BIN_SALT),

@@ -8,8 +8,10 @@
 //! [`crate::data::environment`]) for `steps` steps of `prompts × k` sampled completions,
 //! scored by the proxy reward: one cell per *variant* `{arm}/{reward}`, a generated sweep
 //! axis `conditioning.variant`:
-//! - `conditioning`: condition metatokens, the completions' proxy-return bins written before
-//!   the board; evaluated on the best bin;
+//! - `conditioning`: condition metatokens, the proxy-return bins of trajectories written
+//!   before the board (by default the task's own noisy trajectories, the pretraining
+//!   distribution, as many per step as a policy-gradient step's FLOPs buy; or the model's own
+//!   samples, `conditioning_source = "samples"`); evaluated on the best bin;
 //! - `shuffled`: the same with bins drawn at random (the control: a condition that carries no
 //!   information);
 //! - `reinforce`: REINFORCE with a leave-one-out baseline over the batch;
@@ -33,7 +35,7 @@ use crate::lab::plan::PlannedCell;
 use crate::lab::study::{parse_table, replace_phases, task_specs, variant_axis, Problem, Study};
 use crate::lab::sweep::Axis;
 use crate::train::config::TaskSpec;
-use crate::train::reinforce::Method;
+use crate::train::reinforce::{Method, Source};
 use serde::Deserialize;
 use serde_json::json;
 use std::path::PathBuf;
@@ -95,6 +97,11 @@ pub struct ConditioningSpec {
     pub sparse_bins: Vec<f64>,
     #[serde(default = "default_dense_bins")]
     pub dense_bins: Vec<f64>,
+    /// What the conditioning arms train on: `data` (default), the task's own noisy
+    /// trajectories, as many per step as a policy-gradient step's FLOPs buy; or `samples`,
+    /// the model's own completions, like the policy-gradient arms.
+    #[serde(default = "default_source")]
+    pub conditioning_source: Source,
     /// The fraction of conditioning completions trained without a condition.
     #[serde(default = "default_unconditioned")]
     pub unconditioned: f64,
@@ -147,6 +154,9 @@ fn default_sparse_bins() -> Vec<f64> {
 }
 fn default_dense_bins() -> Vec<f64> {
     vec![1.0, 2.5]
+}
+fn default_source() -> Source {
+    Source::Data
 }
 fn default_unconditioned() -> f64 {
     0.01
@@ -313,12 +323,21 @@ impl ConditioningSpec {
             Arm::Rloo | Arm::Mix(_) => Method::Rloo,
         };
         let conditioned = v.arm.conditions();
+        // Offline conditioning samples nothing: it gets the trajectories a policy-gradient
+        // step's FLOPs buy (a sampled token costs a forward, 2·N, next to training's 6·N; a
+        // KL penalty or entropy bonus adds forwards).
+        let shaped = f64::from(u8::from(self.kl_coef > 0.0 || self.entropy_coef > 0.0) + u8::from(self.kl_coef > 0.0));
+        let offline = conditioned && self.conditioning_source == Source::Data;
+        let (prompts, k) = match offline {
+            true => (((self.prompts * self.k) as f64 * (8.0 + 2.0 * shaped) / 6.0).ceil() as usize, 1),
+            false => (self.prompts, self.k),
+        };
         crate::train::reinforce::RlCfg {
             env: self.task.clone(),
             reward: self.reward(v.reward),
             method,
-            prompts: self.prompts,
-            k: self.k,
+            prompts,
+            k,
             temperature: self.temperature as f32,
             weight: if let Arm::Mix(l) = v.arm { l } else { 1.0 },
             prediction: if matches!(v.arm, Arm::Mix(_)) { 1.0 } else { 0.0 },
@@ -328,6 +347,7 @@ impl ConditioningSpec {
             bins: if conditioned { self.bins(v.reward).to_vec() } else { Vec::new() },
             unconditioned: self.unconditioned,
             shuffle_bins: v.arm == Arm::Shuffled,
+            source: if conditioned { self.conditioning_source } else { Source::Samples },
             eval_k: self.eval_k,
         }
     }
