@@ -326,6 +326,21 @@ fn a_tiny_study_runs_every_arm_and_reports_its_controls() {
     let (exp, outcome) = run(&path, &Options::default()).unwrap();
     assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
     assert_eq!(exp.cells.len(), 2 * 2 * 5);
+    // Offline conditioning gets the trajectories a policy-gradient step's FLOPs buy: the arms
+    // match per step within a trajectory's worth.
+    let planned = vestige::lab::plan::plan(&exp).unwrap();
+    let flops = |arm: &str| {
+        let cell = exp.cells.iter().position(|c| c.id.contains(&format!("-{arm}_sparse_seed-0"))).unwrap();
+        let p = &exp.cells[cell].config.phases[1];
+        vestige::lab::plan::phase_compute(
+            p,
+            &vestige::train::build::build(&exp.cells[cell].config).unwrap().tasks,
+            planned[cell].params,
+        )
+        .1
+    };
+    let (c, r) = (flops("conditioning"), flops("rloo"));
+    assert!((c / r - 1.0).abs() < 0.1, "conditioning {c} against rloo {r} FLOPs");
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
     for needle in ["| shuffled | sparse |", "| mix0.5 | dense |", "reward maximizer", "| rloo | sparse | 2 |", "bin 1"]
@@ -357,4 +372,63 @@ fn a_tiny_study_runs_every_arm_and_reports_its_controls() {
         .collect();
     assert_eq!(seed0.len(), 3);
     assert!(seed0.iter().all(|id| first(id) == first(seed0[0])), "{seed0:?}");
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_vestige");
+
+/// A pretraining phase and an RLOO phase with a KL penalty and an entropy bonus, in `out`.
+fn rl_run(out: &std::path::Path) -> std::path::PathBuf {
+    RunToml::new("r")
+        .set("seed", 5)
+        .out_dir(out)
+        .table("[model]", "d_model = 32\nn_layers = 1\nn_heads = 2\nmax_positions = 48")
+        .task("pf", "kind = \"pathfinding\"\nwidth = 3\nheight = 3\nmax_moves = 8")
+        .table("[checkpoint]", "every = 5\nkeep_last = 2")
+        .phase("base", "steps = 30\nbatch_size = 16\nmixture = { pf = 1.0 }\noptimizer = { lr = 3e-3 }")
+        .phase("rl", "steps = 240\nmixture = { pf = 1.0 }\neval = { every = 60, samples = 4, kl_to = \"base\" }")
+        .table(
+            "[phases.rl]",
+            "env = \"pf\"\nmethod = \"rloo\"\nprompts = 4\nk = 2\nkl_coef = 0.05\nkl_to = \"base\"\nentropy_coef = 0.01\n\
+             prediction = 0.5\nreward = { kind = \"dense\", step_cost = 0.1 }",
+        )
+        .write(out, "run.toml")
+}
+
+#[test]
+fn a_killed_rl_run_resumes_bit_for_bit() {
+    use std::process::{Command, Stdio};
+    use vestige::train::checkpoint;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let run = |args: &[&str]| Command::new(BIN).args(["--threads", "1"]).args(args).output().unwrap();
+    let out = run(&["train", rl_run(&a).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = rl_run(&b);
+    let mut child = Command::new(BIN)
+        .args(["--threads", "1", "train", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpts = b.join("r/checkpoints");
+    let start = std::time::Instant::now();
+    while checkpoint::list(&ckpts).last().is_none_or(|(s, _)| *s < 100) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(start.elapsed().as_secs() < 120);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(&["resume", b.join("r").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = |d: &std::path::Path| std::fs::read(d.join("r/metrics.csv")).unwrap();
+    assert!(csv(&a) == csv(&b), "the resumed run's metrics differ");
+    let weights = |d: &std::path::Path| {
+        let (_, last) = checkpoint::list(&d.join("r/checkpoints")).pop().unwrap();
+        let m = Model::load(&last.join("model")).unwrap().model;
+        m.weights.iter().map(|w| w.to_bits()).collect::<Vec<u32>>()
+    };
+    assert_eq!(weights(&a), weights(&b));
+    let text = String::from_utf8(csv(&a)).unwrap();
+    assert!(text.contains("rollouts,kl") && text.contains("rl,equal_episodes"), "{}", &text[..200]);
 }
