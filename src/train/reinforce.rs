@@ -162,7 +162,10 @@ impl RlCfg {
         }
         match self.method {
             Method::Conditioning => {
-                if self.bins.is_empty() || self.bins.windows(2).any(|w| !(w[0] < w[1])) {
+                if self.bins.is_empty()
+                    || self.bins.iter().any(|b| !b.is_finite())
+                    || self.bins.windows(2).any(|w| w[0] >= w[1])
+                {
                     bad("bins", "conditioning needs at least one bin edge, strictly ascending".into());
                 }
                 if !(0.0..1.0).contains(&self.unconditioned) {
@@ -441,19 +444,14 @@ pub fn evaluate(
         ("reward".to_string(), r.rewards.iter().map(|x| x.total).sum::<f64>() / n),
     ];
     let k = cfg.eval_k;
-    let per_episode = |f: &dyn Fn(&[Vec<u32>], &[Verdict]) -> f64| -> f64 {
-        let values: Vec<f64> =
-            r.completions.chunks(k).zip(r.verdicts.chunks(k)).map(|(c, v)| f(c, v)).filter(|x| !x.is_nan()).collect();
-        values.iter().sum::<f64>() / values.len().max(1) as f64
-    };
     let solved = |c: &[Vec<u32>], v: &[Verdict]| -> Vec<Vec<u32>> {
         c.iter().zip(v).filter(|(_, v)| v.success).map(|(c, _)| c.clone()).collect()
     };
     metrics.extend([
-        ("distinct".to_string(), per_episode(&|c, _| distinct(c) as f64)),
-        ("distinct_solved".to_string(), per_episode(&|c, v| distinct(&solved(c, v)) as f64)),
-        ("entropy".to_string(), per_episode(&|c, _| entropy(c))),
-        ("overlap".to_string(), per_episode(&|c, _| overlap(c))),
+        ("distinct".to_string(), per_episode(&r, k, |c, _| distinct(c) as f64)),
+        ("distinct_solved".to_string(), per_episode(&r, k, |c, v| distinct(&solved(c, v)) as f64)),
+        ("entropy".to_string(), per_episode(&r, k, |c, _| entropy(c))),
+        ("overlap".to_string(), per_episode(&r, k, |c, _| overlap(c))),
     ]);
     if let Some(reference) = reference {
         let (cur, refp) = (completion_logprobs(model, &r), completion_logprobs(reference, &r));
@@ -478,6 +476,14 @@ pub fn evaluate(
         ("solution", r.completions.iter().map(|c| solution_id(c)).collect()),
     ];
     Ok(RolloutEval { metrics, per_sample })
+}
+
+/// The mean over episodes (runs of `k` completions) of `f` of their completions and verdicts,
+/// skipping episodes where it is undefined (NaN).
+fn per_episode(r: &Rollouts, k: usize, f: impl Fn(&[Vec<u32>], &[Verdict]) -> f64) -> f64 {
+    let values: Vec<f64> =
+        r.completions.chunks(k).zip(r.verdicts.chunks(k)).map(|(c, v)| f(c, v)).filter(|x| !x.is_nan()).collect();
+    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 /// A completion's identity as a number exact in an `f64` (53 bits of a hash of its tokens):

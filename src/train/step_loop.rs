@@ -278,15 +278,7 @@ impl Runner {
         let p = ph.spec.clone();
         let lr = lr_at(&p.schedule, p.optimizer.lr, self.state.step_in_phase, p.steps);
         let loss = self.accumulate(ph);
-        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
-        let norm = clip(&mut ph.grads, p.grad_clip);
-        if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
-            let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
-            return Err(self.diverged(&p.name, what));
-        }
-        ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
-        self.state.step_in_phase += 1;
-        self.state.global_step += 1;
+        let (penalty, norm) = self.apply(ph, loss, lr)?;
         let train = |metric, value| ("train".to_string(), metric, value);
         self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
         Ok(loss)
@@ -346,15 +338,7 @@ impl Runner {
             norm: Some(1.0),
         };
         let loss = ph.set.micro_batch(&self.model, &mut self.pass, &mb, &mut ph.grads);
-        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
-        let norm = clip(&mut ph.grads, p.grad_clip);
-        if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
-            let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
-            return Err(self.diverged(&p.name, what));
-        }
-        ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
-        self.state.step_in_phase += 1;
-        self.state.global_step += 1;
+        let (penalty, norm) = self.apply(ph, loss, lr)?;
         let returns: Vec<f64> = r.rewards.iter().map(|x| x.total).collect();
         let n = returns.len() as f64;
         let mean = |f: &dyn Fn(&Verdict) -> bool| r.verdicts.iter().filter(|v| f(v)).count() as f64 / n;
@@ -395,6 +379,21 @@ impl Runner {
             .zip(&reference)
             .map(|(c, q)| c.iter().zip(q).map(|(lc, lq)| -cfg.kl_coef * (lc - lq) - cfg.entropy_coef * lc).collect())
             .collect())
+    }
+
+    /// Adds the regularisers' gradients to the phase's, clips them, refuses a step whose loss,
+    /// penalty or gradient norm is not finite, and takes it; returns the penalty and the norm.
+    fn apply(&mut self, ph: &mut Phase, loss: f32, lr: f32) -> Result<(f64, f64), RunError> {
+        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &ph.spec);
+        let norm = clip(&mut ph.grads, ph.spec.grad_clip);
+        if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
+            let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
+            return Err(self.diverged(&ph.spec.name, what));
+        }
+        ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
+        self.state.step_in_phase += 1;
+        self.state.global_step += 1;
+        Ok((penalty, norm))
     }
 
     /// The run diverged in phase `phase`: `what` is not finite.

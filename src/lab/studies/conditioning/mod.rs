@@ -249,7 +249,8 @@ impl ConditioningSpec {
         if self.arms.is_empty() || self.rewards.is_empty() {
             bad("arms", "give at least one arm and one reward".into());
         }
-        if self.arms.iter().any(|a| a == "mix") && (self.lambdas.is_empty() || self.lambdas.iter().any(|l| !(*l > 0.0)))
+        if self.arms.iter().any(|a| a == "mix")
+            && (self.lambdas.is_empty() || self.lambdas.iter().any(|l| !l.is_finite() || *l <= 0.0))
         {
             bad("lambdas", "the mix arms need at least one positive λ".into());
         }

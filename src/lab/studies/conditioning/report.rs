@@ -7,7 +7,6 @@ use super::analysis::{analyse, interval, ConditioningAnalysis, LEVEL, METRICS};
 use super::{ConditioningSpec, Variant};
 use crate::analysis::Interval;
 use crate::data::environment::RewardKind;
-use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::{human_flops, PlannedCell};
 use crate::lab::pooling::seed_interval;
@@ -50,14 +49,7 @@ pub fn write(spec: &ConditioningSpec, exp: &Experiment, planned: &[PlannedCell])
             Section { heading: "Controllability".into(), tables: vec![tables[3].clone()], ..Default::default() },
         ],
     };
-    let path = page.write(&dir)?;
-    write_atomic(&dir.join("arms.csv"), tables[0].to_csv().as_bytes())?;
-    let md: Vec<String> = tables.iter().map(|t| t.to_markdown()).collect();
-    write_atomic(
-        &dir.join("summary.md"),
-        format!("# {}\n\n{}\n\n{}\n", page.title, page.intro.join("\n\n"), md.join("\n")).as_bytes(),
-    )?;
-    Ok(path)
+    Ok(page.write_with_summary(&dir, "arms.csv", &tables)?)
 }
 
 fn intro(a: &ConditioningAnalysis) -> Vec<String> {
