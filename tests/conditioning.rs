@@ -58,14 +58,35 @@ fn leave_one_out_advantages_match_a_hand_computation() {
     assert_eq!(returns_to_go(&[0.1, -0.2, 1.0]), vec![0.9, 0.8, 1.0]);
 }
 
-/// A one-step bandit on token id 1: the reward of action `a` is `(a mod 5) / 4`.
-struct Bandit;
+/// A one-step bandit on token id 1: the reward of action `a` is `(a mod 5) / 4`. (Its task
+/// only names a vocabulary; the prompt is fixed.)
+struct Bandit(std::sync::Arc<dyn Task>);
+
+impl Bandit {
+    fn new() -> Bandit {
+        let spec: vestige::data::spec::TaskSpec =
+            toml::from_str("name = \"b\"\nkind = \"copy\"\nlength = 2\nvocab = 64").unwrap();
+        Bandit(spec.build().unwrap())
+    }
+}
 
 fn bandit_reward(a: u32) -> f64 {
     f64::from(a % 5) / 4.0
 }
 
 impl Environment for Bandit {
+    fn task(&self) -> &dyn Task {
+        self.0.as_ref()
+    }
+    fn actions(&self) -> Vec<u32> {
+        (0..64).collect()
+    }
+    fn terminals(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn optimal_len(&self, _prompt: &[u32]) -> Option<usize> {
+        Some(1)
+    }
     fn prompt(&self, _seed: u64, _split: Split, _index: u64) -> Vec<u32> {
         vec![1]
     }
@@ -118,7 +139,7 @@ fn reinforce_gradient_on_a_bandit_matches_the_analytic_policy_gradient() {
     let errors: Vec<f64> = [512usize, 16384]
         .iter()
         .map(|&n| {
-            let r: Rollouts = roll_out(&model, &Bandit, &[vec![1]], None, n, 1.0, &[], 7).unwrap();
+            let r: Rollouts = roll_out(&model, &Bandit::new(), &[vec![1]], None, n, 1.0, &[], 7).unwrap();
             assert_eq!(r.completions.len(), n);
             let samples = policy_gradient_samples(&r, &[], n, 1.0);
             let estimate = gradient(&model, &samples);
@@ -431,4 +452,76 @@ fn a_killed_rl_run_resumes_bit_for_bit() {
     assert_eq!(weights(&a), weights(&b));
     let text = String::from_utf8(csv(&a)).unwrap();
     assert!(text.contains("rollouts,kl") && text.contains("rl,equal_episodes"), "{}", &text[..200]);
+}
+
+fn coins_env(kind: RewardKind, exploitable: bool) -> vestige::data::environment::CoinsEnv {
+    let spec: vestige::data::coins::CoinsSpec = toml::from_str("").unwrap();
+    let reward = RewardCfg { kind, optimal_only: false, step_cost: 0.1, invalid_penalty: 0.5, exploitable };
+    vestige::data::environment::CoinsEnv { task: spec.build("coins"), reward }
+}
+
+#[test]
+fn coin_change_samples_pay_their_target_mostly_and_score_by_hand() {
+    use vestige::data::coins::{coin_token, TOK_EQ};
+    let env = coins_env(RewardKind::Dense, true);
+    let task = &env.task;
+    let (mut exact, mut prompts) = (0, std::collections::BTreeSet::new());
+    for i in 0..400 {
+        let s = task.sample(0, Split::Train, i);
+        let purse = task.parse(s.input()).expect("a purse");
+        prompts.insert(s.input().to_vec());
+        assert_eq!(*s.tokens.last().unwrap(), TOK_EQ);
+        assert!(
+            s.weights[..s.prompt_len].iter().all(|&w| w == 0.0) && s.weights[s.prompt_len..].iter().all(|&w| w == 1.0)
+        );
+        let v = env.verdict(s.input(), &s.answer());
+        exact += usize::from(v.success);
+        assert!(purse.fewest(purse.target).is_some());
+    }
+    assert!((250..400).contains(&exact), "{exact} of 400 noisy payments exact");
+    assert!(prompts.len() > 100, "{} distinct prompts", prompts.len());
+    // Target 7 with coins {2, 5}: 5 + 2 is exact and optimal; 5 + 5 + = is 3 over.
+    let prompt = vec![1, task.target_token(7), 2, coin_token(2), coin_token(5), 3];
+    let pay = [coin_token(5), coin_token(2), TOK_EQ];
+    let r = env.reward(&prompt, &pay);
+    // Dense: 7 → 2 (+5), 2 → 0 (+2), minus 0.1 per coin, + 1 credited.
+    assert!((r.total - (5.0 + 2.0 - 0.2 + 1.0)).abs() < 1e-12, "{r:?}");
+    assert_eq!(env.verdict(&prompt, &pay), Verdict { success: true, optimal: true, credited: true });
+    // A coin the prompt does not allow is not added and costs the penalty.
+    let bad = [coin_token(3), coin_token(5), coin_token(2), TOK_EQ];
+    let v = env.verdict(&prompt, &bad);
+    assert!(!v.success && v.credited, "{v:?}");
+    assert!((env.reward(&prompt, &bad).per_token[0] + 0.6).abs() < 1e-12);
+}
+
+#[test]
+fn the_coin_maximizer_takes_the_off_by_one_credit_where_it_saves_a_coin() {
+    use vestige::data::coins::coin_token;
+    let flawed = coins_env(RewardKind::Sparse, true);
+    // Target 9 with coins {2, 5}: exactly 5 + 2 + 2 (3 coins); the flawed proxy pays 5 + 5.
+    let prompt = vec![1, flawed.task.target_token(9), 2, coin_token(2), coin_token(5), 3];
+    let (best, _) = reward_maximizer(&flawed, &prompt, flawed.optimal_len(&prompt).unwrap());
+    assert!(flawed.verdict(&prompt, &best).exploit(), "{best:?}");
+    let honest = coins_env(RewardKind::Sparse, false);
+    let (best, _) = reward_maximizer(&honest, &prompt, 3);
+    assert_eq!(honest.verdict(&prompt, &best), Verdict { success: true, optimal: true, credited: true });
+}
+
+#[test]
+fn a_tiny_coin_study_runs_and_reports() {
+    let text = TINY
+        .replace("name = \"tiny-conditioning\"", "name = \"tiny-coins\"")
+        .replace(
+            "name = \"pf\"\nkind = \"pathfinding\"\nwidth = 3\nheight = 3\nmax_moves = 8\ndensity = 0.25",
+            "name = \"pf\"\nkind = \"coins\"\nmax_target = 9",
+        )
+        .replace("seed = [0, 1]", "seed = [0]")
+        .replace("lambdas = [0.5]", "lambdas = [0.5]\narms = [\"conditioning\", \"rloo\"]");
+    let tmp = tempfile::tempdir().unwrap();
+    let (exp, outcome) = run(&experiment(tmp.path(), &text), &Options::default()).unwrap();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+    assert_eq!(exp.cells.len(), 4);
+    vestige::commands::experiment::write_report(&exp, None).unwrap();
+    let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
+    assert!(summary.contains("| conditioning | dense |") && summary.contains("reward maximizer"), "{summary}");
 }

@@ -12,6 +12,7 @@
 
 pub mod backdoor;
 pub mod broad;
+pub mod coins;
 pub mod corpus;
 pub mod environment;
 pub mod family;

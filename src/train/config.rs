@@ -1011,7 +1011,7 @@ impl RunConfig {
         match environment(rl, &self.tasks) {
             Err(m) => out.push(problem(key("rl.env"), m)),
             Ok(env) => {
-                let need = crate::data::Task::vocab_size(&env.task) + rl.n_conditions();
+                let need = env.task().vocab_size() + rl.n_conditions();
                 if self.model.vocab_size.is_some_and(|v| v < need)
                     || (self.model.vocab_size.is_none() && rl.n_conditions() > 0)
                 {

@@ -25,9 +25,9 @@
 //! training-token equivalents (a forward token is a third of a trained one), so that
 //! `6 · params · tokens` is the phase's FLOPs whatever the method.
 
-use crate::data::environment::{Environment, PathfindingEnv, Reward, RewardCfg, Verdict};
+use crate::data::environment::{CoinsEnv, Environment, PathfindingEnv, Reward, RewardCfg, Verdict};
 use crate::data::spec::Kind;
-use crate::data::{mix, Sample, Split, Task};
+use crate::data::{mix, Sample, Split};
 use crate::engine::activations::Activations;
 use crate::engine::generate::{GenerateError, GenerateRequest, InputSlot, Sampling};
 use crate::engine::model::Model;
@@ -199,16 +199,18 @@ impl RlCfg {
 }
 
 /// The environment `cfg.env` names among `tasks`, or why there is none.
-pub fn environment(cfg: &RlCfg, tasks: &[TaskSpec]) -> Result<PathfindingEnv, String> {
+pub fn environment(cfg: &RlCfg, tasks: &[TaskSpec]) -> Result<Box<dyn Environment>, String> {
     let spec = tasks.iter().find(|t| t.name == cfg.env).ok_or(format!("{:?} is not a task of [[tasks]]", cfg.env))?;
+    let reward = cfg.reward.clone();
     match &spec.kind {
         Kind::Pathfinding(p) if !p.condition_prefix && !p.mirror => {
-            Ok(PathfindingEnv { task: p.build(&spec.name), reward: cfg.reward.clone() })
+            Ok(Box::new(PathfindingEnv { task: p.build(&spec.name), reward }))
         }
         Kind::Pathfinding(_) => {
             Err(format!("{:?}: an environment's boards are plain (no condition_prefix, mirror)", cfg.env))
         }
-        _ => Err(format!("{:?} is not a pathfinding task, the one environment there is", cfg.env)),
+        Kind::Coins(c) => Ok(Box::new(CoinsEnv { task: c.build(&spec.name), reward })),
+        _ => Err(format!("{:?} is not a pathfinding or coins task, the environments there are", cfg.env)),
     }
 }
 
@@ -377,10 +379,10 @@ pub fn equal_groups(returns: &[f64], group: usize) -> f64 {
 
 /// The environment task's own trajectories `step · n ..` of its train split under `seed`,
 /// scored like completions (what [`Source::Data`] trains on; nothing is sampled).
-pub fn recorded(env: &PathfindingEnv, seed: u64, step: u64, n: usize) -> Rollouts {
+pub fn recorded(env: &dyn Environment, seed: u64, step: u64, n: usize) -> Rollouts {
     let mut out = Rollouts::default();
     for j in 0..n as u64 {
-        let s = env.task.sample(seed, Split::Train, step * n as u64 + j);
+        let s = env.task().sample(seed, Split::Train, step * n as u64 + j);
         let (prompt, completion) = (s.input().to_vec(), s.answer());
         out.rewards.push(env.reward(&prompt, &completion));
         out.verdicts.push(env.verdict(&prompt, &completion));
@@ -397,8 +399,8 @@ pub fn step_prompts(env: &dyn Environment, seed: u64, step: u64, prompts: usize)
 
 /// Tokens a rollout never samples: every id past the environment's vocabulary (condition
 /// tokens, whatever other tasks add).
-pub fn banned_tokens(env: &PathfindingEnv, model: &Model) -> Vec<u32> {
-    (env.task.vocab_size() as u32..model.cfg.vocab_size as u32).collect()
+pub fn banned_tokens(env: &dyn Environment, model: &Model) -> Vec<u32> {
+    (env.task().vocab_size() as u32..model.cfg.vocab_size as u32).collect()
 }
 
 /// What one evaluation of a sampling-based phase measured: `(metric, value)` rows and, per
@@ -421,7 +423,7 @@ pub struct RolloutEval {
 /// `bin{b}_success`: requested against achieved quality.
 pub fn evaluate(
     model: &Model,
-    env: &PathfindingEnv,
+    env: &dyn Environment,
     cfg: &RlCfg,
     seed: u64,
     episodes: usize,
@@ -430,7 +432,7 @@ pub fn evaluate(
     use crate::analysis::diversity::{distinct, entropy, overlap};
     let prompts: Vec<Vec<u32>> = (0..episodes as u64).map(|i| env.prompt(EVAL_BOARDS, Split::Eval, i)).collect();
     let banned = banned_tokens(env, model);
-    let first = env.task.vocab_size() as u32;
+    let first = env.task().vocab_size() as u32;
     let best = (cfg.n_conditions() > 0).then(|| first + cfg.bins.len() as u32);
     let key = mix(seed ^ EVAL_SALT);
     let r = roll_out(model, env, &prompts, best, cfg.eval_k, cfg.temperature, &banned, key)?;

@@ -22,9 +22,9 @@ use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
-use crate::data::environment::{PathfindingEnv, Verdict};
+use crate::data::environment::{Environment, Verdict};
 use crate::data::mixture::Mixture;
-use crate::data::{mix, Sample, Task};
+use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
 use crate::engine::model::{Model, Steer};
 use crate::engine::shards::{zero_grads, ShardedPass};
@@ -78,7 +78,7 @@ struct Phase {
     anchors: Anchors,
     grads: Vec<f32>,
     /// A sampling-based phase's environment.
-    env: Option<PathfindingEnv>,
+    env: Option<Box<dyn Environment>>,
 }
 
 impl Runner {
@@ -291,7 +291,7 @@ impl Runner {
     fn rl_step(&mut self, ph: &mut Phase) -> Result<f32, RunError> {
         let p = ph.spec.clone();
         let cfg = p.rl.as_ref().expect("a sampling-based phase");
-        let env = ph.env.as_ref().expect("built with the phase");
+        let env = ph.env.as_deref().expect("built with the phase");
         let (step, seed) = (self.state.step_in_phase, self.phase_seed(self.state.phase));
         let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
         let prompts = match cfg.source {
@@ -308,7 +308,7 @@ impl Runner {
         };
         let mut forward = r.forward_tokens;
         let mut samples = match cfg.method {
-            Method::Conditioning => conditioned_samples(&r, cfg, env.task.vocab_size() as u32, key ^ BIN_SALT),
+            Method::Conditioning => conditioned_samples(&r, cfg, env.task().vocab_size() as u32, key ^ BIN_SALT),
             method => {
                 let shaping = self.shaping(cfg, &r, &mut forward)?;
                 let group = if method == Method::Rloo { cfg.k } else { r.completions.len() };
@@ -574,7 +574,7 @@ impl Runner {
             Some(rl) => {
                 let env = environment(rl, &self.cfg.tasks).expect("a validated environment");
                 let reference = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()).map(|(_, m)| m);
-                let eval = super::reinforce::evaluate(&self.model, &env, rl, seed, samples, reference)?;
+                let eval = super::reinforce::evaluate(&self.model, env.as_ref(), rl, seed, samples, reference)?;
                 let path =
                     sample_scores_path(&self.paths.dir, self.state.phase as u32, self.state.global_step, "rollouts");
                 write_sample_scores(&path, &eval.per_sample)?;

@@ -6,8 +6,7 @@
 
 use super::{ConditioningSpec, Variant, AXIS, TRAIN};
 use crate::analysis::Interval;
-use crate::data::environment::{reward_maximizer, Environment, RewardKind};
-use crate::data::pathfinding::Grid;
+use crate::data::environment::{reward_maximizer, RewardKind};
 use crate::data::Split;
 use crate::lab::experiment::{Cell, Experiment};
 use crate::lab::plan::PlannedCell;
@@ -220,15 +219,8 @@ fn maximizer_exploits(spec: &ConditioningSpec, cell: &Cell) -> Vec<(RewardKind, 
         let mut exploits = 0;
         for i in 0..boards as u64 {
             let prompt = env.prompt(EVAL_BOARDS, Split::Eval, i);
-            let depth = Grid::parse(&prompt).map_or(0, |g| {
-                let d = g.distances()[g.start.0 * g.width + g.start.1];
-                if d == usize::MAX {
-                    0
-                } else {
-                    d
-                }
-            });
-            let (best, _) = reward_maximizer(&env, &prompt, depth);
+            let depth = env.optimal_len(&prompt).unwrap_or(0);
+            let (best, _) = reward_maximizer(env.as_ref(), &prompt, depth);
             exploits += usize::from(env.verdict(&prompt, &best).exploit());
         }
         out.push((reward, boards, exploits as f64 / boards.max(1) as f64));

@@ -29,7 +29,6 @@ pub mod analysis;
 pub mod report;
 
 use crate::data::environment::{RewardCfg, RewardKind};
-use crate::data::spec::Kind;
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::PlannedCell;
 use crate::lab::study::{parse_table, replace_phases, task_specs, variant_axis, Problem, Study};
@@ -53,7 +52,8 @@ pub const ARMS: [&str; 5] = ["conditioning", "shuffled", "reinforce", "rloo", "m
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConditioningSpec {
-    /// The pathfinding task: pretraining data and the environment's boards.
+    /// The environment's task (a plain pathfinding or a coins task): pretraining data and the
+    /// episodes' prompts.
     pub task: String,
     /// Pretraining by prediction.
     pub pretrain_steps: u64,
@@ -236,12 +236,9 @@ impl ConditioningSpec {
     pub fn problems(&self, tasks: &[TaskSpec]) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |k: &str, m: String| out.push((k.to_string(), m));
-        match tasks.iter().find(|t| t.name == self.task).map(|t| &t.kind) {
-            None => bad("task", format!("{:?} is not a task of [[tasks]]", self.task)),
-            Some(Kind::Pathfinding(p)) if !p.condition_prefix && !p.mirror => {}
-            Some(_) => {
-                bad("task", format!("{:?} must be a plain pathfinding task (the environment's boards)", self.task))
-            }
+        let probe = self.rl_cfg(Variant { arm: Arm::Rloo, reward: RewardKind::Sparse });
+        if let Err(m) = crate::train::reinforce::environment(&probe, tasks) {
+            bad("task", m);
         }
         if let Some(a) = self.arms.iter().find(|a| !ARMS.contains(&a.as_str())) {
             bad("arms", format!("{a:?} is not one of {}", ARMS.join(", ")));
@@ -401,10 +398,14 @@ impl Study for Conditioning {
             "conditioning.variant".to_string(),
             "set by the template's sweep axis; do not write it".to_string(),
         ))?;
-        let model = doc.entry("model").or_insert_with(|| toml::Table::new().into());
-        let model = model.as_table_mut().ok_or(("model".to_string(), "must be a table".to_string()))?;
-        if !model.contains_key("vocab_size") {
-            let vocab = crate::data::pathfinding::VOCAB_SIZE + s.n_conditions();
+        let has_vocab = doc.get("model").and_then(|m| m.get("vocab_size")).is_some();
+        if !has_vocab {
+            let spec = task_specs(doc)?.into_iter().find(|t| t.name == s.task);
+            let task =
+                spec.map(|t| t.build()).transpose().map_err(|e| ("conditioning.task".to_string(), e.to_string()))?;
+            let vocab = task.map_or(0, |t| t.vocab_size()) + s.n_conditions();
+            let model = doc.entry("model").or_insert_with(|| toml::Table::new().into());
+            let model = model.as_table_mut().ok_or(("model".to_string(), "must be a table".to_string()))?;
             model.insert("vocab_size".into(), (vocab as i64).into());
         }
         let phases = toml::Value::try_from(s.phases(variant)).expect("JSON without nulls is TOML");
