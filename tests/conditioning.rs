@@ -31,9 +31,11 @@ fn model() -> Model {
 
 #[test]
 fn leave_one_out_advantages_match_a_hand_computation() {
+    let one = |r: &[f64]| r.iter().map(|&x| vec![x]).collect::<Vec<_>>();
+    let flat = |a: Vec<Vec<f64>>| a.into_iter().map(|v| v[0]).collect::<Vec<f64>>();
     // RLOO, k = 4: A_i = R_i − mean of the other three.
     let r = [1.0, 0.0, 0.0, 1.0, 0.5, 0.5, 0.5, 2.5];
-    let a = advantages(&r, 4);
+    let a = flat(advantages(&one(&r), 4));
     let hand = [
         1.0 - 1.0 / 3.0,
         -2.0 / 3.0,
@@ -48,14 +50,18 @@ fn leave_one_out_advantages_match_a_hand_computation() {
         assert!((x - y).abs() < 1e-12, "{a:?}");
     }
     // Over the whole batch (REINFORCE's baseline): the mean of the other seven.
-    let whole = advantages(&r, r.len());
+    let whole = flat(advantages(&one(&r), r.len()));
     let sum: f64 = r.iter().sum();
     for (i, x) in whole.iter().enumerate() {
         assert!((x - (r[i] - (sum - r[i]) / 7.0)).abs() < 1e-12);
     }
     // A group of one has no baseline to leave one out of: no signal.
-    assert_eq!(advantages(&[3.0], 1), vec![0.0]);
+    assert_eq!(advantages(&[vec![3.0, 1.0]], 1), vec![vec![0.0, 0.0]]);
+    // Per position: returns to go [0.9, 0.8, 1.0] and [2.0] (ended after one token, 0 after).
     assert_eq!(returns_to_go(&[0.1, -0.2, 1.0]), vec![0.9, 0.8, 1.0]);
+    let a = advantages(&[vec![0.9, 0.8, 1.0], vec![2.0]], 2);
+    let close = |x: &[f64], y: &[f64]| x.len() == y.len() && x.iter().zip(y).all(|(a, b)| (a - b).abs() < 1e-12);
+    assert!(close(&a[0], &[0.9 - 2.0, 0.8, 1.0]) && close(&a[1], &[2.0 - 0.9]), "{a:?}");
 }
 
 /// A one-step bandit on token id 1: the reward of action `a` is `(a mod 5) / 4`. (Its task

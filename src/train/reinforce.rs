@@ -7,8 +7,9 @@
 //!   `weight · A / (prompts · k)`, where `A` is the reward still to come from that token on
 //!   (the proxy's per-token parts, minus `kl_coef · (log π − log π_ref)` and
 //!   `entropy_coef · log π` per token) minus a baseline that does not depend on the sample:
-//!   the leave-one-out mean of the other completions' returns, over the whole batch
-//!   (`reinforce`) or over the same prompt's `k` (`rloo`, Kool et al. 2019; TRL's RLOO).
+//!   the leave-one-out mean of the other completions' returns still to come at the same
+//!   position, over the whole batch (`reinforce`) or over the same prompt's `k` (`rloo`, Kool
+//!   et al. 2019; TRL's RLOO, which applies one sequence-level advantage to every token).
 //!   The cross-entropy of a token with weight `w` has gradient `−w ∇log π`, so a descent
 //!   step is an ascent step on `Σ A ∇log π / N`: the policy gradient;
 //! - **`conditioning`** (decision-transformer style; Korbak et al. 2023): each completion's
@@ -214,15 +215,27 @@ pub fn environment(cfg: &RlCfg, tasks: &[TaskSpec]) -> Result<Box<dyn Environmen
     }
 }
 
-/// The leave-one-out baseline's advantages of `returns`, grouped in consecutive runs of
-/// `group` (RLOO: the completions of one episode) or over all of them (`group = len`):
-/// `A_i = R_i − mean of the others in its group` (0 for a group of one).
-pub fn advantages(returns: &[f64], group: usize) -> Vec<f64> {
+/// Leave-one-out advantages of per-token returns to go, grouped in consecutive runs of
+/// `group` completions (RLOO: the completions of one episode; REINFORCE: all of them): at
+/// token `t` of completion `i`, `G_i(t)` minus the mean of `G_j(t)` over the other
+/// completions `j` of its group, a completion that ended before `t` counting 0 there. The
+/// baseline depends only on the other completions, so the estimator stays unbiased; taking it
+/// per position keeps it on the scale of what is still to come (a baseline of whole returns
+/// would push every late token of a dense reward down). For one-token returns this is
+/// `R_i − mean of the others`; a group of one gets 0.
+pub fn advantages(returns: &[Vec<f64>], group: usize) -> Vec<Vec<f64>> {
     returns
         .chunks(group.max(1))
         .flat_map(|g| {
-            let (sum, n) = (g.iter().sum::<f64>(), g.len());
-            g.iter().map(move |&r| if n < 2 { 0.0 } else { r - (sum - r) / (n - 1) as f64 })
+            let at = |j: usize, t: usize| g[j].get(t).copied().unwrap_or(0.0);
+            (0..g.len()).map(move |i| {
+                (0..g[i].len())
+                    .map(|t| match g.len() {
+                        1 => 0.0,
+                        n => g[i][t] - (0..n).filter(|&j| j != i).map(|j| at(j, t)).sum::<f64>() / (n - 1) as f64,
+                    })
+                    .collect::<Vec<f64>>()
+            })
         })
         .collect()
 }
@@ -326,8 +339,9 @@ pub fn completion_logprobs(model: &Model, r: &Rollouts) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Policy-gradient samples: per completion token, `weight · (G_t − b) / N` with `G_t` the
-/// shaped return to go and `b` the leave-one-out baseline of the completion's group.
+/// Policy-gradient samples: per completion token, `weight · A_t / N` with `A_t` the
+/// leave-one-out advantage of the shaped return to go within the completion's group (see
+/// [`advantages`]).
 /// `shaping[i][t]` is added to the proxy's per-token reward (KL penalty, entropy bonus).
 pub fn policy_gradient_samples(r: &Rollouts, shaping: &[Vec<f64>], group: usize, weight: f64) -> Vec<Sample> {
     let per_token: Vec<Vec<f64>> = r
@@ -336,13 +350,13 @@ pub fn policy_gradient_samples(r: &Rollouts, shaping: &[Vec<f64>], group: usize,
         .enumerate()
         .map(|(i, rw)| rw.per_token.iter().enumerate().map(|(t, x)| x + shaping.get(i).map_or(0.0, |s| s[t])).collect())
         .collect();
-    let totals: Vec<f64> = per_token.iter().map(|p| p.iter().sum()).collect();
-    let baselines: Vec<f64> = totals.iter().zip(advantages(&totals, group)).map(|(r, a)| r - a).collect();
+    let to_go: Vec<Vec<f64>> = per_token.iter().map(|p| returns_to_go(p)).collect();
     let n = r.completions.len() as f64;
-    (0..r.completions.len())
-        .map(|i| {
-            let w: Vec<f32> =
-                returns_to_go(&per_token[i]).iter().map(|g| (weight * (g - baselines[i]) / n) as f32).collect();
+    advantages(&to_go, group)
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let w: Vec<f32> = a.iter().map(|a| (weight * a / n) as f32).collect();
             sample(None, &r.prompts[i], &r.completions[i], &w)
         })
         .collect()
