@@ -209,17 +209,21 @@ fn success_figure(a: &ConditioningAnalysis) -> Result<Figure> {
             let evals = cells.iter().map(|c| c.evals.len()).min().unwrap_or(0);
             let points = (0..evals)
                 .filter_map(|e| {
-                    let flops = cells.iter().map(|c| c.evals[e].0).sum::<f64>() / cells.len() as f64;
+                    let tflops = cells.iter().map(|c| c.evals[e].0).sum::<f64>() / cells.len() as f64 / 1e12;
                     let values: Vec<f64> = cells.iter().filter_map(|c| c.evals[e].1.get("success").copied()).collect();
                     let i = interval(&values, "success")?;
-                    Some(Point::new(flops, i.value).with_interval(i.lo, i.hi))
+                    Some(Point::new(tflops, i.value).with_interval(i.lo, i.hi))
                 })
                 .collect();
             Series { name: label(v), points }
         })
         .collect();
     let chart = LineChart {
-        frame: Frame::new("True success against FLOPs since the base", "FLOPs (sampling and training)", "success rate"),
+        frame: Frame::new(
+            "True success against FLOPs since the base",
+            "TFLOP since the base (sampling and training)",
+            "success rate",
+        ),
         series,
         ..Default::default()
     };
