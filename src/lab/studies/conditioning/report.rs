@@ -32,10 +32,11 @@ pub fn write(spec: &ConditioningSpec, exp: &Experiment, planned: &[PlannedCell])
             Section {
                 heading: "At equal FLOPs".into(),
                 paragraphs: vec![format!(
-                    "Each arm at {} FLOPs since its start, the largest budget every cell reached (linear \
+                    "Each arm at {} since its start, the largest budget every cell reached (linear \
                      interpolation between evaluations). Means over seeds with {:.0}% t-intervals. `distinct` is \
-                     the number of distinct solved paths per board among one seed's samples, `pooled` the same \
-                     over all seeds' samples of the board; `entropy` is that of a board's sampled paths, `overlap` \
+                     the number of distinct solved completions per prompt among one seed's samples, `pooled` the \
+                     same over all seeds' samples of the prompt; `entropy` is that of a prompt's sampled \
+                     completions, `overlap` \
                      their self-BLEU-2; `kl` estimates the sequence KL to the base from the samples; `equal` is \
                      the fraction of training batches whose rewards were all equal (no learning signal).",
                     human_flops(a.common_flops),
@@ -58,11 +59,12 @@ fn intro(a: &ConditioningAnalysis) -> Vec<String> {
     let base = a.cells.first().map_or(0.0, |c| c.base_flops);
     let mut out = vec![format!(
         "A base pretrains by prediction on {:?} for {} steps ({} per seed), then each arm trains it for {} \
-         steps of {} boards × {} sampled completions at temperature {}, scored by the proxy reward (sparse: 1 for a \
-         credited `D`; dense: the same plus the drop in distance to the target per move, minus {} per invalid \
-         move; both minus {} per move). The proxy's planted flaw credits a `D` next to the target; the true scorer \
-         counts a path as solved only where the walker stood on the target. Evaluations sample {} completions on \
-         each of {} held-out boards (the same boards for every seed). Seeds: {}; {} cells.",
+         steps of {} prompts × {} sampled completions at temperature {}, scored by the proxy reward (sparse: 1 for \
+         a credited end of episode; dense: the same plus the drop in distance to the goal per action, minus {} per \
+         invalid action; both minus {} per action). The proxy's planted flaw credits a near miss (pathfinding: a \
+         `D` next to the target; coins: a sum within 1 of the target); the true scorer counts only a solved \
+         episode. Evaluations sample {} completions for each of {} held-out prompts (the same prompts for every \
+         seed). Seeds: {}; {} cells.",
         s.task,
         s.pretrain_steps,
         human_flops(base),
@@ -103,7 +105,7 @@ fn arms_table(a: &ConditioningAnalysis) -> Table {
             row
         })
         .collect();
-    Table { caption: format!("Arms at {} FLOPs since the base", human_flops(a.common_flops)), header, rows }
+    Table { caption: format!("Arms at {} since the base", human_flops(a.common_flops)), header, rows }
 }
 
 fn base_table(a: &ConditioningAnalysis) -> Table {
@@ -152,14 +154,14 @@ fn exploit_table(a: &ConditioningAnalysis) -> Table {
             "reward maximizer".into(),
             reward.name().into(),
             "-".into(),
-            format!("{rate:.3} of {boards} boards"),
+            format!("{rate:.3} of {boards} prompts"),
             "-".into(),
         ]);
     }
     Table {
         caption: "Exploit rate: completions the proxy credits that the true scorer rejects, at each arm's first \
                   evaluation (the base; a conditioning arm's already under its untrained best-bin token) and at \
-                  equal FLOPs. The reward maximizer is an exhaustive search for each held-out board's best \
+                  equal FLOPs. The reward maximizer is an exhaustive search for each held-out prompt's best \
                   completion under the proxy"
             .into(),
         header: header.iter().map(|h| h.to_string()).collect(),
@@ -255,7 +257,7 @@ fn diversity_figure(a: &ConditioningAnalysis) -> Result<Figure> {
         frame: Frame::new(
             "Diversity against success at equal FLOPs",
             "success rate",
-            "distinct solved paths per board",
+            "distinct solved completions per prompt",
         ),
         series,
         ..Default::default()
