@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const LEVEL: f64 = 0.95;
 
 /// The rollout metrics the report tables, in order, with their bounds.
-pub const METRICS: [(&str, f64, f64); 9] = [
+pub const METRICS: [(&str, f64, f64); 10] = [
     ("success", 0.0, 1.0),
     ("optimal", 0.0, 1.0),
     ("reward", f64::NEG_INFINITY, f64::INFINITY),
@@ -31,6 +31,7 @@ pub const METRICS: [(&str, f64, f64); 9] = [
     ("overlap", 0.0, 1.0),
     ("kl", f64::NEG_INFINITY, f64::INFINITY),
     ("equal_batch", 0.0, 1.0),
+    ("equal_episodes", 0.0, 1.0),
 ];
 
 /// One finished cell.
@@ -51,11 +52,15 @@ pub struct CellResult {
 }
 
 impl CellResult {
-    /// `metric` at `flops` by linear interpolation between evaluations (`equal_batch`: the
-    /// phase mean); `None` past the last evaluation or where undefined.
+    /// `metric` at `flops` by linear interpolation between evaluations (`equal_batch` and
+    /// `equal_episodes`: the phase means); `None` past the last evaluation or where undefined.
     pub fn at(&self, metric: &str, flops: f64) -> Option<f64> {
-        if metric == "equal_batch" {
-            return Some(self.equal_batch);
+        match metric {
+            // Conditioning has no baseline for equal rewards to starve.
+            "equal_batch" | "equal_episodes" if self.variant.arm.conditions() => return None,
+            "equal_batch" => return Some(self.equal_batch),
+            "equal_episodes" => return Some(self.equal_episodes),
+            _ => {}
         }
         let points: Vec<(f64, f64)> = self
             .evals

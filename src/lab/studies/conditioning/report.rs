@@ -37,8 +37,9 @@ pub fn write(spec: &ConditioningSpec, exp: &Experiment, planned: &[PlannedCell])
                      the number of distinct solved completions per prompt among one seed's samples, `pooled` the \
                      same over all seeds' samples of the prompt; `entropy` is that of a prompt's sampled \
                      completions, `overlap` \
-                     their self-BLEU-2; `kl` estimates the sequence KL to the base from the samples; `equal` is \
-                     the fraction of training batches whose rewards were all equal (no learning signal).",
+                     their self-BLEU-2; `kl` estimates the sequence KL to the base from the samples; `equal_batch` \
+                     and `equal_episodes` are the fractions of training batches and of episodes (a prompt's k \
+                     completions) whose rewards were all equal: no learning signal for a leave-one-out baseline.",
                     human_flops(a.common_flops),
                     LEVEL * 100.0
                 )],
