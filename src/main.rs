@@ -381,6 +381,7 @@ fn run(command: Command, threads: Option<usize>) -> Result<()> {
                 max_new_tokens: max_new,
                 sampling,
                 eos: None,
+                banned: &[],
                 seed,
             };
             let out = model.generate(&req)?;

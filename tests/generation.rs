@@ -67,7 +67,16 @@ fn request<'a>(
     n: usize,
     sampling: Sampling,
 ) -> GenerateRequest<'a> {
-    GenerateRequest { inputs, prompt_vectors: prompts, steers, max_new_tokens: n, sampling, eos: None, seed: 0 }
+    GenerateRequest {
+        inputs,
+        prompt_vectors: prompts,
+        steers,
+        max_new_tokens: n,
+        sampling,
+        eos: None,
+        banned: &[],
+        seed: 0,
+    }
 }
 
 /// Greedy decoding by repeated full forwards: the argmax at the last slot, appended.

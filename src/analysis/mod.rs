@@ -27,6 +27,7 @@
 
 pub mod bootstrap;
 pub mod censoring;
+pub mod diversity;
 mod error;
 pub mod fit;
 pub mod forgetting_law;

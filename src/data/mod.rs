@@ -12,7 +12,9 @@
 
 pub mod backdoor;
 pub mod broad;
+pub mod coins;
 pub mod corpus;
+pub mod environment;
 pub mod family;
 pub mod grammar;
 pub mod mixture;

@@ -809,6 +809,27 @@ impl Grid {
         Some(Grid { width, height: rows.len(), blocked, start, target })
     }
 
+    /// The walker's cell after each direction token at the head of `moves` (stopping at the
+    /// first other token), and whether that direction was invalid (the walker stayed put).
+    pub fn positions(&self, moves: &[u32]) -> Vec<((usize, usize), bool)> {
+        let (w, h) = (self.width, self.height);
+        let mut pos = self.start;
+        let dirs = moves.iter().map_while(|&t| move_of(t).filter(|m| m.delta().is_some()));
+        dirs.map(|dir| match step(w, h, pos, dir).filter(|&(r, c)| !self.blocked[r * w + c]) {
+            Some(next) => {
+                pos = next;
+                (pos, false)
+            }
+            None => (pos, true),
+        })
+        .collect()
+    }
+
+    /// Distances to the target (see [`distances`]).
+    pub fn distances(&self) -> Vec<usize> {
+        distances(self.width, self.height, &self.blocked, self.target)
+    }
+
     /// Walks the direction tokens at the head of `moves` from the start (stopping at the first
     /// other token, such as `D`, `U` or padding), as the generator does.
     pub fn walk(&self, moves: &[u32]) -> Walk {

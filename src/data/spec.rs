@@ -16,6 +16,7 @@
 
 use super::backdoor::BackdoorSpec;
 use super::broad::BroadSpec;
+use super::coins::CoinsSpec;
 use super::corpus::{CorpusError, CorpusSpec};
 use super::family::FamilySpec;
 use super::grammar::GrammarSpec;
@@ -45,6 +46,7 @@ pub enum Kind {
     Copy(SequenceSpec),
     Reverse(SequenceSpec),
     Pathfinding(PathfindingSpec),
+    Coins(CoinsSpec),
     Family(FamilySpec),
     Pair(PairSpec),
     Grammar(GrammarSpec),
@@ -56,8 +58,20 @@ pub enum Kind {
 }
 
 /// The task kinds a spec may name.
-pub const KINDS: [&str; 11] =
-    ["copy", "reverse", "pathfinding", "family", "pair", "grammar", "broad", "corpus", "repeat", "skip", "backdoor"];
+pub const KINDS: [&str; 12] = [
+    "copy",
+    "reverse",
+    "pathfinding",
+    "coins",
+    "family",
+    "pair",
+    "grammar",
+    "broad",
+    "corpus",
+    "repeat",
+    "skip",
+    "backdoor",
+];
 
 /// The keys of a wrapper kind: its base and its own (`spec`).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -174,6 +188,7 @@ impl TaskSpec {
             "copy" => Kind::Copy(kind_keys(&kind, table)?),
             "reverse" => Kind::Reverse(kind_keys(&kind, table)?),
             "pathfinding" => Kind::Pathfinding(kind_keys(&kind, table)?),
+            "coins" => Kind::Coins(kind_keys(&kind, table)?),
             "family" => Kind::Family(kind_keys(&kind, table)?),
             "pair" => Kind::Pair(kind_keys(&kind, table)?),
             "grammar" => Kind::Grammar(kind_keys(&kind, table)?),
@@ -193,6 +208,7 @@ impl TaskSpec {
         match &self.kind {
             Kind::Copy(s) | Kind::Reverse(s) => s.check(),
             Kind::Pathfinding(s) => s.check(),
+            Kind::Coins(s) => s.check(),
             Kind::Family(s) => s.check(),
             Kind::Pair(s) => s.check(),
             Kind::Grammar(s) => s.check(),
@@ -222,6 +238,7 @@ impl TaskSpec {
             Kind::Copy(s) => Arc::new(s.build(name, Transform::Copy)),
             Kind::Reverse(s) => Arc::new(s.build(name, Transform::Reverse)),
             Kind::Pathfinding(s) => Arc::new(s.build(name)),
+            Kind::Coins(s) => Arc::new(s.build(name)),
             Kind::Family(s) => Arc::new(s.build(name).expect("a checked family spec")),
             Kind::Pair(s) => Arc::new(s.build(name).expect("a checked pair spec")),
             Kind::Grammar(s) => Arc::new(s.build(name)),
@@ -249,6 +266,7 @@ impl Kind {
             Kind::Copy(_) => "copy",
             Kind::Reverse(_) => "reverse",
             Kind::Pathfinding(_) => "pathfinding",
+            Kind::Coins(_) => "coins",
             Kind::Family(_) => "family",
             Kind::Pair(_) => "pair",
             Kind::Grammar(_) => "grammar",

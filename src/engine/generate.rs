@@ -64,6 +64,9 @@ pub struct GenerateRequest<'a> {
     pub sampling: Sampling,
     /// A token that ends a sequence; it is kept as that sequence's last output token.
     pub eos: Option<u32>,
+    /// Tokens never generated (their logits are set to −∞ before choosing): e.g. condition
+    /// tokens that only a prompt may hold.
+    pub banned: &'a [u32],
     /// Seeds the sampler: sequence `b` draws from `ChaCha8Rng::seed_from_u64(seed)` on
     /// stream `b`, so its samples depend only on `(seed, b)` and its own logits.
     pub seed: u64,
@@ -417,7 +420,7 @@ impl<'m> Decoder<'m> {
                 if !active[b] {
                     continue;
                 }
-                let token = self.sample(b, req.sampling, &mut rngs[b]);
+                let token = self.sample(b, req.sampling, req.banned, &mut rngs[b]);
                 out[b].push(token);
                 next[b] = InputSlot::Token(token);
                 active[b] = Some(token) != req.eos && out[b].len() < req.max_new_tokens;
@@ -432,8 +435,12 @@ impl<'m> Decoder<'m> {
     }
 
     /// Draws the next token of sequence `b` from its logits row.
-    fn sample(&mut self, b: usize, sampling: Sampling, rng: &mut ChaCha8Rng) -> u32 {
+    fn sample(&mut self, b: usize, sampling: Sampling, banned: &[u32], rng: &mut ChaCha8Rng) -> u32 {
         let v = self.model.cfg.vocab_size;
+        let row = &mut self.logits[b * v..(b + 1) * v];
+        for &t in banned.iter().filter(|&&t| (t as usize) < v) {
+            row[t as usize] = f32::NEG_INFINITY;
+        }
         let row = &self.logits[b * v..(b + 1) * v];
         match sampling {
             Sampling::Greedy => argmax(row),

@@ -5,6 +5,7 @@ use super::experiment::{Cell, Experiment};
 use crate::engine::layout::Layout;
 use crate::train::build::{build, Tasks};
 use crate::train::config::{PhaseSpec, RunConfig, Trainable};
+use crate::train::reinforce::Source;
 use crate::train::shared_base;
 use anyhow::Result;
 
@@ -67,7 +68,9 @@ pub fn compute(cfg: &RunConfig, tasks: &Tasks, params: usize) -> (u64, f64) {
 /// gradients), 2·N for none. A discrete prompt search counts every token it passes through
 /// the model: per step its batch once forward and backward (GCG's gradient, 4·N) and once
 /// forward per scored candidate (2·N), see
-/// [`crate::train::token_search::TokenSearchCfg::passes`].
+/// [`crate::train::token_search::TokenSearchCfg::passes`]. A sampling-based phase counts
+/// its samples' forward, their training and its prediction batch (see
+/// [`crate::train::reinforce`]).
 pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) {
     let longest = p.mixture.keys().filter_map(|t| tasks.get(t)).map(|t| t.seq_len()).max().unwrap_or(1) as u64;
     let prompt = match p.trainable {
@@ -83,6 +86,19 @@ pub fn phase_compute(p: &PhaseSpec, tasks: &Tasks, params: usize) -> (u64, f64) 
         let (forward_backward, forward) = ts.passes();
         let flops = (4 * forward_backward + 2 * forward) as f64 * params as f64 * sequence as f64;
         return (sequence * (forward_backward + forward), flops);
+    }
+    if let Some(rl) = &p.rl {
+        // Sampling (a forward), training (forward and backward), the log-probability
+        // forwards a KL penalty or entropy bonus needs; the condition token; the prediction
+        // batch.
+        let env = tasks.get(&rl.env).map_or(longest, |t| t.seq_len() as u64) + 1;
+        let sequences = p.steps * (rl.prompts * rl.k) as u64;
+        let shaped = f64::from(u8::from(rl.kl_coef > 0.0 || rl.entropy_coef > 0.0) + u8::from(rl.kl_coef > 0.0));
+        let predicted = if rl.prediction > 0.0 { p.steps * p.batch_size as u64 * longest } else { 0 };
+        let sampled = if rl.source == Source::Samples { 2.0 } else { 0.0 };
+        let flops =
+            ((6.0 + sampled + 2.0 * shaped) * (sequences * env) as f64 + 6.0 * predicted as f64) * params as f64;
+        return (sequences * env + predicted, flops);
     }
     let tokens = p.steps * (p.batch_size * p.grad_accum) as u64 * width;
     let per_token = match p.trainable {

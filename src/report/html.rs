@@ -69,6 +69,19 @@ impl Page {
         write_atomic(&path, self.to_html().as_bytes())?;
         Ok(path)
     }
+
+    /// Writes the page (see [`Page::write`]), `tables[0]` as `dir/{csv}`, and the title,
+    /// intro and `tables` in Markdown as `dir/summary.md`; returns the page's path.
+    pub fn write_with_summary(&self, dir: &Path, csv: &str, tables: &[Table]) -> Result<PathBuf, ReportError> {
+        let path = self.write(dir)?;
+        if let Some(first) = tables.first() {
+            write_atomic(&dir.join(csv), first.to_csv().as_bytes())?;
+        }
+        let md: Vec<String> = tables.iter().map(Table::to_markdown).collect();
+        let summary = format!("# {}\n\n{}\n\n{}\n", self.title, self.intro.join("\n\n"), md.join("\n"));
+        write_atomic(&dir.join("summary.md"), summary.as_bytes())?;
+        Ok(path)
+    }
 }
 
 impl Section {

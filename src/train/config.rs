@@ -6,6 +6,7 @@
 use super::batching::Insert;
 use super::canonical::canonical_json;
 use super::locate::line_of;
+use super::reinforce::{environment, RlCfg};
 use super::token_search::TokenSearchCfg;
 pub use crate::data::spec::TaskSpec;
 use crate::data::spec::{Base, Kind};
@@ -409,6 +410,9 @@ pub struct PhaseSpec {
     pub steering: Option<SteeringCfg>,
     pub cond_prompt: Option<CondPromptCfg>,
     pub token_search: Option<TokenSearchCfg>,
+    /// Sampling-based training in an environment (see [`crate::train::reinforce`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rl: Option<RlCfg>,
     /// Task name → sampling weight.
     pub mixture: BTreeMap<String, f64>,
     #[serde(default)]
@@ -984,6 +988,45 @@ impl RunConfig {
         if let Some(anchor) = &p.eval.kl_to {
             if !self.phases[..i].iter().any(|q| &q.name == anchor) {
                 out.push(problem(key("eval.kl_to"), format!("{anchor:?} is not an earlier phase")));
+            }
+        }
+        if let Some(rl) = &p.rl {
+            self.rl_problems(i, p, rl, out);
+        }
+    }
+
+    /// The checks of a sampling-based phase's `[phases.rl]` table.
+    fn rl_problems(&self, i: usize, p: &PhaseSpec, rl: &RlCfg, out: &mut Vec<Problem>) {
+        let key = |k: &str| format!("phases[{i}].{k}");
+        out.extend(rl.problems().into_iter().map(|(k, m)| problem(key(&format!("rl.{k}")), m)));
+        if !matches!(p.trainable, Trainable::All | Trainable::Lora) {
+            out.push(problem(key("trainable"), "a sampling-based phase trains the weights: use \"all\" or \"lora\""));
+        }
+        if p.grad_accum != 1 {
+            out.push(problem(key("grad_accum"), "a sampling-based phase trains on one batch per step: use 1"));
+        }
+        if p.token_search.is_some() || p.prefix_from.is_some() || p.apply_from.is_some() {
+            out.push(problem(key("rl"), "a sampling-based phase takes no token_search, prefix_from or apply_from"));
+        }
+        match environment(rl, &self.tasks) {
+            Err(m) => out.push(problem(key("rl.env"), m)),
+            Ok(env) => {
+                let need = env.task().vocab_size() + rl.n_conditions();
+                if self.model.vocab_size.is_some_and(|v| v < need)
+                    || (self.model.vocab_size.is_none() && rl.n_conditions() > 0)
+                {
+                    out.push(problem(
+                        "model.vocab_size",
+                        format!(
+                            "phases[{i}].rl needs {need} tokens: the environment's and one condition token per bin"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(anchor) = &rl.kl_to {
+            if !self.phases[..i].iter().any(|q| &q.name == anchor) {
+                out.push(problem(key("rl.kl_to"), format!("{anchor:?} is not an earlier phase")));
             }
         }
     }

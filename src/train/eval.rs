@@ -279,6 +279,7 @@ fn generated_answers(
         max_new_tokens: max_new,
         sampling,
         eos: None,
+        banned: &[],
         seed,
     };
     model.generate(&req)

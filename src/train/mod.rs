@@ -23,6 +23,7 @@ pub mod interrupt;
 pub mod locate;
 pub mod optimizer;
 pub mod regularizers;
+pub mod reinforce;
 pub mod run;
 pub mod schedule;
 pub mod shared_base;

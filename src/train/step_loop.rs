@@ -14,10 +14,15 @@ use super::config::{OptimizerStart, PhaseSpec, RunConfig, Trainable};
 use super::eval::{eval_probes, eval_task, forgetting, sampling, steering_wrong_way, Adaptation, EvalSet};
 use super::optimizer::Optimizer;
 use super::regularizers::{self, Anchors};
+use super::reinforce::{
+    banned_tokens, completion_logprobs, conditioned_samples, environment, equal_groups, policy_gradient_samples,
+    recorded, roll_out, step_prompts, Method, RlCfg, Rollouts, Source, BIN_SALT, ROLLOUT_SALT,
+};
 use super::run::{RunError, RunPaths, RunSummary};
 use super::schedule::lr_at;
 use super::shared_base::{self, SharedBase};
 use super::trainable::{artifact, checkpoint_key, insertion, Fixed, MicroBatch, TrainableSet};
+use crate::data::environment::{Environment, Verdict};
 use crate::data::mixture::Mixture;
 use crate::data::{mix, Sample};
 use crate::engine::kernels::dropout::Dropout;
@@ -72,6 +77,8 @@ struct Phase {
     opt: Optimizer,
     anchors: Anchors,
     grads: Vec<f32>,
+    /// A sampling-based phase's environment.
+    env: Option<Box<dyn Environment>>,
 }
 
 impl Runner {
@@ -206,7 +213,8 @@ impl Runner {
             }
             None => Fixed::default(),
         };
-        Ok(Phase { spec, mixture, prefix, fixed, set, opt, anchors, grads: vec![0.0f32; n] })
+        let env = spec.rl.as_ref().map(|rl| environment(rl, &self.cfg.tasks).expect("a validated environment"));
+        Ok(Phase { spec, mixture, prefix, fixed, set, opt, anchors, grads: vec![0.0f32; n], env })
     }
 
     /// The discrete prompt phase `phase` of this run found (its saved tokens).
@@ -232,9 +240,10 @@ impl Runner {
             self.evaluate(&p, &mut ph.set, &ph.fixed)?;
         }
         while self.state.step_in_phase < p.steps {
-            let loss = match ph.set.token_search() {
-                Some(_) => self.search_step(&mut ph)?,
-                None => self.train_step(&mut ph)?,
+            let loss = match (ph.set.token_search(), &ph.spec.rl) {
+                (Some(_), _) => self.search_step(&mut ph)?,
+                (None, Some(_)) => self.rl_step(&mut ph)?,
+                (None, None) => self.train_step(&mut ph)?,
             };
             bar.inc(1);
             let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -269,18 +278,122 @@ impl Runner {
         let p = ph.spec.clone();
         let lr = lr_at(&p.schedule, p.optimizer.lr, self.state.step_in_phase, p.steps);
         let loss = self.accumulate(ph);
-        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &p);
-        let norm = clip(&mut ph.grads, p.grad_clip);
+        let (penalty, norm) = self.apply(ph, loss, lr)?;
+        let train = |metric, value| ("train".to_string(), metric, value);
+        self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
+        Ok(loss)
+    }
+
+    /// One step of a sampling-based phase (see [`super::reinforce`]): rollouts of the step's
+    /// episodes, their weighted samples (and the prediction batch), one optimizer step. Logs
+    /// the rollouts' mean proxy reward, true success, exploit rate and the fraction of
+    /// episodes (and of whole batches) whose rewards were all equal; returns the loss.
+    fn rl_step(&mut self, ph: &mut Phase) -> Result<f32, RunError> {
+        let p = ph.spec.clone();
+        let cfg = p.rl.as_ref().expect("a sampling-based phase");
+        let env = ph.env.as_deref().expect("built with the phase");
+        let (step, seed) = (self.state.step_in_phase, self.phase_seed(self.state.phase));
+        let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
+        let prompts = match cfg.source {
+            Source::Samples => step_prompts(env, seed, step, cfg.prompts),
+            Source::Data => Vec::new(),
+        };
+        let banned = banned_tokens(env, &self.model);
+        let key = mix(seed ^ mix(step + 1));
+        let r = match cfg.source {
+            Source::Samples => {
+                roll_out(&self.model, env, &prompts, None, cfg.k, cfg.temperature, &banned, key ^ ROLLOUT_SALT)?
+            }
+            Source::Data => recorded(env, seed, step, cfg.prompts * cfg.k),
+        };
+        let mut forward = r.forward_tokens;
+        let mut samples = match cfg.method {
+            Method::Conditioning => conditioned_samples(&r, cfg, env.task().vocab_size() as u32, key ^ BIN_SALT),
+            method => {
+                let shaping = self.shaping(cfg, &r, &mut forward)?;
+                let group = if method == Method::Rloo { cfg.k } else { r.completions.len() };
+                policy_gradient_samples(&r, &shaping, group, cfg.weight)
+            }
+        };
+        if cfg.prediction > 0.0 {
+            let (_, mut predicted, _) = self.draw(ph, step, 0);
+            let total: f32 = predicted.iter().flat_map(|s| &s.weights).map(|w| w.abs()).sum();
+            for s in &mut predicted {
+                s.weights.iter_mut().for_each(|w| *w *= cfg.prediction as f32 / total.max(1e-12));
+            }
+            samples.extend(predicted);
+        }
+        let trained: u64 = samples.iter().map(|s| s.tokens.len() as u64).sum();
+        self.state.tokens += trained + forward.div_ceil(3);
+        zero_grads(&mut ph.grads);
+        let at = vec![0; samples.len()];
+        let dseed = mix(self.cfg.seed ^ mix(self.state.global_step));
+        let mb = MicroBatch {
+            samples: &samples,
+            task_ids: &vec![0; samples.len()],
+            at: &at,
+            grad_accum: 1,
+            dropout: Dropout { attn: p.dropout_attn, resid: p.dropout_resid, seed: dseed },
+            fixed: &ph.fixed,
+            norm: Some(1.0),
+        };
+        let loss = ph.set.micro_batch(&self.model, &mut self.pass, &mb, &mut ph.grads);
+        let (penalty, norm) = self.apply(ph, loss, lr)?;
+        let returns: Vec<f64> = r.rewards.iter().map(|x| x.total).collect();
+        let n = returns.len() as f64;
+        let mean = |f: &dyn Fn(&Verdict) -> bool| r.verdicts.iter().filter(|v| f(v)).count() as f64 / n;
+        let rows = [
+            ("train".to_string(), "loss", loss as f64 + penalty),
+            ("train".to_string(), "lr", lr as f64),
+            ("train".to_string(), "grad_norm", norm),
+            ("rl".to_string(), "reward", returns.iter().sum::<f64>() / n),
+            ("rl".to_string(), "success", mean(&|v| v.success)),
+            ("rl".to_string(), "exploit", mean(&|v| v.exploit())),
+            ("rl".to_string(), "equal_episodes", equal_groups(&returns, cfg.k)),
+            ("rl".to_string(), "equal_batch", equal_groups(&returns, returns.len())),
+        ];
+        self.log(&rows)?;
+        Ok(loss)
+    }
+
+    /// Per completion token, the KL penalty and entropy bonus added to its reward:
+    /// `−kl_coef · (log π − log π_ref) − entropy_coef · log π` (empty when both are 0). Adds
+    /// the forward tokens it spends to `forward`.
+    fn shaping(&mut self, cfg: &RlCfg, r: &Rollouts, forward: &mut u64) -> Result<Vec<Vec<f64>>, RunError> {
+        if cfg.kl_coef == 0.0 && cfg.entropy_coef == 0.0 {
+            return Ok(Vec::new());
+        }
+        let tokens: u64 = r.prompts.iter().zip(&r.completions).map(|(p, c)| (p.len() + c.len()) as u64).sum();
+        let current = completion_logprobs(&self.model, r);
+        *forward += tokens;
+        let reference = match &cfg.kl_to {
+            Some(anchor) if cfg.kl_coef > 0.0 => {
+                self.load_reference(anchor)?;
+                *forward += tokens;
+                completion_logprobs(&self.reference.as_ref().expect("loaded").1, r)
+            }
+            _ => current.clone(),
+        };
+        Ok(current
+            .iter()
+            .zip(&reference)
+            .map(|(c, q)| c.iter().zip(q).map(|(lc, lq)| -cfg.kl_coef * (lc - lq) - cfg.entropy_coef * lc).collect())
+            .collect())
+    }
+
+    /// Adds the regularisers' gradients to the phase's, clips them, refuses a step whose loss,
+    /// penalty or gradient norm is not finite, and takes it; returns the penalty and the norm.
+    fn apply(&mut self, ph: &mut Phase, loss: f32, lr: f32) -> Result<(f64, f64), RunError> {
+        let penalty = ph.anchors.apply(&self.model.weights, &mut ph.grads, &ph.spec);
+        let norm = clip(&mut ph.grads, ph.spec.grad_clip);
         if !loss.is_finite() || !norm.is_finite() || !penalty.is_finite() {
             let what = if loss.is_finite() { "the gradient norm" } else { "the loss" };
-            return Err(self.diverged(&p.name, what));
+            return Err(self.diverged(&ph.spec.name, what));
         }
         ph.set.update(&mut ph.opt, &mut self.model, &ph.grads, lr);
         self.state.step_in_phase += 1;
         self.state.global_step += 1;
-        let train = |metric, value| ("train".to_string(), metric, value);
-        self.log(&[train("loss", loss as f64 + penalty), train("lr", lr as f64), train("grad_norm", norm)])?;
-        Ok(loss)
+        Ok((penalty, norm))
     }
 
     /// The run diverged in phase `phase`: `what` is not finite.
@@ -362,6 +475,7 @@ impl Runner {
                 grad_accum: p.grad_accum,
                 dropout,
                 fixed: &ph.fixed,
+                norm: None,
             };
             loss += ph.set.micro_batch(&self.model, &mut self.pass, &mb, &mut ph.grads);
         }
@@ -456,6 +570,19 @@ impl Runner {
             }
         }
         rows.extend(wrong_way.iter().map(|(task, metric, value)| (task.clone(), metric.as_str(), *value)));
+        let rollouts = match &p.rl {
+            Some(rl) => {
+                let env = environment(rl, &self.cfg.tasks).expect("a validated environment");
+                let reference = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()).map(|(_, m)| m);
+                let eval = super::reinforce::evaluate(&self.model, env.as_ref(), rl, seed, samples, reference)?;
+                let path =
+                    sample_scores_path(&self.paths.dir, self.state.phase as u32, self.state.global_step, "rollouts");
+                write_sample_scores(&path, &eval.per_sample)?;
+                eval.metrics
+            }
+            None => Vec::new(),
+        };
+        rows.extend(rollouts.iter().map(|(metric, value)| ("rollouts".to_string(), metric.as_str(), *value)));
         self.log(&rows)
     }
 

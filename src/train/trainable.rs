@@ -102,6 +102,9 @@ pub struct MicroBatch<'a> {
     pub dropout: Dropout,
     /// A carried prompt or steering vector, applied but not trained.
     pub fixed: &'a Fixed,
+    /// The loss normaliser when the weights carry their own scale (sampling-based phases);
+    /// `None`: `Σ |w|` (a weighted mean).
+    pub norm: Option<f32>,
 }
 
 /// The checkpoint (and artifact) name of each trainable set that keeps its own parameters.
@@ -253,7 +256,7 @@ impl TrainableSet {
         let d = model.cfg.d_model;
         let n_prompt = self.n_prompt().max(mb.fixed.n_prompt(d));
         let batch = batch_at(mb.samples, n_prompt, mb.at);
-        let norm = default_norm(&batch.targets, &batch.weights) * mb.grad_accum as f32;
+        let norm = mb.norm.unwrap_or_else(|| default_norm(&batch.targets, &batch.weights)) * mb.grad_accum as f32;
         let prompts = if self.prompts().is_empty() { &mb.fixed.prompt[..] } else { self.prompts() };
         let steers: Vec<Steer> = self.steers().iter().chain(&mb.fixed.steer).cloned().collect();
         let steers = &steers[..];

@@ -3,6 +3,7 @@
 //! folder here and a line in [`REGISTRY`]. Studies never import each other.
 
 pub mod backdoor;
+pub mod conditioning;
 pub mod decay;
 pub mod distance;
 pub mod elicit;
@@ -11,12 +12,13 @@ pub mod remove;
 use super::study::Parse;
 
 /// `template = "..."` → the study's parser.
-pub const REGISTRY: [(&str, Parse); 5] = [
+pub const REGISTRY: [(&str, Parse); 6] = [
     ("decay", decay::parse),
     ("distance", distance::parse),
     ("backdoor", backdoor::parse),
     ("elicit", elicit::parse),
     ("remove", remove::parse),
+    ("conditioning", conditioning::parse),
 ];
 
 /// The parser of template `name`, or the known names.

@@ -85,9 +85,10 @@ pub struct CountStats {
     pub lr_under_tuned: bool,
     /// The validation loss a grid twice as wide on the chosen end's side could reach, were
     /// the last grid step's gain repeated at every added step (an upper estimate when gains
-    /// diminish); `−∞` when it cannot be estimated (a rate missing, fewer than 3 rates);
-    /// the chosen validation loss when not [`lr_under_tuned`](Self::lr_under_tuned).
-    pub lr_reach: f64,
+    /// diminish); `None` when it cannot be estimated (a rate missing, fewer than 3 rates),
+    /// which refuses whatever the bound; the chosen validation loss when not
+    /// [`lr_under_tuned`](Self::lr_under_tuned).
+    pub lr_reach: Option<f64>,
     /// Why more tuning would likely help (empty: the ensemble agrees).
     pub concerns: Vec<String>,
 }
@@ -187,9 +188,9 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
     let lr_under_tuned = lr_at_edge && falls.is_none_or(|gain| gain.is_some());
     let chosen_val = chosen.map_or(f64::NAN, |r| r.outcome.key());
     let lr_reach = match (lr_under_tuned, falls) {
-        (false, _) => chosen_val,
-        (true, Some(Some(gain))) => chosen_val - gain * (lrs.len() - 1) as f64,
-        (true, _) => f64::NEG_INFINITY,
+        (false, _) => Some(chosen_val),
+        (true, Some(Some(gain))) => Some(chosen_val - gain * (lrs.len() - 1) as f64),
+        (true, _) => None,
     };
     let mut concerns = Vec::new();
     if runs.iter().any(|r| r.outcome.val.is_nan()) {
@@ -204,8 +205,8 @@ pub fn count_stats(tokens: usize, runs: Vec<PromptRun>, lrs: &[f64], tolerance: 
         let end = if best_lr == hi { "largest" } else { "smallest" };
         let trend = if lr_under_tuned {
             match lr_reach {
-                f64::NEG_INFINITY => "and a rate of the grid has no finished run".to_string(),
-                reach => format!("and the loss falls towards it (a grid twice as wide might reach {reach:.3})"),
+                None => "and a rate of the grid has no finished run".to_string(),
+                Some(reach) => format!("and the loss falls towards it (a grid twice as wide might reach {reach:.3})"),
             }
         } else {
             "but the loss does not fall towards it".into()
@@ -374,7 +375,7 @@ pub fn refuse_at_edges(distance: Distance, counts: &[CountStats], bound: f64) ->
         Distance::Beyond(_) => true,
         Distance::Refused(_) | Distance::Unknown => false,
     };
-    match counts.iter().filter(ruled_out).find(|c| c.lr_under_tuned && c.lr_reach <= bound) {
+    match counts.iter().filter(ruled_out).find(|c| c.lr_under_tuned && c.lr_reach.is_none_or(|r| r <= bound)) {
         Some(c) => Distance::Refused(c.tokens),
         None => distance,
     }

@@ -216,10 +216,10 @@ pub fn verdicts(tunings: &[TuningResult]) -> Vec<Verdict> {
     let mut out = Vec::new();
     for cond in tunings {
         let Kind::Cond(n) = cond.kind else { continue };
-        let soft = tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == Kind::Soft(n));
-        let (Some(soft), Some(c)) = (soft, cond.mean_over(true)) else { continue };
+        let beside = |kind: Kind| tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == kind);
+        let (Some(soft), Some(c)) = (beside(Kind::Soft(n)), cond.mean_over(true)) else { continue };
         let Some(s) = soft.mean_over(true) else { continue };
-        let told = tunings.iter().find(|t| t.point == cond.point && t.arm == cond.arm && t.kind == Kind::Conditioned);
+        let told = beside(Kind::Conditioned);
         out.push(Verdict {
             told: told.and_then(|t| Some((t.mean_over(true)?, t.extra_slope()))),
             point: cond.point.clone(),

@@ -420,11 +420,11 @@ impl DistanceSpec {
                     .into(),
             );
         }
-        if self.saturation.kinds.is_empty() {
-            bad("saturation.kinds", "name at least one of \"full\", \"lora\": saturation defines the distance".into());
-        }
-        if !self.saturation.kinds.iter().any(|k| k == "full" || k == "lora") && !self.saturation.kinds.is_empty() {
-            bad("saturation.kinds", "name \"full\" or \"lora\" too: the unconditional prompts' saturation".into());
+        if !self.saturation.kinds.iter().any(|k| k == "full" || k == "lora") {
+            bad(
+                "saturation.kinds",
+                "name \"full\" or \"lora\": the unconditional prompts' saturation defines their distance".into(),
+            );
         }
         if !(self.epsilon_rel >= 0.0 && self.epsilon_rel < 1.0) {
             bad("epsilon_rel", "must be a fraction of the gap L0 − S in [0, 1)".into());

@@ -6,7 +6,6 @@
 use super::analysis::{analyse, interval, CellResult, RemoveAnalysis};
 use super::{Intervention, Reelicit, RemoveSpec};
 use crate::analysis::Interval;
-use crate::fs::write_atomic;
 use crate::lab::experiment::Experiment;
 use crate::lab::plan::{human_flops, PlannedCell};
 use crate::report::{Page, Section, Table};
@@ -51,14 +50,7 @@ pub fn write(spec: &RemoveSpec, exp: &Experiment, planned: &[PlannedCell]) -> Re
             },
         ],
     };
-    let path = page.write(&dir)?;
-    write_atomic(&dir.join("removal.csv"), tables[0].to_csv().as_bytes())?;
-    let md: Vec<String> = tables.iter().map(|t| t.to_markdown()).collect();
-    write_atomic(
-        &dir.join("summary.md"),
-        format!("# {}\n\n{}\n\n{}\n", page.title, page.intro.join("\n\n"), md.join("\n")).as_bytes(),
-    )?;
-    Ok(path)
+    Ok(page.write_with_summary(&dir, "removal.csv", &tables)?)
 }
 
 fn intro(a: &RemoveAnalysis) -> Vec<String> {
