@@ -833,17 +833,11 @@ impl Grid {
     /// Walks the direction tokens at the head of `moves` from the start (stopping at the first
     /// other token, such as `D`, `U` or padding), as the generator does.
     pub fn walk(&self, moves: &[u32]) -> Walk {
-        let (w, h) = (self.width, self.height);
-        let (mut pos, mut walked, mut invalid, mut reached) = (self.start, 0, 0, self.start == self.target);
-        for dir in moves.iter().map_while(|&t| move_of(t).filter(|m| m.delta().is_some())) {
-            walked += 1;
-            match step(w, h, pos, dir).filter(|&(r, c)| !self.blocked[r * w + c]) {
-                Some(next) => pos = next,
-                None => invalid += 1,
-            }
-            reached |= pos == self.target;
-        }
-        let optimal = optimal_moves(w, h, &distances(w, h, &self.blocked, self.target), self.start, self.target);
+        let cells = self.positions(moves);
+        let walked = cells.len();
+        let invalid = cells.iter().filter(|(_, invalid)| *invalid).count();
+        let reached = self.start == self.target || cells.iter().any(|(pos, _)| *pos == self.target);
+        let optimal = optimal_moves(self.width, self.height, &self.distances(), self.start, self.target);
         Walk { moves: walked, invalid, reached, extra_moves: reached.then_some(walked as i64 - optimal as i64) }
     }
 }

@@ -20,9 +20,15 @@ pub fn divergence(reference: &[f32], current: &[f32], targets: &[i32]) -> (f64, 
 
 /// Log-probabilities of one row of logits, in f64.
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let log_sum = row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
+    let log_sum = log_sum_exp(row);
     row.iter().map(|&x| x as f64 - log_sum).collect()
+}
+
+/// `ln Σ exp(x)` of one row of logits, in f64 (stabilised by the row's maximum): a token's
+/// log-probability is its logit minus this.
+pub(super) fn log_sum_exp(row: &[f32]) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max
 }
 
 #[cfg(test)]

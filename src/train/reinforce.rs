@@ -34,6 +34,7 @@ use crate::engine::generate::{GenerateError, GenerateRequest, InputSlot, Samplin
 use crate::engine::model::Model;
 use crate::train::batching::batch_of;
 use crate::train::config::TaskSpec;
+use crate::train::forgetting::log_sum_exp;
 use serde::{Deserialize, Serialize};
 
 /// How completions become gradients.
@@ -261,6 +262,16 @@ pub struct Rollouts {
     pub forward_tokens: u64,
 }
 
+impl Rollouts {
+    /// Adds `completion` after `prompt`, scored by the environment's proxy and true scorer.
+    fn record(&mut self, env: &dyn Environment, prompt: Vec<u32>, completion: Vec<u32>) {
+        self.rewards.push(env.reward(&prompt, &completion));
+        self.verdicts.push(env.verdict(&prompt, &completion));
+        self.prompts.push(prompt);
+        self.completions.push(completion);
+    }
+}
+
 /// Samples `k` completions of each prompt (after `condition`, if given) at `temperature`,
 /// never a `banned` token, and scores them. Completion `j` of prompt `i` is sequence
 /// `i·k + j` of one seeded request.
@@ -297,11 +308,7 @@ pub fn roll_out(
     for (i, g) in generated.into_iter().enumerate() {
         let prompt = &prompts[i / k];
         out.forward_tokens += (inputs[i].len() + g.len()) as u64;
-        let completion = g[..env.episode_len(&g)].to_vec();
-        out.rewards.push(env.reward(prompt, &completion));
-        out.verdicts.push(env.verdict(prompt, &completion));
-        out.prompts.push(prompt.clone());
-        out.completions.push(completion);
+        out.record(env, prompt.clone(), g[..env.episode_len(&g)].to_vec());
     }
     Ok(out)
 }
@@ -330,9 +337,7 @@ pub fn completion_logprobs(model: &Model, r: &Rollouts) -> Vec<Vec<f64>> {
             (s.prompt_len..s.tokens.len())
                 .map(|t| {
                     let row = &acts.logits[(b * batch.seq + t - 1) * v..(b * batch.seq + t) * v];
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-                    let log_sum = row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() + max;
-                    row[s.tokens[t] as usize] as f64 - log_sum
+                    row[s.tokens[t] as usize] as f64 - log_sum_exp(row)
                 })
                 .collect()
         })
@@ -397,11 +402,7 @@ pub fn recorded(env: &dyn Environment, seed: u64, step: u64, n: usize) -> Rollou
     let mut out = Rollouts::default();
     for j in 0..n as u64 {
         let s = env.task().sample(seed, Split::Train, step * n as u64 + j);
-        let (prompt, completion) = (s.input().to_vec(), s.answer());
-        out.rewards.push(env.reward(&prompt, &completion));
-        out.verdicts.push(env.verdict(&prompt, &completion));
-        out.prompts.push(prompt);
-        out.completions.push(completion);
+        out.record(env, s.input().to_vec(), s.answer());
     }
     out
 }

@@ -237,7 +237,7 @@ impl Runner {
         let (started, tokens_at_start) = (std::time::Instant::now(), self.state.tokens);
         tracing::info!(phase = %p.name, from_step = self.state.step_in_phase, steps = p.steps, "phase starts");
         if self.state.step_in_phase == 0 {
-            self.evaluate(&p, &mut ph.set, &ph.fixed)?;
+            self.evaluate(&p, &mut ph.set, &ph.fixed, ph.env.as_deref())?;
         }
         while self.state.step_in_phase < p.steps {
             let loss = match (ph.set.token_search(), &ph.spec.rl) {
@@ -249,7 +249,7 @@ impl Runner {
             let rate = (self.state.tokens - tokens_at_start) as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss:.4} · {rate:.0} tok/s"));
             if eval_due(&p, self.state.step_in_phase) {
-                self.evaluate(&p, &mut ph.set, &ph.fixed)?;
+                self.evaluate(&p, &mut ph.set, &ph.fixed, ph.env.as_deref())?;
                 if self.stop_met(&p)? {
                     let step = self.state.step_in_phase;
                     tracing::info!(phase = %p.name, step, "stop criterion met");
@@ -294,14 +294,11 @@ impl Runner {
         let env = ph.env.as_deref().expect("built with the phase");
         let (step, seed) = (self.state.step_in_phase, self.phase_seed(self.state.phase));
         let lr = lr_at(&p.schedule, p.optimizer.lr, step, p.steps);
-        let prompts = match cfg.source {
-            Source::Samples => step_prompts(env, seed, step, cfg.prompts),
-            Source::Data => Vec::new(),
-        };
-        let banned = banned_tokens(env, &self.model);
         let key = mix(seed ^ mix(step + 1));
         let r = match cfg.source {
             Source::Samples => {
+                let prompts = step_prompts(env, seed, step, cfg.prompts);
+                let banned = banned_tokens(env, &self.model);
                 roll_out(&self.model, env, &prompts, None, cfg.k, cfg.temperature, &banned, key ^ ROLLOUT_SALT)?
             }
             Source::Data => recorded(env, seed, step, cfg.prompts * cfg.k),
@@ -517,8 +514,16 @@ impl Runner {
             .ok_or_else(|| RunError::NoPinned { name: name.to_string(), key })
     }
 
-    /// Held-out metrics of every eval task (see [`eval_task`]), logged at the current step.
-    fn evaluate(&mut self, p: &PhaseSpec, set: &mut TrainableSet, fixed: &Fixed) -> Result<(), RunError> {
+    /// Held-out metrics of every eval task (see [`eval_task`]), and in a sampling-based phase
+    /// the rollouts in its environment `env` (see [`super::reinforce::evaluate`]), logged at
+    /// the current step.
+    fn evaluate(
+        &mut self,
+        p: &PhaseSpec,
+        set: &mut TrainableSet,
+        fixed: &Fixed,
+        env: Option<&dyn Environment>,
+    ) -> Result<(), RunError> {
         let names: Vec<String> =
             if p.eval.tasks.is_empty() { p.mixture.keys().cloned().collect() } else { p.eval.tasks.clone() };
         if let Some(anchor) = &p.eval.kl_to {
@@ -570,17 +575,16 @@ impl Runner {
             }
         }
         rows.extend(wrong_way.iter().map(|(task, metric, value)| (task.clone(), metric.as_str(), *value)));
-        let rollouts = match &p.rl {
-            Some(rl) => {
-                let env = environment(rl, &self.cfg.tasks).expect("a validated environment");
+        let rollouts = match (&p.rl, env) {
+            (Some(rl), Some(env)) => {
                 let reference = self.reference.as_ref().filter(|_| p.eval.kl_to.is_some()).map(|(_, m)| m);
-                let eval = super::reinforce::evaluate(&self.model, env.as_ref(), rl, seed, samples, reference)?;
+                let eval = super::reinforce::evaluate(&self.model, env, rl, seed, samples, reference)?;
                 let path =
                     sample_scores_path(&self.paths.dir, self.state.phase as u32, self.state.global_step, "rollouts");
                 write_sample_scores(&path, &eval.per_sample)?;
                 eval.metrics
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         rows.extend(rollouts.iter().map(|(metric, value)| ("rollouts".to_string(), metric.as_str(), *value)));
         self.log(&rows)
