@@ -13,8 +13,8 @@ use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
 use vestige::lab::studies::distance::analysis::{
-    arm_result, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult, Distance, Outcome,
-    PromptRun,
+    arm_result, chosen_evaluation, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult,
+    Distance, Outcome, PromptRun,
 };
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::store::{MetricRow, Store};
@@ -202,6 +202,8 @@ fn a_run_is_read_at_its_lowest_validation_loss_and_flagged_when_that_is_its_cap(
     ];
     let o = outcome(&rows, "r", 1, 30).unwrap();
     assert_eq!((o.val, o.test, o.at_cap), (1.4, 1.5, false), "early stopping keeps step 20");
+    let c = chosen_evaluation(&rows, "r", 1).unwrap();
+    assert_eq!((c.step, c.last), (20, 30), "every per-condition figure is read at step 20 too");
     let rising = &rows[..4];
     let o = outcome(rising, "r", 1, 20).unwrap();
     assert!(o.at_cap, "the lowest validation loss is the cap's: not converged");
@@ -611,6 +613,12 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         let told = arm.s_conditioned.expect("conditioned fine-tuning ran");
         assert!(told.is_finite() && arm.s_lora.is_some(), "{arm:?}");
         assert_ne!(Some(told), arm.saturation(), "the unconditional prompts saturate at lora, not at the told model");
+        let ceiling = a.tunings.iter().find(|t| {
+            t.point == arm.point
+                && t.arm == arm.arm
+                && t.kind == vestige::lab::studies::distance::conditional::Kind::Conditioned
+        });
+        assert_eq!(ceiling.map(|t| t.loss), Some(told), "both tables read the same run at the same evaluation");
     }
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();

@@ -5,7 +5,7 @@
 //! and, per count, the verdict of conditional against unconditional prompts on the held-out
 //! conditions, which the conditional prompts never trained on.
 
-use super::analysis::{final_metric, phase_index, point_name, variant_of};
+use super::analysis::{chosen_evaluation, phase_index, point_name, variant_of};
 use super::{Arm, Conditional, DistanceSpec, Tuning};
 use crate::analysis::scaling::slope_only;
 use crate::analysis::{mean_interval, BootstrapConfig};
@@ -81,14 +81,14 @@ impl Kind {
     }
 }
 
-/// The chosen run (lowest final validation loss on the prompts' training task, or lowest
-/// reported loss without one) of one tuning.
+/// The chosen run (lowest validation loss on the prompts' training task, or lowest reported
+/// loss without one) of one tuning, read at its evaluation with that validation loss.
 #[derive(Clone, Debug)]
 pub struct TuningResult {
     pub point: String,
     pub arm: Arm,
     pub kind: Kind,
-    /// Its final loss on the training conditions' held-out boards.
+    /// Its loss on the training conditions' held-out boards.
     pub loss: f64,
     pub conditions: Vec<ConditionResult>,
 }
@@ -152,7 +152,7 @@ pub struct CondAnalysis {
     pub verdicts: Vec<Verdict>,
 }
 
-/// Reads every cell's final per-condition metrics (empty without `[distance.conditional]`).
+/// Reads every cell's per-condition metrics at its chosen evaluation (empty without `[distance.conditional]`).
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;
@@ -162,23 +162,21 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
         let Ok(rows) = finished_rows(&store, cell)? else { continue };
         let phase = phase_index(cell);
         let prompt_task = Conditional::prompt_task(&spec.behavior);
-        let Some(loss) = final_metric(&rows, &prompt_task, "loss", phase) else { continue };
-        // Chosen by validation loss where the run logged one, so the choice is not made on
-        // the reported samples.
-        let select = final_metric(&rows, &prompt_task, "val_loss", phase).unwrap_or(loss);
-        // At the task's last evaluation: a metric that evaluation does not define (the extra
-        // moves when no path reached the target) is NaN, not an earlier evaluation's value.
-        let last = |task: &str| rows.iter().filter(|r| r.phase == phase && r.task == task).map(|r| r.step).max();
+        // Every figure at the evaluation the run is judged at (the lowest validation loss on
+        // the prompt task, as the distance table's), so a fine-tuning run stopped early is not
+        // read at the evaluations after its best; runs are chosen by that validation loss, so
+        // the choice is not made on the reported samples.
+        let Some(chosen) = chosen_evaluation(&rows, &prompt_task, phase) else { continue };
+        let (loss, step) = (chosen.test, chosen.step);
+        let select = if chosen.val.is_nan() { loss } else { chosen.val };
+        // A metric that evaluation does not define (the extra moves when no path reached the
+        // target) is NaN, not another evaluation's value.
         let metric = |task: &str, m: &str| {
-            let at =
-                rows.iter().find(|r| Some(r.step) == last(task) && r.phase == phase && r.task == task && r.metric == m);
+            let at = rows.iter().find(|r| r.step == step && r.phase == phase && r.task == task && r.metric == m);
             at.map_or(f64::NAN, |r| r.value)
         };
         let dir = exp.cells_dir().join(&cell.id);
-        let interval = |task: &str, m: &str| {
-            let path = sample_scores_path(&dir, phase, last(task)?, task);
-            sample_interval(&path, m)
-        };
+        let interval = |task: &str, m: &str| sample_interval(&sample_scores_path(&dir, phase, step, task), m);
         let conditions = c
             .evaluated()
             .into_iter()
