@@ -13,9 +13,10 @@ use vestige::engine::kernels::embed::InputSlot;
 use vestige::lab::execute::{run, Options};
 use vestige::lab::experiment::Experiment;
 use vestige::lab::studies::distance::analysis::{
-    arm_result, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult, Distance, Outcome,
-    PromptRun,
+    arm_result, chosen_evaluation, conditional_distance, count_stats, outcome, refuse_at_edges, tolerance, ArmResult,
+    Distance, Outcome, PromptRun,
 };
+use vestige::lab::studies::distance::conditional::{ConditionResult, TuningResult};
 use vestige::lab::studies::distance::{Arm, DistanceSpec, Tuning, Variant};
 use vestige::store::{MetricRow, Store};
 use vestige::train::batching::{batch_at, Insert};
@@ -202,6 +203,8 @@ fn a_run_is_read_at_its_lowest_validation_loss_and_flagged_when_that_is_its_cap(
     ];
     let o = outcome(&rows, "r", 1, 30).unwrap();
     assert_eq!((o.val, o.test, o.at_cap), (1.4, 1.5, false), "early stopping keeps step 20");
+    let c = chosen_evaluation(&rows, "r", 1).unwrap();
+    assert_eq!((c.step, c.last), (20, 30), "every per-condition figure is read at step 20 too");
     let rising = &rows[..4];
     let o = outcome(rising, "r", 1, 20).unwrap();
     assert!(o.at_cap, "the lowest validation loss is the cap's: not converged");
@@ -611,6 +614,12 @@ fn a_tiny_conditional_study_reports_generated_moves_per_condition() {
         let told = arm.s_conditioned.expect("conditioned fine-tuning ran");
         assert!(told.is_finite() && arm.s_lora.is_some(), "{arm:?}");
         assert_ne!(Some(told), arm.saturation(), "the unconditional prompts saturate at lora, not at the told model");
+        let ceiling = a.tunings.iter().find(|t| {
+            t.point == arm.point
+                && t.arm == arm.arm
+                && t.kind == vestige::lab::studies::distance::conditional::Kind::Conditioned
+        });
+        assert_eq!(ceiling.map(|t| t.loss), Some(told), "both tables read the same run at the same evaluation");
     }
     vestige::commands::experiment::write_report(&exp, None).unwrap();
     let summary = std::fs::read_to_string(exp.root.join("report/summary.md")).unwrap();
@@ -812,4 +821,57 @@ fn extrapolated_conditions_lie_beyond_every_path_the_prompts_train_on() {
     let seen_beyond = config.replace("seen = [[0, 0]]", "seen = [[0, 0], [3, 0]]");
     let err = format!("{:#}", Experiment::load(&experiment(tmp.path(), &seen_beyond)).unwrap_err());
     assert!(err.contains("distance.conditional.seen") && err.contains("train_max_extra"), "{err}");
+}
+
+/// A tuning on seed `point` whose paths take `follow × requested + 1` extra moves and no
+/// invalid ones, on the conditions (0, 0), (2, 0) seen and (6, 0) held out beyond the range.
+fn tuning(point: &str, kind: vestige::lab::studies::distance::conditional::Kind, follow: f64) -> TuningResult {
+    let condition = |extra: i64, held_out: bool| ConditionResult {
+        condition: [extra, 0],
+        held_out,
+        extrapolated: held_out,
+        loss: 1.0,
+        reached: 0.5,
+        extra: follow * extra as f64 + 1.0,
+        invalid: 0.0,
+        extra_gap: 1.0,
+        invalid_gap: 0.0,
+        reached_ci: None,
+        extra_ci: None,
+        invalid_ci: None,
+    };
+    TuningResult {
+        point: point.into(),
+        arm: Arm::Target,
+        kind,
+        loss: 1.0,
+        conditions: vec![condition(0, false), condition(2, false), condition(6, true)],
+    }
+}
+
+#[test]
+fn conditional_figures_over_seeds_are_t_intervals_and_the_slope_gain_is_paired_by_seed() {
+    use vestige::lab::studies::distance::conditional::{over_seeds, Kind};
+    let (soft, cond) = ([0.1, 0.5, 0.3], [0.4, 0.9, 0.5]);
+    let mut tunings = Vec::new();
+    for (s, (a, b)) in soft.iter().zip(cond).enumerate() {
+        tunings.push(tuning(&format!("seed={s}"), Kind::Soft(4), *a));
+        tunings.push(tuning(&format!("seed={s}"), Kind::Cond(4), b));
+    }
+    let rows = over_seeds(&tunings);
+    let row = |k: Kind| rows.iter().find(|r| r.kind == k).unwrap();
+    let slope = row(Kind::Cond(4)).slope.unwrap();
+    assert!((slope.value - 0.6).abs() < 1e-12 && slope.n == 3, "{slope:?}");
+    let t = vestige::analysis::t_interval(&cond, 0.95).unwrap();
+    assert!((slope.lo - t.lo).abs() < 1e-12 && (slope.hi - t.hi).abs() < 1e-12, "the seeds' t-interval");
+    // Gains 0.3, 0.4, 0.2: paired, so their spread (not the slopes') sets the interval.
+    let gain = row(Kind::Cond(4)).slope_gain.unwrap();
+    assert!((gain.value - 0.3).abs() < 1e-12 && gain.lo > 0.0 && gain.hi - gain.lo < slope.hi - slope.lo, "{gain:?}");
+    assert!(row(Kind::Soft(4)).slope_gain.is_none(), "only a conditional prompt has an unconditional twin");
+    // Held out (6, 0): |follow · 6 + 1 − 6|, the extrapolated condition here.
+    let err = row(Kind::Soft(4)).extrapolated_error.unwrap();
+    let expect = soft.iter().map(|f| (f * 6.0 + 1.0 - 6.0f64).abs()).sum::<f64>() / 3.0;
+    assert!((err.value - expect).abs() < 1e-12 && row(Kind::Soft(4)).held_out_reached.unwrap().value == 0.5);
+    let one_seed = over_seeds(&tunings[..2]);
+    assert!(one_seed.iter().all(|r| r.slope.is_none()), "no interval from one seed");
 }

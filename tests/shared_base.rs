@@ -110,3 +110,23 @@ fn a_study_shares_one_base_per_scale_and_seed_and_a_changed_base_config_keys_a_n
     assert_eq!((outcome.ran.len(), outcome.failed.len()), (2, 0), "{:?}", outcome.failed);
     assert_eq!(bases(&exp.bases_dir()), 1, "the lab trains the shared pretraining once");
 }
+
+#[test]
+fn a_worker_passes_over_cells_whose_base_another_worker_is_still_training() {
+    use std::cell::RefCell;
+    use vestige::lab::execute::Queue;
+    let key = |k: &str| Some(k.to_string());
+    let bases = [key("a"), key("a"), key("b"), None, key("a")];
+    let published = RefCell::new(Vec::<String>::new());
+    let is_published = |k: &str| published.borrow().iter().any(|p| p == k);
+    let mut q = Queue { pending: (0..bases.len()).collect(), training: Vec::new() };
+    assert_eq!(q.take(&bases, &is_published), Some((0, key("a"))), "the first to need base a trains it");
+    assert_eq!(q.take(&bases, &is_published), Some((2, key("b"))), "cell 1 would wait on a's lock: passed over");
+    assert_eq!(q.take(&bases, &is_published), Some((3, None)), "no base");
+    assert_eq!(q.take(&bases, &is_published), Some((1, None)), "nothing else to start: it waits on a's lock");
+    published.borrow_mut().push("a".into());
+    assert_eq!(q.take(&bases, &is_published), Some((4, None)), "a published while its trainer's cell runs on");
+    q.done(key("a"));
+    q.done(key("b"));
+    assert!(q.training.is_empty() && q.take(&bases, &is_published).is_none());
+}

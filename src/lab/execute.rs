@@ -2,7 +2,9 @@
 //! in its own thread pool of `threads_per_cell` threads, so its results depend only on that
 //! count), cheapest first; finished cells are skipped, interrupted ones resume from their
 //! checkpoints. A cell runs under its [`CellLock`], so a second runner (another terminal, a
-//! requeued Slurm task) skips a cell that is running elsewhere. A search runs a budgeted
+//! requeued Slurm task) skips a cell that is running elsewhere. A worker passes over a cell
+//! whose shared base another worker is still training (it would wait on the base's lock)
+//! while there is a cell it can start at once. A search runs a budgeted
 //! sample of the cells instead: at once (random), or rung by rung, each rung's survivors
 //! chosen from the last one's results (halving).
 
@@ -16,11 +18,11 @@ use crate::store::Store;
 use crate::train::build::build;
 use crate::train::interrupt::Interrupted;
 use crate::train::run::{run_or_resume, RunError, RunPaths};
+use crate::train::shared_base;
 use crate::train::step_loop::progress_bars;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// How to run.
@@ -217,7 +219,15 @@ fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize
     let per_cell = exp.settings.threads_per_cell.min(threads).max(1);
     let workers = (threads / per_cell).clamp(1, cells.len().max(1));
     let bar = cells_bar(cells.len());
-    let next = AtomicUsize::new(0);
+    // The keys the cells' runs will give their first phases: computed under the cells' own
+    // thread count, which the key includes.
+    let keys_pool = rayon::ThreadPoolBuilder::new().num_threads(per_cell).build().expect("a thread pool");
+    let bases: Vec<Option<String>> = keys_pool.install(|| {
+        cells.iter().map(|(c, _)| build(&c.config).ok().and_then(|b| shared_base::key(&c.config, &b.model))).collect()
+    });
+    let bases_dir = exp.bases_dir();
+    let published = |key: &str| shared_base::is_published(&bases_dir, key);
+    let queue = Mutex::new(Queue { pending: (0..cells.len()).collect(), training: Vec::new() });
     let results: Mutex<Vec<Option<Result<Ran>>>> = Mutex::new((0..cells.len()).map(|_| None).collect());
     let flops_done = Mutex::new(0.0f64);
     let total: f64 = cells.iter().map(|c| c.1).sum();
@@ -226,10 +236,14 @@ fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize
         for _ in 0..workers {
             s.spawn(|| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(per_cell).build().expect("a thread pool");
-                while let Some(&(cell, flops)) = cells.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    let k = cells.iter().position(|c| c.0.id == cell.id).expect("a listed cell");
+                loop {
+                    let Some((k, trains)) = queue.lock().expect("no poisoned lock").take(&bases, &published) else {
+                        break;
+                    };
+                    let (cell, flops) = cells[k];
                     bar.set_message(format!("running {}", cell.id));
                     let result = pool.install(|| run_cell(exp, db, cell));
+                    queue.lock().expect("no poisoned lock").done(trains);
                     if let Err(e) = &result {
                         bar.println(format!("cell {} failed: {e:#}", cell.id));
                     }
@@ -244,6 +258,42 @@ fn run_cells(exp: &Experiment, db: &Path, cells: &[(&Cell, f64)], threads: usize
     });
     bar.finish_and_clear();
     results.into_inner().expect("no poisoned lock").into_iter().map(|r| r.expect("every cell ran")).collect()
+}
+
+/// The cells a runner's workers have yet to start (indices, in order of preference) and the
+/// shared bases its workers are training.
+#[derive(Debug, Default)]
+pub struct Queue {
+    pub pending: Vec<usize>,
+    pub training: Vec<String>,
+}
+
+impl Queue {
+    /// The next cell to start, given each cell's base key (`bases`) and which bases are
+    /// published: the first pending cell whose base no worker is training (or that has been
+    /// published meanwhile), else the first pending cell (its run waits on the base's lock).
+    /// With it, the base its worker will train, if it is the first to need an unpublished one:
+    /// hand it back to [`Queue::done`] when the cell ends.
+    pub fn take(
+        &mut self,
+        bases: &[Option<String>],
+        published: &dyn Fn(&str) -> bool,
+    ) -> Option<(usize, Option<String>)> {
+        let ready = |k: &usize| bases[*k].as_ref().is_none_or(|b| !self.training.contains(b) || published(b));
+        let at = self.pending.iter().position(ready).unwrap_or(0);
+        if self.pending.is_empty() {
+            return None;
+        }
+        let k = self.pending.remove(at);
+        let trains = bases[k].clone().filter(|b| !self.training.contains(b) && !published(b));
+        self.training.extend(trains.clone());
+        Some((k, trains))
+    }
+
+    /// A cell that trained base `trained` ended.
+    pub fn done(&mut self, trained: Option<String>) {
+        self.training.retain(|b| Some(b) != trained.as_ref());
+    }
 }
 
 /// Runs or resumes one cell under its lock, recording into the store at `db`.

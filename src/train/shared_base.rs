@@ -50,6 +50,11 @@ pub fn key(cfg: &RunConfig, arch: &ModelConfig) -> Option<String> {
     Some(super::config::short_sha256(&parts.to_string()))
 }
 
+/// Whether base `key` under `bases` was published (without taking its lock).
+pub fn is_published(bases: &Path, key: &str) -> bool {
+    bases.join(key).join(ROWS).is_file()
+}
+
 /// A base under its lock, held until this drops: published, or adopted.
 pub struct SharedBase {
     key: String,

@@ -406,10 +406,22 @@ pub fn phase_index(cell: &Cell) -> u32 {
     cell.config.phases.iter().position(|p| p.name == PHASE).unwrap_or(0) as u32
 }
 
-/// The outcome of a run of a `steps`-step phase `phase` on `task`: its evaluation with the
-/// lowest `val_loss` (the earliest of ties; the last evaluation when none logged one), with
-/// the reported `loss` there.
-pub fn outcome(rows: &[MetricRow], task: &str, phase: u32, steps: u64) -> Option<Outcome> {
+/// The evaluation a run of phase `phase` on `task` is judged at: the one with the lowest
+/// `val_loss` (the earliest of ties; the last evaluation when none logged one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Chosen {
+    /// The evaluation's step.
+    pub step: u64,
+    /// The phase's last evaluation step.
+    pub last: u64,
+    /// Validation loss there (NaN when the run logged none).
+    pub val: f64,
+    /// Reported loss there.
+    pub test: f64,
+}
+
+/// The chosen evaluation of `task` in phase `phase` (None when it logged no reported loss).
+pub fn chosen_evaluation(rows: &[MetricRow], task: &str, phase: u32) -> Option<Chosen> {
     let of = |metric: &str| -> BTreeMap<u64, f64> {
         rows.iter()
             .filter(|r| r.phase == phase && r.task == task && r.metric == metric && r.value.is_finite())
@@ -420,18 +432,16 @@ pub fn outcome(rows: &[MetricRow], task: &str, phase: u32, steps: u64) -> Option
     let last = *test.keys().next_back()?;
     let chosen = val.iter().filter(|(s, _)| test.contains_key(s)).min_by(|a, b| a.1.total_cmp(b.1));
     let (step, val) = chosen.map_or((last, f64::NAN), |(s, v)| (*s, *v));
-    Some(Outcome { val, test: test[&step], at_cap: step == last && last >= steps && steps > 1 })
+    Some(Chosen { step, last, val, test: test[&step] })
+}
+
+/// The outcome of a run of a `steps`-step phase `phase` on `task`, at its chosen evaluation.
+pub fn outcome(rows: &[MetricRow], task: &str, phase: u32, steps: u64) -> Option<Outcome> {
+    let c = chosen_evaluation(rows, task, phase)?;
+    Some(Outcome { val: c.val, test: c.test, at_cap: c.step == c.last && c.last >= steps && steps > 1 })
 }
 
 /// The step cap of a cell's measurement phase.
 fn phase_steps(cell: &Cell) -> u64 {
     cell.config.phases.get(phase_index(cell) as usize).map_or(0, |p| p.steps)
-}
-
-/// The last finite value of `task`'s `metric` logged in phase `phase`.
-pub fn final_metric(rows: &[MetricRow], task: &str, metric: &str, phase: u32) -> Option<f64> {
-    rows.iter()
-        .filter(|r| r.phase == phase && r.task == task && r.metric == metric && r.value.is_finite())
-        .max_by_key(|r| r.step)
-        .map(|r| r.value)
 }

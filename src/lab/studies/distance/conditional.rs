@@ -5,12 +5,12 @@
 //! and, per count, the verdict of conditional against unconditional prompts on the held-out
 //! conditions, which the conditional prompts never trained on.
 
-use super::analysis::{final_metric, phase_index, point_name, variant_of};
+use super::analysis::{chosen_evaluation, phase_index, point_name, variant_of};
 use super::{Arm, Conditional, DistanceSpec, Tuning};
 use crate::analysis::scaling::slope_only;
-use crate::analysis::{mean_interval, BootstrapConfig};
+use crate::analysis::{mean_interval, BootstrapConfig, Interval};
 use crate::lab::experiment::Experiment;
-use crate::lab::pooling::finished_rows;
+use crate::lab::pooling::{finished_rows, seed_interval};
 use crate::report::Table;
 use crate::store::{read_sample_scores, Store};
 use crate::train::step_loop::sample_scores_path;
@@ -81,14 +81,14 @@ impl Kind {
     }
 }
 
-/// The chosen run (lowest final validation loss on the prompts' training task, or lowest
-/// reported loss without one) of one tuning.
+/// The chosen run (lowest validation loss on the prompts' training task, or lowest reported
+/// loss without one) of one tuning, read at its evaluation with that validation loss.
 #[derive(Clone, Debug)]
 pub struct TuningResult {
     pub point: String,
     pub arm: Arm,
     pub kind: Kind,
-    /// Its final loss on the training conditions' held-out boards.
+    /// Its loss on the training conditions' held-out boards.
     pub loss: f64,
     pub conditions: Vec<ConditionResult>,
 }
@@ -98,13 +98,19 @@ impl TuningResult {
     /// `|extra gap| + |invalid gap|`, and the error of the means `|mean extra − extra| +
     /// |mean invalid − invalid|` (which per-path sampling noise does not inflate).
     pub fn mean_over(&self, held_out: bool) -> Option<Means> {
-        let picked: Vec<&ConditionResult> = self.conditions.iter().filter(|c| c.held_out == held_out).collect();
+        self.means_where(|c| c.held_out == held_out)
+    }
+
+    /// [`TuningResult::mean_over`] on the conditions `pick` keeps (`None` when it keeps none).
+    pub fn means_where(&self, pick: impl Fn(&ConditionResult) -> bool) -> Option<Means> {
+        let picked: Vec<&ConditionResult> = self.conditions.iter().filter(|c| pick(c)).collect();
         let n = picked.len() as f64;
         let mean = |f: &dyn Fn(&ConditionResult) -> f64| picked.iter().map(|c| f(c)).sum::<f64>() / n;
         (n > 0.0).then(|| Means {
             loss: mean(&|c| c.loss),
             gap: mean(&|c| c.extra_gap + c.invalid_gap),
             error: mean(&|c| (c.extra - c.condition[0] as f64).abs() + (c.invalid - c.condition[1] as f64).abs()),
+            reached: mean(&|c| c.reached),
         })
     }
 
@@ -123,6 +129,109 @@ pub struct Means {
     pub loss: f64,
     pub gap: f64,
     pub error: f64,
+    /// The fraction of sampled paths that reach the target.
+    pub reached: f64,
+}
+
+/// One arm's tuning over the base seeds (the sweep's points): 95% t-intervals of its
+/// per-seed figures, each over the seeds where it is defined.
+#[derive(Clone, Debug)]
+pub struct OverSeeds {
+    pub arm: Arm,
+    pub kind: Kind,
+    /// The seeds that ran it.
+    pub seeds: usize,
+    /// Extra-move slope over every evaluated condition ([`TuningResult::extra_slope`]).
+    pub slope: Option<Interval>,
+    /// A conditional prompt's slope minus the unconditional prompt's of the same length and
+    /// seed (paired by seed): what the condition adds.
+    pub slope_gain: Option<Interval>,
+    /// Error of the mean moves on the held-out conditions, and on the extrapolated ones only.
+    pub held_out_error: Option<Interval>,
+    pub extrapolated_error: Option<Interval>,
+    /// Per-path gap and reach rate on the held-out conditions.
+    pub held_out_gap: Option<Interval>,
+    pub held_out_reached: Option<Interval>,
+}
+
+/// Confidence level of the intervals over seeds.
+const SEED_LEVEL: f64 = 0.95;
+
+/// Per arm and tuning, its figures over the base seeds (the points of the sweep).
+pub fn over_seeds(tunings: &[TuningResult]) -> Vec<OverSeeds> {
+    let mut groups: BTreeMap<(Arm, Kind), Vec<&TuningResult>> = BTreeMap::new();
+    for t in tunings {
+        groups.entry((t.arm, t.kind)).or_default().push(t);
+    }
+    // Clipped to the figure's range: errors and gaps are ≥ 0, a reach rate lies in [0, 1].
+    let of = |runs: &[&TuningResult], (lo, hi): (f64, f64), f: &dyn Fn(&TuningResult) -> Option<f64>| {
+        let finite: Vec<f64> = runs.iter().filter_map(|t| f(t)).filter(|v| v.is_finite()).collect();
+        seed_interval(&finite, SEED_LEVEL, lo, hi)
+    };
+    let (any, positive, rate) = ((f64::NEG_INFINITY, f64::INFINITY), (0.0, f64::INFINITY), (0.0, 1.0));
+    groups
+        .iter()
+        .map(|(&(arm, kind), runs)| {
+            let unconditional = |t: &TuningResult| match kind {
+                Kind::Cond(n) => groups.get(&(arm, Kind::Soft(n)))?.iter().find(|s| s.point == t.point).copied(),
+                _ => None,
+            };
+            OverSeeds {
+                arm,
+                kind,
+                seeds: runs.len(),
+                slope: of(runs, any, &|t| t.extra_slope()),
+                slope_gain: of(runs, any, &|t| Some(t.extra_slope()? - unconditional(t)?.extra_slope()?)),
+                held_out_error: of(runs, positive, &|t| t.mean_over(true).map(|m| m.error)),
+                extrapolated_error: of(runs, positive, &|t| t.means_where(|c| c.extrapolated).map(|m| m.error)),
+                held_out_gap: of(runs, positive, &|t| t.mean_over(true).map(|m| m.gap)),
+                held_out_reached: of(runs, rate, &|t| t.mean_over(true).map(|m| m.reached)),
+            }
+        })
+        .collect()
+}
+
+/// One row per arm and tuning: [`over_seeds`].
+pub fn over_seeds_table(rows: &[OverSeeds]) -> Table {
+    let header = [
+        "arm",
+        "tuning",
+        "extra slope",
+        "slope − soft's (paired)",
+        "held-out error of mean moves",
+        "extrapolated error",
+        "held-out per-path gap",
+        "held-out reach",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            // The seeds behind a figure, where fewer than ran the tuning define it.
+            let show = |i: &Option<Interval>| match i {
+                None => "-".to_string(),
+                Some(i) if i.n < r.seeds => format!("{:.2} [{:.2}, {:.2}] (n={})", i.value, i.lo, i.hi, i.n),
+                Some(i) => format!("{:.2} [{:.2}, {:.2}]", i.value, i.lo, i.hi),
+            };
+            let cells = [&r.slope, &r.slope_gain, &r.held_out_error, &r.extrapolated_error, &r.held_out_gap];
+            let mut row = vec![r.arm.name().into(), r.kind.name()];
+            row.extend(cells.into_iter().map(show));
+            row.push(show(&r.held_out_reached));
+            row
+        })
+        .collect();
+    Table {
+        caption: format!(
+            "Over base seeds: mean and {:.0}% t-interval over the seeds, clipped to the figure's range (n: the \
+             seeds that define a figure, where fewer than ran the tuning; no interval below 2) of each tuning's extra-move slope, a conditional prompt's slope minus the \
+             unconditional prompt's of the same length and seed, the error of its mean moves on the held-out \
+             and on the extrapolated conditions, its per-path gap and reach rate on the held-out conditions",
+            SEED_LEVEL * 100.0
+        ),
+        header,
+        rows,
+    }
 }
 
 /// Conditional against unconditional prompts of one count on the held-out conditions.
@@ -152,7 +261,7 @@ pub struct CondAnalysis {
     pub verdicts: Vec<Verdict>,
 }
 
-/// Reads every cell's final per-condition metrics (empty without `[distance.conditional]`).
+/// Reads every cell's per-condition metrics at its chosen evaluation (empty without `[distance.conditional]`).
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;
@@ -162,23 +271,21 @@ pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
         let Ok(rows) = finished_rows(&store, cell)? else { continue };
         let phase = phase_index(cell);
         let prompt_task = Conditional::prompt_task(&spec.behavior);
-        let Some(loss) = final_metric(&rows, &prompt_task, "loss", phase) else { continue };
-        // Chosen by validation loss where the run logged one, so the choice is not made on
-        // the reported samples.
-        let select = final_metric(&rows, &prompt_task, "val_loss", phase).unwrap_or(loss);
-        // At the task's last evaluation: a metric that evaluation does not define (the extra
-        // moves when no path reached the target) is NaN, not an earlier evaluation's value.
-        let last = |task: &str| rows.iter().filter(|r| r.phase == phase && r.task == task).map(|r| r.step).max();
+        // Every figure at the evaluation the run is judged at (the lowest validation loss on
+        // the prompt task, as the distance table's), so a fine-tuning run stopped early is not
+        // read at the evaluations after its best; runs are chosen by that validation loss, so
+        // the choice is not made on the reported samples.
+        let Some(chosen) = chosen_evaluation(&rows, &prompt_task, phase) else { continue };
+        let (loss, step) = (chosen.test, chosen.step);
+        let select = if chosen.val.is_nan() { loss } else { chosen.val };
+        // A metric that evaluation does not define (the extra moves when no path reached the
+        // target) is NaN, not another evaluation's value.
         let metric = |task: &str, m: &str| {
-            let at =
-                rows.iter().find(|r| Some(r.step) == last(task) && r.phase == phase && r.task == task && r.metric == m);
+            let at = rows.iter().find(|r| r.step == step && r.phase == phase && r.task == task && r.metric == m);
             at.map_or(f64::NAN, |r| r.value)
         };
         let dir = exp.cells_dir().join(&cell.id);
-        let interval = |task: &str, m: &str| {
-            let path = sample_scores_path(&dir, phase, last(task)?, task);
-            sample_interval(&path, m)
-        };
+        let interval = |task: &str, m: &str| sample_interval(&sample_scores_path(&dir, phase, step, task), m);
         let conditions = c
             .evaluated()
             .into_iter()

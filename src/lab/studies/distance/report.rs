@@ -36,10 +36,12 @@ pub fn write(spec: &DistanceSpec, exp: &Experiment) -> Result<PathBuf> {
             summary.push_str(&format!("\n{}\n", table.to_markdown()));
         }
     }
-    if a.spec.conditional.is_some() {
-        let tables = [conditional::verdict_table(&cond), conditional::condition_table(&cond)];
-        write_atomic(&dir.join("conditions.csv"), tables[1].to_csv().as_bytes())?;
-        summary.push_str(&format!("\n{}\n{}\n", tables[0].to_markdown(), tables[1].to_markdown()));
+    if let Some(c) = &a.spec.conditional {
+        let section = conditions_section(c, &cond);
+        for table in &section.tables {
+            summary.push_str(&format!("\n{}\n", table.to_markdown()));
+        }
+        write_atomic(&dir.join("conditions.csv"), conditional::condition_table(&cond).to_csv().as_bytes())?;
     }
     write_atomic(&dir.join("summary.md"), summary.as_bytes())?;
     Ok(path)
@@ -155,7 +157,11 @@ fn conditions_section(c: &Conditional, cond: &CondAnalysis) -> Section {
             pairs(&c.held_out),
             c.temperature
         )],
-        tables: vec![conditional::verdict_table(cond), conditional::condition_table(cond)],
+        tables: vec![
+            conditional::verdict_table(cond),
+            conditional::over_seeds_table(&conditional::over_seeds(&cond.tunings)),
+            conditional::condition_table(cond),
+        ],
         ..Default::default()
     }
 }
