@@ -224,9 +224,10 @@ pub fn over_seeds_table(rows: &[OverSeeds]) -> Table {
     Table {
         caption: format!(
             "Over base seeds: mean and {:.0}% t-interval over the seeds, clipped to the figure's range (n: the \
-             seeds that define a figure, where fewer than ran the tuning; no interval below 2) of each tuning's extra-move slope, a conditional prompt's slope minus the \
-             unconditional prompt's of the same length and seed, the error of its mean moves on the held-out \
-             and on the extrapolated conditions, its per-path gap and reach rate on the held-out conditions",
+             seeds that define a figure, where fewer than ran the tuning; no interval below 2) of each tuning's \
+             extra-move slope, a conditional prompt's slope minus the unconditional prompt's of the same length \
+             and seed, the error of its mean moves on the held-out and on the extrapolated conditions, its \
+             per-path gap and reach rate on the held-out conditions",
             SEED_LEVEL * 100.0
         ),
         header,
@@ -261,7 +262,8 @@ pub struct CondAnalysis {
     pub verdicts: Vec<Verdict>,
 }
 
-/// Reads every cell's per-condition metrics at its chosen evaluation (empty without `[distance.conditional]`).
+/// Reads every cell's per-condition metrics at its chosen evaluation (empty without
+/// `[distance.conditional]`).
 pub fn analyse(spec: &DistanceSpec, exp: &Experiment) -> Result<CondAnalysis> {
     let Some(c) = &spec.conditional else { return Ok(CondAnalysis::default()) };
     let store = Store::open(&exp.db())?;

@@ -36,12 +36,13 @@ pub fn write(spec: &DistanceSpec, exp: &Experiment) -> Result<PathBuf> {
             summary.push_str(&format!("\n{}\n", table.to_markdown()));
         }
     }
-    if let Some(c) = &a.spec.conditional {
-        let section = conditions_section(c, &cond);
+    // The page's own conditional section: its tables, and the per-condition one (its last) as CSV.
+    if let Some(section) = page.sections.iter().find(|s| s.heading == CONDITIONS_HEADING) {
         for table in &section.tables {
             summary.push_str(&format!("\n{}\n", table.to_markdown()));
         }
-        write_atomic(&dir.join("conditions.csv"), conditional::condition_table(&cond).to_csv().as_bytes())?;
+        let per_condition = section.tables.last().expect("the section ends with the per-condition table");
+        write_atomic(&dir.join("conditions.csv"), per_condition.to_csv().as_bytes())?;
     }
     write_atomic(&dir.join("summary.md"), summary.as_bytes())?;
     Ok(path)
@@ -136,11 +137,14 @@ pub fn page(name: &str, a: &DistanceAnalysis, cond: &CondAnalysis) -> Result<Pag
     Ok(Page { title: format!("Conditional distance: {name}"), intro, sections })
 }
 
+/// The heading of [`conditions_section`].
+const CONDITIONS_HEADING: &str = "Conditioning on pathfinding conditions";
+
 /// Whether conditional prompts follow pathfinding conditions they never trained on.
 fn conditions_section(c: &Conditional, cond: &CondAnalysis) -> Section {
     let pairs = |l: &[[i64; 2]]| l.iter().map(|[e, i]| format!("({e}, {i})")).collect::<Vec<_>>().join(", ");
     Section {
-        heading: "Conditioning on pathfinding conditions".into(),
+        heading: CONDITIONS_HEADING.into(),
         paragraphs: vec![format!(
             "Conditional prompts map each sample's (extra moves, invalid moves) through an MLP (hidden width {}, \
              conditions × {}) to its prompt; they train on boards whose path has any condition except the held-out \
